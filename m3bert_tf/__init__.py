@@ -1,0 +1,13 @@
+"""m3bert_tf: M3BERT, a transformer encoder for music audio, in TensorFlow/Keras.
+
+Importing the package is cheap: it pulls in neither TensorFlow, Keras nor
+librosa. Each room imports what it needs:
+
+- `m3bert_tf.schema`: the 324-dim frame layout and the record schema.
+- `m3bert_tf.features`: audio decoding and librosa frame features (no TF).
+- `m3bert_tf.data`: TFRecord shards (TensorFlow, no Keras).
+- `m3bert_tf.extract`: the parallel, resumable extraction job.
+- `m3bert_tf.corpus`: the built-in synthetic example corpus.
+"""
+
+__version__ = "0.1.0"

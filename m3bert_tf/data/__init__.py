@@ -1,0 +1,1 @@
+"""TFRecord shards and tf.data pipelines. TensorFlow only: no Keras."""

@@ -1,0 +1,94 @@
+"""Encoding and parsing one chunk as a `tf.train.Example` (schema in `schema.py`)."""
+
+import json
+
+import numpy as np
+import tensorflow as tf
+
+from m3bert_tf import schema
+
+
+def _bytes(value: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int64(value: int) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+
+def encode_example(
+    features: np.ndarray,
+    track_id: str,
+    chunk_index: int,
+    source_path: str,
+    split: str = "",
+    labels: dict | None = None,
+) -> bytes:
+    """Serializes one chunk.
+
+    Args:
+      features: [num_frames, 324] array, stored as little-endian float16 bytes.
+      track_id: id shared by every chunk of the track.
+      chunk_index: 0-based position of the chunk in its track.
+      source_path: the audio file it came from.
+      split: "train" / "valid" / "test", or "" when not known.
+      labels: {task: label} (JSON-serializable), or None.
+    """
+    if features.ndim != 2 or features.shape[1] != schema.NUM_FEATURES:
+        raise ValueError(
+            f"{source_path}: features must be [frames, {schema.NUM_FEATURES}], "
+            f"got {features.shape}"
+        )
+    data = np.ascontiguousarray(features, dtype=schema.FEATURE_DTYPE).tobytes()
+    example = tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                schema.FEATURES_KEY: _bytes(data),
+                schema.NUM_FRAMES_KEY: _int64(features.shape[0]),
+                schema.TRACK_ID_KEY: _bytes(track_id.encode()),
+                schema.CHUNK_INDEX_KEY: _int64(chunk_index),
+                schema.SOURCE_PATH_KEY: _bytes(source_path.encode()),
+                schema.SPLIT_KEY: _bytes(split.encode()),
+                schema.LABELS_KEY: _bytes(json.dumps(labels or {}).encode()),
+            }
+        )
+    )
+    return example.SerializeToString()
+
+
+FEATURE_SPEC = {
+    schema.FEATURES_KEY: tf.io.FixedLenFeature([], tf.string),
+    schema.NUM_FRAMES_KEY: tf.io.FixedLenFeature([], tf.int64),
+    schema.TRACK_ID_KEY: tf.io.FixedLenFeature([], tf.string),
+    schema.CHUNK_INDEX_KEY: tf.io.FixedLenFeature([], tf.int64),
+    schema.SOURCE_PATH_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    schema.SPLIT_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    schema.LABELS_KEY: tf.io.FixedLenFeature([], tf.string, default_value="{}"),
+}
+
+
+def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Parses one serialized example (graph-safe, for `Dataset.map`).
+
+    Returns a dict with "features" as [num_frames, 324] float32 and the other
+    schema keys as scalars.
+    """
+    parsed = tf.io.parse_single_example(serialized, FEATURE_SPEC)
+    frames = tf.io.decode_raw(parsed[schema.FEATURES_KEY], tf.float16, little_endian=True)
+    frames = tf.reshape(frames, [-1, schema.NUM_FEATURES])
+    parsed[schema.FEATURES_KEY] = tf.cast(frames, tf.float32)
+    return parsed
+
+
+def read_examples(path: str) -> list[dict]:
+    """Reads a whole shard eagerly into Python values (for tests and tools)."""
+    out = []
+    for record in tf.data.TFRecordDataset(path):
+        ex = parse_example(record)
+        out.append(
+            {
+                key: (v.numpy().decode() if v.dtype == tf.string else v.numpy())
+                for key, v in ex.items()
+            }
+        )
+    return out

@@ -1,0 +1,363 @@
+"""The extraction job: audio files -> 324-dim frame features -> TFRecord shards.
+
+    run_extract(ExtractConfig(input=..., output_dir=...))
+
+Files are decoded and featurized in worker processes (librosa only, one
+filter bank per process); the parent serializes chunks and writes shards
+atomically (see `data/shards.py`). Re-running on the same output directory
+resumes: tracks in finished shards and files already recorded as failures are
+skipped. A file that cannot be used is reported in one line, appended to
+`failures.jsonl` and listed in the manifest; the job goes on.
+"""
+
+import csv
+import dataclasses
+import datetime
+import glob
+import json
+import multiprocessing
+import os
+import sys
+import time
+
+from m3bert_tf import __version__, schema
+from m3bert_tf.features import audio as audio_lib
+from m3bert_tf.features import frames as frames_lib
+from m3bert_tf.progress import Progress
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".au", ".aif", ".aiff")
+FAILURES_NAME = "failures.jsonl"
+SPEC_NAME = "feature_spec.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractConfig:
+    """One extraction job.
+
+    Attributes:
+      input: a directory (searched recursively for audio files), a glob, or a
+        CSV manifest with a `path` column and optional `track_id`, `split`,
+        `task`, `label` columns (relative paths are relative to the CSV).
+      output_dir: where shards, indexes and manifest.json go.
+      features: what to compute per file.
+      num_workers: worker processes (0 = all cores).
+      shard_size: examples (30 s chunks, about 0.84 MB each) per shard; a
+        shard closes at the first track boundary at or past it.
+      strict: stop at the first failed file (it is still recorded).
+      retry_failed: try again files that an earlier run recorded as failed.
+      progress_interval: seconds between progress lines.
+    """
+
+    input: str
+    output_dir: str
+    features: frames_lib.FeatureConfig = frames_lib.FeatureConfig()
+    num_workers: int = 0
+    shard_size: int = 128
+    strict: bool = False
+    retry_failed: bool = False
+    progress_interval: float = 5.0
+
+    def __post_init__(self):
+        if self.shard_size < 1:
+            raise ValueError(f"--shard_size must be >= 1, got {self.shard_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"--num_workers must be >= 0, got {self.num_workers}")
+
+
+@dataclasses.dataclass
+class Job:
+    """One audio file to featurize."""
+
+    path: str
+    track_id: str
+    split: str = ""
+    labels: dict = dataclasses.field(default_factory=dict)
+
+
+def _track_id(path: str, root: str) -> str:
+    return os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, "/")
+
+
+def find_jobs(input_spec: str) -> list[Job]:
+    """Resolves `--input` (directory, glob or CSV manifest) to jobs, sorted by path."""
+    if os.path.isdir(input_spec):
+        paths = [
+            os.path.join(d, name)
+            for d, _, names in os.walk(input_spec)
+            for name in names
+            if name.lower().endswith(AUDIO_EXTENSIONS)
+        ]
+        root = input_spec
+    elif input_spec.lower().endswith(".csv") and os.path.isfile(input_spec):
+        return read_csv_manifest(input_spec)
+    else:
+        paths = [p for p in glob.glob(input_spec, recursive=True) if os.path.isfile(p)]
+        root = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else ""
+    if not paths:
+        raise FileNotFoundError(f"--input={input_spec}: no audio files found")
+    return [Job(p, _track_id(p, root)) for p in sorted(paths)]
+
+
+def read_csv_manifest(csv_path: str) -> list[Job]:
+    """Reads `path[,track_id][,split][,task,label]` rows; one Job per path.
+
+    Rows naming the same path merge their {task: label} pairs. A row without a
+    path raises ValueError naming the file and line.
+    """
+    base = os.path.dirname(os.path.abspath(csv_path))
+    jobs: dict[str, Job] = {}
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        if "path" not in (reader.fieldnames or []):
+            raise ValueError(f"{csv_path}: needs a 'path' column, has {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            rel = (row.get("path") or "").strip()
+            if not rel:
+                raise ValueError(f"{csv_path}:{line}: empty 'path'")
+            path = os.path.normpath(os.path.join(base, rel))
+            job = jobs.setdefault(
+                path,
+                Job(path, (row.get("track_id") or "").strip() or _track_id(path, base)),
+            )
+            job.split = (row.get("split") or job.split).strip()
+            if (row.get("task") or "").strip():
+                job.labels[row["task"].strip()] = (row.get("label") or "").strip()
+    if not jobs:
+        raise FileNotFoundError(f"{csv_path}: no rows")
+    return sorted(jobs.values(), key=lambda j: j.path)
+
+
+# --- Worker side (librosa only) ----------------------------------------------
+
+_EXTRACTOR = None
+
+
+def _init_worker(feature_config: frames_lib.FeatureConfig) -> None:
+    global _EXTRACTOR
+    try:  # one BLAS thread per worker: the parallelism is across files
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+    _EXTRACTOR = frames_lib.FeatureExtractor(feature_config)
+
+
+def featurize_file(job: Job, extractor: frames_lib.FeatureExtractor) -> dict:
+    """Decodes and featurizes one file.
+
+    Returns {"job", "chunks": [[frames, 324] float16], "num_frames",
+    "duration_s"} or {"job", "error": one-line reason naming the file}.
+    """
+    try:
+        waveform = audio_lib.load_audio(job.path)
+        audio_lib.check_usable(
+            job.path, waveform, schema.SAMPLE_RATE, extractor.config.min_duration
+        )
+        features = frames_lib.cmvn(extractor(waveform))
+        return {
+            "job": job,
+            "chunks": frames_lib.to_chunks(features),
+            "num_frames": len(features),
+            "duration_s": len(waveform) / schema.SAMPLE_RATE,
+        }
+    except audio_lib.AudioError as e:
+        return {"job": job, "error": str(e)}
+    except Exception as e:  # a bug or an odd file must not end a long job
+        return {"job": job, "error": f"{job.path}: {type(e).__name__}: {e}"}
+
+
+def _featurize_in_worker(job: Job) -> dict:
+    return featurize_file(job, _EXTRACTOR)
+
+
+# --- Parent side --------------------------------------------------------------
+
+
+def _read_failures(path: str) -> list[dict]:
+    out = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass  # a line cut short by a kill
+    return out
+
+
+def _check_spec(output_dir: str, spec: dict) -> None:
+    path = os.path.join(output_dir, SPEC_NAME)
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        if old != spec:
+            raise ValueError(
+                f"--output_dir={output_dir} holds features made with another spec "
+                f"({path}: feature_set={old.get('feature_set')!r}, version="
+                f"{old.get('version')}); use a new --output_dir or the same --feature_set"
+            )
+    else:
+        from m3bert_tf.data.shards import write_json_atomic
+
+        write_json_atomic(path, spec)
+
+
+def _close(writer) -> dict:
+    writer.close()
+    return {
+        "shard": os.path.basename(writer.path),
+        "num_examples": writer.num_examples,
+        "tracks": writer.tracks,
+    }
+
+
+def run_extract(config: ExtractConfig, log=None) -> dict:
+    """Runs (or resumes) one extraction job; returns the manifest dict.
+
+    Raises:
+      FileNotFoundError: `config.input` names no audio.
+      RuntimeError: `config.strict` and a file failed.
+    """
+    from m3bert_tf.data import records, shards  # TensorFlow: parent only
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    os.makedirs(config.output_dir, exist_ok=True)
+    spec = config.features.to_json()
+    _check_spec(config.output_dir, spec)
+
+    jobs = find_jobs(config.input)
+    finished, next_number = shards.scan_output_dir(config.output_dir)
+    failures_path = os.path.join(config.output_dir, FAILURES_NAME)
+    old_failures = _read_failures(failures_path)
+    if config.retry_failed and old_failures:
+        os.remove(failures_path)
+        old_failures = []
+    done = {t["source_path"] for s in finished for t in s["tracks"]}
+    done |= {f["path"] for f in old_failures}
+    todo = [j for j in jobs if j.path not in done]
+    log(
+        f"extract: {len(jobs)} files in {config.input}; {len(jobs) - len(todo)} already "
+        f"done ({len(finished)} shards, {len(old_failures)} failures), {len(todo)} to do"
+    )
+
+    num_workers = config.num_workers or os.cpu_count() or 1
+    num_workers = max(1, min(num_workers, len(todo)))
+    new_failures = []
+    audio_seconds = 0.0
+    progress = Progress("extract", len(todo), "files", config.progress_interval)
+    writer = None
+    with open(failures_path, "a") as failures_file:
+        if num_workers == 1:
+            _init_worker(config.features)
+            results = (_featurize_in_worker(j) for j in todo)
+            pool = None
+        else:
+            pool = multiprocessing.get_context("spawn").Pool(
+                num_workers, initializer=_init_worker, initargs=(config.features,)
+            )
+            results = pool.imap_unordered(_featurize_in_worker, todo, chunksize=1)
+        try:
+            for count, result in enumerate(results, start=1):
+                job = result["job"]
+                if "error" in result:
+                    log(f"extract: skipped {result['error']}")
+                    failure = {"path": job.path, "reason": result["error"]}
+                    failures_file.write(json.dumps(failure) + "\n")
+                    failures_file.flush()
+                    new_failures.append(failure)
+                    if config.strict:
+                        raise RuntimeError(f"--strict: {result['error']}")
+                else:
+                    audio_seconds += result["duration_s"]
+                    if writer is None:
+                        name = shards.SHARD_PATTERN.format(next_number)
+                        writer = shards.ShardWriter(os.path.join(config.output_dir, name))
+                        next_number += 1
+                    serialized = [
+                        records.encode_example(
+                            chunk, job.track_id, i, job.path, job.split, job.labels
+                        )
+                        for i, chunk in enumerate(result["chunks"])
+                    ]
+                    writer.add_track(
+                        serialized,
+                        {
+                            "source_path": job.path,
+                            "track_id": job.track_id,
+                            "split": job.split,
+                            "num_chunks": len(serialized),
+                            "num_frames": int(sum(len(c) for c in result["chunks"])),
+                            "track_frames": result["num_frames"],
+                            "duration_s": round(result["duration_s"], 3),
+                        },
+                    )
+                    if writer.num_examples >= config.shard_size:
+                        finished.append(_close(writer))
+                        writer = None
+                hours_rate = audio_seconds / 3600 / max(progress.elapsed, 1e-9)
+                progress.update(
+                    count,
+                    f"{hours_rate:.3f} audio-h/s, "
+                    f"{len(new_failures)} failed",
+                )
+            if writer is not None:
+                finished.append(_close(writer))
+        finally:
+            if pool is not None:
+                pool.terminate()
+    manifest = build_manifest(config, spec, finished, old_failures + new_failures)
+    shards.write_json_atomic(os.path.join(config.output_dir, schema.MANIFEST_NAME), manifest)
+    manifest["run"] = {
+        "files": len(todo),
+        "seconds": progress.elapsed,
+        "audio_seconds": audio_seconds,
+        "new_failures": len(new_failures),
+        "num_workers": num_workers,
+    }
+    return manifest
+
+
+def build_manifest(config, spec, finished, failures) -> dict:
+    """The manifest.json content: spec, versions, counts, shards and failures."""
+    tracks = [t for s in finished for t in s["tracks"]]
+    frames = sum(t["num_frames"] for t in tracks)
+    return {
+        "package": "m3bert_tf",
+        "package_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "input": config.input,
+        "feature_spec": spec,
+        "counts": {
+            "tracks": len(tracks),
+            "chunks": sum(t["num_chunks"] for t in tracks),
+            "frames": frames,
+            "hours": round(frames / schema.FRAMES_PER_SECOND / 3600, 4),
+            "audio_hours": round(sum(t["duration_s"] for t in tracks) / 3600, 4),
+            "failures": len(failures),
+        },
+        "shards": [
+            {"name": s["shard"], "num_examples": s["num_examples"]}
+            for s in sorted(finished, key=lambda s: s["shard"])
+        ],
+        "failures": failures,
+    }
+
+
+def summarize(manifest: dict) -> str:
+    """A few human lines about a finished job."""
+    c = manifest["counts"]
+    lines = [
+        f"tracks {c['tracks']}, chunks {c['chunks']}, frames {c['frames']}, "
+        f"hours {c['hours']:.3f}, shards {len(manifest['shards'])}, failures {c['failures']}"
+    ]
+    run = manifest.get("run")
+    if run and run["seconds"] > 0 and run["audio_seconds"] > 0:
+        lines.append(
+            f"this run: {run['files']} files in {run['seconds']:.1f} s with "
+            f"{run['num_workers']} workers = {run['audio_seconds'] / run['seconds']:.0f}x "
+            f"real time ({run['audio_seconds'] / 3600 / run['seconds']:.4f} audio-h/s)"
+        )
+    for f in manifest["failures"]:
+        lines.append(f"failed: {f['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Audio decoding and librosa frame features. NumPy and librosa only: no TF, no Keras."""
