@@ -28,8 +28,16 @@ import soundfile
 STYLES = {
     "ballad": ((60, 76), 16, {"kick": [0], "snare": [8]}),
     "waltz": ((84, 100), 12, {"kick": [0], "hat": [4, 8]}),
-    "rock": ((108, 132), 16, {"kick": [0, 8], "snare": [4, 12], "hat": list(range(0, 16, 2))}),
-    "dance": ((120, 134), 16, {"kick": [0, 4, 8, 12], "snare": [4, 12], "hat": [2, 6, 10, 14]}),
+    "rock": (
+        (108, 132),
+        16,
+        {"kick": [0, 8], "snare": [4, 12], "hat": list(range(0, 16, 2))},
+    ),
+    "dance": (
+        (120, 134),
+        16,
+        {"kick": [0, 4, 8, 12], "snare": [4, 12], "hat": [2, 6, 10, 14]},
+    ),
 }
 INSTRUMENTS = ("organ", "square", "saw", "pluck")
 GENRES = tuple(STYLES)
@@ -42,7 +50,9 @@ MINOR = (0, 3, 7)
 PROGRESSIONS = {"major": (0, 7, 9, 5), "minor": (0, 8, 3, 10)}
 
 
-def _harmonics(instrument: str, f0: float, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+def _harmonics(
+    instrument: str, f0: float, sample_rate: int
+) -> tuple[np.ndarray, np.ndarray]:
     k = np.arange(1, 16)
     k = k[k * f0 < 0.45 * sample_rate]
     if instrument == "organ":
@@ -115,7 +125,9 @@ def synthesize_track(rng, genre, instrument, mode, duration, sample_rate):
     def tone(instrument_name, midi, length, bright):
         key_ = (instrument_name, midi, length, bright)
         if key_ not in notes:
-            notes[key_] = _tone(instrument_name, _midi_hz(midi), length, sample_rate, bright)
+            notes[key_] = _tone(
+                instrument_name, _midi_hz(midi), length, sample_rate, bright
+            )
         return notes[key_]
 
     def add(signal, start_s, gain):

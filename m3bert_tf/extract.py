@@ -18,7 +18,6 @@ import json
 import multiprocessing
 import os
 import sys
-import time
 
 from m3bert_tf import __version__, schema
 from m3bert_tf.features import audio as audio_lib
@@ -187,6 +186,8 @@ def _read_failures(path: str) -> list[dict]:
 
 
 def _check_spec(output_dir: str, spec: dict) -> None:
+    from m3bert_tf.data.shards import write_json_atomic
+
     path = os.path.join(output_dir, SPEC_NAME)
     if os.path.exists(path):
         with open(path) as f:
@@ -198,8 +199,6 @@ def _check_spec(output_dir: str, spec: dict) -> None:
                 f"{old.get('version')}); use a new --output_dir or the same --feature_set"
             )
     else:
-        from m3bert_tf.data.shards import write_json_atomic
-
         write_json_atomic(path, spec)
 
 
@@ -219,7 +218,7 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
       FileNotFoundError: `config.input` names no audio.
       RuntimeError: `config.strict` and a file failed.
     """
-    from m3bert_tf.data import records, shards  # TensorFlow: parent only
+    from m3bert_tf.data import shards
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     os.makedirs(config.output_dir, exist_ok=True)
@@ -257,6 +256,9 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
                 num_workers, initializer=_init_worker, initargs=(config.features,)
             )
             results = pool.imap_unordered(_featurize_in_worker, todo, chunksize=1)
+        # TensorFlow loads (a few seconds) while the workers boot.
+        from m3bert_tf.data import records
+
         try:
             for count, result in enumerate(results, start=1):
                 job = result["job"]
@@ -298,8 +300,7 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
                 hours_rate = audio_seconds / 3600 / max(progress.elapsed, 1e-9)
                 progress.update(
                     count,
-                    f"{hours_rate:.3f} audio-h/s, "
-                    f"{len(new_failures)} failed",
+                    f"{hours_rate:.3f} audio-h/s, {len(new_failures)} failed",
                 )
             if writer is not None:
                 finished.append(_close(writer))
@@ -307,7 +308,9 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
             if pool is not None:
                 pool.terminate()
     manifest = build_manifest(config, spec, finished, old_failures + new_failures)
-    shards.write_json_atomic(os.path.join(config.output_dir, schema.MANIFEST_NAME), manifest)
+    shards.write_json_atomic(
+        os.path.join(config.output_dir, schema.MANIFEST_NAME), manifest
+    )
     manifest["run"] = {
         "files": len(todo),
         "seconds": progress.elapsed,
@@ -325,7 +328,9 @@ def build_manifest(config, spec, finished, failures) -> dict:
     return {
         "package": "m3bert_tf",
         "package_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"
+        ),
         "input": config.input,
         "feature_spec": spec,
         "counts": {

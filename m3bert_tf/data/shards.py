@@ -16,8 +16,6 @@ import glob
 import json
 import os
 
-import tensorflow as tf
-
 from m3bert_tf import schema
 
 SHARD_PATTERN = "shard-{:05d}" + schema.SHARD_SUFFIX
@@ -50,6 +48,10 @@ class ShardWriter:
         self.path = path
         self.tracks: list[dict] = []
         self.num_examples = 0
+        # Imported here, not at module load, so that the extraction job's
+        # worker processes boot while TensorFlow loads in the parent.
+        import tensorflow as tf
+
         self._writer = tf.io.TFRecordWriter(path + TMP_SUFFIX)
 
     def add_track(self, serialized_chunks: list[bytes], entry: dict) -> None:
@@ -62,7 +64,8 @@ class ShardWriter:
     def close(self) -> None:
         self._writer.close()
         write_json_atomic(
-            index_path(self.path), {"num_examples": self.num_examples, "tracks": self.tracks}
+            index_path(self.path),
+            {"num_examples": self.num_examples, "tracks": self.tracks},
         )
         os.replace(self.path + TMP_SUFFIX, self.path)
 

@@ -94,7 +94,9 @@ class ConstantQ:
             )  # fmt: skip
             n_fft = basis.shape[1]
             basis *= flen[:, None] / float(n_fft)
-            fft_basis = librosa.get_fftlib().fft(basis, n=n_fft, axis=1)[:, : n_fft // 2 + 1]
+            fft_basis = librosa.get_fftlib().fft(basis, n=n_fft, axis=1)[
+                :, : n_fft // 2 + 1
+            ]
             fft_basis = librosa.util.sparsify_rows(
                 fft_basis, quantile=0.01, dtype=np.complex64
             )

@@ -193,5 +193,6 @@ def chunk_bounds(num_frames: int) -> list[tuple[int, int]]:
 def to_chunks(features: np.ndarray) -> list[np.ndarray]:
     """[num_frames, 324] float32 -> list of [chunk_frames, 324] float16 chunks."""
     return [
-        features[start:stop].astype(np.float16) for start, stop in chunk_bounds(len(features))
+        features[start:stop].astype(np.float16)
+        for start, stop in chunk_bounds(len(features))
     ]

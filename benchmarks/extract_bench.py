@@ -1,0 +1,237 @@
+"""Extraction speed: our extractor vs librosa's feature functions called one by one.
+
+    .venv/bin/python benchmarks/extract_bench.py [--clips=32] [--output=extract.json]
+
+Everything runs in this one process (or its children) on the same files, so
+machine noise hits both sides alike. It measures:
+
+1. per core (one BLAS thread): decode + resample + features + CMVN + float16
+   for our `featurize_file`, against the naive way (decode, resample, then
+   chroma_stft, melspectrogram, mfcc, delta and cqt each from the waveform
+   with the same parameters); audio-hours per core-second, x real time, ratio;
+2. the whole `bin/extract` job (shards written, a fresh process each, start-up
+   included) with 1 and 2 workers, on the clips linked `--job_copies` times;
+   and its steady state, T(2N files) - T(N files), in which the start-up of
+   a few seconds (TensorFlow and librosa imports, worker boot) cancels;
+3. peak memory (max RSS of the job) for N and 4N files: it must not grow.
+
+Input: 30 s clips of synthesized music, ogg/vorbis at 48 kHz (so decoding and
+resampling are both paid).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import librosa
+import numpy as np
+import soundfile
+from threadpoolctl import threadpool_limits
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from m3bert_tf import corpus, extract, schema  # noqa: E402
+from m3bert_tf.features import frames  # noqa: E402
+
+SR, HOP = schema.SAMPLE_RATE, schema.HOP_LENGTH
+STFT = dict(n_fft=schema.N_FFT, hop_length=HOP, window="hamming")
+
+
+def make_clips(directory, count, seconds=30.0, rate=48000):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        genre = corpus.GENRES[i % 4]
+        inst = corpus.INSTRUMENTS[(i // 4) % 4]
+        y, _ = corpus.synthesize_track(rng, genre, inst, "major", seconds, rate)
+        path = os.path.join(directory, f"clip{i:03d}.ogg")
+        soundfile.write(path, y, rate)
+        paths.append(path)
+    return paths
+
+
+def naive_features(path, tuning=0.0):
+    """What a user without our extractor writes: one librosa call per block.
+
+    tuning=0.0 gives our exact features; tuning=None is librosa's default
+    chroma (a tuning estimate per track).
+    """
+    y, rate = soundfile.read(path, dtype="float32")
+    y = librosa.resample(y, orig_sr=rate, target_sr=SR)
+    chroma = librosa.feature.chroma_stft(y=y, sr=SR, tuning=tuning, **STFT)
+    mel = np.log(10 * librosa.feature.melspectrogram(y=y, sr=SR, n_mels=128, **STFT) + 1e-6)
+    mfcc = librosa.feature.mfcc(y=y, sr=SR, n_mfcc=20, n_mels=128, **STFT)
+    delta = librosa.feature.delta(mfcc)
+    cqt = librosa.cqt(
+        y, sr=SR, hop_length=HOP, fmin=frames.CQT_FMIN, n_bins=144, bins_per_octave=24
+    )
+    x = np.concatenate([chroma, mfcc, delta, mel, np.log(10 * np.abs(cqt) + 1e-6)]).T
+    return frames.to_chunks(frames.cmvn(x))
+
+
+def time_per_core(paths, fn, repeats):
+    fn(paths[0])  # warm-up: imports, filter banks
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.process_time()
+        for p in paths:
+            fn(p)
+        best = min(best, time.process_time() - t0)
+    return best
+
+
+def job_seconds(input_dir, out_dir, workers):
+    """Wall seconds of `bin/extract` as a user runs it, start-up included."""
+    t0 = time.perf_counter()
+    subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bin", "extract"), f"--input={input_dir}",
+         f"--output_dir={out_dir}", f"--num_workers={workers}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+    )  # fmt: skip
+    return time.perf_counter() - t0
+
+
+def link_copies(paths, directory, copies):
+    """A directory of `copies` symlinks to each path (same audio, more files)."""
+    os.makedirs(directory)
+    for k in range(copies):
+        for i, p in enumerate(paths):
+            os.symlink(p, os.path.join(directory, f"{k}_{i}.ogg"))
+    return directory
+
+
+def peak_rss_mb(input_dir, out_dir):
+    code = (
+        "import resource, subprocess, sys;"
+        f"subprocess.run([sys.executable, {os.path.join(ROOT, 'bin', 'extract')!r},"
+        f" '--input={input_dir}', '--output_dir={out_dir}', '--num_workers=1'],"
+        " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True);"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return int(out.stdout) / 1024
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=32, help="30 s clips to time")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--job_copies", type=int, default=4, help="links per clip for the job"
+    )
+    parser.add_argument("--output", default="", help="write results as JSON here")
+    args = parser.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="extract_bench_")
+    clip_dir = os.path.join(tmp, "clips")
+    os.makedirs(clip_dir)
+    paths = make_clips(clip_dir, args.clips)
+    audio_s = 30.0 * len(paths)
+    results = {"clips": len(paths), "clip_seconds": 30.0, "input": "ogg/vorbis 48 kHz"}
+
+    with threadpool_limits(1):
+        extractor = frames.FeatureExtractor()
+        job = extract.Job
+        ours = time_per_core(
+            paths, lambda p: extract.featurize_file(job(p, "x"), extractor), args.repeats
+        )
+        naive = time_per_core(paths, naive_features, args.repeats)
+        naive_default = time_per_core(
+            paths, lambda p: naive_features(p, tuning=None), args.repeats
+        )
+    for name, cpu in (
+        ("ours", ours),
+        ("naive", naive),
+        ("naive_librosa_defaults", naive_default),
+    ):
+        results[name] = {
+            "ms_per_30s_clip": 1000 * cpu / len(paths),
+            "x_real_time_per_core": audio_s / cpu,
+            "audio_hours_per_core_second": audio_s / 3600 / cpu,
+        }
+    results["ours_vs_naive"] = naive / ours
+    results["ours_vs_naive_librosa_defaults"] = naive_default / ours
+
+    job_dir = link_copies(paths, os.path.join(tmp, "job"), args.job_copies)
+    job_audio_s = audio_s * args.job_copies
+    # Start-up cancels in T(2N) - T(N): the steady cost of N files.
+    half_dir = link_copies(paths, os.path.join(tmp, "half"), args.job_copies // 2)
+    one_half = job_seconds(half_dir, os.path.join(tmp, "h1"), 1)
+    two_half = job_seconds(half_dir, os.path.join(tmp, "h2"), 2)
+    one = job_seconds(job_dir, os.path.join(tmp, "w1"), 1)
+    two = job_seconds(job_dir, os.path.join(tmp, "w2"), 2)
+    results["job"] = {
+        "files": len(paths) * args.job_copies,
+        "steady_speedup_2_vs_1": (one - one_half) / (two - two_half),
+        "steady_ms_per_file_1_worker": 1000
+        * (one - one_half)
+        / len(paths)
+        / (args.job_copies - args.job_copies // 2),
+        "steady_ms_per_file_2_workers": 1000
+        * (two - two_half)
+        / len(paths)
+        / (args.job_copies - args.job_copies // 2),
+        "workers_1_seconds": one,
+        "workers_2_seconds": two,
+        "speedup_2_vs_1": one / two,
+        "workers_1_x_real_time": job_audio_s / one,
+        "workers_2_x_real_time": job_audio_s / two,
+    }
+
+    # Memory: N files, then 4N files (the same clips linked four times).
+    n = min(len(paths), 8)
+    small = link_copies(paths[:n], os.path.join(tmp, "few"), 1)
+    many = link_copies(paths[:n], os.path.join(tmp, "many"), 4)
+    results["peak_rss_mb"] = {
+        f"{n}_files": peak_rss_mb(small, os.path.join(tmp, "m1")),
+        f"{4 * n}_files": peak_rss_mb(many, os.path.join(tmp, "m2")),
+    }
+
+    o, v = results["ours"], results["naive"]
+    print(
+        f"per core, {len(paths)} x 30 s ogg clips at 48 kHz (decode + resample included):"
+    )
+    print(
+        f"  ours : {o['ms_per_30s_clip']:6.1f} ms/clip  {o['x_real_time_per_core']:6.0f}x real "
+        f"time  {o['audio_hours_per_core_second']:.4f} audio-h per core-s"
+    )
+    print(
+        f"  naive: {v['ms_per_30s_clip']:6.1f} ms/clip  {v['x_real_time_per_core']:6.0f}x real "
+        f"time  {v['audio_hours_per_core_second']:.4f} audio-h per core-s"
+    )
+    d = results["naive_librosa_defaults"]
+    print(
+        f"  naive with librosa's default chroma (tuning estimated): {d['ms_per_30s_clip']:6.1f}"
+        f" ms/clip  {d['x_real_time_per_core']:6.0f}x real time"
+    )
+    print(
+        f"  ours vs naive: {results['ours_vs_naive']:.2f}x (same parameters), "
+        f"{results['ours_vs_naive_librosa_defaults']:.2f}x (librosa defaults)"
+    )
+    j = results["job"]
+    print(
+        f"job with shards, {j['files']} x 30 s files: 1 worker {j['workers_1_seconds']:.2f} s "
+        f"({j['workers_1_x_real_time']:.0f}x real time), 2 workers {j['workers_2_seconds']:.2f} s "
+        f"({j['workers_2_x_real_time']:.0f}x), speedup {j['speedup_2_vs_1']:.2f}x"
+    )
+    print(
+        f"  steady state (T(2N) - T(N), start-up cancelled): "
+        f"{j['steady_ms_per_file_1_worker']:.1f} ms/file with 1 worker, "
+        f"{j['steady_ms_per_file_2_workers']:.1f} with 2: speedup {j['steady_speedup_2_vs_1']:.2f}x"
+    )
+    print(f"peak RSS: {results['peak_rss_mb']}")
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

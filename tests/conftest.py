@@ -1,0 +1,54 @@
+"""Shared test helpers: synthesized audio, written as real files."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def music_like(duration: float, sample_rate: int = 44100, seed: int = 0) -> np.ndarray:
+    """[samples] float32: a few harmonic notes changing every 0.5 s, plus noise."""
+    rng = np.random.default_rng(seed)
+    n = int(duration * sample_rate)
+    t = np.arange(n) / sample_rate
+    out = np.zeros(n, dtype=np.float64)
+    note_len = int(0.5 * sample_rate)
+    for start in range(0, n, note_len):
+        f0 = 110.0 * 2 ** (rng.integers(0, 24) / 12)
+        seg = slice(start, min(start + note_len, n))
+        for k in range(1, 6):
+            out[seg] += np.sin(2 * np.pi * k * f0 * t[seg]) / k
+    out += 0.02 * rng.standard_normal(n)
+    return (0.5 * out / np.max(np.abs(out))).astype(np.float32)
+
+
+def write_audio(path, duration, sample_rate=44100, channels=1, seed=0, subtype=None):
+    """Writes a music-like file; the format follows the extension."""
+    y = music_like(duration, sample_rate, seed)
+    if channels > 1:
+        y = np.stack([y] * channels, axis=1)
+    soundfile.write(path, y, sample_rate, subtype=subtype)
+    return path
+
+
+def run_bin(name, *args):
+    """[python, bin/<name>, *args] as a subprocess argv list."""
+    return [sys.executable, os.path.join(ROOT, "bin", name), *args]
+
+
+@pytest.fixture
+def audio_dir(tmp_path):
+    """A directory of 4 short files in different formats, rates and channels."""
+    d = tmp_path / "audio"
+    d.mkdir()
+    write_audio(str(d / "a.wav"), 3.0, 44100, 1, seed=1, subtype="PCM_16")
+    write_audio(str(d / "b.flac"), 4.0, 22050, 2, seed=2)
+    write_audio(str(d / "c.ogg"), 3.5, 48000, 1, seed=3)
+    (d / "sub").mkdir()
+    write_audio(str(d / "sub" / "d.mp3"), 5.0, 32000, 2, seed=4)
+    return d

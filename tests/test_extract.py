@@ -1,0 +1,214 @@
+"""The extraction job: shards, manifest, bad input, labels, resume after a kill."""
+
+import glob
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import soundfile
+from conftest import ROOT, run_bin, write_audio
+
+from m3bert_tf import extract, schema
+from m3bert_tf.data import records
+
+
+def read_all(output_dir):
+    """{(track_id, chunk_index): sha1 of features} over every shard in the dir."""
+    out = {}
+    for shard in sorted(glob.glob(os.path.join(output_dir, "*" + schema.SHARD_SUFFIX))):
+        for ex in records.read_examples(shard):
+            digest = hashlib.sha1(ex[schema.FEATURES_KEY].tobytes()).hexdigest()
+            key = (ex[schema.TRACK_ID_KEY], int(ex[schema.CHUNK_INDEX_KEY]))
+            assert key not in out, f"{key} written twice"
+            out[key] = digest
+    return out
+
+
+def config(input_path, output_dir, **kwargs):
+    kwargs.setdefault("num_workers", 1)
+    kwargs.setdefault("progress_interval", 0.0)
+    return extract.ExtractConfig(
+        input=str(input_path), output_dir=str(output_dir), **kwargs
+    )
+
+
+def test_extracts_every_file_into_checked_shards(audio_dir, tmp_path):
+    out = tmp_path / "shards"
+    manifest = extract.run_extract(config(audio_dir, out, shard_size=2))
+    examples = read_all(out)
+    assert sorted(examples) == [("a", 0), ("b", 0), ("c", 0), ("sub/d", 0)]
+    counts = manifest["counts"]
+    assert counts["tracks"] == 4 and counts["chunks"] == 4 and counts["failures"] == 0
+    # shard_size=2: shards close at 2 examples.
+    assert [s["num_examples"] for s in manifest["shards"]] == [2, 2]
+    on_disk = json.loads((out / schema.MANIFEST_NAME).read_text())
+    assert on_disk["feature_spec"]["num_features"] == 324
+    assert on_disk["feature_spec"]["version"] == schema.FEATURE_SPEC_VERSION
+    assert on_disk["package_version"]
+    assert abs(on_disk["counts"]["audio_hours"] * 3600 - 15.5) < 0.2
+    frames = sum(
+        int(ex[schema.NUM_FRAMES_KEY])
+        for s in on_disk["shards"]
+        for ex in records.read_examples(str(out / s["name"]))
+    )
+    assert frames == on_disk["counts"]["frames"]
+    assert not glob.glob(str(out / "*.tmp"))
+
+
+def test_parallel_workers_give_the_same_examples(audio_dir, tmp_path):
+    extract.run_extract(config(audio_dir, tmp_path / "one", num_workers=1))
+    extract.run_extract(config(audio_dir, tmp_path / "two", num_workers=2))
+    assert read_all(tmp_path / "one") == read_all(tmp_path / "two")
+
+
+def make_bad_dir(root):
+    write_audio(str(root / "good1.wav"), 3.0, seed=1)
+    write_audio(str(root / "good2.flac"), 2.0, 22050, seed=2)
+    (root / "zero.wav").write_bytes(b"")
+    (root / "text.wav").write_text("this is not audio\n" * 20)
+    (root / "corrupt.flac").write_bytes(b"fLaC" + os.urandom(5000))
+    header = open(root / "good1.wav", "rb").read()[:40]
+    (root / "truncated.wav").write_bytes(header)
+    soundfile.write(str(root / "silent.wav"), np.zeros(44100 * 3, np.float32), 44100)
+    write_audio(str(root / "short.wav"), 0.3, seed=3)
+
+
+def test_bad_files_are_reported_and_skipped(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    make_bad_dir(tmp_path / "in")
+    manifest = extract.run_extract(config(tmp_path / "in", tmp_path / "out"))
+    assert sorted(k[0] for k in read_all(tmp_path / "out")) == ["good1", "good2"]
+    reasons = {os.path.basename(f["path"]): f["reason"] for f in manifest["failures"]}
+    assert set(reasons) == {
+        "zero.wav", "text.wav", "corrupt.flac", "truncated.wav", "silent.wav", "short.wav"
+    }  # fmt: skip
+    assert "empty file" in reasons["zero.wav"]
+    assert "not decodable" in reasons["text.wav"]
+    assert "not decodable" in reasons["corrupt.flac"]
+    assert "silent" in reasons["silent.wav"]
+    assert "too short" in reasons["short.wav"]
+    for name, reason in reasons.items():
+        assert name in reason  # every reason names its file
+    logged = capsys.readouterr().err
+    assert all(f"skipped {tmp_path / 'in' / name}" in logged for name in reasons)
+    assert manifest["counts"]["failures"] == 6
+
+
+def test_bin_extract_exit_status_and_strict(tmp_path):
+    (tmp_path / "in").mkdir()
+    make_bad_dir(tmp_path / "in")
+    args = ["--input", str(tmp_path / "in"), "--num_workers=1"]
+    res = subprocess.run(
+        run_bin("extract", *args, f"--output_dir={tmp_path / 'a'}"),
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 1, res.stderr
+    assert "failures 6" in res.stdout
+    res = subprocess.run(
+        run_bin("extract", *args, f"--output_dir={tmp_path / 'b'}", "--strict"),
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode != 0 and "--strict" in res.stderr
+
+
+def test_csv_manifest_carries_labels_and_splits(audio_dir, tmp_path):
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text(
+        "path,track_id,split,task,label\n"
+        "audio/a.wav,song-a,train,genre,rock\n"
+        "audio/a.wav,song-a,train,valence,0.5\n"
+        "audio/c.ogg,song-c,test,genre,jazz\n"
+    )
+    extract.run_extract(config(csv_path, tmp_path / "out"))
+    (shard,) = glob.glob(str(tmp_path / "out" / "*.tfrecord"))
+    got = {ex[schema.TRACK_ID_KEY]: ex for ex in records.read_examples(shard)}
+    assert json.loads(got["song-a"][schema.LABELS_KEY]) == {
+        "genre": "rock",
+        "valence": "0.5",
+    }
+    assert (
+        got["song-a"][schema.SPLIT_KEY] == "train"
+        and got["song-c"][schema.SPLIT_KEY] == "test"
+    )
+
+
+def test_csv_without_path_column_names_the_file(tmp_path):
+    (tmp_path / "x.csv").write_text("file,label\na.wav,1\n")
+    with pytest.raises(ValueError, match=r"x.csv: needs a 'path' column"):
+        extract.find_jobs(str(tmp_path / "x.csv"))
+
+
+def test_rerun_skips_done_work_and_new_files_are_added(audio_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    extract.run_extract(config(audio_dir, out))
+    before = read_all(out)
+    manifest = extract.run_extract(config(audio_dir, out))
+    assert manifest["run"]["files"] == 0 and read_all(out) == before
+    write_audio(str(audio_dir / "e.wav"), 2.0, seed=7)
+    manifest = extract.run_extract(config(audio_dir, out))
+    assert manifest["run"]["files"] == 1 and manifest["counts"]["tracks"] == 5
+
+
+def test_other_feature_set_in_same_dir_is_refused(audio_dir, tmp_path):
+    from m3bert_tf.features.frames import FeatureConfig
+
+    extract.run_extract(config(audio_dir, tmp_path / "out"))
+    with pytest.raises(ValueError, match="another spec.*--feature_set"):
+        extract.run_extract(
+            config(
+                audio_dir, tmp_path / "out", features=FeatureConfig(feature_set="authors")
+            )
+        )
+
+
+@pytest.mark.slow
+def test_killed_extraction_resumes_to_the_same_examples(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(24):
+        write_audio(str(src / f"t{i:02d}.wav"), 20.0 + i, seed=i)
+    reference = tmp_path / "reference"
+    extract.run_extract(config(src, reference))
+
+    out = tmp_path / "out"
+    argv = run_bin("extract", f"--input={src}", f"--output_dir={out}", "--shard_size=1")
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    proc = subprocess.Popen(argv + ["--num_workers=1"], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(glob.glob(str(out / "*.tfrecord"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / schema.MANIFEST_NAME).exists(), "the run finished before the kill"
+    partial = len(glob.glob(str(out / "*.tfrecord")))
+    assert 3 <= partial < 24
+
+    res = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    # shard_size=1: every finished shard holds exactly one track.
+    assert f"; {partial} already done ({partial} shards" in res.stderr
+    assert read_all(out) == read_all(reference)
+    assert not glob.glob(str(out / "*.tmp"))
+
+
+def test_debris_of_a_killed_run_is_removed_and_redone(audio_dir, tmp_path):
+    out = tmp_path / "out"
+    extract.run_extract(config(audio_dir, out, shard_size=1))
+    complete = read_all(out)
+    # Simulate kills at every point of a shard's life: a half-written shard, an
+    # index whose shard was never renamed, and a half-written manifest.
+    shard = out / "shard-00003.tfrecord"
+    os.replace(shard, str(shard) + ".tmp")
+    (out / "manifest.json.tmp").write_text("{")
+    manifest = extract.run_extract(config(audio_dir, out, shard_size=1))
+    assert manifest["run"]["files"] == 1
+    assert not glob.glob(str(out / "*.tmp"))
+    assert sorted(read_all(out)) == sorted(complete)
+    assert len(glob.glob(str(out / "*.index.json"))) == len(manifest["shards"]) == 4

@@ -1,0 +1,131 @@
+"""Parity of every block with librosa called directly, CMVN, chunking, float16."""
+
+import librosa
+import numpy as np
+import pytest
+from conftest import music_like
+
+from m3bert_tf import schema
+from m3bert_tf.features import frames
+from m3bert_tf.features.cqt import ConstantQ
+
+SR, N_FFT, HOP = schema.SAMPLE_RATE, schema.N_FFT, schema.HOP_LENGTH
+STFT = dict(n_fft=N_FFT, hop_length=HOP, window="hamming")
+CQT = dict(hop_length=HOP, fmin=librosa.note_to_hz("C1"))
+
+
+@pytest.fixture(scope="module")
+def waveform():
+    return music_like(7.3, SR, seed=5)
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return frames.FeatureExtractor()
+
+
+def direct_librosa(y, feature_set="paper"):
+    """Each block computed the naive way: librosa's feature functions from y."""
+    mfcc = librosa.feature.mfcc(y=y, sr=SR, n_mfcc=20, n_mels=128, **STFT)
+    if feature_set == "paper":
+        cqt = np.abs(librosa.cqt(y, sr=SR, n_bins=144, bins_per_octave=24, **CQT))
+    else:
+        cqt = librosa.feature.chroma_cqt(
+            y=y, sr=SR, n_chroma=144, bins_per_octave=144, tuning=0.0, **CQT
+        )
+    return {
+        "chroma": librosa.feature.chroma_stft(y=y, sr=SR, tuning=0.0, **STFT),
+        "mfcc": mfcc,
+        "delta_mfcc": librosa.feature.delta(mfcc),
+        "mel": np.log(
+            10 * librosa.feature.melspectrogram(y=y, sr=SR, n_mels=128, **STFT) + 1e-6
+        ),
+        "cqt": np.log(10 * cqt + 1e-6),
+    }
+
+
+@pytest.mark.parametrize("block", [b.name for b in schema.BLOCKS])
+def test_block_equals_direct_librosa(waveform, extractor, block):
+    ours = extractor(waveform)[:, schema.BLOCK[block].start : schema.BLOCK[block].stop]
+    theirs = direct_librosa(waveform)[block].T
+    assert ours.shape == theirs.shape == (1 + len(waveform) // HOP, schema.BLOCK[block].dim)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-3)
+
+
+def test_cached_cqt_is_bit_exact_with_librosa(waveform):
+    cqt = ConstantQ(SR, HOP, librosa.note_to_hz("C1"), 144, 24)
+    theirs = np.abs(librosa.cqt(waveform, sr=SR, n_bins=144, bins_per_octave=24, **CQT))
+    np.testing.assert_array_equal(cqt(waveform), theirs)
+    # The cached bank is reused: a second, different signal is still exact.
+    other = music_like(3.1, SR, seed=9)
+    theirs = np.abs(librosa.cqt(other, sr=SR, n_bins=144, bins_per_octave=24, **CQT))
+    np.testing.assert_array_equal(cqt(other), theirs)
+
+
+def test_authors_feature_set_uses_chroma_folded_cqt(waveform):
+    ours = frames.FeatureExtractor(frames.FeatureConfig(feature_set="authors"))(waveform)
+    block = schema.BLOCK["cqt"]
+    theirs = direct_librosa(waveform, "authors")["cqt"].T
+    np.testing.assert_allclose(
+        ours[:, block.start : block.stop], theirs, rtol=1e-4, atol=1e-3
+    )
+    paper = frames.FeatureExtractor()(waveform)
+    assert not np.allclose(paper[:, block.start : block.stop], theirs, atol=0.1)
+
+
+def test_unknown_feature_set_names_the_field():
+    with pytest.raises(ValueError, match="feature_set must be one of"):
+        frames.FeatureConfig(feature_set="mfcc-only")
+
+
+def test_cmvn_zero_mean_unit_variance_and_constant_channels_zero(waveform, extractor):
+    x = extractor(waveform)
+    x[:, 5] = 3.0  # a constant channel
+    y = frames.cmvn(x)
+    assert y.dtype == np.float32
+    varying = np.ones(schema.NUM_FEATURES, bool)
+    varying[5] = False
+    np.testing.assert_allclose(y.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(y[:, varying].std(0), 1.0, atol=1e-3)
+    assert np.all(y[:, 5] == 0.0)
+
+
+def test_float16_round_trip_error(waveform, extractor, record_property):
+    x = frames.cmvn(extractor(waveform))
+    chunks = frames.to_chunks(x)
+    assert all(c.dtype == np.float16 for c in chunks)
+    error = np.abs(np.concatenate(chunks).astype(np.float32) - x)
+    record_property("float16_max_abs_error", float(error.max()))
+    record_property("float16_mean_abs_error", float(error.mean()))
+    print(f"float16 round trip after CMVN: max {error.max():.2e}, mean {error.mean():.2e}")
+    # float16 keeps 11 significant bits: relative error at most 2**-11.
+    assert np.all(error <= np.abs(x) * 2.0**-11 + 1e-7)
+    assert error.mean() < 1e-3
+
+
+def frames_of(seconds: float) -> int:
+    return 1 + int(seconds * SR) // HOP
+
+
+@pytest.mark.parametrize(
+    "seconds,expected",
+    [
+        (10, [431]),  # at most 30 s: one chunk
+        (45, [969, 969]),  # 30-60 s: two equal halves
+        (95, [1294, 1294, 1294]),  # longer: 30 s chunks; the 4.9 s rest is dropped
+        (80, [1294, 1294, 858]),  # a rest of at least 15 s (19.9 s) is kept
+        (30.0, [1292]),
+    ],
+)
+def test_chunking_rule(seconds, expected):
+    bounds = frames.chunk_bounds(frames_of(seconds))
+    assert [stop - start for start, stop in bounds] == expected
+    # Chunks never overlap and start where the previous one stopped.
+    assert all(a[1] == b[0] for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def test_chunking_on_real_features(extractor):
+    x = extractor(music_like(45.0, SR, seed=2))
+    chunks = frames.to_chunks(x)
+    assert [len(c) for c in chunks] == [969, 969]
+    np.testing.assert_array_equal(chunks[1][0], x[969].astype(np.float16))
