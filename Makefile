@@ -17,7 +17,7 @@ $(STAMP): setup.py pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python bin/demo --workdir=demo_output
+	$(BIN)/python bin/demo --flagfile=configs/tiny.flags --workdir=demo_output
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -27,7 +27,9 @@ test: lint
 	$(BIN)/python -m pytest -q -ra
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[test,bench]"
 	$(BIN)/python benchmarks/extract_bench.py --output=benchmarks/results/extract.json
+	$(BIN)/python benchmarks/pretrain_bench.py --output=benchmarks/results/pretrain.json
 
 clean:
 	rm -rf demo_output .pytest_cache build *.egg-info

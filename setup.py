@@ -14,7 +14,7 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["m3bert_tf", "m3bert_tf.*"]),
-    scripts=["bin/extract", "bin/demo"],
+    scripts=["bin/extract", "bin/pretrain", "bin/demo"],
     python_requires=">=3.10",
     # Pinned together: only this set was checked to work (tensorflow-io's
     # native ops load only with TensorFlow 2.16/2.17).
@@ -31,5 +31,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "ruff==0.17.6"],
+        # benchmarks/pretrain_bench.py's PyTorch twin (the CPU wheel).
+        "bench": ["torch==2.13.0"],
     },
 )

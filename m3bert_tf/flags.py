@@ -52,14 +52,127 @@ def extract_config_from_flags():
 
 
 def define_demo_flags() -> None:
+    """The demo takes the pretrain flags (set by configs/tiny.flags) plus its own."""
+    define_pretrain_flags(required=False)  # --data and --model_dir come from --workdir
     flags.DEFINE_string("workdir", "demo_output", "Where the demo writes everything.")
     flags.DEFINE_integer("num_tracks", 48, "Tracks in the synthesized example corpus.")
     flags.DEFINE_integer("num_workers", 0, "Extraction worker processes; 0 = all cores.")
 
 
 def demo_config_from_flags() -> dict:
+    import dataclasses
+    import os
+
+    pretrain_config = dataclasses.replace(
+        pretrain_config_from_flags(),
+        data=os.path.join(FLAGS.workdir, "shards"),
+        model_dir=os.path.join(FLAGS.workdir, "pretrain"),
+    )
     return {
         "workdir": FLAGS.workdir,
+        "pretrain_config": pretrain_config,
         "num_tracks": FLAGS.num_tracks,
         "num_workers": FLAGS.num_workers,
     }
+
+
+def define_pretrain_flags(required: bool = True) -> None:
+    """Pretraining flags; `required=False` when a caller derives --data/--model_dir."""
+    flags.DEFINE_string(
+        "data", None, "Training shards: a directory, glob or comma-separated globs."
+    )
+    flags.DEFINE_string(
+        "eval_data", "", "Evaluation shards; empty = held-out tracks of --data."
+    )
+    flags.DEFINE_string(
+        "model_dir", None, "Checkpoints, TensorBoard logs, config, final encoder."
+    )
+    flags.DEFINE_integer("train_steps", 200_000, "Optimizer steps.")
+    flags.DEFINE_integer(
+        "global_batch_size", 128, "Examples per optimizer step, all replicas."
+    )
+    flags.DEFINE_integer(
+        "gradient_accumulation_steps",
+        1,
+        "Micro-batches per step, to reach the global batch.",
+    )
+    flags.DEFINE_integer(
+        "max_frames", 1294, "Frames per example (random crop / zero padding)."
+    )
+    flags.DEFINE_enum(
+        "masking", "cfm+ccm", ["cfm+ccm", "cfm", "ccm", "pm"], "Masking policy."
+    )
+    flags.DEFINE_bool(
+        "per_clip_mask_choice", False,
+        "Draw CFM's zero/replace/keep choice once per clip (authors' code), not per span.",
+    )  # fmt: skip
+    flags.DEFINE_integer("num_layers", 4, "Transformer blocks (L).")
+    flags.DEFINE_integer("hidden_dim", 768, "Hidden size (H).")
+    flags.DEFINE_integer("num_heads", 12, "Attention heads (A).")
+    flags.DEFINE_integer("ffn_dim", 3072, "FFN inner size.")
+    flags.DEFINE_integer("frame_stack", 1, "Consecutive frames concatenated per token.")
+    flags.DEFINE_float("dropout", 0.1, "Dropout rate.")
+    flags.DEFINE_float("learning_rate", 2e-4, "Peak learning rate (lmax).")
+    flags.DEFINE_float(
+        "warmup_fraction", 0.07, "Warm-up steps as a fraction of --train_steps."
+    )
+    flags.DEFINE_float("clip_norm", 1.0, "Global gradient-norm clip; 0 = off.")
+    flags.DEFINE_bool("mixed_precision", False, "mixed_bfloat16 compute, float32 weights.")
+    flags.DEFINE_bool("xla", False, "Compile the forward/backward pass with XLA.")
+    flags.DEFINE_integer(
+        "num_cpu_replicas", 1, "With no GPU: logical CPU devices for MirroredStrategy."
+    )
+    flags.DEFINE_integer("checkpoint_every", 1000, "Steps between checkpoints.")
+    flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
+    flags.DEFINE_integer(
+        "eval_every", 1000, "Steps between evaluations; 0 = at the end only."
+    )
+    flags.DEFINE_integer("eval_batches", 20, "Batches per evaluation.")
+    flags.DEFINE_integer(
+        "log_every", 100, "Steps between progress lines and TensorBoard scalars."
+    )
+    flags.DEFINE_integer("shuffle_buffer", 64, "Examples in the shuffle buffer.")
+    flags.DEFINE_integer("holdout_percent", 5, "Percent of tracks held out for evaluation.")
+    flags.DEFINE_integer("seed", 0, "Seed of data order, crops and masks.")
+    if required:
+        flags.mark_flags_as_required(["data", "model_dir"])
+
+
+def pretrain_config_from_flags():
+    from m3bert_tf.data.masking import MaskingConfig
+    from m3bert_tf.train.pretrain import ModelConfig, PretrainConfig
+
+    return PretrainConfig(
+        data=FLAGS.data,
+        eval_data=FLAGS.eval_data,
+        model_dir=FLAGS.model_dir,
+        model=ModelConfig(
+            num_layers=FLAGS.num_layers,
+            hidden_dim=FLAGS.hidden_dim,
+            num_heads=FLAGS.num_heads,
+            ffn_dim=FLAGS.ffn_dim,
+            frame_stack=FLAGS.frame_stack,
+            dropout=FLAGS.dropout,
+        ),  # fmt: skip
+        masking=MaskingConfig(
+            policy=FLAGS.masking, per_clip_choice=FLAGS.per_clip_mask_choice
+        ),
+        train_steps=FLAGS.train_steps,
+        global_batch_size=FLAGS.global_batch_size,
+        accumulation_steps=FLAGS.gradient_accumulation_steps,
+        max_frames=FLAGS.max_frames,
+        learning_rate=FLAGS.learning_rate,
+        warmup_fraction=FLAGS.warmup_fraction,
+        clip_norm=FLAGS.clip_norm,
+        mixed_precision=FLAGS.mixed_precision,
+        xla=FLAGS.xla,
+        num_cpu_replicas=FLAGS.num_cpu_replicas,
+        checkpoint_every=FLAGS.checkpoint_every,
+        keep_checkpoints=FLAGS.keep_checkpoints,
+        eval_every=FLAGS.eval_every,
+        eval_batches=FLAGS.eval_batches,
+        log_every=FLAGS.log_every,
+        shuffle_buffer=FLAGS.shuffle_buffer,
+        holdout_percent=FLAGS.holdout_percent,
+        seed=FLAGS.seed,
+    )

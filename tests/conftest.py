@@ -52,3 +52,23 @@ def audio_dir(tmp_path):
     (d / "sub").mkdir()
     write_audio(str(d / "sub" / "d.mp3"), 5.0, 32000, 2, seed=4)
     return d
+
+
+@pytest.fixture(scope="session")
+def corpus_shards(tmp_path_factory):
+    """The example corpus (12 tracks) extracted once per test session."""
+    from m3bert_tf import corpus, extract
+
+    root = tmp_path_factory.mktemp("corpus")
+    corpus.write_example_corpus(str(root / "corpus"), num_tracks=12, max_duration=20.0)
+    extract.run_extract(
+        extract.ExtractConfig(
+            input=str(root / "corpus" / "manifest.csv"),
+            output_dir=str(root / "shards"),
+            num_workers=1,
+            shard_size=4,
+            progress_interval=1e9,
+        ),  # fmt: skip
+        log=lambda msg: None,
+    )
+    return str(root / "shards")

@@ -1,0 +1,1 @@
+"""Keras layers, written with keras.ops only (backend-agnostic Keras 3)."""

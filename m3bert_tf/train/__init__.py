@@ -1,0 +1,1 @@
+"""Training: where data, model and distribution meet."""

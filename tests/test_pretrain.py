@@ -1,0 +1,199 @@
+"""Pre-training: schedule, distribution, configs, resume and NaN behaviour."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import ROOT, run_bin
+
+from m3bert_tf.data import pipeline, records
+from m3bert_tf.train import pretrain
+from m3bert_tf.train.schedule import WarmupLinearDecay
+
+ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+TINY_OVERRIDES = ["--eval_batches=1", "--log_every=1", "--holdout_percent=20"]
+
+
+def test_schedule_matches_the_papers_formula():
+    lmax, total, w = 2e-4, 1000, 0.07
+    schedule = WarmupLinearDecay(lmax, total, w)
+
+    def paper(s):
+        return min(lmax * s / (w * total), lmax * (total - s) / (total * (1 - w)))
+
+    for step in (0, 35, 70, 500, 999, 1000):
+        assert float(schedule(step)) == pytest.approx(paper(step), rel=1e-5, abs=1e-12)
+    assert float(schedule(0)) == 0.0
+    assert float(schedule(70)) == pytest.approx(lmax, rel=1e-5)  # end of warm-up
+    assert float(schedule(1000)) == 0.0  # last step
+    assert (
+        WarmupLinearDecay.from_config(schedule.get_config()).get_config()
+        == schedule.get_config()
+    )
+
+
+def test_global_batch_must_split_evenly():
+    config = pretrain.PretrainConfig(
+        data="x", model_dir="y", global_batch_size=10, accumulation_steps=4
+    )
+    with pytest.raises(ValueError, match="--global_batch_size=10 is not divisible"):
+        pretrain.per_replica_batch_size(config, 1)
+
+
+def replica_check(shards, replicas, accumulation):
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "replica_check.py"), shards, str(replicas), str(accumulation)],
+        env=ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_two_replicas_and_accumulation_equal_one_device(corpus_shards):
+    one = replica_check(corpus_shards, 1, 1)
+    two = replica_check(corpus_shards, 2, 1)
+    accumulated = replica_check(corpus_shards, 1, 2)
+    assert two["replicas"] == 2
+    for other in (two, accumulated):
+        assert other["loss"] == pytest.approx(one["loss"], rel=1e-5)
+        assert other["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-4)
+        # The update was the same too: the second step's loss and the weights agree.
+        assert other["loss_2"] == pytest.approx(one["loss_2"], rel=1e-4)
+        assert other["weights"] == pytest.approx(one["weights"], rel=1e-5)
+
+
+def test_iterator_checkpoint_restores_the_data_position(corpus_shards, tmp_path):
+    config = pipeline.PipelineConfig(data=corpus_shards, max_frames=32, batch_size=2)
+    iterator = iter(pipeline.make_pretrain_dataset(config))
+    for _ in range(3):
+        next(iterator)
+    checkpoint = tf.train.Checkpoint(iterator=iterator)
+    path = checkpoint.save(str(tmp_path / "it"))
+    expected = [next(iterator) for _ in range(2)]
+    fresh = iter(pipeline.make_pretrain_dataset(config))
+    tf.train.Checkpoint(iterator=fresh).restore(path)
+    for want in expected:
+        got = next(fresh)
+        np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
+        np.testing.assert_array_equal(
+            got[0]["features"].numpy(), want[0]["features"].numpy()
+        )
+
+
+@pytest.mark.parametrize(
+    "flagfile", sorted(glob.glob(os.path.join(ROOT, "configs", "*.flags")))
+)
+def test_every_config_parses_and_runs_one_step(flagfile, corpus_shards, tmp_path):
+    args = [
+        f"--flagfile={flagfile}", f"--data={corpus_shards}", f"--model_dir={tmp_path}",
+        "--train_steps=1", "--global_batch_size=2", "--max_frames=64", *TINY_OVERRIDES,
+    ]  # fmt: skip
+    res = subprocess.run(
+        run_bin("pretrain", *args), env=ENV, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["step"] == 1 and np.isfinite(results["train"]["loss"])
+    flags_text = (tmp_path / "flags.txt").read_text()
+    for line in open(flagfile):
+        if line.startswith("--num_layers") or line.startswith("--hidden_dim"):
+            assert line.strip() in flags_text
+    assert os.path.exists(tmp_path / "encoder.keras")
+
+
+def tiny_args(shards, model_dir, steps):
+    return [
+        f"--flagfile={os.path.join(ROOT, 'configs', 'tiny.flags')}", f"--data={shards}",
+        f"--model_dir={model_dir}", f"--train_steps={steps}", "--checkpoint_every=10",
+        "--eval_every=0", "--max_frames=64", *TINY_OVERRIDES,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_killed_pretraining_resumes_where_it_stopped(corpus_shards, tmp_path):
+    argv = run_bin("pretrain", *tiny_args(corpus_shards, tmp_path, 400))
+    proc = subprocess.Popen(
+        argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 180
+    ckpts = lambda: glob.glob(str(tmp_path / "checkpoints" / "ckpt-*.index"))  # noqa: E731
+    while len(ckpts()) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "results.json").exists(), "the run finished before the kill"
+    killed_at = max(int(p.split("ckpt-")[1].split(".")[0]) for p in ckpts())
+    assert killed_at >= 20
+
+    res = subprocess.run(argv, env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"resumed from {tmp_path / 'checkpoints' / f'ckpt-{killed_at}'}" in res.stderr
+    assert f"step {killed_at} of 400" in res.stderr  # continues, does not restart
+    assert json.loads((tmp_path / "results.json").read_text())["step"] == 400
+    final = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    assert final.endswith("ckpt-400")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus_shards, tmp_path):
+    res = subprocess.run(
+        run_bin("pretrain", *tiny_args(corpus_shards, tmp_path / "run", 10)),
+        env=ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with tf.io.TFRecordWriter(str(bad / "shard-00000.tfrecord")) as writer:
+        for i in range(20):
+            x = np.full((100, 324), np.nan, np.float32)
+            writer.write(records.encode_example(x, f"nan{i}", 0, "nan.wav"))
+    args = tiny_args(str(bad), tmp_path / "run", 20) + ["--holdout_percent=0"]
+    res = subprocess.run(
+        run_bin("pretrain", *args), env=ENV, capture_output=True, text=True
+    )
+    assert res.returncode != 0
+    assert "loss is nan at step 11" in res.stderr
+    assert "last good checkpoint is" in res.stderr and "ckpt-10" in res.stderr
+    assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")).endswith(
+        "ckpt-10"
+    )
+
+
+@pytest.mark.slow
+def test_tiny_config_learns_the_example_corpus(tmp_path):
+    """Held-out masked Huber falls below half of predicting zeros (the mean)."""
+    from m3bert_tf import corpus, extract
+
+    corpus.write_example_corpus(str(tmp_path / "corpus"))
+    extract.run_extract(
+        extract.ExtractConfig(
+            input=str(tmp_path / "corpus" / "manifest.csv"),
+            output_dir=str(tmp_path / "shards"),
+            shard_size=16,
+            progress_interval=1e9,
+        ),  # fmt: skip
+        log=lambda msg: None,
+    )
+    args = [
+        f"--flagfile={os.path.join(ROOT, 'configs', 'tiny.flags')}",
+        f"--data={tmp_path / 'shards'}", f"--model_dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    res = subprocess.run(
+        run_bin("pretrain", *args), env=ENV, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads((tmp_path / "run" / "results.json").read_text())["eval"]
+    print(
+        f"held-out masked Huber {result['loss_total']:.4f} vs predict-zero "
+        f"{result['zero_loss_total']:.4f}: ratio {result['loss_vs_zero']:.3f}"
+    )
+    assert result["loss_vs_zero"] < 0.5
+    # Both masked kinds learned something.
+    assert result["loss_channel"] < 0.6 * result["zero_loss_channel"]
+    assert result["loss_frame"] < result["zero_loss_frame"]
