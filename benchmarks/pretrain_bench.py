@@ -1,0 +1,277 @@
+"""Pre-training throughput: our Keras/TF step vs a PyTorch twin, side by side.
+
+    .venv/bin/pip install -e '.[bench]'   # torch==2.13.0, the CPU wheel
+    .venv/bin/python benchmarks/pretrain_bench.py [--layers=2 --batch=2 --steps=3]
+
+In one process, on the same machine state:
+1. this machine's fp32 matmul peak (a large tf.matmul), FLOP/s;
+2. training steps of the small architecture (H=768, A=12, FFN=3072) at the
+   full 1294 frames, ours (our Trainer: fp32, mixed_bfloat16, XLA, both) and
+   the same model in PyTorch (fp32 eager, bf16 autocast, torch.compile);
+   frames/s, the ratios, and our FLOP/s (counted from the architecture) as a
+   fraction of the measured peak;
+3. the input pipeline alone (parse, crop, cfm+ccm masking, batch): examples/s
+   on one core (tf.data private thread pool of 1) and on all cores.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from m3bert_tf import schema  # noqa: E402
+from m3bert_tf.data import pipeline, records  # noqa: E402
+from m3bert_tf.train import pretrain  # noqa: E402
+
+H, A, FFN, C = 768, 12, 3072, schema.NUM_FEATURES
+
+
+def train_flops(layers, batch, frames):
+    """FLOPs of one training step (forward x 3), multiply-adds counted as 2."""
+    per_token_layer = 2 * (4 * H * H + 2 * H * FFN) + 2 * 2 * frames * H
+    per_token = layers * per_token_layer + 2 * (C * H + H * H + H * C)
+    return 3 * batch * frames * per_token
+
+
+def matmul_peak(n=4096, repeats=10):
+    a = tf.random.normal([n, n])
+    b = tf.random.normal([n, n])
+    f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    f().numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f().numpy()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def synthetic_batch(batch, frames, seed=0):
+    from m3bert_tf.data import masking
+
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.standard_normal((batch, frames, C)).astype("float32"))
+    masked, weights = [], []
+    for i in range(batch):
+        m, w = masking.mask_example(
+            x[i], frames, tf.constant([i, 0], tf.int64), masking.MaskingConfig()
+        )
+        masked.append(m)
+        weights.append(w)
+    weights = {k: tf.stack([w[k] for w in weights]) for k in weights[0]}
+    inputs = {
+        "features": tf.stack(masked),
+        "padding_mask": tf.ones([batch, frames], tf.bool),
+    }
+    return inputs, x, weights
+
+
+def time_ours(layers, batch, frames, steps, mixed, xla):
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed else "float32")
+    config = pretrain.PretrainConfig(
+        data="unused", model_dir="unused", max_frames=frames, global_batch_size=batch,
+        model=pretrain.ModelConfig(num_layers=layers, hidden_dim=H, num_heads=A, ffn_dim=FFN),
+        mixed_precision=mixed, xla=xla, train_steps=1000,
+    )  # fmt: skip
+    trainer = pretrain.Trainer(config, pretrain.make_strategy(1))
+    iterator = iter(tf.data.Dataset.from_tensors(synthetic_batch(batch, frames)).repeat())
+    for _ in range(2):  # trace, compile, warm up
+        float(trainer.train_step(iterator)["loss"])
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = float(trainer.train_step(iterator)["loss"])
+    assert math.isfinite(loss)
+    keras.mixed_precision.set_global_policy("float32")
+    return (time.perf_counter() - t0) / steps
+
+
+def time_torch(layers, batch, frames, steps, mode):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    torch.set_num_threads(os.cpu_count())
+
+    class Twin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(C, H)
+            self.norm = nn.LayerNorm(H, eps=1e-12)
+            self.drop = nn.Dropout(0.1)
+            layer = nn.TransformerEncoderLayer(
+                H,
+                A,
+                FFN,
+                dropout=0.1,
+                activation="gelu",
+                batch_first=True,
+                norm_first=False,
+            )
+            self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+            self.head = nn.Sequential(
+                nn.Linear(H, H), nn.GELU(), nn.LayerNorm(H, eps=1e-12), nn.Linear(H, C)
+            )
+            pos = torch.arange(frames)[:, None].float()
+            dims = torch.arange(H).float()
+            angles = pos * 10000.0 ** (-2 * torch.floor(dims / 2) / H)
+            self.register_buffer(
+                "pe", torch.where(dims.long() % 2 == 0, angles.sin(), angles.cos())
+            )
+
+        def forward(self, x, pad):
+            h = self.drop(self.norm(self.proj(x) + self.pe))
+            return self.head(self.blocks(h, src_key_padding_mask=pad))
+
+    model = Twin()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-6)
+    inputs, targets, weights = synthetic_batch(batch, frames)
+    x = torch.from_numpy(inputs["features"].numpy())
+    y = torch.from_numpy(targets.numpy())
+    w = torch.from_numpy(weights["total"].numpy())
+    pad = torch.zeros(batch, frames, dtype=torch.bool)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16 autocast"):
+            out = model(x, pad)
+        loss = (
+            nn.functional.huber_loss(out.float(), y, reduction="none") * w
+        ).sum() / w.sum()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss
+
+    if mode == "torch.compile":
+        step = torch.compile(step)
+    for _ in range(2):
+        step().item()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step().item()
+    assert math.isfinite(loss)
+    return (time.perf_counter() - t0) / steps
+
+
+def pipeline_rate(shard_dir, examples, threads):
+    config = pipeline.PipelineConfig(
+        data=shard_dir, max_frames=schema.CHUNK_FRAMES, batch_size=8, holdout_percent=0
+    )
+    ds = pipeline.make_pretrain_dataset(config)
+    options = tf.data.Options()
+    if threads:
+        options.threading.private_threadpool_size = threads
+    ds = ds.with_options(options)
+    it = iter(ds)
+    next(it)
+    t0 = time.perf_counter()
+    for _ in range(examples // 8):
+        next(it)
+    return (examples // 8) * 8 / (time.perf_counter() - t0)
+
+
+def write_shards(directory, count=64):
+    rng = np.random.default_rng(0)
+    for s in range(4):
+        with tf.io.TFRecordWriter(os.path.join(directory, f"shard-{s:05d}.tfrecord")) as w:
+            for i in range(count // 4):
+                x = rng.standard_normal((schema.CHUNK_FRAMES, C)).astype(np.float16)
+                w.write(records.encode_example(x, f"t{s}-{i}", 0, "synthetic"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=schema.CHUNK_FRAMES)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--output", default="")
+    args = parser.parse_args()
+    L, B, T = args.layers, args.batch, args.frames
+    flops = train_flops(L, B, T)
+    results = {"layers": L, "batch": B, "frames": T, "train_flops_per_step": flops}
+
+    peak = matmul_peak()
+    results["fp32_matmul_peak_flops"] = peak
+    print(f"fp32 matmul peak (4096^3 tf.matmul): {peak / 1e9:.1f} GFLOP/s")
+
+    ours = {}
+    for name, mixed, xla in (
+        ("fp32", False, False),
+        ("mixed_bfloat16", True, False),
+        ("fp32 + XLA", False, True),
+        ("mixed_bfloat16 + XLA", True, True),
+    ):
+        ours[name] = time_ours(L, B, T, args.steps, mixed, xla)
+    try:
+        import torch  # noqa: F401
+
+        theirs = {
+            m: time_torch(L, B, T, args.steps, m)
+            for m in ("fp32 eager", "bf16 autocast", "torch.compile")
+        }
+    except ImportError:
+        theirs = {}
+        print(
+            "PyTorch is not installed: pip install -e '.[bench]' for the side-by-side twin"
+        )
+
+    frames_per_step = B * T
+    print(
+        f"\ntraining step, {L} layers, H={H}, batch {B} x {T} frames ({flops / 1e9:.0f} GFLOP/step):"
+    )
+    for label, table in (("ours", ours), ("pytorch", theirs)):
+        for name, seconds in table.items():
+            print(
+                f"  {label:8s} {name:22s} {seconds * 1000:8.0f} ms/step  {frames_per_step / seconds:8.0f} frames/s"
+                f"  {flops / seconds / 1e9:6.1f} GFLOP/s ({flops / seconds / peak:.0%} of peak)"
+            )
+    best_ours = min(ours, key=ours.get)
+    results["ours_seconds"] = ours
+    results["pytorch_seconds"] = theirs
+    results["ours_best"] = best_ours
+    results["ours_best_fraction_of_peak"] = flops / ours[best_ours] / peak
+    results["ours_mixed_xla_fraction_of_peak"] = flops / ours["mixed_bfloat16 + XLA"] / peak
+    if theirs:
+        best_theirs = min(theirs, key=theirs.get)
+        results["pytorch_best"] = best_theirs
+        results["best_vs_best"] = theirs[best_theirs] / ours[best_ours]
+        for o, t in (
+            ("fp32", "fp32 eager"),
+            ("mixed_bfloat16", "bf16 autocast"),
+            ("fp32 + XLA", "torch.compile"),
+        ):
+            print(f"  pair {o} vs {t}: ours {theirs[t] / ours[o]:.2f}x")
+        print(
+            f"  best vs best: ours ({best_ours}) {results['best_vs_best']:.2f}x pytorch ({best_theirs})"
+        )
+
+    tmp = tempfile.mkdtemp(prefix="pretrain_bench_")
+    write_shards(tmp)
+    one = pipeline_rate(tmp, 64, threads=1)
+    every = pipeline_rate(tmp, 96, threads=0)
+    results["pipeline_examples_per_second_1_core"] = one
+    results["pipeline_examples_per_second_all_cores"] = every
+    print(
+        f"\ninput pipeline (parse, crop to {schema.CHUNK_FRAMES}, cfm+ccm masking, batch): "
+        f"{one:.0f} examples/s on 1 core, {every:.0f} on {os.cpu_count()} cores"
+    )
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
