@@ -20,7 +20,6 @@ resampling are both paid).
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -36,6 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from m3bert_tf import corpus, extract, schema  # noqa: E402
+from m3bert_tf.data.shards import write_json_atomic  # noqa: E402
 from m3bert_tf.features import frames  # noqa: E402
 
 SR, HOP = schema.SAMPLE_RATE, schema.HOP_LENGTH
@@ -229,8 +229,7 @@ def main():
     print(f"peak RSS: {results['peak_rss_mb']}")
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(results, f, indent=1)
+        write_json_atomic(args.output, results)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ In one process, on the same machine state:
 """
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -30,6 +29,7 @@ sys.path.insert(0, ROOT)
 
 from m3bert_tf import schema  # noqa: E402
 from m3bert_tf.data import pipeline, records  # noqa: E402
+from m3bert_tf.data.shards import write_json_atomic  # noqa: E402
 from m3bert_tf.train import pretrain  # noqa: E402
 
 H, A, FFN, C = 768, 12, 3072, schema.NUM_FEATURES
@@ -269,8 +269,7 @@ def main():
     )
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(results, f, indent=1)
+        write_json_atomic(args.output, results)
 
 
 if __name__ == "__main__":

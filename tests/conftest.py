@@ -54,21 +54,26 @@ def audio_dir(tmp_path):
     return d
 
 
-@pytest.fixture(scope="session")
-def corpus_shards(tmp_path_factory):
-    """The example corpus (12 tracks) extracted once per test session."""
+def extract_corpus(root, shard_size=4, **corpus_kwargs) -> str:
+    """Writes the example corpus under `root` and extracts it; returns the shard dir."""
     from m3bert_tf import corpus, extract
 
-    root = tmp_path_factory.mktemp("corpus")
-    corpus.write_example_corpus(str(root / "corpus"), num_tracks=12, max_duration=20.0)
+    corpus.write_example_corpus(str(root / "corpus"), **corpus_kwargs)
     extract.run_extract(
         extract.ExtractConfig(
             input=str(root / "corpus" / "manifest.csv"),
             output_dir=str(root / "shards"),
-            num_workers=1,
             shard_size=4,
             progress_interval=1e9,
         ),  # fmt: skip
         log=lambda msg: None,
     )
     return str(root / "shards")
+
+
+@pytest.fixture(scope="session")
+def corpus_shards(tmp_path_factory):
+    """The example corpus (12 tracks of at most 20 s) extracted once per session."""
+    return extract_corpus(
+        tmp_path_factory.mktemp("corpus"), num_tracks=12, max_duration=20.0
+    )

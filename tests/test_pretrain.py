@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, run_bin
+from conftest import ROOT, extract_corpus, run_bin
 
 from m3bert_tf.data import pipeline, records
 from m3bert_tf.train import pretrain
@@ -168,21 +168,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus_shards, tmp_pa
 @pytest.mark.slow
 def test_tiny_config_learns_the_example_corpus(tmp_path):
     """Held-out masked Huber falls below half of predicting zeros (the mean)."""
-    from m3bert_tf import corpus, extract
-
-    corpus.write_example_corpus(str(tmp_path / "corpus"))
-    extract.run_extract(
-        extract.ExtractConfig(
-            input=str(tmp_path / "corpus" / "manifest.csv"),
-            output_dir=str(tmp_path / "shards"),
-            shard_size=16,
-            progress_interval=1e9,
-        ),  # fmt: skip
-        log=lambda msg: None,
-    )
+    shards = extract_corpus(tmp_path, shard_size=16)  # the demo's corpus and shards
     args = [
         f"--flagfile={os.path.join(ROOT, 'configs', 'tiny.flags')}",
-        f"--data={tmp_path / 'shards'}", f"--model_dir={tmp_path / 'run'}",
+        f"--data={shards}", f"--model_dir={tmp_path / 'run'}",
     ]  # fmt: skip
     res = subprocess.run(
         run_bin("pretrain", *args), env=ENV, capture_output=True, text=True
