@@ -1,7 +1,7 @@
 """Pre-training throughput: our Keras/TF step vs a PyTorch twin, side by side.
 
     .venv/bin/pip install -e '.[bench]'   # torch==2.13.0, the CPU wheel
-    .venv/bin/python benchmarks/pretrain_bench.py [--layers=2 --batch=2 --steps=3]
+    .venv/bin/python benchmarks/pretrain_bench.py [--layers=2 --batch=4 --steps=3]
 
 In one process, on the same machine state:
 1. this machine's fp32 matmul peak (a large tf.matmul), FLOP/s;
@@ -193,7 +193,7 @@ def write_shards(directory, count=64):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--frames", type=int, default=schema.CHUNK_FRAMES)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--output", default="")
