@@ -255,7 +255,9 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
             pool = multiprocessing.get_context("spawn").Pool(
                 num_workers, initializer=_init_worker, initargs=(config.features,)
             )
-            results = pool.imap_unordered(_featurize_in_worker, todo, chunksize=1)
+            # In input order, so the shards are the same for any worker count
+            # (workers run ahead; only the writing waits).
+            results = pool.imap(_featurize_in_worker, todo, chunksize=1)
         # TensorFlow loads (a few seconds) while the workers boot.
         from m3bert_tf.data import records
 

@@ -60,10 +60,14 @@ def test_extracts_every_file_into_checked_shards(audio_dir, tmp_path):
     assert not glob.glob(str(out / "*.tmp"))
 
 
-def test_parallel_workers_give_the_same_examples(audio_dir, tmp_path):
-    extract.run_extract(config(audio_dir, tmp_path / "one", num_workers=1))
-    extract.run_extract(config(audio_dir, tmp_path / "two", num_workers=2))
+def test_parallel_workers_give_the_same_shards(audio_dir, tmp_path):
+    extract.run_extract(config(audio_dir, tmp_path / "one", num_workers=1, shard_size=2))
+    extract.run_extract(config(audio_dir, tmp_path / "two", num_workers=2, shard_size=2))
     assert read_all(tmp_path / "one") == read_all(tmp_path / "two")
+    for name in ("shard-00000.tfrecord", "shard-00001.tfrecord"):
+        assert (tmp_path / "one" / name).read_bytes() == (
+            tmp_path / "two" / name
+        ).read_bytes()
 
 
 def make_bad_dir(root):
