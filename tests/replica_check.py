@@ -9,6 +9,7 @@ before TensorFlow initializes (test_pretrain.py compares the outputs).
 import json
 import sys
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -24,8 +25,7 @@ def main(shards, replicas, accumulation):
         learning_rate=1e-2, warmup_fraction=0.1,
     )  # fmt: skip
     strategy = pretrain.make_strategy(replicas)
-    keras_seed = __import__("keras").utils.set_random_seed
-    keras_seed(1)
+    keras.utils.set_random_seed(1)
     trainer = pretrain.Trainer(config, strategy)
     context = tf.distribute.InputContext(1, 0, strategy.num_replicas_in_sync)
     data = pipeline.make_pretrain_dataset(

@@ -123,7 +123,10 @@ def test_killed_pretraining_resumes_where_it_stopped(corpus_shards, tmp_path):
         argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 180
-    ckpts = lambda: glob.glob(str(tmp_path / "checkpoints" / "ckpt-*.index"))  # noqa: E731
+
+    def ckpts():
+        return glob.glob(str(tmp_path / "checkpoints" / "ckpt-*.index"))
+
     while len(ckpts()) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)

@@ -236,13 +236,17 @@ class Trainer:
         accumulate = self.config.accumulation_steps
         if accumulate == 1:
             grads, sums = self._grads_fn(inputs, targets, weights)
-        else:
-            pick = lambda tree, i: tf.nest.map_structure(lambda x: x[i], tree)  # noqa: E731
-            grads, sums = self._grads_fn(pick(inputs, 0), targets[0], pick(weights, 0))
-            for i in range(1, accumulate):
-                g, s = self._grads_fn(pick(inputs, i), targets[i], pick(weights, i))
-                grads = [a + b for a, b in zip(grads, g, strict=True)]
-                sums = {k: sums[k] + s[k] for k in sums}
+        else:  # the batch has a leading [accumulation_steps] axis
+            grads, sums = None, None
+            for i in range(accumulate):
+                micro = tf.nest.map_structure(
+                    lambda x, i=i: x[i], (inputs, targets, weights)
+                )
+                g, s = self._grads_fn(*micro)
+                grads = (
+                    g if grads is None else [a + b for a, b in zip(grads, g, strict=True)]
+                )
+                sums = s if sums is None else {k: sums[k] + s[k] for k in sums}
         ctx = tf.distribute.get_replica_context()
         grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
         sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, sums)
