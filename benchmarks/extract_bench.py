@@ -36,6 +36,7 @@ sys.path.insert(0, ROOT)
 
 from m3bert_tf import corpus, extract, schema  # noqa: E402
 from m3bert_tf.data.shards import write_json_atomic  # noqa: E402
+from m3bert_tf.datasets.base import Track  # noqa: E402
 from m3bert_tf.features import frames  # noqa: E402
 
 SR, HOP = schema.SAMPLE_RATE, schema.HOP_LENGTH
@@ -138,7 +139,7 @@ def main():
 
     with threadpool_limits(1):
         extractor = frames.FeatureExtractor()
-        job = extract.Job
+        job = Track
         ours = time_per_core(
             paths, lambda p: extract.featurize_file(job(p, "x"), extractor), args.repeats
         )

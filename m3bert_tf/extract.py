@@ -19,14 +19,17 @@ import multiprocessing
 import os
 import sys
 
-from m3bert_tf import __version__, schema
+from m3bert_tf import __version__, datasets, schema
+from m3bert_tf.datasets.base import AUDIO_EXTENSIONS, LoadResult, Track
 from m3bert_tf.features import audio as audio_lib
 from m3bert_tf.features import frames as frames_lib
 from m3bert_tf.progress import Progress
+from m3bert_tf.tasks import LabelError
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".au", ".aif", ".aiff")
 FAILURES_NAME = "failures.jsonl"
 SPEC_NAME = "feature_spec.json"
+TASKS_NAME = "tasks.json"
+SPLITS_NAME = "splits.csv"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,9 +37,9 @@ class ExtractConfig:
     """One extraction job.
 
     Attributes:
-      input: a directory (searched recursively for audio files), a glob, or a
-        CSV manifest with a `path` column and optional `track_id`, `split`,
-        `task`, `label` columns (relative paths are relative to the CSV).
+      input: a directory (searched recursively for audio files), a glob, a
+        CSV manifest (`datasets/csv_manifest.py`), or with `dataset` the
+        dataset's root directory.
       output_dir: where shards, indexes and manifest.json go.
       features: what to compute per file.
       num_workers: worker processes (0 = all cores).
@@ -45,10 +48,14 @@ class ExtractConfig:
       strict: stop at the first failed file (it is still recorded).
       retry_failed: try again files that an earlier run recorded as failed.
       progress_interval: seconds between progress lines.
+      dataset: a loader name of `m3bert_tf.datasets.LOADERS` ("" = none).
+      dataset_options: keyword options of that loader (split_dir, pattern, seed).
     """
 
     input: str
     output_dir: str
+    dataset: str = ""
+    dataset_options: dict = dataclasses.field(default_factory=dict)
     features: frames_lib.FeatureConfig = frames_lib.FeatureConfig()
     num_workers: int = 0
     shard_size: int = 128
@@ -63,67 +70,31 @@ class ExtractConfig:
             raise ValueError(f"--num_workers must be >= 0, got {self.num_workers}")
 
 
-@dataclasses.dataclass
-class Job:
-    """One audio file to featurize."""
-
-    path: str
-    track_id: str
-    split: str = ""
-    labels: dict = dataclasses.field(default_factory=dict)
-
-
 def _track_id(path: str, root: str) -> str:
     return os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, "/")
 
 
-def find_jobs(input_spec: str) -> list[Job]:
-    """Resolves `--input` (directory, glob or CSV manifest) to jobs, sorted by path."""
-    if os.path.isdir(input_spec):
+def find_tracks(config: ExtractConfig) -> LoadResult:
+    """Resolves the input to tracks (sorted by path), their tasks and load problems."""
+    spec = config.input
+    if config.dataset:
+        return datasets.load(config.dataset, spec, **config.dataset_options)
+    if spec.lower().endswith(".csv") and os.path.isfile(spec):
+        return datasets.load("csv", spec, **config.dataset_options)
+    if os.path.isdir(spec):
         paths = [
             os.path.join(d, name)
-            for d, _, names in os.walk(input_spec)
+            for d, _, names in os.walk(spec)
             for name in names
             if name.lower().endswith(AUDIO_EXTENSIONS)
         ]
-        root = input_spec
-    elif input_spec.lower().endswith(".csv") and os.path.isfile(input_spec):
-        return read_csv_manifest(input_spec)
+        root = spec
     else:
-        paths = [p for p in glob.glob(input_spec, recursive=True) if os.path.isfile(p)]
+        paths = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
         root = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else ""
     if not paths:
-        raise FileNotFoundError(f"--input={input_spec}: no audio files found")
-    return [Job(p, _track_id(p, root)) for p in sorted(paths)]
-
-
-def read_csv_manifest(csv_path: str) -> list[Job]:
-    """Reads `path[,track_id][,split][,task,label]` rows; one Job per path.
-
-    Rows naming the same path merge their {task: label} pairs. A row without a
-    path raises ValueError naming the file and line.
-    """
-    base = os.path.dirname(os.path.abspath(csv_path))
-    jobs: dict[str, Job] = {}
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        if "path" not in (reader.fieldnames or []):
-            raise ValueError(f"{csv_path}: needs a 'path' column, has {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
-            rel = (row.get("path") or "").strip()
-            if not rel:
-                raise ValueError(f"{csv_path}:{line}: empty 'path'")
-            path = os.path.normpath(os.path.join(base, rel))
-            job = jobs.setdefault(
-                path,
-                Job(path, (row.get("track_id") or "").strip() or _track_id(path, base)),
-            )
-            job.split = (row.get("split") or job.split).strip()
-            if (row.get("task") or "").strip():
-                job.labels[row["task"].strip()] = (row.get("label") or "").strip()
-    if not jobs:
-        raise FileNotFoundError(f"{csv_path}: no rows")
-    return sorted(jobs.values(), key=lambda j: j.path)
+        raise FileNotFoundError(f"--input={spec}: no audio files found")
+    return LoadResult([Track(p, _track_id(p, root)) for p in sorted(paths)], {})
 
 
 # --- Worker side (librosa only) ----------------------------------------------
@@ -142,7 +113,7 @@ def _init_worker(feature_config: frames_lib.FeatureConfig) -> None:
     _EXTRACTOR = frames_lib.FeatureExtractor(feature_config)
 
 
-def featurize_file(job: Job, extractor: frames_lib.FeatureExtractor) -> dict:
+def featurize_file(job: Track, extractor: frames_lib.FeatureExtractor) -> dict:
     """Decodes and featurizes one file.
 
     Returns {"job", "chunks": [[frames, 324] float16], "num_frames",
@@ -166,7 +137,7 @@ def featurize_file(job: Job, extractor: frames_lib.FeatureExtractor) -> dict:
         return {"job": job, "error": f"{job.path}: {type(e).__name__}: {e}"}
 
 
-def _featurize_in_worker(job: Job) -> dict:
+def _featurize_in_worker(job: Track) -> dict:
     return featurize_file(job, _EXTRACTOR)
 
 
@@ -185,21 +156,20 @@ def _read_failures(path: str) -> list[dict]:
     return out
 
 
-def _check_spec(output_dir: str, spec: dict) -> None:
+def _check_same(output_dir: str, name: str, value: dict, advice: str) -> None:
+    """Writes `value` to output_dir/name, or checks it equals what an earlier run wrote."""
     from m3bert_tf.data.shards import write_json_atomic
 
-    path = os.path.join(output_dir, SPEC_NAME)
+    path = os.path.join(output_dir, name)
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        if old != spec:
+        if old != json.loads(json.dumps(value)):
             raise ValueError(
-                f"--output_dir={output_dir} holds features made with another spec "
-                f"({path}: feature_set={old.get('feature_set')!r}, version="
-                f"{old.get('version')}); use a new --output_dir or the same --feature_set"
+                f"--output_dir={output_dir} was made with another spec ({path} differs); {advice}"
             )
     else:
-        write_json_atomic(path, spec)
+        write_json_atomic(path, value)
 
 
 def _close(writer) -> dict:
@@ -223,9 +193,20 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     os.makedirs(config.output_dir, exist_ok=True)
     spec = config.features.to_json()
-    _check_spec(config.output_dir, spec)
-
-    jobs = find_jobs(config.input)
+    _check_same(
+        config.output_dir, SPEC_NAME, spec,
+        "use a new --output_dir or the same --feature_set",
+    )  # fmt: skip
+    loaded = find_tracks(config)
+    jobs = loaded.tracks
+    task_specs = {name: s.to_json() for name, s in sorted(loaded.specs.items())}
+    _check_same(
+        config.output_dir, TASKS_NAME, task_specs,
+        "the labels' tasks or classes changed: use a new --output_dir",
+    )  # fmt: skip
+    for problem in loaded.problems:
+        log(f"extract: {problem}")
+    write_splits(config.output_dir, jobs)
     finished, next_number = shards.scan_output_dir(config.output_dir)
     failures_path = os.path.join(config.output_dir, FAILURES_NAME)
     old_failures = _read_failures(failures_path)
@@ -278,9 +259,27 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
                         name = shards.SHARD_PATTERN.format(next_number)
                         writer = shards.ShardWriter(os.path.join(config.output_dir, name))
                         next_number += 1
+                    try:
+                        label_vectors = {
+                            task: loaded.specs[task].encode(value)
+                            for task, value in job.labels.items()
+                        }
+                    except LabelError as e:
+                        failure = {"path": job.path, "reason": f"{job.path}: {e}"}
+                        log(f"extract: skipped {failure['reason']}")
+                        failures_file.write(json.dumps(failure) + "\n")
+                        failures_file.flush()
+                        new_failures.append(failure)
+                        continue
                     serialized = [
                         records.encode_example(
-                            chunk, job.track_id, i, job.path, job.split, job.labels
+                            chunk,
+                            job.track_id,
+                            i,
+                            job.path,
+                            job.split,
+                            job.labels,
+                            label_vectors,
                         )
                         for i, chunk in enumerate(result["chunks"])
                     ]
@@ -290,6 +289,7 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
                             "source_path": job.path,
                             "track_id": job.track_id,
                             "split": job.split,
+                            "tasks": sorted(job.labels),
                             "num_chunks": len(serialized),
                             "num_frames": int(sum(len(c) for c in result["chunks"])),
                             "track_frames": result["num_frames"],
@@ -309,7 +309,10 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
         finally:
             if pool is not None:
                 pool.terminate()
-    manifest = build_manifest(config, spec, finished, old_failures + new_failures)
+    problems = [{"path": p.split(": ")[0], "reason": p} for p in loaded.problems]
+    manifest = build_manifest(
+        config, spec, task_specs, finished, problems + old_failures + new_failures
+    )
     shards.write_json_atomic(
         os.path.join(config.output_dir, schema.MANIFEST_NAME), manifest
     )
@@ -323,9 +326,28 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
     return manifest
 
 
-def build_manifest(config, spec, finished, failures) -> dict:
-    """The manifest.json content: spec, versions, counts, shards and failures."""
+def write_splits(output_dir: str, tracks: list[Track]) -> None:
+    """splits.csv next to the shards: track_id, split, path of every input track."""
+    tmp = os.path.join(output_dir, SPLITS_NAME + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["track_id", "split", "path"])
+        for t in sorted(tracks, key=lambda t: t.track_id):
+            writer.writerow([t.track_id, t.split, t.path])
+    os.replace(tmp, os.path.join(output_dir, SPLITS_NAME))
+
+
+def build_manifest(config, spec, task_specs, finished, failures) -> dict:
+    """The manifest.json content: spec, tasks, versions, counts, shards and failures.
+
+    label_counts: {task: {split: examples}}, what fine-tuning mixes by.
+    """
     tracks = [t for s in finished for t in s["tracks"]]
+    label_counts: dict = {}
+    for t in tracks:
+        for task in t.get("tasks", []):
+            per_split = label_counts.setdefault(task, {})
+            per_split[t["split"]] = per_split.get(t["split"], 0) + t["num_chunks"]
     frames = sum(t["num_frames"] for t in tracks)
     return {
         "package": "m3bert_tf",
@@ -335,6 +357,8 @@ def build_manifest(config, spec, finished, failures) -> dict:
         ),
         "input": config.input,
         "feature_spec": spec,
+        "tasks": task_specs,
+        "label_counts": label_counts,
         "counts": {
             "tracks": len(tracks),
             "chunks": sum(t["num_chunks"] for t in tracks),

@@ -11,7 +11,7 @@ FLAGS = flags.FLAGS
 
 def define_extract_flags() -> None:
     flags.DEFINE_string(
-        "input", None,
+        "input", "",
         "Audio to extract: a directory (searched recursively), a glob, or a CSV "
         "manifest with columns path[,track_id][,split][,task,label].",
     )  # fmt: skip
@@ -31,15 +31,44 @@ def define_extract_flags() -> None:
     flags.DEFINE_bool(
         "retry_failed", False, "Try again files an earlier run recorded as failed."
     )
-    flags.mark_flags_as_required(["input", "output_dir"])
+    flags.DEFINE_enum(
+        "dataset", "",
+        ["", "gtzan", "mtg_jamendo_moodtheme", "extended_ballroom", "deam", "rwc_instrument", "csv"],
+        "Read a labeled dataset in its publisher's layout from --dataset_root.",
+    )  # fmt: skip
+    flags.DEFINE_string("dataset_root", "", "Root directory of --dataset.")
+    flags.DEFINE_string(
+        "split_dir", "",
+        "gtzan: dir of the fault-filtered train/valid/test lists; "
+        "mtg_jamendo_moodtheme: dir of the autotagging_moodtheme-*.tsv split files.",
+    )  # fmt: skip
+    flags.DEFINE_string(
+        "rwc_pattern", r"^(?P<instrument>\d{2})\d",
+        "rwc_instrument: regex on the file name with a group named 'instrument'.",
+    )  # fmt: skip
+    flags.DEFINE_integer("split_seed", 0, "Seed of the 60/20/20 splits by track.")
+    flags.mark_flags_as_required(["output_dir"])
 
 
 def extract_config_from_flags():
     from m3bert_tf.extract import ExtractConfig
     from m3bert_tf.features.frames import FeatureConfig
 
+    if bool(FLAGS.input) == bool(FLAGS.dataset):
+        raise flags.ValidationError("give either --input, or --dataset with --dataset_root")
+    if FLAGS.dataset and not FLAGS.dataset_root:
+        raise flags.ValidationError(f"--dataset={FLAGS.dataset} needs --dataset_root")
+    options = {"seed": FLAGS.split_seed}
+    if FLAGS.dataset in ("gtzan", "mtg_jamendo_moodtheme") and FLAGS.split_dir:
+        options["split_dir"] = FLAGS.split_dir
+    if FLAGS.dataset == "rwc_instrument":
+        options["pattern"] = FLAGS.rwc_pattern
+    if FLAGS.dataset == "mtg_jamendo_moodtheme":
+        options.pop("seed")  # official splits only
     return ExtractConfig(
-        input=FLAGS.input,
+        input=FLAGS.dataset_root if FLAGS.dataset else FLAGS.input,
+        dataset=FLAGS.dataset,
+        dataset_options=options,
         output_dir=FLAGS.output_dir,
         features=FeatureConfig(
             feature_set=FLAGS.feature_set, min_duration=FLAGS.min_duration

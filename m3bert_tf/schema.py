@@ -74,6 +74,8 @@ CHUNK_INDEX_KEY = "chunk_index"  # int64, 0-based position of the chunk in its t
 SOURCE_PATH_KEY = "source_path"  # bytes (utf-8)
 SPLIT_KEY = "split"  # bytes, "" when unknown
 LABELS_KEY = "labels"  # bytes, JSON object {task: label}, "{}" when unlabeled
+# float list per labeled task, e.g. "label/genre": [class index] (see tasks.py)
+LABEL_PREFIX = "label/"
 
 FEATURE_DTYPE = "<f2"  # float16, little-endian
 

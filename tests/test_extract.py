@@ -146,7 +146,7 @@ def test_csv_manifest_carries_labels_and_splits(audio_dir, tmp_path):
 def test_csv_without_path_column_names_the_file(tmp_path):
     (tmp_path / "x.csv").write_text("file,label\na.wav,1\n")
     with pytest.raises(ValueError, match=r"x.csv: needs a 'path' column"):
-        extract.find_jobs(str(tmp_path / "x.csv"))
+        extract.find_tracks(config(tmp_path / "x.csv", tmp_path / "out"))
 
 
 def test_rerun_skips_done_work_and_new_files_are_added(audio_dir, tmp_path, capsys):

@@ -23,6 +23,7 @@ def encode_example(
     source_path: str,
     split: str = "",
     labels: dict | None = None,
+    label_vectors: dict | None = None,
 ) -> bytes:
     """Serializes one chunk.
 
@@ -32,7 +33,9 @@ def encode_example(
       chunk_index: 0-based position of the chunk in its track.
       source_path: the audio file it came from.
       split: "train" / "valid" / "test", or "" when not known.
-      labels: {task: label} (JSON-serializable), or None.
+      labels: {task: label} (JSON-serializable), or None: kept for people.
+      label_vectors: {task: [float]} as `TaskSpec.encode` gives, stored as
+        `label/<task>` float features: what fine-tuning reads.
     """
     if features.ndim != 2 or features.shape[1] != schema.NUM_FEATURES:
         raise ValueError(
@@ -40,9 +43,16 @@ def encode_example(
             f"got {features.shape}"
         )
     data = np.ascontiguousarray(features, dtype=schema.FEATURE_DTYPE).tobytes()
+    feature = {
+        schema.LABEL_PREFIX + task: tf.train.Feature(
+            float_list=tf.train.FloatList(value=values)
+        )
+        for task, values in (label_vectors or {}).items()
+    }
     example = tf.train.Example(
         features=tf.train.Features(
             feature={
+                **feature,
                 schema.FEATURES_KEY: _bytes(data),
                 schema.NUM_FRAMES_KEY: _int64(features.shape[0]),
                 schema.TRACK_ID_KEY: _bytes(track_id.encode()),
@@ -67,13 +77,28 @@ FEATURE_SPEC = {
 }
 
 
-def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+def parse_example(
+    serialized: tf.Tensor, label_sizes: dict | None = None
+) -> dict[str, tf.Tensor]:
     """Parses one serialized example (graph-safe, for `Dataset.map`).
+
+    Args:
+      label_sizes: {task: stored label width}; each becomes "label/<task>",
+        a [width] float32 (zeros when absent) and "has/<task>", a bool.
 
     Returns a dict with "features" as [num_frames, 324] float32 and the other
     schema keys as scalars.
     """
-    parsed = tf.io.parse_single_example(serialized, FEATURE_SPEC)
+    spec = dict(FEATURE_SPEC)
+    for task in label_sizes or {}:
+        spec[schema.LABEL_PREFIX + task] = tf.io.VarLenFeature(tf.float32)
+    parsed = tf.io.parse_single_example(serialized, spec)
+    for task, size in (label_sizes or {}).items():
+        values = tf.sparse.to_dense(parsed[schema.LABEL_PREFIX + task])
+        present = tf.equal(tf.size(values), size)
+        padded = tf.concat([values, tf.zeros([size])], 0)[:size]  # static width
+        parsed[schema.LABEL_PREFIX + task] = padded * tf.cast(present, tf.float32)
+        parsed["has/" + task] = present
     frames = tf.io.decode_raw(parsed[schema.FEATURES_KEY], tf.float16, little_endian=True)
     frames = tf.reshape(frames, [-1, schema.NUM_FEATURES])
     parsed[schema.FEATURES_KEY] = tf.cast(frames, tf.float32)

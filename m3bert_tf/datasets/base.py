@@ -1,0 +1,72 @@
+"""What every loader returns, and the seeded split by track."""
+
+import dataclasses
+import os
+import random
+
+from m3bert_tf.tasks import TaskSpec
+
+SPLITS = ("train", "valid", "test")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".au", ".aif", ".aiff")
+
+
+@dataclasses.dataclass
+class Track:
+    """One audio file to extract.
+
+    Attributes:
+      path: the audio file.
+      track_id: shared by every chunk of it; splits are by track id.
+      split: "train", "valid", "test" or "" (unknown).
+      labels: {task: label} (text, or numbers for regression).
+    """
+
+    path: str
+    track_id: str
+    split: str = ""
+    labels: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class LoadResult:
+    """Tracks, the tasks they label, and one line per problem met."""
+
+    tracks: list[Track]
+    specs: dict[str, TaskSpec]
+    problems: list[str] = dataclasses.field(default_factory=list)
+
+
+def audio_files(directory: str) -> list[str]:
+    """Audio files directly in `directory`, sorted."""
+    return sorted(
+        os.path.join(directory, n)
+        for n in os.listdir(directory)
+        if n.lower().endswith(AUDIO_EXTENSIONS)
+    )
+
+
+def split_by_track(tracks: list[Track], seed: int = 0, stratify: str = "") -> None:
+    """Gives every track without a split one of train/valid/test, 60/20/20.
+
+    Seeded, by track id (all files of a track share its split); with
+    `stratify`, within each class of that task so every class is in every split.
+    """
+    groups: dict[str, list[str]] = {}
+    for t in tracks:
+        if not t.split:
+            key = str(t.labels.get(stratify, "")) if stratify else ""
+            groups.setdefault(key, [])
+            if t.track_id not in groups[key]:
+                groups[key].append(t.track_id)
+    assignment = {}
+    rng = random.Random(seed)
+    for key in sorted(groups):
+        ids = sorted(groups[key])
+        rng.shuffle(ids)
+        n = len(ids)
+        cut1, cut2 = round(0.6 * n), round(0.8 * n)
+        for i, track_id in enumerate(ids):
+            assignment[track_id] = "train" if i < cut1 else "valid" if i < cut2 else "test"
+    for t in tracks:
+        if not t.split:
+            t.split = assignment[t.track_id]

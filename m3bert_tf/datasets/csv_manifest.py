@@ -1,0 +1,57 @@
+"""A generic CSV manifest for anyone's own data: `path,track_id,split,task,label`.
+
+Only `path` is required. Relative paths are relative to the CSV. Rows naming
+the same path merge their {task: label}. Each task's kind and classes are
+inferred from all its labels (`tasks.infer_spec`): numbers -> regression,
+"a|b" -> multi-label, else classification. Tracks without a split get a
+seeded 60/20/20 split by track.
+"""
+
+import csv
+import os
+
+from m3bert_tf.datasets.base import LoadResult, Track, split_by_track
+from m3bert_tf.tasks import infer_spec
+
+
+def load(csv_path: str, seed: int = 0, check_audio: bool = True) -> LoadResult:
+    base = os.path.dirname(os.path.abspath(csv_path))
+    tracks: dict[str, Track] = {}
+    problems = []
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        if "path" not in (reader.fieldnames or []):
+            raise ValueError(f"{csv_path}: needs a 'path' column, has {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            where = f"{csv_path}:{line}"
+            rel = (row.get("path") or "").strip()
+            task = (row.get("task") or "").strip()
+            label = (row.get("label") or "").strip()
+            if not rel or bool(task) != bool(label):
+                problems.append(
+                    f"{where}: malformed row (needs a path, and a label with its task)"
+                )
+                continue
+            path = os.path.normpath(os.path.join(base, rel))
+            if check_audio and not os.path.exists(path):
+                problems.append(f"{where}: audio file missing: {path}")
+                continue
+            default_id = os.path.splitext(os.path.relpath(path, base))[0].replace(
+                os.sep, "/"
+            )
+            track = tracks.setdefault(
+                path, Track(path, (row.get("track_id") or "").strip() or default_id)
+            )
+            track.split = (row.get("split") or track.split).strip()
+            if task:
+                track.labels[task] = label
+    if not tracks and not problems:
+        raise FileNotFoundError(f"{csv_path}: no rows")
+    by_task: dict[str, list[str]] = {}
+    for t in tracks.values():
+        for task, label in t.labels.items():
+            by_task.setdefault(task, []).append(label)
+    specs = {name: infer_spec(name, labels) for name, labels in sorted(by_task.items())}
+    result = sorted(tracks.values(), key=lambda t: t.path)
+    split_by_track(result, seed)
+    return LoadResult(result, specs, problems)

@@ -1,0 +1,53 @@
+"""DEAM: `MEMD_audio/<song_id>.mp3` with the song-level static annotations.
+
+Annotations: every `static_annotations_averaged_songs_*.csv` under `root`
+(columns song_id, valence_mean, arousal_mean, ...; headers may carry spaces).
+Valence and arousal are rated on 1-9; they are scaled to [-1, 1] as
+(x - 5) / 4, so 0 is the scale's neutral middle. 60/20/20 by song.
+"""
+
+import csv
+import glob
+import os
+
+from m3bert_tf.datasets.base import LoadResult, Track, split_by_track
+from m3bert_tf.tasks import TaskSpec
+
+SPEC = TaskSpec("emotion", "regression", outputs=("valence", "arousal"))
+
+
+def scale(rating: float) -> float:
+    """1..9 -> -1..1."""
+    return (rating - 5.0) / 4.0
+
+
+def load(root: str, seed: int = 0) -> LoadResult:
+    tracks, problems = [], []
+    pattern = os.path.join(root, "**", "static_annotations_averaged_songs_*.csv")
+    files = sorted(glob.glob(pattern, recursive=True))
+    if not files:
+        raise FileNotFoundError(f"{root}: no static_annotations_averaged_songs_*.csv found")
+    for path in files:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f, skipinitialspace=True)
+            reader.fieldnames = [n.strip() for n in reader.fieldnames or []]
+            for line_no, row in enumerate(reader, start=2):
+                where = f"{path}:{line_no}"
+                try:
+                    song = str(int(float(row["song_id"])))
+                    values = [
+                        scale(float(row["valence_mean"])),
+                        scale(float(row["arousal_mean"])),
+                    ]
+                except (KeyError, TypeError, ValueError):
+                    problems.append(
+                        f"{where}: malformed row (needs song_id, valence_mean, arousal_mean)"
+                    )
+                    continue
+                audio = os.path.join(root, "MEMD_audio", f"{song}.mp3")
+                if not os.path.exists(audio):
+                    problems.append(f"{where}: audio file missing: {audio}")
+                    continue
+                tracks.append(Track(audio, f"deam/{song}", labels={"emotion": values}))
+    split_by_track(tracks, seed)
+    return LoadResult(tracks, {"emotion": SPEC}, problems)
