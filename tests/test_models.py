@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from m3bert_tf.layers.frame_stack import FrameStack, FrameUnstack
+from m3bert_tf.layers.pooling import MaskedMeanPooling
 from m3bert_tf.layers.position import SinusoidalPositionEncoding
 from m3bert_tf.layers.transformer import TransformerBlock
 from m3bert_tf.losses import huber, masked_huber
-from m3bert_tf.models.encoder import M3BertEncoder, masked_mean
+from m3bert_tf.models.encoder import M3BertEncoder
 from m3bert_tf.models.pretrainer import M3BertPretrainer
 
 
@@ -102,7 +103,7 @@ def test_padding_is_never_attended_in_a_mixed_batch():
 def test_masked_mean_ignores_padding():
     seq = np.array([[[1.0], [3.0], [100.0]]], "float32")
     np.testing.assert_allclose(
-        np.asarray(masked_mean(seq, np.array([[1, 1, 0]], bool))), [[2.0]]
+        np.asarray(MaskedMeanPooling()(seq, np.array([[1, 1, 0]], bool))), [[2.0]]
     )
 
 

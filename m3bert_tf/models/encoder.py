@@ -1,7 +1,6 @@
 """The M2BERT encoder: frame features in, contextual frame embeddings out."""
 
 import keras
-from keras import ops
 
 from m3bert_tf import schema
 from m3bert_tf.layers.frame_stack import FrameStack
@@ -93,10 +92,3 @@ class M3BertEncoder(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-
-
-def masked_mean(sequence, padding_mask):
-    """[B, T, H], [B, T] bool -> [B, H]: the mean over real frames only."""
-    weights = ops.cast(padding_mask, sequence.dtype)[:, :, None]
-    total = ops.sum(sequence * weights, axis=1)
-    return total / ops.maximum(ops.sum(weights, axis=1), 1.0)

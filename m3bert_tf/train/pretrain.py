@@ -19,7 +19,6 @@ data position.
 
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -29,6 +28,7 @@ import tensorflow as tf
 from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data import pipeline
 from m3bert_tf.progress import Progress
+from m3bert_tf.train.checkpoints import check_finite, open_checkpoints
 
 
 @dataclasses.dataclass(frozen=True)
@@ -366,36 +366,11 @@ def run_pretrain(config: PretrainConfig, flags_text: str = "", log=None) -> dict
     )  # fmt: skip
     dataset = pipeline.make_pretrain_dataset(train_config, True, context)
     eval_dataset = make_eval_dataset(config, trainer.batch_size * trainer.num_replicas)
-
-    def make_checkpoint(iterator):
-        checkpoint = tf.train.Checkpoint(
-            model=trainer.model, optimizer=trainer.optimizer, iterator=iterator
-        )
-        directory = os.path.join(config.model_dir, "checkpoints")
-        return checkpoint, tf.train.CheckpointManager(
-            checkpoint, directory, config.keep_checkpoints
-        )
-
-    iterator = iter(dataset)
-    checkpoint, manager = make_checkpoint(iterator)
-    if manager.latest_checkpoint:
-        try:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        except (tf.errors.FailedPreconditionError, tf.errors.InvalidArgumentError) as e:
-            # The input pipeline differs from the checkpointed one (other
-            # --data, shard count or batch size): keep the weights and the
-            # optimizer state, read the new data from its beginning.
-            iterator = iter(dataset)
-            checkpoint, manager = make_checkpoint(iterator)
-            tf.train.Checkpoint(model=trainer.model, optimizer=trainer.optimizer).restore(
-                manager.latest_checkpoint
-            ).expect_partial()
-            log(
-                "pretrain: the input pipeline changed since the checkpoint "
-                f"({str(e).splitlines()[0][:160]}); restored the model and optimizer, "
-                "reading the data from its start"
-            )
-        log(f"pretrain: resumed from {manager.latest_checkpoint}")
+    iterator, manager = open_checkpoints(
+        os.path.join(config.model_dir, "checkpoints"), config.keep_checkpoints,
+        {"model": trainer.model, "optimizer": trainer.optimizer},
+        lambda: iter(dataset), lambda msg: log(f"pretrain: {msg}"),
+    )  # fmt: skip
     step = int(trainer.optimizer.iterations.numpy())
     train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
     eval_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "eval"))
@@ -413,12 +388,7 @@ def run_pretrain(config: PretrainConfig, flags_text: str = "", log=None) -> dict
         step += 1
         window_steps += 1
         loss = float(metrics["loss"])
-        if not math.isfinite(loss):
-            last = manager.latest_checkpoint or "none"
-            raise FloatingPointError(
-                f"pretrain: loss is {loss} at step {step}; stopped. The last good "
-                f"checkpoint is {last}. Lower --learning_rate or check the data."
-            )
+        check_finite("pretrain", loss, step, manager)
         if step % config.log_every == 0 or step == config.train_steps:
             elapsed = time.monotonic() - window_start
             rate = frames_per_step * window_steps / max(elapsed, 1e-9)
