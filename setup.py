@@ -14,7 +14,7 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["m3bert_tf", "m3bert_tf.*"]),
-    scripts=["bin/extract", "bin/pretrain", "bin/demo"],
+    scripts=["bin/extract", "bin/pretrain", "bin/finetune", "bin/demo"],
     python_requires=">=3.10",
     # Pinned together: only this set was checked to work (tensorflow-io's
     # native ops load only with TensorFlow 2.16/2.17).

@@ -5,9 +5,12 @@ progression (pad), a bass line, a lead melody arpeggiating the chords and a
 drum pattern; its labels are things a model can learn from the audio:
 
 - genre (4 classes): the rhythm, i.e. drum pattern, meter and tempo range.
-- instrument (4 classes): the lead timbre (organ, square, saw, pluck).
-- valence (regression in [-1, 1]): major (positive) or minor (negative) mode,
-  shifted by the lead's brightness.
+- instrument (4 classes): the lead timbre (organ, square, saw, pluck), each
+  with its own envelope (steady, 7 Hz tremolo, slow swell, fast decay).
+- valence (regression in [-1, 1]): mostly the lead's articulation (legato
+  high, staccato low), partly the major (positive) or minor (negative) mode.
+  Per-track CMVN removes whatever is constant over a track (a fixed
+  brightness, say), so the labels rest on what changes in time.
 - arousal (regression in [-1, 1]): the tempo, shifted by drum loudness.
 
 Files are written in several formats (wav int16, flac, ogg, mp3), sample
@@ -76,9 +79,14 @@ def _tone(instrument, f0, duration, sample_rate, brightness=1.0):
         wave = (np.sin(2 * np.pi * f0 * t[:, None] * k[None, :]) * env) @ amps
     else:
         wave = np.sin(2 * np.pi * f0 * t[:, None] * k[None, :]) @ amps
-        attack = np.minimum(t / 0.01, 1.0)
+        # Each timbre also moves in time (per-track CMVN hides a fixed spectrum):
+        # the organ holds steady, the square trembles at 7 Hz, the saw swells.
+        attack_s = 0.12 if instrument == "saw" else 0.01
+        attack = np.minimum(t / attack_s, 1.0)
         release = np.minimum((duration - t) / 0.03, 1.0).clip(0, 1)
         wave = wave * attack * release
+        if instrument == "square":
+            wave = wave * (1.0 - 0.5 * (0.5 + 0.5 * np.sin(2 * np.pi * 7.0 * t)))
     return (wave / max(np.sum(np.abs(amps)), 1e-9)).astype(np.float32)
 
 
@@ -105,11 +113,12 @@ def synthesize_track(rng, genre, instrument, mode, duration, sample_rate):
 
     Returns:
       (audio [samples] float32 in [-1, 1], {"tempo": bpm, "brightness": b,
-       "drum_gain": g}).
+       "articulation": fraction of each lead step a note sounds, "drum_gain": g}).
     """
     (lo, hi), steps, pattern = STYLES[genre]
     tempo = float(rng.uniform(lo, hi))
     brightness = float(rng.uniform(0.55, 0.95))
+    articulation = float(rng.uniform(0.2, 1.0))
     drum_gain = float(rng.uniform(0.5, 1.0))
     key = int(rng.integers(55, 67))  # lead register around G3..F#4
     n = int(duration * sample_rate)
@@ -148,18 +157,26 @@ def synthesize_track(rng, genre, instrument, mode, duration, sample_rate):
         arp = [root + iv for iv in triad] + [root + 12]
         for s in range(0, steps, 2):  # lead: eighth-note arpeggio
             note = arp[(s // 2) % len(arp)]
-            add(tone(instrument, note, 2 * step * 0.95, brightness), t0 + s * step, 0.3)
+            add(
+                tone(instrument, note, 2 * step * articulation, brightness),
+                t0 + s * step,
+                0.3,
+            )
         for kind, hits in pattern.items():
             for s in hits:
                 add(drums[kind], t0 + s * step, 0.5 * drum_gain)
     out = out[:n]
     out /= max(float(np.max(np.abs(out))), 1e-9) / 0.8
-    return out, {"tempo": tempo, "brightness": brightness, "drum_gain": drum_gain}
+    return out, {
+        "tempo": tempo, "brightness": brightness, "articulation": articulation, "drum_gain": drum_gain,
+    }  # fmt: skip
 
 
 def track_labels(genre, instrument, mode, info) -> dict:
     """The four labels of a track (regression targets in [-1, 1])."""
-    valence = (0.6 if mode == "major" else -0.6) + 0.8 * (info["brightness"] - 0.75)
+    # Mostly articulation, partly the mode: a mode over 12 keys is too subtle
+    # to learn from a few dozen tracks.
+    valence = 0.7 * (info["articulation"] - 0.6) / 0.4 + (0.3 if mode == "major" else -0.3)
     arousal = (info["tempo"] - 97.0) / 37.0 * 0.8 + 0.4 * (info["drum_gain"] - 0.75)
     return {
         "genre": genre,
@@ -171,26 +188,39 @@ def track_labels(genre, instrument, mode, info) -> dict:
 
 def write_example_corpus(
     out_dir: str,
-    num_tracks: int = 48,
+    num_tracks: int = 160,
     seed: int = 0,
-    min_duration: float = 8.0,
+    min_duration: float = 6.0,
     max_duration: float = 40.0,
 ) -> list[dict]:
     """Writes `num_tracks` synthesized tracks and their label files.
 
-    Durations are uniform in [min_duration, max_duration] s. Genres and
-    instruments cycle so every class is present; splits are 60/20/20 by track.
+    Durations are uniform in [min_duration, max_duration] s. Genres,
+    instruments and the one task each track is labeled for are balanced and
+    drawn independently; splits are 60/20/20 by track within each task.
 
     Returns:
-      One dict per track: path, track_id, split, duration, the four labels.
+      One dict per track: path, track_id, split, task, duration, the four labels.
     """
     rng = np.random.default_rng(seed)
     audio_dir = os.path.join(out_dir, "audio")
     os.makedirs(audio_dir, exist_ok=True)
+    # Balanced, independent draws: no label may predict another, or the split.
+    genres = rng.permutation(np.resize(GENRES, num_tracks))
+    instruments = rng.permutation(np.resize(INSTRUMENTS, num_tracks))
+    tasks = rng.permutation(np.resize(TASKS, num_tracks))
+    splits = np.empty(num_tracks, dtype=object)
+    for task in TASKS:  # 60/20/20 within each task
+        idx = rng.permutation(np.flatnonzero(tasks == task))
+        cut1, cut2 = round(0.6 * len(idx)), round(0.8 * len(idx))
+        splits[idx[:cut1]], splits[idx[cut1:cut2]], splits[idx[cut2:]] = (
+            "train",
+            "valid",
+            "test",
+        )
     rows = []
     for i in range(num_tracks):
-        genre = GENRES[i % len(GENRES)]
-        instrument = INSTRUMENTS[(i // len(GENRES) + i) % len(INSTRUMENTS)]
+        genre, instrument = str(genres[i]), str(instruments[i])
         mode = ("major", "minor")[int(rng.integers(2))]
         duration = float(rng.uniform(min_duration, max_duration))
         sample_rate = SAMPLE_RATES[i % len(SAMPLE_RATES)]
@@ -201,12 +231,12 @@ def write_example_corpus(
         track_id = f"track-{i:03d}"
         path = os.path.join(audio_dir, track_id + ext)
         soundfile.write(path, audio, sample_rate, subtype=subtype)
-        split = ("train", "train", "train", "valid", "test")[i % 5]
         rows.append(
             {
                 "path": os.path.relpath(path, out_dir),
                 "track_id": track_id,
-                "split": split,
+                "split": splits[i],
+                "task": str(tasks[i]),
                 "duration": round(duration, 3),
                 **track_labels(genre, instrument, mode, info),
             }
@@ -218,7 +248,7 @@ def write_example_corpus(
     with open(os.path.join(out_dir, "manifest.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "track_id", "split", "task", "label"])
-        for i, row in enumerate(rows):
-            task = TASKS[(i // 5) % len(TASKS)]  # each task gets every split
+        for row in rows:
+            task = row["task"]
             writer.writerow([row["path"], row["track_id"], row["split"], task, row[task]])
     return rows

@@ -6,7 +6,10 @@ Stages (each resumes if its output is already there):
 1. write the synthesized example corpus (`corpus.py`) to <workdir>/corpus;
 2. extract it to TFRecord shards in <workdir>/shards (`extract.py`);
 3. pre-train the tiny config (configs/tiny.flags) on them in <workdir>/pretrain
-   and report the held-out masked loss against predicting zeros (the mean).
+   and report the held-out masked loss against predicting zeros (the mean);
+4. fine-tune it on the corpus labels, each track labeled for one task only
+   (genre and instrument classification, valence and arousal regression), in
+   <workdir>/finetune, and print the per-task table against chance.
 """
 
 import os
@@ -14,21 +17,23 @@ import time
 
 from m3bert_tf import corpus, extract
 
+FINETUNE_STEPS = 600
+
 
 def run_demo(
-    workdir: str, pretrain_config, num_tracks: int = 48, num_workers: int = 0
+    workdir: str, pretrain_config, num_tracks: int = 160, num_workers: int = 0
 ) -> dict:
     """Runs the demo stages; prints what each did and where its results are."""
     t0 = time.monotonic()
     corpus_dir = os.path.join(workdir, "corpus")
     if not os.path.exists(os.path.join(corpus_dir, "manifest.csv")):
-        print(f"[1/3] writing {num_tracks} synthesized tracks to {corpus_dir}", flush=True)
+        print(f"[1/4] writing {num_tracks} synthesized tracks to {corpus_dir}", flush=True)
         corpus.write_example_corpus(corpus_dir, num_tracks=num_tracks)
     else:
-        print(f"[1/3] example corpus already in {corpus_dir}", flush=True)
+        print(f"[1/4] example corpus already in {corpus_dir}", flush=True)
 
     shard_dir = os.path.join(workdir, "shards")
-    print(f"[2/3] extracting features to {shard_dir}", flush=True)
+    print(f"[2/4] extracting features to {shard_dir}", flush=True)
     manifest = extract.run_extract(
         extract.ExtractConfig(
             input=os.path.join(corpus_dir, "manifest.csv"),
@@ -44,7 +49,7 @@ def run_demo(
 
     model_dir = os.path.join(workdir, "pretrain")
     print(
-        f"[3/3] pre-training the tiny encoder for {pretrain_config.train_steps} steps in "
+        f"[3/4] pre-training the tiny encoder for {pretrain_config.train_steps} steps in "
         f"{model_dir}",
         flush=True,
     )
@@ -58,5 +63,21 @@ def run_demo(
     )
     print(f"      encoder: {os.path.join(model_dir, 'encoder.keras')}")
     print(f"      TensorBoard: .venv/bin/tensorboard --logdir {model_dir}")
+
+    from m3bert_tf.train import finetune
+
+    finetune_config = finetune.FinetuneConfig(
+        pretrained=model_dir, data=shard_dir, model_dir=os.path.join(workdir, "finetune"),
+        tasks=corpus.TASKS, train_steps=FINETUNE_STEPS, batch_size=16, embedding_dim=64,
+        eval_every=100, checkpoint_every=100, log_every=100, patience=4,
+    )  # fmt: skip
+    print(
+        f"[4/4] fine-tuning on {', '.join(corpus.TASKS)} for up to {FINETUNE_STEPS} steps in "
+        f"{finetune_config.model_dir}",
+        flush=True,
+    )
+    tuned = finetune.run_finetune(finetune_config)
+    print(finetune.format_table(tuned))
+    print(f"      model: {os.path.join(finetune_config.model_dir, 'multitask.keras')}")
     print(f"demo finished in {time.monotonic() - t0:.0f} s; results under {workdir}/")
-    return {"manifest": manifest, "pretrain": results}
+    return {"manifest": manifest, "pretrain": results, "finetune": tuned}

@@ -84,7 +84,7 @@ def define_demo_flags() -> None:
     """The demo takes the pretrain flags (set by configs/tiny.flags) plus its own."""
     define_pretrain_flags(required=False)  # --data and --model_dir come from --workdir
     flags.DEFINE_string("workdir", "demo_output", "Where the demo writes everything.")
-    flags.DEFINE_integer("num_tracks", 48, "Tracks in the synthesized example corpus.")
+    flags.DEFINE_integer("num_tracks", 160, "Tracks in the synthesized example corpus.")
     flags.DEFINE_integer("num_workers", 0, "Extraction worker processes; 0 = all cores.")
 
 
@@ -105,18 +105,44 @@ def demo_config_from_flags() -> dict:
     }
 
 
+def _define_run_flags(job: str, data_help: str, defaults: dict, required: bool) -> None:
+    """The flags every training job has; `defaults` gives each job its values."""
+    flags.DEFINE_string("data", None, data_help)
+    flags.DEFINE_string(
+        "model_dir", None, f"Checkpoints, TensorBoard logs, config: the {job} run."
+    )
+    flags.DEFINE_integer("train_steps", defaults["train_steps"], "Optimizer steps.")
+    flags.DEFINE_integer(
+        "max_frames", defaults["max_frames"], "Frames per example (crop / padding)."
+    )
+    flags.DEFINE_float("learning_rate", defaults["learning_rate"], "(Peak) learning rate.")
+    flags.DEFINE_float("dropout", 0.1, "Dropout rate.")
+    flags.DEFINE_integer(
+        "checkpoint_every", defaults["every"], "Steps between checkpoints."
+    )
+    flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
+    flags.DEFINE_integer(
+        "eval_every", defaults["every"], "Steps between evaluations; 0 = at the end."
+    )
+    flags.DEFINE_integer(
+        "log_every", defaults["log_every"], "Steps between progress lines."
+    )
+    flags.DEFINE_integer("seed", 0, "Seed of data order, crops and masks.")
+    if required:
+        flags.mark_flags_as_required(["data", "model_dir"])
+
+
 def define_pretrain_flags(required: bool = True) -> None:
     """Pretraining flags; `required=False` when a caller derives --data/--model_dir."""
-    flags.DEFINE_string(
-        "data", None, "Training shards: a directory, glob or comma-separated globs."
-    )
+    _define_run_flags(
+        "pretraining", "Training shards: a directory, glob or comma-separated globs.",
+        {"train_steps": 200_000, "max_frames": 1294, "learning_rate": 2e-4, "every": 1000,
+         "log_every": 100},
+        required,
+    )  # fmt: skip
     flags.DEFINE_string(
         "eval_data", "", "Evaluation shards; empty = held-out tracks of --data."
     )
-    flags.DEFINE_string(
-        "model_dir", None, "Checkpoints, TensorBoard logs, config, final encoder."
-    )
-    flags.DEFINE_integer("train_steps", 200_000, "Optimizer steps.")
     flags.DEFINE_integer(
         "global_batch_size", 128, "Examples per optimizer step, all replicas."
     )
@@ -124,9 +150,6 @@ def define_pretrain_flags(required: bool = True) -> None:
         "gradient_accumulation_steps",
         1,
         "Micro-batches per step, to reach the global batch.",
-    )
-    flags.DEFINE_integer(
-        "max_frames", 1294, "Frames per example (random crop / zero padding)."
     )
     flags.DEFINE_enum(
         "masking", "cfm+ccm", ["cfm+ccm", "cfm", "ccm", "pm"], "Masking policy."
@@ -140,8 +163,6 @@ def define_pretrain_flags(required: bool = True) -> None:
     flags.DEFINE_integer("num_heads", 12, "Attention heads (A).")
     flags.DEFINE_integer("ffn_dim", 3072, "FFN inner size.")
     flags.DEFINE_integer("frame_stack", 1, "Consecutive frames concatenated per token.")
-    flags.DEFINE_float("dropout", 0.1, "Dropout rate.")
-    flags.DEFINE_float("learning_rate", 2e-4, "Peak learning rate (lmax).")
     flags.DEFINE_float(
         "warmup_fraction", 0.07, "Warm-up steps as a fraction of --train_steps."
     )
@@ -151,20 +172,9 @@ def define_pretrain_flags(required: bool = True) -> None:
     flags.DEFINE_integer(
         "num_cpu_replicas", 1, "With no GPU: logical CPU devices for MirroredStrategy."
     )
-    flags.DEFINE_integer("checkpoint_every", 1000, "Steps between checkpoints.")
-    flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
-    flags.DEFINE_integer(
-        "eval_every", 1000, "Steps between evaluations; 0 = at the end only."
-    )
     flags.DEFINE_integer("eval_batches", 20, "Batches per evaluation.")
-    flags.DEFINE_integer(
-        "log_every", 100, "Steps between progress lines and TensorBoard scalars."
-    )
     flags.DEFINE_integer("shuffle_buffer", 64, "Examples in the shuffle buffer.")
     flags.DEFINE_integer("holdout_percent", 5, "Percent of tracks held out for evaluation.")
-    flags.DEFINE_integer("seed", 0, "Seed of data order, crops and masks.")
-    if required:
-        flags.mark_flags_as_required(["data", "model_dir"])
 
 
 def pretrain_config_from_flags():
@@ -203,5 +213,60 @@ def pretrain_config_from_flags():
         log_every=FLAGS.log_every,
         shuffle_buffer=FLAGS.shuffle_buffer,
         holdout_percent=FLAGS.holdout_percent,
+        seed=FLAGS.seed,
+    )
+
+
+def define_finetune_flags() -> None:
+    _define_run_flags(
+        "fine-tuning", "Labeled shard dirs or globs (bin/extract --dataset or a CSV), comma-separated.",
+        {"train_steps": 5000, "max_frames": 0, "learning_rate": 1e-3, "every": 250, "log_every": 50},
+        required=True,
+    )  # fmt: skip
+    flags.DEFINE_string("pretrained", None, "A bin/pretrain model_dir (its encoder.keras).")
+    flags.DEFINE_list(
+        "tasks", [], "Tasks to train (one head each); empty = all in the data."
+    )
+    flags.DEFINE_integer("batch_size", 32, "Examples per step, tasks mixed.")
+    flags.DEFINE_integer(
+        "embedding_dim", 256, "Width of the enrichment layer (the M3BERT embedding)."
+    )
+    flags.DEFINE_integer(
+        "unfreeze_top_blocks", 0, "Encoder blocks, from the top, trained too."
+    )
+    flags.DEFINE_bool(
+        "uncertainty_weighting", False, "Learn task loss weights (Kendall et al.)."
+    )
+    flags.DEFINE_float(
+        "task_sampling_temperature", 1.0, "P(task) ~ size^T: 1 proportional, 0 uniform."
+    )
+    flags.DEFINE_integer(
+        "patience", 5, "Evaluations without improvement before stopping early."
+    )
+    flags.mark_flags_as_required(["pretrained"])
+
+
+def finetune_config_from_flags():
+    from m3bert_tf.train.finetune import FinetuneConfig
+
+    return FinetuneConfig(
+        pretrained=FLAGS.pretrained,
+        data=FLAGS.data,
+        model_dir=FLAGS.model_dir,
+        tasks=tuple(FLAGS.tasks),
+        train_steps=FLAGS.train_steps,
+        batch_size=FLAGS.batch_size,
+        max_frames=FLAGS.max_frames,
+        learning_rate=FLAGS.learning_rate,
+        embedding_dim=FLAGS.embedding_dim,
+        dropout=FLAGS.dropout,
+        unfreeze_top_blocks=FLAGS.unfreeze_top_blocks,
+        uncertainty_weighting=FLAGS.uncertainty_weighting,
+        task_sampling_temperature=FLAGS.task_sampling_temperature,
+        eval_every=FLAGS.eval_every,
+        patience=FLAGS.patience,
+        checkpoint_every=FLAGS.checkpoint_every,
+        keep_checkpoints=FLAGS.keep_checkpoints,
+        log_every=FLAGS.log_every,
         seed=FLAGS.seed,
     )

@@ -13,7 +13,7 @@ from typing import NamedTuple
 # Feature-spec version: bump it whenever a change alters stored feature values
 # (the manifest records it, and resuming into a directory of another version
 # is refused).
-FEATURE_SPEC_VERSION = 1
+FEATURE_SPEC_VERSION = 2  # 2: labels as label/<task> float features
 
 SAMPLE_RATE = 44100  # Hz
 N_FFT = 2048  # samples (46.4 ms)

@@ -77,3 +77,25 @@ def corpus_shards(tmp_path_factory):
     return extract_corpus(
         tmp_path_factory.mktemp("corpus"), num_tracks=12, max_duration=20.0
     )
+
+
+@pytest.fixture(scope="session")
+def pretrained_corpus(tmp_path_factory):
+    """A 320-track example corpus (one task label per track), extracted and
+    pre-trained with configs/tiny.flags once per session.
+
+    Returns {"shards": dir, "pretrained": bin/pretrain model_dir}.
+    """
+    import subprocess
+
+    root = tmp_path_factory.mktemp("pretrained")
+    shards = extract_corpus(
+        root, shard_size=16, num_tracks=320, min_duration=6.0, max_duration=12.0
+    )
+    res = subprocess.run(
+        run_bin("pretrain", f"--flagfile={os.path.join(ROOT, 'configs', 'tiny.flags')}",
+                f"--data={shards}", f"--model_dir={root / 'pretrain'}"),
+        env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    return {"shards": shards, "pretrained": str(root / "pretrain")}
