@@ -17,7 +17,8 @@ import time
 
 from m3bert_tf import corpus, extract
 
-FINETUNE_STEPS = 600
+# Small heads on a frozen tiny encoder: a higher learning rate, no dropout.
+FINETUNE_STEPS = 1500
 
 
 def run_demo(
@@ -68,8 +69,9 @@ def run_demo(
 
     finetune_config = finetune.FinetuneConfig(
         pretrained=model_dir, data=shard_dir, model_dir=os.path.join(workdir, "finetune"),
-        tasks=corpus.TASKS, train_steps=FINETUNE_STEPS, batch_size=16, embedding_dim=64,
-        eval_every=100, checkpoint_every=100, log_every=100, patience=4,
+        tasks=corpus.TASKS, train_steps=FINETUNE_STEPS, batch_size=16, embedding_dim=128,
+        learning_rate=3e-3, dropout=0.0, eval_every=100, checkpoint_every=100, log_every=100,
+        patience=8,
     )  # fmt: skip
     print(
         f"[4/4] fine-tuning on {', '.join(corpus.TASKS)} for up to {FINETUNE_STEPS} steps in "

@@ -36,6 +36,31 @@ def write_audio(path, duration, sample_rate=44100, channels=1, seed=0, subtype=N
     return path
 
 
+def kill_after_checkpoints(argv, checkpoint_dir, count, env):
+    """Starts argv, SIGKILLs it once `count` checkpoints exist; returns the last step saved."""
+    import glob
+    import signal
+    import subprocess
+    import time
+
+    def steps():
+        return [
+            int(p.split("ckpt-")[1].split(".")[0])
+            for p in glob.glob(f"{checkpoint_dir}/ckpt-*.index")
+        ]
+
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 180
+    while len(steps()) < count and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert steps(), "no checkpoint before the kill"
+    return max(steps())
+
+
 def run_bin(name, *args):
     """[python, bin/<name>, *args] as a subprocess argv list."""
     return [sys.executable, os.path.join(ROOT, "bin", name), *args]

@@ -1,17 +1,14 @@
 """Multi-task fine-tuning: mixing, masked heads, freezing, metrics, the job."""
 
 import collections
-import glob
 import json
 import os
-import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, run_bin
+from conftest import ROOT, kill_after_checkpoints, run_bin
 
 from m3bert_tf.data import finetune_pipeline as data_lib
 from m3bert_tf.models.encoder import M3BertEncoder
@@ -203,20 +200,8 @@ def test_every_task_beats_chance_on_the_example_corpus(pretrained_corpus, tmp_pa
 def test_killed_finetuning_resumes_where_it_stopped(pretrained_corpus, tmp_path):
     argv = run_bin("finetune", *finetune_args(pretrained_corpus, tmp_path, 400, 20))
     argv += ["--patience=1000", "--eval_every=1000"]
-    proc = subprocess.Popen(
-        argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-
-    def ckpts():
-        return glob.glob(str(tmp_path / "checkpoints" / "ckpt-*.index"))
-
-    deadline = time.monotonic() + 180
-    while len(ckpts()) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed_at = kill_after_checkpoints(argv, tmp_path / "checkpoints", 2, ENV)
     assert not (tmp_path / "metrics.json").exists(), "the run finished before the kill"
-    killed_at = max(int(p.split("ckpt-")[1].split(".")[0]) for p in ckpts())
     res = subprocess.run(argv, env=ENV, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resumed from {tmp_path / 'checkpoints' / f'ckpt-{killed_at}'}" in res.stderr

@@ -3,15 +3,13 @@
 import glob
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, run_bin
+from conftest import ROOT, kill_after_checkpoints, run_bin
 
 from m3bert_tf.data import pipeline, records
 from m3bert_tf.train import pretrain
@@ -119,20 +117,8 @@ def tiny_args(shards, model_dir, steps):
 @pytest.mark.slow
 def test_killed_pretraining_resumes_where_it_stopped(corpus_shards, tmp_path):
     argv = run_bin("pretrain", *tiny_args(corpus_shards, tmp_path, 400))
-    proc = subprocess.Popen(
-        argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 180
-
-    def ckpts():
-        return glob.glob(str(tmp_path / "checkpoints" / "ckpt-*.index"))
-
-    while len(ckpts()) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed_at = kill_after_checkpoints(argv, tmp_path / "checkpoints", 2, ENV)
     assert not (tmp_path / "results.json").exists(), "the run finished before the kill"
-    killed_at = max(int(p.split("ckpt-")[1].split(".")[0]) for p in ckpts())
     assert killed_at >= 20
 
     res = subprocess.run(argv, env=ENV, capture_output=True, text=True)

@@ -2,7 +2,13 @@
 
 import os
 
-from m3bert_tf.datasets.base import LoadResult, Track, audio_files, split_by_track
+from m3bert_tf.datasets.base import (
+    LoadResult,
+    Track,
+    audio_files,
+    class_directories,
+    split_by_track,
+)  # fmt: skip
 from m3bert_tf.tasks import TaskSpec
 
 DANCES = (
@@ -13,14 +19,9 @@ SPEC = TaskSpec("ballroom", "classification", classes=DANCES)
 
 
 def load(root: str, seed: int = 0) -> LoadResult:
-    tracks, problems = [], []
-    for entry in sorted(os.listdir(root)):
-        directory = os.path.join(root, entry)
-        if not os.path.isdir(directory):
-            continue
-        if entry not in DANCES:
-            problems.append(f"{directory}: unknown dance directory, skipped")
-            continue
+    tracks = []
+    found, problems = class_directories(root, DANCES, "dance")
+    for entry, directory in found:
         for path in audio_files(directory):
             track_id = f"{entry}/{os.path.splitext(os.path.basename(path))[0]}"
             tracks.append(Track(path, track_id, labels={"ballroom": entry}))

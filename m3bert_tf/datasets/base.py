@@ -70,3 +70,21 @@ def split_by_track(tracks: list[Track], seed: int = 0, stratify: str = "") -> No
     for t in tracks:
         if not t.split:
             t.split = assignment[t.track_id]
+
+
+def class_directories(root: str, classes: tuple[str, ...], what: str):
+    """([(class, directory)], problems) for a `<root>/<class>/` layout.
+
+    A directory that names no known class is a problem ("unknown <what>
+    directory, skipped"); plain files in `root` are ignored.
+    """
+    found, problems = [], []
+    for entry in sorted(os.listdir(root)):
+        directory = os.path.join(root, entry)
+        if not os.path.isdir(directory):
+            continue
+        if entry in classes:
+            found.append((entry, directory))
+        else:
+            problems.append(f"{directory}: unknown {what} directory, skipped")
+    return found, problems

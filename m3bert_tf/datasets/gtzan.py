@@ -8,7 +8,13 @@ stratified by genre, with a warning among the problems.
 
 import os
 
-from m3bert_tf.datasets.base import LoadResult, Track, audio_files, split_by_track
+from m3bert_tf.datasets.base import (
+    LoadResult,
+    Track,
+    audio_files,
+    class_directories,
+    split_by_track,
+)  # fmt: skip
 from m3bert_tf.tasks import TaskSpec
 
 GENRES = (
@@ -36,14 +42,9 @@ def _stem(name: str) -> str:
 
 
 def load(root: str, split_dir: str = "", seed: int = 0) -> LoadResult:
-    tracks, problems = {}, []
-    for entry in sorted(os.listdir(root)):
-        directory = os.path.join(root, entry)
-        if not os.path.isdir(directory):
-            continue
-        if entry not in GENRES:
-            problems.append(f"{directory}: unknown genre directory, skipped")
-            continue
+    tracks = {}
+    found, problems = class_directories(root, GENRES, "genre")
+    for entry, directory in found:
         for path in audio_files(directory):
             tracks[_stem(path)] = Track(path, _stem(path), labels={"genre": entry})
     if split_dir:
