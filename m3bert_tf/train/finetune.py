@@ -315,6 +315,9 @@ def run_finetune(config: FinetuneConfig, flags_text: str = "", log=None) -> dict
         with open(os.path.join(config.model_dir, "flags.txt"), "w") as f:
             f.write(flags_text)
 
+    import keras
+
+    keras.utils.set_random_seed(config.seed)  # weight init and dropout: reproducible runs
     encoder = load_encoder(config.pretrained)
     trainer = FinetuneTrainer(config, specs, encoder)
     data_config = data_lib.FinetuneDataConfig(

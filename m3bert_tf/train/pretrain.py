@@ -353,6 +353,9 @@ def run_pretrain(config: PretrainConfig, flags_text: str = "", log=None) -> dict
         with open(os.path.join(config.model_dir, "flags.txt"), "w") as f:
             f.write(flags_text)
 
+    import keras
+
+    keras.utils.set_random_seed(config.seed)  # weight init and dropout: reproducible runs
     trainer = Trainer(config, strategy)
     train_config = pipeline_config(config, trainer.batch_size)
     # tf.distribute's distributed iterators cannot be checkpointed (TF 2.17),
