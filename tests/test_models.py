@@ -1,16 +1,34 @@
-"""Layers and models: config round trips, .keras reloads, padding, the loss."""
+"""Layers and models: the shared contract, any length, padding, legacy files, the loss."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
+from conftest import ROOT
+from layer_testing import check_layer
 
+from m3bert_tf import runs
 from m3bert_tf.layers.frame_stack import FrameStack, FrameUnstack
 from m3bert_tf.layers.pooling import MaskedMeanPooling
 from m3bert_tf.layers.position import SinusoidalPositionEncoding
 from m3bert_tf.layers.transformer import TransformerBlock
 from m3bert_tf.losses import huber, masked_huber
 from m3bert_tf.models.encoder import M3BertEncoder
+from m3bert_tf.models.multitask import M3BertMultiTask
 from m3bert_tf.models.pretrainer import M3BertPretrainer
+from m3bert_tf.tasks import TaskSpec
+
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+TASKS = [
+    TaskSpec("genre", "classification", classes=("a", "b", "c")).to_json(),
+    TaskSpec("mood", "regression", outputs=("v", "a")).to_json(),
+    TaskSpec("tags", "multilabel", classes=("p", "q")).to_json(),
+]
 
 
 def batch(lengths, frames=12, seed=0):
@@ -20,21 +38,49 @@ def batch(lengths, frames=12, seed=0):
     return {"features": x * mask[:, :, None], "padding_mask": mask}
 
 
-@pytest.mark.parametrize(
-    "layer",
-    [
-        SinusoidalPositionEncoding(max_wavelength=500.0),
-        TransformerBlock(num_heads=2, ffn_dim=16, dropout=0.0),
-        FrameUnstack(3),
-    ],
-)
-def test_layer_config_round_trip(layer):
-    x = np.random.default_rng(0).standard_normal((2, 6, 12)).astype("float32")
-    out = layer(x)
-    clone = layer.__class__.from_config(layer.get_config())
-    clone(x)
-    clone.set_weights(layer.get_weights())
-    np.testing.assert_allclose(clone(x), out, atol=1e-6)
+def small(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype("float32")
+
+
+MASK = np.array([[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0]], bool)
+LAYERS = {
+    "position": (
+        lambda: SinusoidalPositionEncoding(max_wavelength=500.0),
+        [small((2, 6, 12))],
+    ),
+    "transformer": (lambda: TransformerBlock(2, 16, dropout=0.0), [small((2, 6, 12))]),
+    "frame_stack": (lambda: FrameStack(3), [small((2, 7, 4)), MASK]),
+    "frame_unstack": (lambda: FrameUnstack(3), [small((2, 3, 12))]),
+    "pooling": (lambda: MaskedMeanPooling(), [small((2, 7, 5)), MASK]),
+    "encoder": (lambda: M3BertEncoder(2, 16, 2, 32, dropout=0.0), batch([12, 7])),
+    "encoder_stacked": (
+        lambda: M3BertEncoder(2, 16, 2, 32, frame_stack=3, dropout=0.0),
+        batch([11, 7], frames=11),
+    ),
+    "pretrainer": (
+        lambda: M3BertPretrainer(M3BertEncoder(1, 16, 2, 32, frame_stack=3, dropout=0.0)),
+        batch([11, 7], frames=11),
+    ),
+    "multitask": (
+        lambda: M3BertMultiTask(M3BertEncoder(1, 16, 2, 32, dropout=0.0), TASKS, 8, 0.0),
+        batch([12, 5]),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_every_layer_and_model_keeps_the_contract(name, tmp_path):
+    make, inputs = LAYERS[name]
+    check_layer(make, inputs, tmp_path)
+
+
+@pytest.mark.parametrize("frame_stack", [1, 3])
+def test_models_take_any_length(frame_stack):
+    model = M3BertPretrainer(M3BertEncoder(2, 16, 2, 32, frame_stack=frame_stack))
+    assert model.encoder.inputs[0].shape == (None, None, 324)
+    for frames in (1, 7, 37, 300):
+        out = model(batch([frames], frames=frames))["reconstruction"]
+        assert out.shape == (1, frames, 324)
 
 
 def test_frame_stack_round_trip_and_mask():
@@ -44,6 +90,12 @@ def test_frame_stack_round_trip_and_mask():
     assert stacked.shape == (2, 3, 8)
     np.testing.assert_array_equal(np.asarray(stacked_mask), [[1, 1, 1], [1, 1, 0]])
     np.testing.assert_array_equal(np.asarray(FrameUnstack(2)(stacked)), x)
+    # A length that is not a multiple of k is padded, and the padding is masked.
+    stacked, stacked_mask = FrameStack(4)(x, mask)
+    assert stacked.shape == (2, 2, 16)
+    np.testing.assert_array_equal(np.asarray(stacked_mask), [[1, 1], [1, 0]])
+    np.testing.assert_array_equal(np.asarray(stacked)[0, 1, 8:], 0.0)
+    np.testing.assert_array_equal(np.asarray(FrameUnstack(4)(stacked, x)), x)
 
 
 def test_position_encoding_is_sinusoidal():
@@ -53,32 +105,22 @@ def test_position_encoding_is_sinusoidal():
     np.testing.assert_allclose(out[0, :, 2], np.sin(np.arange(5) / 100.0), atol=1e-6)
 
 
-@pytest.mark.parametrize("frame_stack", [1, 3])
-def test_pretrainer_saves_and_reloads(tmp_path, frame_stack):
-    encoder = M3BertEncoder(
-        2, 16, 2, 32, max_frames=12, frame_stack=frame_stack, name="encoder"
-    )
-    model = M3BertPretrainer(encoder)
-    x = batch([12, 7])
-    out = model(x)["reconstruction"]
-    assert out.shape == (2, 12, 324) and out.dtype == "float32"
-    model.save(tmp_path / "m.keras")
-    reloaded = keras.saving.load_model(tmp_path / "m.keras")
-    np.testing.assert_array_equal(
-        np.asarray(reloaded(x)["reconstruction"]), np.asarray(out)
-    )
-    assert reloaded.encoder.get_config() == encoder.get_config()
-
-
 def test_sublayer_names_match_attributes():
     block = TransformerBlock(num_heads=2, ffn_dim=8)
     block.build((1, 4, 8))
     for name in ("attention", "attention_norm", "ffn_inner", "ffn_outer", "ffn_norm"):
         assert getattr(block, name).name == name
+    encoder = M3BertEncoder(3, 16, 2, 32)
+    assert [b.name for b in encoder.blocks] == [
+        "transformer_0",
+        "transformer_1",
+        "transformer_2",
+    ]
+    assert all(isinstance(b, TransformerBlock) for b in encoder.blocks)
 
 
 def test_padding_is_never_attended_in_a_mixed_batch():
-    encoder = M3BertEncoder(2, 16, 2, 32, max_frames=12, dropout=0.0)
+    encoder = M3BertEncoder(2, 16, 2, 32, dropout=0.0)
     x = batch([12, 5, 9])
     out = np.asarray(encoder(x)["sequence_output"])
     # Change what sits in the padded frames: real frames' outputs must not move.
@@ -89,15 +131,93 @@ def test_padding_is_never_attended_in_a_mixed_batch():
         np.testing.assert_allclose(out2[i, :n], out[i, :n], atol=1e-5)
     assert not np.allclose(out2[1, 5:], out[1, 5:])
     # And each example equals itself run alone, unpadded.
-    alone = M3BertEncoder(2, 16, 2, 32, max_frames=None, dropout=0.0)
-    alone.set_weights(encoder.get_weights())
     single = {
         "features": x["features"][1:2, :5],
         "padding_mask": x["padding_mask"][1:2, :5],
     }
     np.testing.assert_allclose(
-        np.asarray(alone(single)["sequence_output"])[0], out[1, :5], atol=1e-5
+        np.asarray(encoder(single)["sequence_output"])[0], out[1, :5], atol=1e-5
     )
+
+
+@pytest.mark.parametrize("name", ["encoder", "multitask"])
+def test_a_model_saved_by_release_0_1_0_loads_and_takes_any_length(name, tmp_path):
+    """Release 0.1.0 saved a fixed max_frames (12): the file still loads, gives
+    the outputs it gave then, and now takes any length."""
+    run = tmp_path / "run"
+    run.mkdir()
+    target = runs.ENCODER_NAME if name == "encoder" else runs.MULTITASK_NAME
+    shutil.copy(os.path.join(FIXTURES, f"{name}_v0.1.0.keras"), run / target)
+    model = (
+        runs.load_encoder(str(run)) if name == "encoder" else runs.load_multitask(str(run))
+    )
+    want = np.load(os.path.join(FIXTURES, "outputs_v0.1.0.npz"))
+    inputs = {"features": want["features"], "padding_mask": want["padding_mask"]}
+    out = model(inputs)
+    if name == "encoder":
+        np.testing.assert_allclose(
+            np.asarray(out["sequence_output"]), want["sequence_output"], atol=1e-6
+        )
+    else:
+        for key in ("genre", "mood", "clip_embedding"):
+            np.testing.assert_allclose(np.asarray(out[key]), want[key], atol=1e-6)
+        assert runs.load_encoder(str(run)).name == "encoder"  # the encoder inside
+    longer = batch([40, 25], frames=40)
+    assert (
+        model(longer)["clip_embedding" if name != "encoder" else "sequence_output"].shape[0]
+        == 2
+    )
+
+
+def test_load_encoder_names_the_directory(tmp_path):
+    with pytest.raises(
+        FileNotFoundError, match=f"{tmp_path}: no encoder.keras or multitask.keras"
+    ):
+        runs.load_encoder(str(tmp_path))
+
+
+JAX_SCRIPT = """
+import json, sys
+import numpy as np
+import keras
+import m3bert_tf.models.multitask, m3bert_tf.models.pretrainer
+data = np.load(sys.argv[1])
+out = {"backend": keras.backend.backend()}
+for name in ("pretrainer", "multitask"):
+    model = keras.saving.load_model(sys.argv[2] + f"/{name}.keras")
+    result = model({"features": data["features"], "padding_mask": data["padding_mask"]})
+    out[name] = {k: np.asarray(v).tolist() for k, v in result.items()}
+print(json.dumps(out))
+"""
+
+
+def test_encoder_and_multitask_give_the_same_outputs_under_jax(tmp_path):
+    """The keras.ops-only wall: the models run under JAX with TensorFlow's weights."""
+    keras.utils.set_random_seed(4)
+    encoder = M3BertEncoder(2, 16, 2, 32, frame_stack=3, dropout=0.0, name="encoder")
+    models = {
+        "pretrainer": M3BertPretrainer(encoder),
+        "multitask": M3BertMultiTask(encoder, TASKS, 8, 0.0),
+    }
+    inputs = batch([11, 6, 9], frames=11, seed=2)
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    want = {}
+    for name, model in models.items():
+        want[name] = {k: np.asarray(v) for k, v in model(inputs).items()}
+        model.save(tmp_path / f"{name}.keras")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"}
+    res = subprocess.run(
+        [sys.executable, "-c", JAX_SCRIPT, str(tmp_path / "inputs.npz"), str(tmp_path)],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["backend"] == "jax"
+    for name, outputs in want.items():
+        for key, value in outputs.items():
+            diff = np.abs(np.asarray(got[name][key], dtype=value.dtype) - value)
+            print(f"{name}/{key}: max |jax - tf| {diff.max():.2e}")
+            np.testing.assert_allclose(np.asarray(got[name][key]), value, atol=2e-5)
 
 
 def test_masked_mean_ignores_padding():

@@ -13,15 +13,20 @@ class M3BertEncoder(keras.Model):
     """Dense(324k -> H) + sinusoidal positions + LayerNorm + dropout + L blocks.
 
     Inputs:  {"features": [B, T, 324] float, "padding_mask": [B, T] bool}
-    Outputs: {"sequence_output": [B, T / k, H], "padding_mask": [B, T / k] bool}
-    with k = frame_stack (T must be a multiple of k).
+    Outputs: {"sequence_output": [B, ceil(T / k), H],
+              "padding_mask": [B, ceil(T / k)] bool}
+    with k = frame_stack. T is any length (`None` in the saved model: the
+    positions are sinusoidal); a crop length belongs to the data pipeline.
+
+    Attributes:
+      blocks: the L `TransformerBlock`s, bottom first (what fine-tuning
+        freezes or unfreezes).
 
     Args:
       num_layers: L, transformer blocks.
       hidden_dim: H.
       num_heads: A.
       ffn_dim: FFN inner width.
-      max_frames: T the model is built for (None: any length).
       frame_stack: k; 1 = no stacking.
       dropout: dropout rate everywhere.
       num_features: input channels (324).
@@ -33,7 +38,6 @@ class M3BertEncoder(keras.Model):
         hidden_dim,
         num_heads,
         ffn_dim,
-        max_frames=None,
         frame_stack=1,
         dropout=0.1,
         num_features=schema.NUM_FEATURES,
@@ -51,8 +55,8 @@ class M3BertEncoder(keras.Model):
         ]
 
         # === Functional Model ===
-        features = keras.Input((max_frames, num_features), name="features")
-        padding_mask = keras.Input((max_frames,), dtype="bool", name="padding_mask")
+        features = keras.Input((None, num_features), name="features")
+        padding_mask = keras.Input((None,), dtype="bool", name="padding_mask")
         x, mask = features, padding_mask
         if stack is not None:
             x, mask = stack(x, mask)
@@ -66,11 +70,11 @@ class M3BertEncoder(keras.Model):
         )
 
         # === Config ===
+        self.blocks = blocks
         self.num_layers = num_layers
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
         self.ffn_dim = ffn_dim
-        self.max_frames = max_frames
         self.frame_stack = frame_stack
         self.dropout = dropout
         self.num_features = num_features
@@ -83,7 +87,6 @@ class M3BertEncoder(keras.Model):
             "hidden_dim": self.hidden_dim,
             "num_heads": self.num_heads,
             "ffn_dim": self.ffn_dim,
-            "max_frames": self.max_frames,
             "frame_stack": self.frame_stack,
             "dropout": self.dropout,
             "num_features": self.num_features,
@@ -91,4 +94,15 @@ class M3BertEncoder(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        config = dict(config)
+        # Release 0.1.0 saved a fixed input length; every length works now.
+        config.pop("max_frames", None)
         return cls(**config)
+
+
+def encoder_inputs(encoder: M3BertEncoder) -> dict:
+    """Fresh `keras.Input`s matching the encoder's: any batch, any length."""
+    return {
+        "features": keras.Input((None, encoder.num_features), name="features"),
+        "padding_mask": keras.Input((None,), dtype="bool", name="padding_mask"),
+    }

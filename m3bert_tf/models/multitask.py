@@ -3,6 +3,7 @@
 import keras
 
 from m3bert_tf.layers.pooling import MaskedMeanPooling
+from m3bert_tf.models.encoder import encoder_inputs
 from m3bert_tf.tasks import TaskSpec
 
 ACTIVATIONS = {"classification": "softmax", "multilabel": "sigmoid", "regression": None}
@@ -12,8 +13,9 @@ ACTIVATIONS = {"classification": "softmax", "multilabel": "sigmoid", "regression
 class M3BertMultiTask(keras.Model):
     """Multi-task model on an encoder.
 
-    Inputs:  the encoder's {"features": [B, T, 324], "padding_mask": [B, T]}.
-    Outputs: {"frame_embedding": [B, T / k, E] (the M3BERT embedding),
+    Inputs:  the encoder's {"features": [B, T, 324], "padding_mask": [B, T]},
+             any T.
+    Outputs: {"frame_embedding": [B, ceil(T / k), E] (the M3BERT embedding),
               "clip_embedding": [B, E] (its mean over real frames),
               <task>: [B, num_outputs] probabilities or values, per task}.
 
@@ -45,14 +47,7 @@ class M3BertMultiTask(keras.Model):
         }
 
         # === Functional Model ===
-        inputs = {
-            "features": keras.Input(
-                (encoder.max_frames, encoder.num_features), name="features"
-            ),
-            "padding_mask": keras.Input(
-                (encoder.max_frames,), dtype="bool", name="padding_mask"
-            ),
-        }
+        inputs = encoder_inputs(encoder)
         encoded = encoder(inputs, training=False)
         frames = enrichment(encoded["sequence_output"])
         clip = pooling(frames, encoded["padding_mask"])

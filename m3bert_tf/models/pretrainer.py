@@ -3,7 +3,7 @@
 import keras
 
 from m3bert_tf.layers.frame_stack import FrameUnstack
-from m3bert_tf.models.encoder import M3BertEncoder
+from m3bert_tf.models.encoder import M3BertEncoder, encoder_inputs
 
 
 @keras.saving.register_keras_serializable(package="m3bert_tf")
@@ -11,7 +11,7 @@ class M3BertPretrainer(keras.Model):
     """Reconstructs the clean frames from masked ones.
 
     Inputs:  the encoder's {"features", "padding_mask"}.
-    Outputs: {"reconstruction": [B, T, 324] float32}.
+    Outputs: {"reconstruction": [B, T, 324] float32}, any T.
 
     Head: Dense(H) -> GELU -> LayerNorm -> Dense(324 k) -> unstack to [B, T, 324].
     The last layer computes in float32 so the loss is float32 under mixed
@@ -34,18 +34,11 @@ class M3BertPretrainer(keras.Model):
         unstack = FrameUnstack(k, name="frame_unstack") if k > 1 else None
 
         # === Functional Model ===
-        inputs = {
-            "features": keras.Input(
-                (encoder.max_frames, encoder.num_features), name="features"
-            ),
-            "padding_mask": keras.Input(
-                (encoder.max_frames,), dtype="bool", name="padding_mask"
-            ),
-        }
+        inputs = encoder_inputs(encoder)
         x = encoder(inputs)["sequence_output"]
         x = head_output(head_norm(head_dense(x)))
         if unstack is not None:
-            x = unstack(x)
+            x = unstack(x, inputs["features"])
         super().__init__(inputs=inputs, outputs={"reconstruction": x}, **kwargs)
 
         # === Config ===
