@@ -30,7 +30,7 @@ sys.path.insert(0, ROOT)
 from m3bert_tf import schema  # noqa: E402
 from m3bert_tf.data import pipeline, records  # noqa: E402
 from m3bert_tf.data.shards import write_json_atomic  # noqa: E402
-from m3bert_tf.train import pretrain  # noqa: E402
+from m3bert_tf.train import distribute, pretrain  # noqa: E402
 
 H, A, FFN, C = 768, 12, 3072, schema.NUM_FEATURES
 
@@ -84,7 +84,7 @@ def time_ours(layers, batch, frames, steps, mixed, xla):
         model=pretrain.ModelConfig(num_layers=layers, hidden_dim=H, num_heads=A, ffn_dim=FFN),
         mixed_precision=mixed, xla=xla, train_steps=1000,
     )  # fmt: skip
-    trainer = pretrain.Trainer(config, pretrain.make_strategy(1))
+    trainer = pretrain.Trainer(config, distribute.make_strategy(1))
     iterator = iter(tf.data.Dataset.from_tensors(synthetic_batch(batch, frames)).repeat())
     for _ in range(2):  # trace, compile, warm up
         float(trainer.train_step(iterator)["loss"])
@@ -187,7 +187,11 @@ def write_shards(directory, count=64):
         with tf.io.TFRecordWriter(os.path.join(directory, f"shard-{s:05d}.tfrecord")) as w:
             for i in range(count // 4):
                 x = rng.standard_normal((schema.CHUNK_FRAMES, C)).astype(np.float16)
-                w.write(records.encode_example(x, f"t{s}-{i}", 0, "synthetic"))
+                w.write(
+                    records.encode_example(
+                        x, np.zeros(C), np.ones(C), f"t{s}-{i}", 0, "synthetic"
+                    )
+                )
 
 
 def main():

@@ -12,19 +12,27 @@ Stages (each resumes if its output is already there):
    <workdir>/finetune, and print the per-task table against chance.
 """
 
+import dataclasses
 import os
 import time
 
-from m3bert_tf import corpus, extract
-
-# Small heads on a frozen tiny encoder: a higher learning rate, no dropout.
-FINETUNE_STEPS = 1500
+from m3bert_tf import corpus, extract, runs
 
 
 def run_demo(
-    workdir: str, pretrain_config, num_tracks: int = 160, num_workers: int = 0
+    workdir: str,
+    pretrain_config,
+    finetune_config,
+    num_tracks: int = 160,
+    num_workers: int = 0,
 ) -> dict:
-    """Runs the demo stages; prints what each did and where its results are."""
+    """Runs the demo stages; prints what each did and where its results are.
+
+    Args:
+      pretrain_config: a PretrainConfig (configs/tiny.flags) on <workdir>/shards.
+      finetune_config: a FinetuneConfig (configs/tiny_finetune.flags); its
+        tasks are set to the corpus's.
+    """
     t0 = time.monotonic()
     corpus_dir = os.path.join(workdir, "corpus")
     if not os.path.exists(os.path.join(corpus_dir, "manifest.csv")):
@@ -48,7 +56,7 @@ def run_demo(
 
     from m3bert_tf.train import pretrain
 
-    model_dir = os.path.join(workdir, "pretrain")
+    model_dir = pretrain_config.model_dir
     print(
         f"[3/4] pre-training the tiny encoder for {pretrain_config.train_steps} steps in "
         f"{model_dir}",
@@ -62,24 +70,20 @@ def run_demo(
         f"      (frames {ev['loss_frame']:.4f} vs {ev['zero_loss_frame']:.4f}, "
         f"channels {ev['loss_channel']:.4f} vs {ev['zero_loss_channel']:.4f})"
     )
-    print(f"      encoder: {os.path.join(model_dir, 'encoder.keras')}")
+    print(f"      encoder: {os.path.join(model_dir, runs.ENCODER_NAME)}")
     print(f"      TensorBoard: .venv/bin/tensorboard --logdir {model_dir}")
 
+    from m3bert_tf import metrics
     from m3bert_tf.train import finetune
 
-    finetune_config = finetune.FinetuneConfig(
-        pretrained=model_dir, data=shard_dir, model_dir=os.path.join(workdir, "finetune"),
-        tasks=corpus.TASKS, train_steps=FINETUNE_STEPS, batch_size=16, embedding_dim=128,
-        learning_rate=3e-3, dropout=0.0, eval_every=100, checkpoint_every=100, log_every=100,
-        patience=8,
-    )  # fmt: skip
+    finetune_config = dataclasses.replace(finetune_config, tasks=corpus.TASKS)
     print(
-        f"[4/4] fine-tuning on {', '.join(corpus.TASKS)} for up to {FINETUNE_STEPS} steps in "
-        f"{finetune_config.model_dir}",
+        f"[4/4] fine-tuning on {', '.join(corpus.TASKS)} for up to "
+        f"{finetune_config.train_steps} steps in {finetune_config.model_dir}",
         flush=True,
     )
     tuned = finetune.run_finetune(finetune_config)
-    print(finetune.format_table(tuned))
-    print(f"      model: {os.path.join(finetune_config.model_dir, 'multitask.keras')}")
+    print(metrics.format_table(tuned["tasks"]))
+    print(f"      model: {os.path.join(finetune_config.model_dir, runs.MULTITASK_NAME)}")
     print(f"demo finished in {time.monotonic() - t0:.0f} s; results under {workdir}/")
     return {"manifest": manifest, "pretrain": results, "finetune": tuned}

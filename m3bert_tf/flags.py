@@ -55,9 +55,9 @@ def extract_config_from_flags():
     from m3bert_tf.features.frames import FeatureConfig
 
     if bool(FLAGS.input) == bool(FLAGS.dataset):
-        raise flags.ValidationError("give either --input, or --dataset with --dataset_root")
+        raise ValueError("give either --input, or --dataset with --dataset_root")
     if FLAGS.dataset and not FLAGS.dataset_root:
-        raise flags.ValidationError(f"--dataset={FLAGS.dataset} needs --dataset_root")
+        raise ValueError(f"--dataset={FLAGS.dataset} needs --dataset_root")
     options = {"seed": FLAGS.split_seed}
     if FLAGS.dataset in ("gtzan", "mtg_jamendo_moodtheme") and FLAGS.split_dir:
         options["split_dir"] = FLAGS.split_dir
@@ -81,36 +81,78 @@ def extract_config_from_flags():
 
 
 def define_demo_flags() -> None:
-    """The demo takes the pretrain flags (set by configs/tiny.flags) plus its own."""
-    define_pretrain_flags(required=False)  # --data and --model_dir come from --workdir
+    """The demo takes the pretrain flags but --data and --model_dir (set by
+    configs/tiny.flags), the fine-tuning ones as --finetune_* (set by
+    configs/tiny_finetune.flags), plus its own."""
+    define_pretrain_flags(with_paths=False)  # data and run dirs live under --workdir
     flags.DEFINE_string("workdir", "demo_output", "Where the demo writes everything.")
+    flags.DEFINE_string(
+        "finetune_flagfile",
+        "configs/tiny_finetune.flags",
+        "Fine-tuning settings of the demo.",
+    )
     flags.DEFINE_integer("num_tracks", 160, "Tracks in the synthesized example corpus.")
     flags.DEFINE_integer("num_workers", 0, "Extraction worker processes; 0 = all cores.")
 
 
 def demo_config_from_flags() -> dict:
-    import dataclasses
     import os
 
-    pretrain_config = dataclasses.replace(
-        pretrain_config_from_flags(),
-        data=os.path.join(FLAGS.workdir, "shards"),
-        model_dir=os.path.join(FLAGS.workdir, "pretrain"),
+    shards, pretrained = (
+        os.path.join(FLAGS.workdir, "shards"),
+        os.path.join(FLAGS.workdir, "pretrain"),
     )
     return {
         "workdir": FLAGS.workdir,
-        "pretrain_config": pretrain_config,
+        "pretrain_config": pretrain_config_from_flags(data=shards, model_dir=pretrained),
+        "finetune_config": finetune_config_from_flagfile(
+            FLAGS.finetune_flagfile,
+            pretrained=pretrained,
+            data=shards,
+            model_dir=os.path.join(FLAGS.workdir, "finetune"),
+        ),  # fmt: skip
         "num_tracks": FLAGS.num_tracks,
         "num_workers": FLAGS.num_workers,
     }
 
 
-def _define_run_flags(job: str, data_help: str, defaults: dict, required: bool) -> None:
+def finetune_config_from_flagfile(path: str, **fields):
+    """A FinetuneConfig from a flag file's `--name=value` lines plus `fields`.
+
+    Flag names are the config's field names; values are parsed by the field's type.
+    """
+    import dataclasses
+
+    from m3bert_tf.train.configs import FinetuneConfig
+
+    types = {f.name: f.type for f in dataclasses.fields(FinetuneConfig)}
+    values = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("--"):
+                continue
+            name, _, text = line[2:].partition("=")
+            if name not in types:
+                raise ValueError(f"{path}: --{name} is not a bin/finetune flag")
+            kind = types[name]
+            if kind is bool:
+                values[name] = text.lower() in ("", "true", "1")
+            elif kind in (int, float, str):
+                values[name] = kind(text)
+            else:  # tuple[str, ...]
+                values[name] = tuple(t for t in text.split(",") if t)
+    return FinetuneConfig(**{**values, **fields})
+
+
+def _define_run_flags(job: str, data_help: str, defaults: dict, with_paths: bool) -> None:
     """The flags every training job has; `defaults` gives each job its values."""
-    flags.DEFINE_string("data", None, data_help)
-    flags.DEFINE_string(
-        "model_dir", None, f"Checkpoints, TensorBoard logs, config: the {job} run."
-    )
+    if with_paths:
+        flags.DEFINE_string("data", None, data_help)
+        flags.DEFINE_string(
+            "model_dir", None, f"Checkpoints, TensorBoard logs, config: the {job} run."
+        )
+        flags.mark_flags_as_required(["data", "model_dir"])
     flags.DEFINE_integer("train_steps", defaults["train_steps"], "Optimizer steps.")
     flags.DEFINE_integer(
         "max_frames", defaults["max_frames"], "Frames per example (crop / padding)."
@@ -128,17 +170,20 @@ def _define_run_flags(job: str, data_help: str, defaults: dict, required: bool) 
         "log_every", defaults["log_every"], "Steps between progress lines."
     )
     flags.DEFINE_integer("seed", 0, "Seed of data order, crops and masks.")
-    if required:
-        flags.mark_flags_as_required(["data", "model_dir"])
 
 
-def define_pretrain_flags(required: bool = True) -> None:
-    """Pretraining flags; `required=False` when a caller derives --data/--model_dir."""
+def define_pretrain_flags(with_paths: bool = True) -> None:
+    """Pretraining flags; `with_paths=False` when a caller sets --data/--model_dir itself."""
     _define_run_flags(
         "pretraining", "Training shards: a directory, glob or comma-separated globs.",
         {"train_steps": 200_000, "max_frames": 1294, "learning_rate": 2e-4, "every": 1000,
          "log_every": 100},
-        required,
+        with_paths,
+    )  # fmt: skip
+    flags.DEFINE_enum(
+        "normalization", "track", ["track", "global", "none"],
+        "Features as the encoder sees them: track (per-track CMVN, the paper's), global "
+        "(one mean/std over the training data, keeps track levels) or none (raw).",
     )  # fmt: skip
     flags.DEFINE_string(
         "eval_data", "", "Evaluation shards; empty = held-out tracks of --data."
@@ -177,14 +222,16 @@ def define_pretrain_flags(required: bool = True) -> None:
     flags.DEFINE_integer("holdout_percent", 5, "Percent of tracks held out for evaluation.")
 
 
-def pretrain_config_from_flags():
-    from m3bert_tf.data.masking import MaskingConfig
-    from m3bert_tf.train.pretrain import ModelConfig, PretrainConfig
+def pretrain_config_from_flags(**paths):
+    """The PretrainConfig of the flags; `paths` gives data/model_dir when they are not flags."""
+    from m3bert_tf.train.configs import ModelConfig, PretrainConfig
 
     return PretrainConfig(
-        data=FLAGS.data,
+        data=paths.get("data", FLAGS["data"].value if "data" in FLAGS else None),
         eval_data=FLAGS.eval_data,
-        model_dir=FLAGS.model_dir,
+        model_dir=paths.get(
+            "model_dir", FLAGS["model_dir"].value if "model_dir" in FLAGS else None
+        ),
         model=ModelConfig(
             num_layers=FLAGS.num_layers,
             hidden_dim=FLAGS.hidden_dim,
@@ -193,12 +240,12 @@ def pretrain_config_from_flags():
             frame_stack=FLAGS.frame_stack,
             dropout=FLAGS.dropout,
         ),  # fmt: skip
-        masking=MaskingConfig(
-            policy=FLAGS.masking, per_clip_choice=FLAGS.per_clip_mask_choice
-        ),
+        masking=FLAGS.masking,
+        per_clip_mask_choice=FLAGS.per_clip_mask_choice,
+        normalization=FLAGS.normalization,
         train_steps=FLAGS.train_steps,
         global_batch_size=FLAGS.global_batch_size,
-        accumulation_steps=FLAGS.gradient_accumulation_steps,
+        gradient_accumulation_steps=FLAGS.gradient_accumulation_steps,
         max_frames=FLAGS.max_frames,
         learning_rate=FLAGS.learning_rate,
         warmup_fraction=FLAGS.warmup_fraction,
@@ -221,9 +268,13 @@ def define_finetune_flags() -> None:
     _define_run_flags(
         "fine-tuning", "Labeled shard dirs or globs (bin/extract --dataset or a CSV), comma-separated.",
         {"train_steps": 5000, "max_frames": 0, "learning_rate": 1e-3, "every": 250, "log_every": 50},
-        required=True,
+        with_paths=True,
     )  # fmt: skip
     flags.DEFINE_string("pretrained", None, "A bin/pretrain model_dir (its encoder.keras).")
+    flags.DEFINE_enum(
+        "normalization", "", ["", "track", "global", "none"],
+        "Empty: as the pretrained encoder was trained (anything else must equal it).",
+    )  # fmt: skip
     flags.DEFINE_list(
         "tasks", [], "Tasks to train (one head each); empty = all in the data."
     )
@@ -247,13 +298,14 @@ def define_finetune_flags() -> None:
 
 
 def finetune_config_from_flags():
-    from m3bert_tf.train.finetune import FinetuneConfig
+    from m3bert_tf.train.configs import FinetuneConfig
 
     return FinetuneConfig(
         pretrained=FLAGS.pretrained,
         data=FLAGS.data,
         model_dir=FLAGS.model_dir,
         tasks=tuple(FLAGS.tasks),
+        normalization=FLAGS.normalization,
         train_steps=FLAGS.train_steps,
         batch_size=FLAGS.batch_size,
         max_frames=FLAGS.max_frames,

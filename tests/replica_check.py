@@ -14,17 +14,17 @@ import numpy as np
 import tensorflow as tf
 
 from m3bert_tf.data import pipeline
-from m3bert_tf.train import pretrain
+from m3bert_tf.train import distribute, pretrain
 
 
 def main(shards, replicas, accumulation):
     config = pretrain.PretrainConfig(
         data=shards, model_dir="/tmp/unused", max_frames=32, global_batch_size=4,
-        accumulation_steps=accumulation, num_cpu_replicas=replicas, train_steps=10,
+        gradient_accumulation_steps=accumulation, num_cpu_replicas=replicas, train_steps=10,
         model=pretrain.ModelConfig(num_layers=1, hidden_dim=16, num_heads=2, ffn_dim=32, dropout=0.0),
         learning_rate=1e-2, warmup_fraction=0.1,
     )  # fmt: skip
-    strategy = pretrain.make_strategy(replicas)
+    strategy = distribute.make_strategy(replicas)
     keras.utils.set_random_seed(1)
     trainer = pretrain.Trainer(config, strategy)
     context = tf.distribute.InputContext(1, 0, strategy.num_replicas_in_sync)

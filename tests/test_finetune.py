@@ -11,6 +11,7 @@ import tensorflow as tf
 from conftest import ROOT, kill_after_checkpoints, run_bin
 
 from m3bert_tf.data import finetune_pipeline as data_lib
+from m3bert_tf.metrics import chance_score, score_task
 from m3bert_tf.models.encoder import M3BertEncoder
 from m3bert_tf.tasks import TaskSpec
 from m3bert_tf.train import finetune
@@ -57,7 +58,7 @@ def test_batches_mix_tasks_as_the_formula_says(corpus_shards, temperature):
 
 
 def tiny_trainer(uncertainty=False):
-    encoder = M3BertEncoder(1, 16, 2, 32, max_frames=8, dropout=0.0, name="encoder")
+    encoder = M3BertEncoder(1, 16, 2, 32, dropout=0.0, name="encoder")
     specs = [
         TaskSpec("a", "classification", classes=("x", "y", "z")),
         TaskSpec("b", "regression", outputs=("v",)),
@@ -118,13 +119,11 @@ def test_unlabeled_heads_get_zero_gradient_and_the_encoder_stays_frozen():
 
 
 def test_unfreezing_the_top_block_trains_only_it():
-    encoder = M3BertEncoder(2, 16, 2, 32, max_frames=8, dropout=0.0, name="encoder")
+    encoder = M3BertEncoder(2, 16, 2, 32, dropout=0.0, name="encoder")
     finetune.freeze_encoder(encoder, 1)
     names = {v.path.split("/")[0] for v in encoder.trainable_variables}
     assert names == {"transformer_1"}
-    with pytest.raises(
-        ValueError, match="--unfreeze_top_blocks=3: the encoder has 2 blocks"
-    ):
+    with pytest.raises(ValueError, match="unfreeze_top_blocks=3: the encoder has 2 blocks"):
         finetune.freeze_encoder(encoder, 3)
 
 
@@ -140,36 +139,33 @@ def test_uncertainty_weighting_learns_task_weights():
 def test_metrics_on_known_predictions():
     cls = TaskSpec("g", "classification", classes=("x", "y"))
     assert (
-        finetune.score_task(
-            cls, np.array([[0.0], [1.0]]), np.array([[0.9, 0.1], [0.2, 0.8]])
-        )["accuracy"]
+        score_task(cls, np.array([[0.0], [1.0]]), np.array([[0.9, 0.1], [0.2, 0.8]]))[
+            "accuracy"
+        ]
         == 1.0
     )
     ml = TaskSpec("m", "multilabel", classes=("p", "q", "r"))
     labels = np.array(
         [[1, 0, 0], [0, 1, 0], [1, 1, 0]], float
     )  # "r" never occurs: left out
-    result = finetune.score_task(ml, labels, labels * 0.8 + 0.1)
+    result = score_task(ml, labels, labels * 0.8 + 0.1)
     assert result["roc_auc_macro"] == 1.0 and result["pr_auc_macro"] == 1.0
     reg = TaskSpec("e", "regression", outputs=("v", "a"))
     y = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]])
-    result = finetune.score_task(reg, y, y)
+    result = score_task(reg, y, y)
     assert result["r2_v"] == 1.0 and result["r2_a"] == 1.0
-    assert finetune.chance_score(reg, y, y) == pytest.approx(0.0)
+    assert chance_score(reg, y, y) == pytest.approx(0.0)
     assert (
-        finetune.chance_score(
-            cls, np.array([[1.0], [1.0], [0.0]]), np.array([[1.0], [0.0]])
-        )
-        == 0.5
+        chance_score(cls, np.array([[1.0], [1.0], [0.0]]), np.array([[1.0], [0.0]])) == 0.5
     )
 
 
 def finetune_args(corpus, model_dir, steps, every):
     return [
+        f"--flagfile={os.path.join(ROOT, 'configs', 'tiny_finetune.flags')}",
         f"--pretrained={corpus['pretrained']}", f"--data={corpus['shards']}", f"--model_dir={model_dir}",
-        f"--train_steps={steps}", "--batch_size=16", "--embedding_dim=128", "--learning_rate=3e-3",
-        "--dropout=0", f"--eval_every={every}", f"--checkpoint_every={every}", "--log_every=50",
-        "--patience=8",
+        f"--train_steps={steps}", f"--eval_every={every}", f"--checkpoint_every={every or steps}",
+        "--log_every=50",
     ]  # fmt: skip
 
 
@@ -206,3 +202,12 @@ def test_killed_finetuning_resumes_where_it_stopped(pretrained_corpus, tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resumed from {tmp_path / 'checkpoints' / f'ckpt-{killed_at}'}" in res.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 400
+
+
+def test_eval_every_zero_scores_at_the_end_only(pretrained_corpus, tmp_path):
+    argv = run_bin("finetune", *finetune_args(pretrained_corpus, tmp_path, 3, 0))
+    res = subprocess.run(argv, env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stderr.count("validation at step") == 1
+    assert "validation at step 3" in res.stderr
+    assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 3

@@ -140,6 +140,6 @@ def test_padding_is_never_masked(policy):
             assert w["total"].numpy()[:length].sum() > 0
 
 
-def test_unknown_policy_names_the_flag():
-    with pytest.raises(ValueError, match="--masking must be one of"):
+def test_unknown_policy_names_the_field():
+    with pytest.raises(ValueError, match="masking must be one of"):
         masking.MaskingConfig(policy="random")

@@ -12,10 +12,11 @@ import tensorflow as tf
 from conftest import ROOT, kill_after_checkpoints, run_bin
 
 from m3bert_tf.data import pipeline, records
-from m3bert_tf.train import pretrain
+from m3bert_tf.train import distribute, pretrain
 from m3bert_tf.train.schedule import WarmupLinearDecay
 
 ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+FINETUNE_FLAGFILE = os.path.join(ROOT, "configs", "tiny_finetune.flags")
 TINY_OVERRIDES = ["--eval_batches=1", "--log_every=1", "--holdout_percent=20"]
 
 
@@ -39,10 +40,12 @@ def test_schedule_matches_the_papers_formula():
 
 def test_global_batch_must_split_evenly():
     config = pretrain.PretrainConfig(
-        data="x", model_dir="y", global_batch_size=10, accumulation_steps=4
+        data="x", model_dir="y", global_batch_size=10, gradient_accumulation_steps=4
     )
-    with pytest.raises(ValueError, match="--global_batch_size=10 is not divisible"):
-        pretrain.per_replica_batch_size(config, 1)
+    with pytest.raises(ValueError, match="global_batch_size=10 is not divisible"):
+        distribute.per_replica_batch_size(
+            config.global_batch_size, 1, config.gradient_accumulation_steps
+        )
 
 
 def replica_check(shards, replicas, accumulation):
@@ -86,7 +89,8 @@ def test_iterator_checkpoint_restores_the_data_position(corpus_shards, tmp_path)
 
 
 @pytest.mark.parametrize(
-    "flagfile", sorted(glob.glob(os.path.join(ROOT, "configs", "*.flags")))
+    "flagfile",
+    sorted(set(glob.glob(os.path.join(ROOT, "configs", "*.flags"))) - {FINETUNE_FLAGFILE}),
 )
 def test_every_config_parses_and_runs_one_step(flagfile, corpus_shards, tmp_path):
     args = [
@@ -141,8 +145,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus_shards, tmp_pa
     with tf.io.TFRecordWriter(str(bad / "shard-00000.tfrecord")) as writer:
         for i in range(20):
             x = np.full((100, 324), np.nan, np.float32)
-            writer.write(records.encode_example(x, f"nan{i}", 0, "nan.wav"))
-    args = tiny_args(str(bad), tmp_path / "run", 20) + ["--holdout_percent=0"]
+            writer.write(
+                records.encode_example(
+                    x, np.zeros(324), np.ones(324), f"nan{i}", 0, "nan.wav"
+                )
+            )
+    args = tiny_args(str(bad), tmp_path / "run", 20)
     res = subprocess.run(
         run_bin("pretrain", *args), env=ENV, capture_output=True, text=True
     )
@@ -167,3 +175,35 @@ def test_tiny_config_learns_the_example_corpus(pretrained_corpus):
     # Both masked kinds learned something.
     assert result["loss_channel"] < 0.6 * result["zero_loss_channel"]
     assert result["loss_frame"] < result["zero_loss_frame"]
+
+
+@pytest.mark.slow
+def test_an_encoder_trained_at_256_frames_embeds_any_length(pretrained_corpus):
+    """Saved with a None time dimension: 37, 256 and 1294 frames all embed, and
+    the first 37 frames alone equal them padded to 256 under the mask."""
+    from m3bert_tf import runs
+
+    encoder = runs.load_encoder(pretrained_corpus["pretrained"])
+    assert runs.read_config(pretrained_corpus["pretrained"])["max_frames"] == 256
+    rng = np.random.default_rng(0)
+    for frames in (37, 256, 1294):
+        out = encoder(
+            {
+                "features": rng.standard_normal((2, frames, 324)).astype("float32"),
+                "padding_mask": np.ones((2, frames), bool),
+            }
+        )["sequence_output"]
+        assert out.shape == (2, frames, encoder.hidden_dim)
+    x = rng.standard_normal((1, 37, 324)).astype("float32")
+    alone = encoder({"features": x, "padding_mask": np.ones((1, 37), bool)})
+    padded = encoder(
+        {
+            "features": np.pad(x, [(0, 0), (0, 256 - 37), (0, 0)]),
+            "padding_mask": np.arange(256)[None] < 37,
+        }
+    )
+    np.testing.assert_allclose(
+        np.asarray(padded["sequence_output"])[:, :37],
+        np.asarray(alone["sequence_output"]),
+        atol=1e-5,
+    )

@@ -64,7 +64,7 @@ class MaskingConfig:
 
     def __post_init__(self):
         if self.policy not in POLICIES:
-            raise ValueError(f"--masking must be one of {POLICIES}, got {self.policy!r}")
+            raise ValueError(f"masking must be one of {POLICIES}, got {self.policy!r}")
         if not 0 < self.frame_budget < 1 or not 0 < self.patch_budget < 1:
             raise ValueError("masking budgets must be in (0, 1)")
         if not 1 <= self.min_span <= self.max_span:

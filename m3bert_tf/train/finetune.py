@@ -8,72 +8,33 @@ layer and one head per task train on batches that mix every task. A task's
 loss is the mean over the examples labeled for it in the batch (0, and no
 gradient, when there are none); the total is their sum, or with
 `uncertainty_weighting` the sum over the batch's labeled tasks of
-exp(-s_t) L_t + s_t with learned s_t (Kendall et al. 2018). One device: the encoder is frozen, so the work is light.
+exp(-s_t) L_t + s_t with learned s_t (Kendall et al. 2018). One device.
+Features are normalized as the encoder was pretrained (the pretraining run's
+normalization.json), and cropped to its max_frames unless told otherwise.
 
 Every `eval_every` steps the validation split is scored (accuracy;
 ROC-AUC/PR-AUC macro; R² per output); the mean of the tasks' main scores
 picks the best weights, and `patience` evaluations without improvement stop
 the run. At the end the best weights are scored on validation and test,
 printed as a table and written to metrics.json, and the model is saved as
-multitask.keras. Checkpoints, resume, TensorBoard, progress and the NaN stop
-work as in pre-training.
+multitask.keras. Run directory, checkpoints, resume, TensorBoard, progress
+and the NaN stop are the shared skeleton's (`loop.py`), as in pre-training.
 """
 
 import dataclasses
-import json
-import os
 import sys
 
 import numpy as np
 import tensorflow as tf
 
+from m3bert_tf import runs, schema
 from m3bert_tf.data import finetune_pipeline as data_lib
-from m3bert_tf.progress import Progress
+from m3bert_tf.metrics import chance_score, score_task
 from m3bert_tf.tasks import TaskSpec
-from m3bert_tf.train.checkpoints import check_finite, open_checkpoints
+from m3bert_tf.train.configs import FINETUNE_MAY_CHANGE, FinetuneConfig
+from m3bert_tf.train.loop import Cadence, open_session, run_loop
 
-
-@dataclasses.dataclass(frozen=True)
-class FinetuneConfig:
-    """One fine-tuning run.
-
-    Attributes:
-      pretrained: a bin/pretrain model_dir (its encoder.keras is loaded).
-      data: labeled shard dirs or globs, comma-separated.
-      model_dir: checkpoints, logs, best weights, metrics, final model.
-      tasks: tasks to train; empty = every task in the data's manifests.
-      train_steps: optimizer steps at most (early stopping may end sooner).
-      batch_size: examples per step, all tasks mixed.
-      max_frames: example length; 0 = the encoder's.
-      learning_rate: Adam's (constant; the encoder is frozen).
-      embedding_dim: width of the enrichment layer (the M3BERT embedding).
-      dropout: on the clip embedding before the heads.
-      unfreeze_top_blocks: encoder blocks (from the top) trained too.
-      uncertainty_weighting: learn the task weights (Kendall et al.).
-      task_sampling_temperature: P(task) ~ size^T (1 proportional, 0 uniform).
-      eval_every, patience: validation cadence (steps) and early-stopping patience (evaluations).
-      checkpoint_every, keep_checkpoints, log_every, seed: as in pre-training.
-    """
-
-    pretrained: str
-    data: str
-    model_dir: str
-    tasks: tuple[str, ...] = ()
-    train_steps: int = 5000
-    batch_size: int = 32
-    max_frames: int = 0
-    learning_rate: float = 1e-3
-    embedding_dim: int = 256
-    dropout: float = 0.1
-    unfreeze_top_blocks: int = 0
-    uncertainty_weighting: bool = False
-    task_sampling_temperature: float = 1.0
-    eval_every: int = 250
-    patience: int = 5
-    checkpoint_every: int = 250
-    keep_checkpoints: int = 3
-    log_every: int = 50
-    seed: int = 0
+__all__ = ["FinetuneConfig", "FinetuneTrainer", "run_finetune"]
 
 
 def task_losses(specs, labels, weights, outputs):
@@ -96,62 +57,6 @@ def task_losses(specs, labels, weights, outputs):
             tf.reduce_sum(per_example * w), tf.reduce_sum(w)
         )
     return losses
-
-
-def score_task(spec: TaskSpec, labels: np.ndarray, predictions: np.ndarray) -> dict:
-    """Metrics of one task on one split; "score" is the main one (higher is better)."""
-    from sklearn.metrics import average_precision_score, r2_score, roc_auc_score
-
-    if len(labels) == 0:
-        return {"examples": 0}
-    out = {"examples": int(len(labels))}
-    if spec.kind == "classification":
-        out["accuracy"] = float(
-            np.mean(np.argmax(predictions, -1) == labels[:, 0].astype(int))
-        )
-        out["score"] = out["accuracy"]
-    elif spec.kind == "multilabel":
-        usable = [c for c in range(labels.shape[1]) if 0 < labels[:, c].sum() < len(labels)]
-        if usable:
-            out["roc_auc_macro"] = float(
-                roc_auc_score(labels[:, usable], predictions[:, usable], average="macro")
-            )
-            out["pr_auc_macro"] = float(
-                average_precision_score(
-                    labels[:, usable], predictions[:, usable], average="macro"
-                )
-            )
-            out["score"] = out["roc_auc_macro"]
-    else:
-        r2 = (
-            r2_score(labels, predictions, multioutput="raw_values")
-            if len(labels) > 1
-            else [float("nan")]
-        )
-        for name, value in zip(spec.outputs, r2, strict=True):
-            out[f"r2_{name}"] = float(value)
-        out["score"] = float(np.mean(r2))
-    return out
-
-
-def chance_score(spec: TaskSpec, train_labels: np.ndarray, labels: np.ndarray) -> float:
-    """The main score of a predictor that ignores the audio (fit on train labels).
-
-    Majority class accuracy; ROC-AUC 0.5; R² of predicting the train mean.
-    """
-    if len(labels) == 0 or len(train_labels) == 0:
-        return float("nan")
-    if spec.kind == "classification":
-        majority = np.bincount(
-            train_labels[:, 0].astype(int), minlength=spec.num_outputs
-        ).argmax()
-        return float(np.mean(labels[:, 0] == majority))
-    if spec.kind == "multilabel":
-        return 0.5
-    from sklearn.metrics import r2_score
-
-    constant = np.repeat(train_labels.mean(0, keepdims=True), len(labels), 0)
-    return float(np.mean(r2_score(labels, constant, multioutput="raw_values")))
 
 
 class FinetuneTrainer:
@@ -250,155 +155,143 @@ class FinetuneTrainer:
 
 def freeze_encoder(encoder, unfreeze_top_blocks: int) -> None:
     """Freezes the encoder but its top `unfreeze_top_blocks` transformer blocks."""
-    blocks = [layer for layer in encoder.layers if layer.name.startswith("transformer_")]
+    blocks = encoder.blocks
     if unfreeze_top_blocks > len(blocks):
         raise ValueError(
-            f"--unfreeze_top_blocks={unfreeze_top_blocks}: the encoder has {len(blocks)} blocks"
+            f"unfreeze_top_blocks={unfreeze_top_blocks}: the encoder has {len(blocks)} blocks"
         )
     encoder.trainable = unfreeze_top_blocks > 0
-    top = (
-        {b.name for b in blocks[len(blocks) - unfreeze_top_blocks :]}
-        if unfreeze_top_blocks
-        else set()
-    )
+    top = {id(b) for b in blocks[len(blocks) - unfreeze_top_blocks :]}
     for layer in encoder.layers:
-        layer.trainable = layer.name in top
+        layer.trainable = id(layer) in top
 
 
-def load_encoder(pretrained: str):
-    """The encoder a bin/pretrain run saved in `pretrained`/encoder.keras."""
-    import keras
+def pretrained_settings(config: FinetuneConfig) -> tuple[str, dict | None, int]:
+    """(normalization, its statistics, max_frames) the pretrained encoder was trained with.
 
-    import m3bert_tf.models.encoder  # noqa: F401  (registers the classes it holds)
-
-    path = os.path.join(pretrained, "encoder.keras")
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"--pretrained={pretrained}: no encoder.keras (a bin/pretrain model_dir?)"
+    Raises:
+      runs.ConfigMismatch: `config.normalization` names another normalization.
+    """
+    stored = runs.read_normalization(config.pretrained)
+    if config.normalization and config.normalization != stored["mode"]:
+        raise runs.ConfigMismatch(
+            f"normalization={config.normalization}: the encoder in {config.pretrained} was "
+            f"trained on '{stored['mode']}' features; fine-tune with the same"
         )
-    return keras.saving.load_model(path)
-
-
-def format_table(metrics: dict) -> str:
-    """The per-task table: split, examples, metrics, and the chance-level score."""
-    lines = [f"{'task':12s} {'split':6s} {'n':>5s}  metrics"]
-    for task, per_split in metrics["tasks"].items():
-        for split in ("valid", "test"):
-            m = per_split[split]
-            values = ", ".join(
-                f"{k} {v:.3f}"
-                for k, v in m.items()
-                if k not in ("examples", "score", "chance")
-            )
-            lines.append(
-                f"{task:12s} {split:6s} {m.get('examples', 0):5d}  {values}"
-                f"  (chance {m.get('chance', float('nan')):.3f})"
-            )
-    return "\n".join(lines)
+    max_frames = config.max_frames
+    if not max_frames:
+        try:
+            max_frames = int(runs.read_config(config.pretrained)["max_frames"])
+        except (FileNotFoundError, KeyError):
+            max_frames = schema.CHUNK_FRAMES
+    return stored["mode"], stored.get("stats"), max_frames
 
 
 def run_finetune(config: FinetuneConfig, flags_text: str = "", log=None) -> dict:
-    """Fine-tunes (or resumes); returns {"tasks": {task: {split: metrics}}, ...}."""
+    """Fine-tunes (or resumes); returns {"tasks": {task: {split: metrics}}, ...}.
+
+    Raises:
+      runs.ConfigMismatch: `model_dir` holds a run with another config, a task
+        is not in the data, or the normalization is not the encoder's.
+    """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     all_specs, counts = data_lib.read_task_info(config.data)
     names = config.tasks or tuple(sorted(all_specs))
     missing = [t for t in names if t not in all_specs]
     if missing:
-        raise ValueError(
-            f"--tasks: {missing} not in the data's manifests (it has {sorted(all_specs)})"
+        raise runs.ConfigMismatch(
+            f"tasks: {missing} not in the data's manifests (it has {sorted(all_specs)})"
         )
     specs = [all_specs[t] for t in names]
-    os.makedirs(config.model_dir, exist_ok=True)
-    with open(os.path.join(config.model_dir, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=1)
-    if flags_text:
-        with open(os.path.join(config.model_dir, "flags.txt"), "w") as f:
-            f.write(flags_text)
+    normalization, stats, max_frames = pretrained_settings(config)
 
     import keras
 
     keras.utils.set_random_seed(config.seed)  # weight init and dropout: reproducible runs
-    encoder = load_encoder(config.pretrained)
-    trainer = FinetuneTrainer(config, specs, encoder)
+    trainer = FinetuneTrainer(config, specs, runs.load_encoder(config.pretrained))
     data_config = data_lib.FinetuneDataConfig(
-        data=config.data, tasks=tuple(names), max_frames=config.max_frames or encoder.max_frames,
-        batch_size=config.batch_size, temperature=config.task_sampling_temperature, seed=config.seed,
+        data=config.data, tasks=tuple(names), max_frames=max_frames, batch_size=config.batch_size,
+        temperature=config.task_sampling_temperature, seed=config.seed,
+        normalization=normalization, normalization_stats=stats,
     )  # fmt: skip
-    train = data_lib.make_finetune_dataset(data_config, all_specs, counts, "train", True)
-    valid = data_lib.make_finetune_dataset(data_config, all_specs, counts, "valid", False)
-    test = data_lib.make_finetune_dataset(data_config, all_specs, counts, "test", False)
+
+    def dataset(split, training=False):
+        return data_lib.make_finetune_dataset(
+            data_config, all_specs, counts, split, training
+        )
+
+    train, valid = dataset("train", True), dataset("valid")
     probs = data_lib.mixing_probabilities(
         {t: counts.get(t, {}).get("train", 0) for t in names},
         config.task_sampling_temperature,
     )
     log("finetune: task sampling " + ", ".join(f"{t} {p:.2f}" for t, p in probs.items()))
 
+    run = runs.RunDir(config.model_dir)
     best = tf.Variable(-np.inf, dtype=tf.float64, name="best_score")
     bad_evals = tf.Variable(0, dtype=tf.int64, name="evaluations_without_improvement")
-    best_path = os.path.join(config.model_dir, "best.weights.h5")
-    iterator, manager = open_checkpoints(
-        os.path.join(config.model_dir, "checkpoints"), config.keep_checkpoints,
+    session = open_session(
+        run, dataclasses.asdict(config), flags_text, FINETUNE_MAY_CHANGE,
         {"model": trainer.model, "optimizer": trainer.optimizer, "log_vars": trainer.log_vars,
          "best": best, "bad_evals": bad_evals},
-        lambda: iter(train), lambda msg: log(f"finetune: {msg}"),
+        lambda: iter(train), lambda: int(trainer.optimizer.iterations.numpy()),
+        lambda msg: log(f"finetune: {msg}"),
     )  # fmt: skip
-    step = int(trainer.optimizer.iterations.numpy())
-    writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
-    eval_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "eval"))
-    progress = Progress("finetune", config.train_steps, "steps", interval=0.0, start=step)
-    stopped_early = int(bad_evals.numpy()) >= config.patience
-    while step < config.train_steps and not stopped_early:
-        metrics = trainer.train_step(iterator)
-        step += 1
-        loss = float(metrics["loss"])
-        check_finite("finetune", loss, step, manager)
-        if step % config.log_every == 0 or step == config.train_steps:
-            with writer.as_default(step=step):
-                for k, v in metrics.items():
-                    tf.summary.scalar(k, v)
-            progress.update(step, f"loss {loss:.4f}", force=True)
-        if step % config.eval_every == 0 or step == config.train_steps:
-            result = trainer.evaluate(valid)
-            with eval_writer.as_default(step=step):
-                tf.summary.scalar("score", result["score"])
-                for task in names:
-                    for k, v in result[task].items():
-                        tf.summary.scalar(f"{task}/{k}", v)
-            improved = np.isfinite(result["score"]) and result["score"] > float(
-                best.numpy()
-            )
-            if improved or not os.path.exists(best_path):
-                best.assign(
-                    result["score"] if np.isfinite(result["score"]) else best.numpy()
-                )
-                bad_evals.assign(0)
-                trainer.model.save_weights(best_path)
-            else:
-                bad_evals.assign_add(1)
-            log(
-                f"finetune: validation at step {step}: score {result['score']:.4f} (best {float(best.numpy()):.4f})"
-            )
-            stopped_early = int(bad_evals.numpy()) >= config.patience
-            if stopped_early:
-                log(
-                    f"finetune: no improvement in {config.patience} evaluations; stopping early"
-                )
-        if (
-            step % config.checkpoint_every == 0
-            or step == config.train_steps
-            or stopped_early
-        ):
-            manager.save(checkpoint_number=step)
+    run.write_json(runs.NORMALIZATION_NAME, {"mode": normalization, "stats": stats})
+    best_path = run.file(runs.BEST_WEIGHTS_NAME)
 
-    if os.path.exists(best_path):
-        trainer.model.load_weights(best_path)
-    collected = {
-        split: trainer.collect(ds) for split, ds in (("valid", valid), ("test", test))
-    }
-    train_labels = trainer.collect(
-        data_lib.make_finetune_dataset(data_config, all_specs, counts, "train", False),
-        predict=False,
+    def evaluate(step):
+        result = trainer.evaluate(valid)
+        with session.eval_writer.as_default(step=step):
+            tf.summary.scalar("score", result["score"])
+            for task in names:
+                for k, v in result[task].items():
+                    tf.summary.scalar(f"{task}/{k}", v)
+        score = result["score"]
+        if (np.isfinite(score) and score > float(best.numpy())) or not run.exists(
+            runs.BEST_WEIGHTS_NAME
+        ):
+            best.assign(score if np.isfinite(score) else best.numpy())
+            bad_evals.assign(0)
+            if run.is_chief():
+                trainer.model.save_weights(best_path)
+        else:
+            bad_evals.assign_add(1)
+        log(
+            f"finetune: validation at step {step}: score {score:.4f} (best {float(best.numpy()):.4f})"
+        )
+        if int(bad_evals.numpy()) >= config.patience:
+            log(
+                f"finetune: no improvement in {config.patience} evaluations; stopping early"
+            )
+            return True
+        return False
+
+    cadence = Cadence(
+        config.train_steps, config.log_every, config.checkpoint_every, config.eval_every
     )
+    already_stopped = int(bad_evals.numpy()) >= config.patience
+    result = run_loop(
+        "finetune", session, cadence, trainer.train_step, evaluate,
+        stopped_early=already_stopped,
+    )  # fmt: skip
+    if run.exists(runs.BEST_WEIGHTS_NAME):
+        trainer.model.load_weights(best_path)
+    results = {
+        "step": result.step,
+        "stopped_early": bool(result.stopped_early),
+        "tasks": score_splits(trainer, specs, dataset),
+    }
+    run.write_json(runs.METRICS_NAME, results)
+    if run.is_chief():
+        trainer.model.save(run.file(runs.MULTITASK_NAME))
+    return results
+
+
+def score_splits(trainer, specs, dataset) -> dict:
+    """{task: {split: metrics + "chance"}} on valid and test, chance fit on train labels."""
+    collected = {split: trainer.collect(dataset(split)) for split in ("valid", "test")}
+    train_labels = trainer.collect(dataset("train"), predict=False)
     table = {}
     for spec in specs:
         table[spec.name] = {}
@@ -407,8 +300,4 @@ def run_finetune(config: FinetuneConfig, flags_text: str = "", log=None) -> dict
             m = score_task(spec, labels, preds)
             m["chance"] = chance_score(spec, train_labels[spec.name][0], labels)
             table[spec.name][split] = m
-    results = {"step": step, "stopped_early": bool(stopped_early), "tasks": table}
-    with open(os.path.join(config.model_dir, "metrics.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    trainer.model.save(os.path.join(config.model_dir, "multitask.keras"))
-    return results
+    return table

@@ -2,184 +2,80 @@
 
     run_pretrain(PretrainConfig(data=..., model_dir=...))
 
-One optimizer step = `accumulation_steps` micro-batches on every replica.
+One optimizer step = `gradient_accumulation_steps` micro-batches on every
+replica.
 The loss is the Huber sum over every masked element of the global batch
 divided by the global count of masked elements, so the step is the same on
 one device or N replicas, with or without accumulation (up to float
 rounding). Gradients are all-reduced, clipped by their global norm, then
 applied.
 
-`model_dir` receives: flags.txt and config.json (the resolved config),
-checkpoints/ (model, optimizer and input iterator every `checkpoint_every`
-steps, `keep_checkpoints` kept), train/ and eval/ TensorBoard logs,
-encoder.keras and results.json at the end. Started again with the same
-command, a run resumes from its last checkpoint at the same step, schedule and
-data position.
+`model_dir` is a run directory (`runs.py`): config, normalization,
+checkpoints (model, optimizer and input iterator every `checkpoint_every`
+steps, `keep_checkpoints` kept), TensorBoard logs, and encoder.keras and
+results.json at the end. Started again with the same command, a run resumes
+from its last checkpoint at the same step, schedule and data position; a
+changed config is refused unless only `PRETRAIN_MAY_CHANGE` fields changed.
 """
 
 import dataclasses
-import json
-import os
 import sys
-import time
 
 import tensorflow as tf
 
+from m3bert_tf import runs
 from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data import pipeline
-from m3bert_tf.progress import Progress
-from m3bert_tf.train.checkpoints import check_finite, open_checkpoints
+from m3bert_tf.data.shards import normalization_stats
+from m3bert_tf.train import distribute
+from m3bert_tf.train.configs import PRETRAIN_MAY_CHANGE, ModelConfig, PretrainConfig
+from m3bert_tf.train.loop import Cadence, open_session, run_loop
 
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Encoder sizes (DESIGN.md "Model")."""
-
-    num_layers: int = 4
-    hidden_dim: int = 768
-    num_heads: int = 12
-    ffn_dim: int = 3072
-    frame_stack: int = 1
-    dropout: float = 0.1
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainConfig:
-    """One pre-training run.
-
-    Attributes:
-      data: shard dir, glob or comma-separated globs (training tracks).
-      model_dir: checkpoints, logs, config and the final encoder.
-      eval_data: shards for evaluation; "" = the tracks of `data` held out by
-        `holdout_percent` (hash of track id; never trained on).
-      model: encoder sizes.
-      masking: masking policy.
-      train_steps: optimizer steps (T of the schedule).
-      global_batch_size: examples per optimizer step, all replicas and
-        micro-batches together.
-      accumulation_steps: micro-batches per step per replica.
-      max_frames: example length (crop/pad).
-      learning_rate: lmax of the schedule.
-      warmup_fraction: w of the schedule.
-      clip_norm: global gradient-norm clip (0 = none).
-      mixed_precision: compute in bfloat16, keep float32 weights.
-      xla: compile the forward/backward pass with XLA.
-      num_cpu_replicas: with no GPU, split the CPU into this many logical
-        devices (exercises the distributed path).
-      checkpoint_every, keep_checkpoints: checkpoint cadence and retention.
-      eval_every, eval_batches: evaluation cadence and size (0 = at the end only).
-      log_every: steps between progress lines and TensorBoard scalars.
-      shuffle_buffer, holdout_percent, seed: see `pipeline.PipelineConfig`.
-    """
-
-    data: str
-    model_dir: str
-    eval_data: str = ""
-    model: ModelConfig = ModelConfig()
-    masking: masking_lib.MaskingConfig = masking_lib.MaskingConfig()
-    train_steps: int = 200_000
-    global_batch_size: int = 128
-    accumulation_steps: int = 1
-    max_frames: int = 1294
-    learning_rate: float = 2e-4
-    warmup_fraction: float = 0.07
-    clip_norm: float = 1.0
-    mixed_precision: bool = False
-    xla: bool = False
-    num_cpu_replicas: int = 1
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    eval_every: int = 1000
-    eval_batches: int = 20
-    log_every: int = 100
-    shuffle_buffer: int = 64
-    holdout_percent: int = 5
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.train_steps < 1:
-            raise ValueError(f"--train_steps must be >= 1, got {self.train_steps}")
-        if self.max_frames % self.model.frame_stack:
-            raise ValueError(
-                f"--max_frames={self.max_frames} must be a multiple of "
-                f"--frame_stack={self.model.frame_stack}"
-            )
-
-
-def make_strategy(num_cpu_replicas: int = 1) -> tf.distribute.Strategy:
-    """MirroredStrategy over all GPUs; else over `num_cpu_replicas` logical CPUs.
-
-    Splitting the CPU must happen before TensorFlow initializes its devices.
-    """
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        return tf.distribute.MirroredStrategy()
-    if num_cpu_replicas > 1:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        try:
-            tf.config.set_logical_device_configuration(
-                cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_replicas
-            )
-        except RuntimeError as e:
-            raise RuntimeError(
-                f"--num_cpu_replicas={num_cpu_replicas}: TensorFlow already initialized its "
-                "devices in this process; set it before any other TensorFlow work"
-            ) from e
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][
-        : max(num_cpu_replicas, 1)
-    ]
-    return tf.distribute.MirroredStrategy(devices=devices)
-
-
-def per_replica_batch_size(config: PretrainConfig, num_replicas: int) -> int:
-    """global_batch_size / (replicas x accumulation_steps), which must divide."""
-    parts = num_replicas * config.accumulation_steps
-    if config.global_batch_size % parts:
-        raise ValueError(
-            f"--global_batch_size={config.global_batch_size} is not divisible by "
-            f"{num_replicas} replicas x --gradient_accumulation_steps="
-            f"{config.accumulation_steps}"
-        )
-    return config.global_batch_size // parts
+__all__ = ["ModelConfig", "PretrainConfig", "Trainer", "run_pretrain"]
 
 
 def build_models(config: PretrainConfig):
-    """(encoder, pretrainer) for `config.model` at `config.max_frames`."""
+    """(encoder, pretrainer) for `config.model` (any input length)."""
     from m3bert_tf.models.encoder import M3BertEncoder
     from m3bert_tf.models.pretrainer import M3BertPretrainer
 
     m = config.model
     encoder = M3BertEncoder(
         num_layers=m.num_layers, hidden_dim=m.hidden_dim, num_heads=m.num_heads,
-        ffn_dim=m.ffn_dim, max_frames=config.max_frames, frame_stack=m.frame_stack,
+        ffn_dim=m.ffn_dim, frame_stack=m.frame_stack,
         dropout=m.dropout, name="encoder",
     )  # fmt: skip
     return encoder, M3BertPretrainer(encoder, name="pretrainer")
 
 
 def pipeline_config(
-    config: PretrainConfig, batch_size: int, data: str = ""
+    config: PretrainConfig, batch_size: int, data: str = "", stats: dict | None = None
 ) -> pipeline.PipelineConfig:
     return pipeline.PipelineConfig(
         data=data or config.data,
         max_frames=config.max_frames,
         batch_size=batch_size,
-        accumulation_steps=config.accumulation_steps,
-        masking=config.masking,
+        accumulation_steps=config.gradient_accumulation_steps,
+        masking=config.masking_config,
         shuffle_buffer=config.shuffle_buffer,
         holdout_percent=config.holdout_percent,
         seed=config.seed,
+        normalization=config.normalization,
+        normalization_stats=stats,
     )
 
 
-def make_eval_dataset(config: PretrainConfig, batch_size: int) -> tf.data.Dataset:
+def make_eval_dataset(
+    config: PretrainConfig, batch_size: int, stats: dict | None = None
+) -> tf.data.Dataset:
     """Held-out examples with masks fixed by the seed: every evaluation sees the same."""
     if config.eval_data:
         pc = dataclasses.replace(
-            pipeline_config(config, batch_size, config.eval_data), holdout_percent=100
+            pipeline_config(config, batch_size, config.eval_data, stats),
+            holdout_percent=100,
         )
     else:
-        pc = pipeline_config(config, batch_size)
+        pc = pipeline_config(config, batch_size, stats=stats)
     pc = dataclasses.replace(pc, accumulation_steps=1, seed=config.seed + 1_000_003)
     return pipeline.make_pretrain_dataset(pc, training=False).take(config.eval_batches)
 
@@ -208,10 +104,11 @@ class Trainer:
         self.config = config
         self.strategy = strategy
         self.num_replicas = strategy.num_replicas_in_sync
-        self.batch_size = per_replica_batch_size(config, self.num_replicas)
-        if config.mixed_precision:
-            keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        with strategy.scope():
+        self.batch_size = distribute.per_replica_batch_size(
+            config.global_batch_size, self.num_replicas, config.gradient_accumulation_steps
+        )
+        policy = "mixed_bfloat16" if config.mixed_precision else None
+        with distribute.precision_policy(policy), strategy.scope():
             self.encoder, self.model = build_models(config)
             self.schedule = WarmupLinearDecay(
                 config.learning_rate, config.train_steps, config.warmup_fraction
@@ -233,7 +130,7 @@ class Trainer:
 
     def _replica_step(self, batch):
         inputs, targets, weights = batch
-        accumulate = self.config.accumulation_steps
+        accumulate = self.config.gradient_accumulation_steps
         if accumulate == 1:
             grads, sums = self._grads_fn(inputs, targets, weights)
         else:  # the batch has a leading [accumulation_steps] axis
@@ -337,93 +234,91 @@ def _write_eval(writer, step, result):
         tf.summary.image("reconstruction", _image(recon))
 
 
+def _global_stats(config: PretrainConfig, run: runs.RunDir) -> dict | None:
+    """The run's global statistics: stored at its first start, then reused."""
+    if config.normalization != "global":
+        return None
+    stored = runs.read_normalization(run.path)
+    if stored.get("mode") == "global" and stored.get("stats"):
+        return stored["stats"]
+    return normalization_stats(config.data)
+
+
 def run_pretrain(config: PretrainConfig, flags_text: str = "", log=None) -> dict:
     """Trains (or resumes) to `config.train_steps`; returns the final results.
 
     Raises:
+      runs.ConfigMismatch: `model_dir` holds a run with another config.
       FloatingPointError: the loss became NaN or infinite (nothing is saved
         after the last good checkpoint).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    strategy = make_strategy(config.num_cpu_replicas)
-    os.makedirs(config.model_dir, exist_ok=True)
-    with open(os.path.join(config.model_dir, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=1)
-    if flags_text:
-        with open(os.path.join(config.model_dir, "flags.txt"), "w") as f:
-            f.write(flags_text)
+    strategy = distribute.make_strategy(config.num_cpu_replicas)
+    run = runs.RunDir(config.model_dir)
+    stats = _global_stats(config, run)
 
     import keras
 
     keras.utils.set_random_seed(config.seed)  # weight init and dropout: reproducible runs
     trainer = Trainer(config, strategy)
-    train_config = pipeline_config(config, trainer.batch_size)
     # tf.distribute's distributed iterators cannot be checkpointed (TF 2.17),
     # and resuming at the same data position needs that. So the host's input
     # pipeline is built for its InputContext exactly as
     # distribute_datasets_from_function would, read through a plain,
     # checkpointable tf.data iterator, and each replica gets its own batch.
-    context = tf.distribute.InputContext(
-        num_input_pipelines=1, input_pipeline_id=0,
-        num_replicas_in_sync=strategy.num_replicas_in_sync,
+    dataset = pipeline.make_pretrain_dataset(
+        pipeline_config(config, trainer.batch_size, stats=stats),
+        True,
+        distribute.host_input_context(strategy),
+    )
+    eval_dataset = make_eval_dataset(
+        config, trainer.batch_size * trainer.num_replicas, stats
+    )
+    session = open_session(
+        run, dataclasses.asdict(config), flags_text, PRETRAIN_MAY_CHANGE,
+        {"model": trainer.model, "optimizer": trainer.optimizer}, lambda: iter(dataset),
+        lambda: int(trainer.optimizer.iterations.numpy()), lambda msg: log(f"pretrain: {msg}"),
     )  # fmt: skip
-    dataset = pipeline.make_pretrain_dataset(train_config, True, context)
-    eval_dataset = make_eval_dataset(config, trainer.batch_size * trainer.num_replicas)
-    iterator, manager = open_checkpoints(
-        os.path.join(config.model_dir, "checkpoints"), config.keep_checkpoints,
-        {"model": trainer.model, "optimizer": trainer.optimizer},
-        lambda: iter(dataset), lambda msg: log(f"pretrain: {msg}"),
-    )  # fmt: skip
-    step = int(trainer.optimizer.iterations.numpy())
-    train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
-    eval_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "eval"))
+    run.write_json(runs.NORMALIZATION_NAME, {"mode": config.normalization, "stats": stats})
     log(
         f"pretrain: {strategy.num_replicas_in_sync} replica(s), per-replica batch "
-        f"{trainer.batch_size} x {config.accumulation_steps} accumulation = global "
-        f"{config.global_batch_size}; step {step} of {config.train_steps}"
+        f"{trainer.batch_size} x {config.gradient_accumulation_steps} accumulation = global "
+        f"{config.global_batch_size}; step {session.step} of {config.train_steps}"
     )
-
-    progress = Progress("pretrain", config.train_steps, "steps", interval=0.0, start=step)
     frames_per_step = config.global_batch_size * config.max_frames
-    metrics, result, window_start, window_steps = {}, {}, time.monotonic(), 0
-    while step < config.train_steps:
-        metrics = trainer.train_step(iterator)
-        step += 1
-        window_steps += 1
-        loss = float(metrics["loss"])
-        check_finite("pretrain", loss, step, manager)
-        if step % config.log_every == 0 or step == config.train_steps:
-            elapsed = time.monotonic() - window_start
-            rate = frames_per_step * window_steps / max(elapsed, 1e-9)
-            with train_writer.as_default(step=step):
-                for k, v in metrics.items():
-                    tf.summary.scalar(k, v)
-                tf.summary.scalar("learning_rate", trainer.schedule(step - 1))
-                tf.summary.scalar("frames_per_second", rate)
-            progress.update(step, f"loss {loss:.4f}, {rate:.0f} frames/s", force=True)
-            window_start, window_steps = time.monotonic(), 0
-        if step % config.checkpoint_every == 0 or step == config.train_steps:
-            manager.save(checkpoint_number=step)
-        if (
-            config.eval_every and step % config.eval_every == 0
-        ) or step == config.train_steps:
-            result = trainer.evaluate(eval_dataset)
-            if result:
-                _write_eval(eval_writer, step, result)
-                log(
-                    f"pretrain: eval at step {step}: masked Huber {result['loss_total']:.4f}, "
-                    f"predict-zero {result['zero_loss_total']:.4f} "
-                    f"(ratio {result['loss_vs_zero']:.3f})"
-                )
-    if not result:  # resumed at the last step: evaluate what was restored
-        result = trainer.evaluate(eval_dataset)
-    trainer.encoder.save(os.path.join(config.model_dir, "encoder.keras"))
+    eval_writer, last_eval = session.eval_writer, {}
+
+    def on_log(step, steps, seconds):
+        rate = frames_per_step * steps / seconds
+        return {"learning_rate": trainer.schedule(step - 1), "frames_per_second": rate}, (
+            f"{rate:.0f} frames/s"
+        )
+
+    def evaluate(step):
+        last_eval.clear()
+        last_eval.update(trainer.evaluate(eval_dataset))
+        if last_eval:
+            _write_eval(eval_writer, step, last_eval)
+            log(
+                f"pretrain: eval at step {step}: masked Huber {last_eval['loss_total']:.4f}, "
+                f"predict-zero {last_eval['zero_loss_total']:.4f} "
+                f"(ratio {last_eval['loss_vs_zero']:.3f})"
+            )
+        return False
+
+    cadence = Cadence(
+        config.train_steps, config.log_every, config.checkpoint_every, config.eval_every
+    )
+    result = run_loop("pretrain", session, cadence, trainer.train_step, evaluate, on_log)
+    if not result.evaluated_at_end:  # resumed at the last step: evaluate what was restored
+        last_eval.update(trainer.evaluate(eval_dataset))
+    if run.is_chief():
+        trainer.encoder.save(run.file(runs.ENCODER_NAME))
     results = {
-        "step": step,
-        "train": {k: float(v) for k, v in metrics.items()},
-        "eval": {k: v for k, v in result.items() if k != "image"},
+        "step": result.step,
+        "train": {k: float(v) for k, v in result.metrics.items()},
+        "eval": {k: v for k, v in last_eval.items() if k != "image"},
         "num_replicas": strategy.num_replicas_in_sync,
     }
-    with open(os.path.join(config.model_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    run.write_json(runs.RESULTS_NAME, results)
     return results

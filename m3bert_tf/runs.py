@@ -1,0 +1,215 @@
+"""The run directory: one module owns its layout, every tool reads it here.
+
+A run directory (`--model_dir` of bin/pretrain or bin/finetune) holds:
+
+    config.json            the resolved config of the first start (never rewritten)
+    flags.txt              the command-line flags of the first start
+    config.resume-NNN.json each later start with a changed config: the full
+                           config and {"changed": {field: [old, new]}}
+    normalization.json     how features were normalized for the model (and
+                           the global statistics when `global`)
+    checkpoints/           training state (model, optimizer, data position)
+    train/ eval/           TensorBoard logs
+    encoder.keras          bin/pretrain's encoder
+    multitask.keras        bin/finetune's model
+    best.weights.h5        bin/finetune's best weights so far
+    results.json           bin/pretrain's final results
+    metrics.json           bin/finetune's final table
+
+Export, embedding and evaluation read runs through `load_encoder`,
+`load_multitask`, `read_config` and `read_normalization`, never through
+`train/`. Writes go through a `RunDir` whose `is_chief` predicate is false
+on every worker but one in multi-worker training.
+"""
+
+import dataclasses
+import glob
+import json
+import os
+from collections.abc import Callable
+
+CONFIG_NAME = "config.json"
+FLAGS_NAME = "flags.txt"
+RESUME_PATTERN = "config.resume-{:03d}.json"
+NORMALIZATION_NAME = "normalization.json"
+CHECKPOINTS_DIR = "checkpoints"
+TRAIN_LOGS_DIR = "train"
+EVAL_LOGS_DIR = "eval"
+ENCODER_NAME = "encoder.keras"
+MULTITASK_NAME = "multitask.keras"
+BEST_WEIGHTS_NAME = "best.weights.h5"
+RESULTS_NAME = "results.json"
+METRICS_NAME = "metrics.json"
+
+
+class ConfigMismatch(ValueError):
+    """A config that does not fit what it names: a resumed run's stored config,
+    the pretrained run it builds on, or the data's tasks."""
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    """{"model": {"num_layers": 2}} -> {"model.num_layers": 2}."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def config_changes(old: dict, new: dict) -> dict:
+    """{field: [old, new]} for every flattened field that differs (lists compared as lists)."""
+    a, b = flatten(json.loads(json.dumps(old))), flatten(json.loads(json.dumps(new)))
+    return {
+        k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+    }
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = path + ".m3bert-tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: str, value) -> None:
+    """Writes JSON through a temporary file and a rename."""
+    _write_atomic(path, json.dumps(value, indent=1) + "\n")
+
+
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+@dataclasses.dataclass
+class RunDir:
+    """One run directory, written only where `is_chief()` holds.
+
+    Args:
+      path: the directory.
+      is_chief: () -> bool; false on non-chief workers, whose writes are
+        skipped (each worker still reads).
+    """
+
+    path: str
+    is_chief: Callable[[], bool] = lambda: True
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def exists(self, name: str) -> bool:
+        return os.path.exists(self.file(name))
+
+    def write_json(self, name: str, value) -> None:
+        if self.is_chief():
+            write_json(self.file(name), value)
+
+    def start(
+        self, config: dict, flags_text: str = "", may_change: tuple[str, ...] = ()
+    ) -> dict:
+        """Creates the directory or checks a resumed run's config.
+
+        The first start writes config.json (and flags.txt). A later start
+        compares `config` with the latest stored one (`model_dir` excluded):
+        fields in `may_change` (flattened names such as "train_steps") may
+        differ and are recorded in a config.resume-NNN.json; any other
+        difference is refused.
+
+        Returns:
+          {field: [old, new]} of the allowed changes ({} on a first start).
+
+        Raises:
+          ConfigMismatch: naming every field that may not change.
+        """
+        if self.is_chief():
+            os.makedirs(self.path, exist_ok=True)
+        stored = read_config(self.path) if self.exists(CONFIG_NAME) else None
+        if stored is None:
+            self.write_json(CONFIG_NAME, config)
+            if flags_text and self.is_chief():
+                _write_atomic(self.file(FLAGS_NAME), flags_text)
+            return {}
+        changes = {
+            k: v for k, v in config_changes(stored, config).items() if k != "model_dir"
+        }
+        refused = {k: v for k, v in changes.items() if k not in may_change}
+        if refused:
+            listed = "; ".join(
+                f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items()
+            )
+            raise ConfigMismatch(
+                f"{self.path} holds a run with another config ({listed}). Use a new "
+                f"model_dir, or the stored values. Fields that may change on resume: "
+                f"{', '.join(may_change) or 'none'}"
+            )
+        if changes:
+            number = len(glob.glob(self.file(RESUME_PATTERN.replace("{:03d}", "*")))) + 1
+            self.write_json(
+                RESUME_PATTERN.format(number),
+                {"config": config, "changed": changes, "flags": flags_text},
+            )
+        return changes
+
+
+def read_config(run_dir: str) -> dict:
+    """The latest config of a run: config.json, or its last config.resume-NNN.json."""
+    resumes = sorted(
+        glob.glob(os.path.join(run_dir, RESUME_PATTERN.replace("{:03d}", "*")))
+    )
+    if resumes:
+        return read_json(resumes[-1])["config"]
+    path = os.path.join(run_dir, CONFIG_NAME)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{run_dir}: no {CONFIG_NAME} (not a bin/pretrain or bin/finetune run)"
+        )
+    return read_json(path)
+
+
+def read_normalization(run_dir: str) -> dict:
+    """{"mode": "track"|"global"|"none", "stats": {...} or None} of a run.
+
+    Runs written before normalization choices existed used per-track CMVN.
+    """
+    path = os.path.join(run_dir, NORMALIZATION_NAME)
+    if not os.path.exists(path):
+        return {"mode": "track", "stats": None}
+    return read_json(path)
+
+
+def _load_keras(path: str):
+    import keras
+
+    # Registers the classes a saved model may hold.
+    import m3bert_tf.models.multitask  # noqa: F401
+    import m3bert_tf.models.pretrainer  # noqa: F401
+
+    return keras.saving.load_model(path)
+
+
+def load_encoder(run_dir: str):
+    """The `M3BertEncoder` of a run: a pretraining run's encoder.keras, or the
+    encoder inside a fine-tuning run's multitask.keras."""
+    path = os.path.join(run_dir, ENCODER_NAME)
+    if os.path.exists(path):
+        return _load_keras(path)
+    if os.path.exists(os.path.join(run_dir, MULTITASK_NAME)):
+        return load_multitask(run_dir).encoder
+    raise FileNotFoundError(
+        f"{run_dir}: no {ENCODER_NAME} or {MULTITASK_NAME} (not a finished bin/pretrain "
+        "or bin/finetune run)"
+    )
+
+
+def load_multitask(run_dir: str):
+    """The `M3BertMultiTask` model of a finished bin/finetune run."""
+    path = os.path.join(run_dir, MULTITASK_NAME)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{run_dir}: no {MULTITASK_NAME} (not a finished bin/finetune run)"
+        )
+    return _load_keras(path)

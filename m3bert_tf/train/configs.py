@@ -1,0 +1,201 @@
+"""The configs of the training jobs: one field per flag, the same names.
+
+Errors name the field; with flag names equal to field names, the user reads
+the flag to change. `*_MAY_CHANGE` list the fields a resumed run may change
+(everything else is refused, `runs.RunDir.start`).
+"""
+
+import dataclasses
+
+from m3bert_tf.data import masking as masking_lib
+from m3bert_tf.data.normalization import MODES as NORMALIZATIONS
+
+
+def _check_positive(config, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Encoder sizes (DESIGN.md "Model")."""
+
+    num_layers: int = 4
+    hidden_dim: int = 768
+    num_heads: int = 12
+    ffn_dim: int = 3072
+    frame_stack: int = 1
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        _check_positive(
+            self, "num_layers", "hidden_dim", "num_heads", "ffn_dim", "frame_stack"
+        )
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(
+                f"hidden_dim={self.hidden_dim} is not divisible by num_heads={self.num_heads}"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """One pre-training run.
+
+    Attributes:
+      data: shard dir, glob or comma-separated globs (training tracks).
+      model_dir: the run directory (`runs.py`).
+      eval_data: shards for evaluation; "" = the tracks of `data` held out by
+        `holdout_percent` (hash of track id; never trained on).
+      model: encoder sizes.
+      masking: masking policy (`masking.POLICIES`).
+      per_clip_mask_choice: CFM's zero/replace/keep choice once per clip.
+      normalization: features as the encoder sees them: "track" (per-track
+        CMVN, the paper's), "global" (one mean/std over the training data,
+        from the manifests) or "none" (raw features).
+      train_steps: optimizer steps (T of the schedule).
+      global_batch_size: examples per optimizer step, all replicas and
+        micro-batches together.
+      gradient_accumulation_steps: micro-batches per step per replica.
+      max_frames: example length (crop/pad) in the data pipeline; the model
+        takes any length.
+      learning_rate: lmax of the schedule.
+      warmup_fraction: w of the schedule.
+      clip_norm: global gradient-norm clip (0 = none).
+      mixed_precision: compute in bfloat16, keep float32 weights.
+      xla: compile the forward/backward pass with XLA.
+      num_cpu_replicas: with no GPU, split the CPU into this many logical
+        devices (exercises the distributed path).
+      checkpoint_every, keep_checkpoints: checkpoint cadence and retention.
+      eval_every, eval_batches: evaluation cadence and size (0 = at the end only).
+      log_every: steps between progress lines and TensorBoard scalars.
+      shuffle_buffer, holdout_percent, seed: see `pipeline.PipelineConfig`.
+    """
+
+    data: str
+    model_dir: str
+    eval_data: str = ""
+    model: ModelConfig = ModelConfig()
+    masking: str = "cfm+ccm"
+    per_clip_mask_choice: bool = False
+    normalization: str = "track"
+    train_steps: int = 200_000
+    global_batch_size: int = 128
+    gradient_accumulation_steps: int = 1
+    max_frames: int = 1294
+    learning_rate: float = 2e-4
+    warmup_fraction: float = 0.07
+    clip_norm: float = 1.0
+    mixed_precision: bool = False
+    xla: bool = False
+    num_cpu_replicas: int = 1
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    eval_every: int = 1000
+    eval_batches: int = 20
+    log_every: int = 100
+    shuffle_buffer: int = 64
+    holdout_percent: int = 5
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_positive(
+            self, "train_steps", "global_batch_size", "gradient_accumulation_steps",
+            "max_frames", "num_cpu_replicas", "checkpoint_every", "keep_checkpoints",
+            "log_every", "shuffle_buffer",
+        )  # fmt: skip
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}"
+            )
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
+        if not 0 <= self.holdout_percent < 100:
+            raise ValueError(
+                f"holdout_percent must be in [0, 100), got {self.holdout_percent}"
+            )
+        _ = self.masking_config  # validates the masking fields
+
+    @property
+    def masking_config(self) -> masking_lib.MaskingConfig:
+        return masking_lib.MaskingConfig(
+            policy=self.masking, per_clip_choice=self.per_clip_mask_choice
+        )
+
+
+PRETRAIN_MAY_CHANGE = (
+    "train_steps", "data", "eval_data", "checkpoint_every", "keep_checkpoints", "eval_every",
+    "eval_batches", "log_every", "mixed_precision", "xla", "num_cpu_replicas",
+    "gradient_accumulation_steps",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """One fine-tuning run.
+
+    Attributes:
+      pretrained: a bin/pretrain run directory (its encoder.keras is loaded).
+      data: labeled shard dirs or globs, comma-separated.
+      model_dir: the run directory (`runs.py`).
+      tasks: tasks to train; empty = every task in the data's manifests.
+      normalization: "" = as the pretrained encoder was trained (anything
+        else must equal it).
+      train_steps: optimizer steps at most (early stopping may end sooner).
+      batch_size: examples per step, all tasks mixed.
+      max_frames: example length in the data pipeline; 0 = the pretraining
+        run's.
+      learning_rate: Adam's (constant; the encoder is frozen).
+      embedding_dim: width of the enrichment layer (the M3BERT embedding).
+      dropout: on the clip embedding before the heads.
+      unfreeze_top_blocks: encoder blocks (from the top) trained too.
+      uncertainty_weighting: learn the task weights (Kendall et al.).
+      task_sampling_temperature: P(task) ~ size^T (1 proportional, 0 uniform).
+      eval_every, patience: validation cadence (steps; 0 = at the end only)
+        and early-stopping patience (evaluations).
+      checkpoint_every, keep_checkpoints, log_every, seed: as in pre-training.
+    """
+
+    pretrained: str
+    data: str
+    model_dir: str
+    tasks: tuple[str, ...] = ()
+    normalization: str = ""
+    train_steps: int = 5000
+    batch_size: int = 32
+    max_frames: int = 0
+    learning_rate: float = 1e-3
+    embedding_dim: int = 256
+    dropout: float = 0.1
+    unfreeze_top_blocks: int = 0
+    uncertainty_weighting: bool = False
+    task_sampling_temperature: float = 1.0
+    eval_every: int = 250
+    patience: int = 5
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 3
+    log_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_positive(
+            self, "train_steps", "batch_size", "embedding_dim", "checkpoint_every",
+            "keep_checkpoints", "log_every", "patience",
+        )  # fmt: skip
+        if self.normalization and self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalization must be one of {NORMALIZATIONS} or empty, got "
+                f"{self.normalization!r}"
+            )
+        for name in ("max_frames", "eval_every", "unfreeze_top_blocks"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+FINETUNE_MAY_CHANGE = (
+    "train_steps", "data", "checkpoint_every", "keep_checkpoints", "eval_every", "log_every",
+    "patience",
+)  # fmt: skip

@@ -1,0 +1,79 @@
+"""The run directory: config written once, resume checks, history, loaders."""
+
+import json
+import os
+import subprocess
+
+import pytest
+from conftest import ROOT, run_bin
+
+from m3bert_tf import runs
+
+ENV = {**os.environ, "PYTHONPATH": ROOT}
+CONFIG = {"model_dir": "x", "train_steps": 10, "model": {"num_layers": 2, "hidden_dim": 8}}
+
+
+def test_first_start_writes_config_and_flags(tmp_path):
+    run = runs.RunDir(str(tmp_path / "run"))
+    assert run.start(CONFIG, "--train_steps=10\n", ("train_steps",)) == {}
+    assert runs.read_config(run.path) == CONFIG
+    assert (tmp_path / "run" / runs.FLAGS_NAME).read_text() == "--train_steps=10\n"
+
+
+def test_resume_refuses_changed_fields_by_name_and_records_allowed_ones(tmp_path):
+    run = runs.RunDir(str(tmp_path / "run"))
+    run.start(CONFIG, "", ("train_steps",))
+    bigger = {**CONFIG, "model": {"num_layers": 3, "hidden_dim": 16}}
+    with pytest.raises(runs.ConfigMismatch) as e:
+        run.start(bigger, "", ("train_steps",))
+    assert "model.num_layers: 2 -> 3" in str(e.value)
+    assert "model.hidden_dim: 8 -> 16" in str(e.value)
+    # model_dir may be spelled differently; train_steps may grow.
+    longer = {**CONFIG, "model_dir": "/elsewhere/x", "train_steps": 20}
+    assert run.start(longer, "--train_steps=20", ("train_steps",)) == {
+        "train_steps": [10, 20]
+    }
+    assert run.start(longer, "", ("train_steps",)) == {}  # compared with the latest
+    # The first start's record is kept; each resume that changed something has its own.
+    assert (
+        json.loads((tmp_path / "run" / runs.CONFIG_NAME).read_text())["train_steps"] == 10
+    )
+    resume = json.loads((tmp_path / "run" / "config.resume-001.json").read_text())
+    assert resume["changed"] == {"train_steps": [10, 20]}
+    assert runs.read_config(run.path)["train_steps"] == 20
+
+
+def test_non_chief_writes_nothing(tmp_path):
+    run = runs.RunDir(str(tmp_path / "run"), is_chief=lambda: False)
+    run.start(CONFIG)
+    run.write_json(runs.RESULTS_NAME, {"a": 1})
+    assert not (tmp_path / "run").exists()
+
+
+def test_normalization_of_a_run_without_the_file_is_per_track(tmp_path):
+    assert runs.read_normalization(str(tmp_path)) == {"mode": "track", "stats": None}
+
+
+def test_bin_pretrain_refuses_another_num_layers_and_resumes_more_steps(
+    corpus_shards, tmp_path
+):
+    def pretrain(*extra):
+        args = [
+            f"--flagfile={os.path.join(ROOT, 'configs', 'tiny.flags')}", f"--data={corpus_shards}",
+            f"--model_dir={tmp_path}", "--max_frames=32", "--eval_every=0", "--eval_batches=1",
+            "--checkpoint_every=2", "--log_every=1", *extra,
+        ]  # fmt: skip
+        return subprocess.run(
+            run_bin("pretrain", *args), env=ENV, capture_output=True, text=True
+        )
+
+    res = pretrain("--train_steps=2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = pretrain("--train_steps=2", "--num_layers=3")
+    assert res.returncode == 2
+    assert "model.num_layers: 2 -> 3" in res.stderr and "Traceback" not in res.stderr
+    res = pretrain("--train_steps=4")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "step 2 of 4" in res.stderr and "train_steps 2 -> 4" in res.stderr
+    assert json.loads((tmp_path / runs.RESULTS_NAME).read_text())["step"] == 4
+    assert runs.load_encoder(str(tmp_path)).num_layers == 2
