@@ -11,6 +11,8 @@ $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+	@echo "compiling librosa's numba kernels once (a fresh install would pay it in every job)"
+	$(BIN)/python -c "from m3bert_tf.features.frames import warm_up; warm_up()"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -16,11 +16,15 @@ setup(
     packages=find_packages(include=["m3bert_tf", "m3bert_tf.*"]),
     scripts=["bin/extract", "bin/pretrain", "bin/finetune", "bin/demo"],
     python_requires=">=3.10",
-    # Pinned together: only this set was checked to work (tensorflow-io's
-    # native ops load only with TensorFlow 2.16/2.17).
+    # Pinned together: only this set was checked to work.
     install_requires=[
         "tensorflow==2.17.1",
         "keras==3.15.1",
+        # Not imported yet: it brings the s3:// and hdfs:// file systems to
+        # tf.io.gfile for the multi-machine work (imported where used, never at
+        # package import, and never inside an exported graph: stock TensorFlow
+        # Serving cannot load its ops). Its native ops load only with
+        # TensorFlow 2.16/2.17, which is why it pins TensorFlow here.
         "tensorflow-io==0.37.1",
         "numpy==1.26.4",
         "librosa==0.11.0",
@@ -28,9 +32,13 @@ setup(
         "absl-py",
         "soundfile>=0.12",  # libsndfile >= 1.1 decodes mp3
         "soxr>=0.3",
+        "scikit-learn>=1.3",  # every metric and probe (m3bert_tf/metrics.py)
+        "threadpoolctl>=3.1",  # one BLAS thread per extraction worker
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff==0.17.6"],
+        # jax: the models run under KERAS_BACKEND=jax too (tests/test_models.py);
+        # 0.5.3 is the newest that keeps numpy 1.26.4 and TensorFlow's ml-dtypes.
+        "test": ["pytest>=8", "ruff==0.17.6", "jax[cpu]==0.5.3"],
         # benchmarks/pretrain_bench.py's PyTorch twin (the CPU wheel).
         "bench": ["torch==2.13.0"],
     },

@@ -6,7 +6,7 @@ Everything runs in this one process (or its children) on the same files, so
 machine noise hits both sides alike. It measures:
 
 1. per core (one BLAS thread): decode + resample + features + CMVN + float16
-   for our `featurize_file`, against the naive way (decode, resample, then
+   for our `encode.featurize_track`, against the naive way (decode, resample, then
    chroma_stft, melspectrogram, mfcc, delta and cqt each from the waveform
    with the same parameters); audio-hours per core-second, x real time, ratio;
 2. the whole `bin/extract` job (shards written, a fresh process each, start-up
@@ -34,7 +34,7 @@ from threadpoolctl import threadpool_limits
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from m3bert_tf import corpus, extract, schema  # noqa: E402
+from m3bert_tf import corpus, encode, schema  # noqa: E402
 from m3bert_tf.data.shards import write_json_atomic  # noqa: E402
 from m3bert_tf.datasets.base import Track  # noqa: E402
 from m3bert_tf.features import frames  # noqa: E402
@@ -139,9 +139,8 @@ def main():
 
     with threadpool_limits(1):
         extractor = frames.FeatureExtractor()
-        job = Track
         ours = time_per_core(
-            paths, lambda p: extract.featurize_file(job(p, "x"), extractor), args.repeats
+            paths, lambda p: encode.featurize_track(Track(p, "x"), extractor), args.repeats
         )
         naive = time_per_core(paths, naive_features, args.repeats)
         naive_default = time_per_core(

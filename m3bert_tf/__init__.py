@@ -6,8 +6,11 @@ librosa. Each room imports what it needs:
 - `m3bert_tf.schema`: the 324-dim frame layout and the record schema.
 - `m3bert_tf.features`: audio decoding and librosa frame features (no TF).
 - `m3bert_tf.data`: TFRecord shards (TensorFlow, no Keras).
-- `m3bert_tf.extract`: the parallel, resumable extraction job.
+- `m3bert_tf.extract`: the parallel, resumable extraction job; `encode`: its
+  pure per-track step.
+- `m3bert_tf.runs`: the run-directory layout and the model loaders.
+- `m3bert_tf.metrics`: task metrics and the results table.
 - `m3bert_tf.corpus`: the built-in synthetic example corpus.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -20,11 +20,10 @@ import os
 import sys
 
 from m3bert_tf import __version__, datasets, schema
-from m3bert_tf.datasets.base import AUDIO_EXTENSIONS, LoadResult, Track
-from m3bert_tf.features import audio as audio_lib
+from m3bert_tf.datasets.base import AUDIO_EXTENSIONS, LoadResult, Problem, Track
+from m3bert_tf.encode import TrackProblem, featurize_track, label_vectors, serialize_track
 from m3bert_tf.features import frames as frames_lib
 from m3bert_tf.progress import Progress
-from m3bert_tf.tasks import LabelError
 
 FAILURES_NAME = "failures.jsonl"
 SPEC_NAME = "feature_spec.json"
@@ -104,41 +103,19 @@ _EXTRACTOR = None
 
 def _init_worker(feature_config: frames_lib.FeatureConfig) -> None:
     global _EXTRACTOR
-    try:  # one BLAS thread per worker: the parallelism is across files
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-        threadpool_limits(1)
-    except ImportError:
-        pass
+    threadpool_limits(1)  # one BLAS thread per worker: the parallelism is across files
     _EXTRACTOR = frames_lib.FeatureExtractor(feature_config)
 
 
-def featurize_file(job: Track, extractor: frames_lib.FeatureExtractor) -> dict:
-    """Decodes and featurizes one file.
-
-    Returns {"job", "chunks": [[frames, 324] float16], "num_frames",
-    "duration_s"} or {"job", "error": one-line reason naming the file}.
-    """
+def _featurize_in_worker(job: tuple[Track, dict]):
+    """(track, label vectors) -> (track, label vectors, Featurized or Problem)."""
+    track, labels = job
     try:
-        waveform = audio_lib.load_audio(job.path)
-        audio_lib.check_usable(
-            job.path, waveform, schema.SAMPLE_RATE, extractor.config.min_duration
-        )
-        features = frames_lib.cmvn(extractor(waveform))
-        return {
-            "job": job,
-            "chunks": frames_lib.to_chunks(features),
-            "num_frames": len(features),
-            "duration_s": len(waveform) / schema.SAMPLE_RATE,
-        }
-    except audio_lib.AudioError as e:
-        return {"job": job, "error": str(e)}
-    except Exception as e:  # a bug or an odd file must not end a long job
-        return {"job": job, "error": f"{job.path}: {type(e).__name__}: {e}"}
-
-
-def _featurize_in_worker(job: Track) -> dict:
-    return featurize_file(job, _EXTRACTOR)
+        return track, labels, featurize_track(track, _EXTRACTOR)
+    except TrackProblem as e:
+        return track, labels, e.problem
 
 
 # --- Parent side --------------------------------------------------------------
@@ -165,8 +142,14 @@ def _check_same(output_dir: str, name: str, value: dict, advice: str) -> None:
         with open(path) as f:
             old = json.load(f)
         if old != json.loads(json.dumps(value)):
+            if old.get("version", value.get("version")) != value.get("version"):
+                advice = (
+                    f"its shards are feature spec version {old.get('version')}, this release "
+                    f"writes version {value['version']} (track statistics in every record): "
+                    "extract the audio again into a new output_dir"
+                )
             raise ValueError(
-                f"--output_dir={output_dir} was made with another spec ({path} differs); {advice}"
+                f"output_dir={output_dir} was made with another spec ({path} differs); {advice}"
             )
     else:
         write_json_atomic(path, value)
@@ -178,7 +161,31 @@ def _close(writer) -> dict:
         "shard": os.path.basename(writer.path),
         "num_examples": writer.num_examples,
         "tracks": writer.tracks,
+        "stats": writer.stats,
     }
+
+
+class StrictStop(RuntimeError):
+    """`strict` is set and a file failed (it is recorded in failures.jsonl)."""
+
+
+class _Failures:
+    """failures.jsonl, appended one structured problem per line as they happen."""
+
+    def __init__(self, path: str, log):
+        self.file = open(path, "a")
+        self.log = log
+        self.new: list[dict] = []
+
+    def add(self, problem: Problem) -> None:
+        record = problem.to_json()
+        self.log(f"extract: skipped {record['reason']}")
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        self.new.append(record)
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def run_extract(config: ExtractConfig, log=None) -> dict:
@@ -186,7 +193,7 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
 
     Raises:
       FileNotFoundError: `config.input` names no audio.
-      RuntimeError: `config.strict` and a file failed.
+      StrictStop: `config.strict` and a file failed.
     """
     from m3bert_tf.data import shards
 
@@ -194,19 +201,17 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
     os.makedirs(config.output_dir, exist_ok=True)
     spec = config.features.to_json()
     _check_same(
-        config.output_dir, SPEC_NAME, spec,
-        "use a new --output_dir or the same --feature_set",
-    )  # fmt: skip
+        config.output_dir, SPEC_NAME, spec, "use a new output_dir or the same feature_set"
+    )
     loaded = find_tracks(config)
-    jobs = loaded.tracks
     task_specs = {name: s.to_json() for name, s in sorted(loaded.specs.items())}
     _check_same(
         config.output_dir, TASKS_NAME, task_specs,
-        "the labels' tasks or classes changed: use a new --output_dir",
+        "the labels' tasks or classes changed: use a new output_dir",
     )  # fmt: skip
     for problem in loaded.problems:
         log(f"extract: {problem}")
-    write_splits(config.output_dir, jobs)
+    write_splits(config.output_dir, loaded.tracks)
     finished, next_number = shards.scan_output_dir(config.output_dir)
     failures_path = os.path.join(config.output_dir, FAILURES_NAME)
     old_failures = _read_failures(failures_path)
@@ -215,103 +220,66 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
         old_failures = []
     done = {t["source_path"] for s in finished for t in s["tracks"]}
     done |= {f["path"] for f in old_failures}
-    todo = [j for j in jobs if j.path not in done]
+    todo = [j for j in loaded.tracks if j.path not in done]
     log(
-        f"extract: {len(jobs)} files in {config.input}; {len(jobs) - len(todo)} already "
-        f"done ({len(finished)} shards, {len(old_failures)} failures), {len(todo)} to do"
+        f"extract: {len(loaded.tracks)} files in {config.input}; {len(loaded.tracks) - len(todo)} "
+        f"already done ({len(finished)} shards, {len(old_failures)} failures), {len(todo)} to do"
     )
 
+    failures = _Failures(failures_path, log)
+    jobs = []
+    for track in todo:  # labels first: a bad label costs no featurization
+        try:
+            jobs.append((track, label_vectors(track, loaded.specs)))
+        except TrackProblem as e:
+            failures.add(e.problem)
     num_workers = config.num_workers or os.cpu_count() or 1
-    num_workers = max(1, min(num_workers, len(todo)))
-    new_failures = []
+    num_workers = max(1, min(num_workers, len(jobs)))
     audio_seconds = 0.0
     progress = Progress("extract", len(todo), "files", config.progress_interval)
-    writer = None
-    with open(failures_path, "a") as failures_file:
+    writer, pool = None, None
+    try:
         if num_workers == 1:
             _init_worker(config.features)
-            results = (_featurize_in_worker(j) for j in todo)
-            pool = None
+            results = (_featurize_in_worker(j) for j in jobs)
         else:
             pool = multiprocessing.get_context("spawn").Pool(
                 num_workers, initializer=_init_worker, initargs=(config.features,)
             )
             # In input order, so the shards are the same for any worker count
             # (workers run ahead; only the writing waits).
-            results = pool.imap(_featurize_in_worker, todo, chunksize=1)
-        # TensorFlow loads (a few seconds) while the workers boot.
-        from m3bert_tf.data import records
-
-        try:
-            for count, result in enumerate(results, start=1):
-                job = result["job"]
-                if "error" in result:
-                    log(f"extract: skipped {result['error']}")
-                    failure = {"path": job.path, "reason": result["error"]}
-                    failures_file.write(json.dumps(failure) + "\n")
-                    failures_file.flush()
-                    new_failures.append(failure)
-                    if config.strict:
-                        raise RuntimeError(f"--strict: {result['error']}")
-                else:
-                    audio_seconds += result["duration_s"]
-                    if writer is None:
-                        name = shards.SHARD_PATTERN.format(next_number)
-                        writer = shards.ShardWriter(os.path.join(config.output_dir, name))
-                        next_number += 1
-                    try:
-                        label_vectors = {
-                            task: loaded.specs[task].encode(value)
-                            for task, value in job.labels.items()
-                        }
-                    except LabelError as e:
-                        failure = {"path": job.path, "reason": f"{job.path}: {e}"}
-                        log(f"extract: skipped {failure['reason']}")
-                        failures_file.write(json.dumps(failure) + "\n")
-                        failures_file.flush()
-                        new_failures.append(failure)
-                        continue
-                    serialized = [
-                        records.encode_example(
-                            chunk,
-                            job.track_id,
-                            i,
-                            job.path,
-                            job.split,
-                            job.labels,
-                            label_vectors,
-                        )
-                        for i, chunk in enumerate(result["chunks"])
-                    ]
-                    writer.add_track(
-                        serialized,
-                        {
-                            "source_path": job.path,
-                            "track_id": job.track_id,
-                            "split": job.split,
-                            "tasks": sorted(job.labels),
-                            "num_chunks": len(serialized),
-                            "num_frames": int(sum(len(c) for c in result["chunks"])),
-                            "track_frames": result["num_frames"],
-                            "duration_s": round(result["duration_s"], 3),
-                        },
-                    )
-                    if writer.num_examples >= config.shard_size:
-                        finished.append(_close(writer))
-                        writer = None
-                hours_rate = audio_seconds / 3600 / max(progress.elapsed, 1e-9)
-                progress.update(
-                    count,
-                    f"{hours_rate:.3f} audio-h/s, {len(new_failures)} failed",
-                )
-            if writer is not None:
-                finished.append(_close(writer))
-        finally:
-            if pool is not None:
-                pool.terminate()
-    problems = [{"path": p.split(": ")[0], "reason": p} for p in loaded.problems]
+            results = pool.imap(_featurize_in_worker, jobs, chunksize=1)
+        for count, (track, labels, result) in enumerate(
+            results, start=len(failures.new) + 1
+        ):
+            if isinstance(result, Problem):
+                failures.add(result)
+                if config.strict:
+                    raise StrictStop(f"stopped at the first failure (strict): {result}")
+            else:
+                audio_seconds += result.duration_s
+                encoded = serialize_track(track, result, labels)
+                if writer is None:
+                    name = shards.SHARD_PATTERN.format(next_number)
+                    writer = shards.ShardWriter(os.path.join(config.output_dir, name))
+                    next_number += 1
+                writer.add_track(encoded.records, encoded.entry, encoded.sums)
+                if writer.num_examples >= config.shard_size:
+                    finished.append(_close(writer))
+                    writer = None
+            hours_rate = audio_seconds / 3600 / max(progress.elapsed, 1e-9)
+            progress.update(
+                count, f"{hours_rate:.3f} audio-h/s, {len(failures.new)} failed"
+            )
+        if writer is not None:
+            finished.append(_close(writer))
+    finally:
+        failures.close()
+        if pool is not None:
+            pool.terminate()
+    problems = [p.to_json() for p in loaded.problems]
     manifest = build_manifest(
-        config, spec, task_specs, finished, problems + old_failures + new_failures
+        config, spec, task_specs, finished, problems + old_failures + failures.new
     )
     shards.write_json_atomic(
         os.path.join(config.output_dir, schema.MANIFEST_NAME), manifest
@@ -320,7 +288,7 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
         "files": len(todo),
         "seconds": progress.elapsed,
         "audio_seconds": audio_seconds,
-        "new_failures": len(new_failures),
+        "new_failures": len(failures.new),
         "num_workers": num_workers,
     }
     return manifest
@@ -341,8 +309,23 @@ def build_manifest(config, spec, task_specs, finished, failures) -> dict:
     """The manifest.json content: spec, tasks, versions, counts, shards and failures.
 
     label_counts: {task: {split: examples}}, what fine-tuning mixes by.
+    normalization_stats: {"split", "frames", "mean", "std"}: the raw features'
+    statistics over the train split's tracks (all tracks when none is train),
+    for `global` normalization.
     """
+    from m3bert_tf.data.normalization import add_sums, stats_from_sums
+
     tracks = [t for s in finished for t in s["tracks"]]
+    per_split: dict[str, dict] = {}
+    for s in finished:
+        for split, sums in s.get("stats", {}).items():
+            per_split[split] = add_sums(per_split.get(split), sums)
+    if "train" in per_split:
+        stats_split, sums = "train", per_split["train"]
+    else:
+        stats_split, sums = "all", None
+        for part in per_split.values():
+            sums = add_sums(sums, part)
     label_counts: dict = {}
     for t in tracks:
         for task in t.get("tasks", []):
@@ -367,6 +350,9 @@ def build_manifest(config, spec, task_specs, finished, failures) -> dict:
             "audio_hours": round(sum(t["duration_s"] for t in tracks) / 3600, 4),
             "failures": len(failures),
         },
+        "normalization_stats": (
+            {"split": stats_split, **stats_from_sums(sums)} if sums is not None else None
+        ),
         "shards": [
             {"name": s["shard"], "num_examples": s["num_examples"]}
             for s in sorted(finished, key=lambda s: s["shard"])

@@ -13,7 +13,8 @@ from typing import NamedTuple
 # Feature-spec version: bump it whenever a change alters stored feature values
 # (the manifest records it, and resuming into a directory of another version
 # is refused).
-FEATURE_SPEC_VERSION = 2  # 2: labels as label/<task> float features
+# 2: labels as label/<task> float features; 3: track statistics in every record
+FEATURE_SPEC_VERSION = 3
 
 SAMPLE_RATE = 44100  # Hz
 N_FFT = 2048  # samples (46.4 ms)
@@ -74,6 +75,10 @@ CHUNK_INDEX_KEY = "chunk_index"  # int64, 0-based position of the chunk in its t
 SOURCE_PATH_KEY = "source_path"  # bytes (utf-8)
 SPLIT_KEY = "split"  # bytes, "" when unknown
 LABELS_KEY = "labels"  # bytes, JSON object {task: label}, "{}" when unlabeled
+# float32 [324] each: the raw features' per-channel mean and standard deviation
+# over the whole track (before CMVN), in every chunk of the track.
+TRACK_MEAN_KEY = "track_mean"
+TRACK_STD_KEY = "track_std"
 # float list per labeled task, e.g. "label/genre": [class index] (see tasks.py)
 LABEL_PREFIX = "label/"
 

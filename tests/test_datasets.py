@@ -42,8 +42,11 @@ def test_gtzan_with_fault_filtered_lists(tmp_path):
         "blues.00000": ("train", "blues"), "rock.00000": ("train", "rock"),
         "blues.00001": ("valid", "blues"), "rock.00001": ("test", "rock"),
     }  # fmt: skip
-    assert any("polka: unknown genre" in p for p in result.problems)
-    assert any(p.startswith(f"{lists / 'train_filtered.txt'}:3:") for p in result.problems)
+    assert any("polka: unknown genre" in p for p in map(str, result.problems))
+    assert any(
+        p.startswith(f"{lists / 'train_filtered.txt'}:3:")
+        for p in map(str, result.problems)
+    )
     assert result.specs["genre"].num_outputs == 10
 
 
@@ -58,7 +61,7 @@ def test_gtzan_without_lists_splits_stratified_and_warns(tmp_path):
             )
     result = datasets.load("gtzan", str(tmp_path), seed=3)
     assert len(result.tracks) == 10
-    assert any("seeded 60/20/20" in p for p in result.problems)
+    assert any("seeded 60/20/20" in p for p in map(str, result.problems))
     for genre in ("blues", "rock"):
         splits = sorted(t.split for t in result.tracks if t.labels["genre"] == genre)
         assert splits == ["test", "train", "train", "train", "valid"]
@@ -90,9 +93,13 @@ def test_mtg_jamendo_moodtheme_tsv(tmp_path):
     ]  # fmt: skip
     assert result.tracks[1].path.endswith("112.low.mp3")
     train = splits / "autotagging_moodtheme-train.tsv"
-    assert any(p.startswith(f"{train}:4: malformed row") for p in result.problems)
-    assert any(p.startswith(f"{train}:5: unknown tag 'grumpy'") for p in result.problems)
-    assert any(p.startswith(f"{train}:6: audio file missing") for p in result.problems)
+    assert any(p.startswith(f"{train}:4: malformed row") for p in map(str, result.problems))
+    assert any(
+        p.startswith(f"{train}:5: unknown tag 'grumpy'") for p in map(str, result.problems)
+    )
+    assert any(
+        p.startswith(f"{train}:6: audio file missing") for p in map(str, result.problems)
+    )
     spec = result.specs["moodtheme"]
     assert spec.kind == "multilabel" and spec.num_outputs == 56
     vector = spec.encode("happy|film")
@@ -106,7 +113,7 @@ def test_extended_ballroom(tmp_path):
     audio(tmp_path / "Polka" / "1.mp3")
     result = datasets.load("extended_ballroom", str(tmp_path))
     assert len(result.tracks) == 10 and result.specs["ballroom"].num_outputs == 13
-    assert any("Polka: unknown dance" in p for p in result.problems)
+    assert any("Polka: unknown dance" in p for p in map(str, result.problems))
     assert_split_by_track(result)
 
 
@@ -122,8 +129,10 @@ def test_deam_scales_ratings_to_minus_one_one(tmp_path):
     result = datasets.load("deam", str(tmp_path))
     got = {t.track_id: t.labels["emotion"] for t in result.tracks}
     assert got == {"deam/2": [1.0, -1.0], "deam/3": [0.0, 0.5]}
-    assert any(p.startswith(f"{ann}:4: malformed row") for p in result.problems)
-    assert any(p.startswith(f"{ann}:5: audio file missing") for p in result.problems)
+    assert any(p.startswith(f"{ann}:4: malformed row") for p in map(str, result.problems))
+    assert any(
+        p.startswith(f"{ann}:5: audio file missing") for p in map(str, result.problems)
+    )
     assert result.specs["emotion"].outputs == ("valence", "arousal")
 
 
@@ -133,7 +142,7 @@ def test_rwc_instrument_from_file_names(tmp_path):
     result = datasets.load("rwc_instrument", str(tmp_path))
     assert sorted(t.labels["instrument"] for t in result.tracks) == ["01", "01", "15"]
     assert result.specs["instrument"].classes == ("01", "15")
-    assert any("readme.WAV: name does not match" in p for p in result.problems)
+    assert any("readme.WAV: name does not match" in p for p in map(str, result.problems))
     custom = datasets.load(
         "rwc_instrument", str(tmp_path), pattern=r"^\d{2}\d(?P<instrument>[A-Z]{2})"
     )
@@ -155,7 +164,7 @@ def test_csv_manifest_infers_kinds_and_reports_bad_rows(tmp_path):
     specs = result.specs
     assert specs["style"] == TaskSpec("style", "classification", classes=("jazz", "rock"))
     assert specs["tags"].kind == "multilabel" and specs["tempo"].kind == "regression"
-    lines = [p.split(": ")[0] for p in result.problems]
+    lines = [p.split(": ")[0] for p in map(str, result.problems)]
     assert lines == [f"{tmp_path / 'm.csv'}:{n}" for n in (8, 9, 10)]
     assert next(t for t in result.tracks if t.track_id == "B").split in (
         "train",

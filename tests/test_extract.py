@@ -119,7 +119,8 @@ def test_bin_extract_exit_status_and_strict(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert res.returncode != 0 and "--strict" in res.stderr
+    assert res.returncode == 1 and "stopped at the first failure (strict)" in res.stderr
+    assert "Traceback" not in res.stderr
 
 
 def test_csv_manifest_carries_labels_and_splits(audio_dir, tmp_path):
@@ -164,12 +165,31 @@ def test_other_feature_set_in_same_dir_is_refused(audio_dir, tmp_path):
     from m3bert_tf.features.frames import FeatureConfig
 
     extract.run_extract(config(audio_dir, tmp_path / "out"))
-    with pytest.raises(ValueError, match="another spec.*--feature_set"):
+    with pytest.raises(ValueError, match="another spec.*feature_set"):
         extract.run_extract(
             config(
                 audio_dir, tmp_path / "out", features=FeatureConfig(feature_set="authors")
             )
         )
+
+
+def test_a_version_2_directory_is_refused_with_how_to_re_extract(audio_dir, tmp_path):
+    """Shards without track statistics (spec 2) are neither resumed nor read."""
+    from m3bert_tf.data import shards
+
+    out = tmp_path / "out"
+    extract.run_extract(config(audio_dir, out))
+    for name in ("feature_spec.json", "manifest.json"):
+        stored = json.loads((out / name).read_text())
+        spec = stored.get("feature_spec", stored)
+        spec["version"] = 2
+        (out / name).write_text(json.dumps(stored))
+    with pytest.raises(
+        ValueError, match="version 2.*extract the audio again into a new output_dir"
+    ):
+        extract.run_extract(config(audio_dir, out))
+    with pytest.raises(ValueError, match=f"{out} holds feature spec version 2.*re-extract"):
+        shards.read_manifests(str(out))
 
 
 @pytest.mark.slow

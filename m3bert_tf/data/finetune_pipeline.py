@@ -1,7 +1,8 @@
 """The multi-task fine-tuning input pipeline (TensorFlow, no Keras).
 
-    one dataset per task: shards -> parse -> keep the task's labeled examples
-      of the split -> crop/pad -> (inputs, labels, weights)
+    one dataset per task: shards -> keep the task's labeled examples of the
+      split (a parse of two small keys) -> parse -> normalize -> crop/pad
+      -> (inputs, labels, weights)
     training: shuffle + repeat each, then sample_from_datasets with
       P(task) proportional to size^temperature -> batch -> prefetch
 
@@ -16,14 +17,13 @@ are the way.
 """
 
 import dataclasses
-import json
-import os
 
 import tensorflow as tf
 
 from m3bert_tf import schema
 from m3bert_tf.data import records
-from m3bert_tf.data.pipeline import crop_or_pad, list_shards
+from m3bert_tf.data.pipeline import crop_or_pad, normalized_features
+from m3bert_tf.data.shards import list_shards, read_manifests
 from m3bert_tf.tasks import TaskSpec, merge_specs
 
 
@@ -42,6 +42,7 @@ class FinetuneDataConfig:
         size, 0 = uniform).
       shuffle_buffer: examples per task shuffle buffer.
       seed: order, crops and task draws.
+      normalization, normalization_stats: as in `pipeline.PipelineConfig`.
     """
 
     data: str
@@ -51,20 +52,14 @@ class FinetuneDataConfig:
     temperature: float = 1.0
     shuffle_buffer: int = 64
     seed: int = 0
+    normalization: str = "track"
+    normalization_stats: dict | None = None
 
 
 def read_task_info(data: str) -> tuple[dict[str, TaskSpec], dict[str, dict[str, int]]]:
     """({task: spec}, {task: {split: examples}}) from the manifests of `data`."""
-    dirs = sorted({os.path.dirname(f) for f in list_shards(data)})
     specs, counts = [], {}
-    for d in dirs:
-        path = os.path.join(d, schema.MANIFEST_NAME)
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"--data: {d} has no {schema.MANIFEST_NAME} (write it with bin/extract)"
-            )
-        with open(path) as f:
-            manifest = json.load(f)
+    for manifest in read_manifests(data).values():
         specs.extend(TaskSpec.from_json(v) for v in manifest.get("tasks", {}).values())
         for task, per_split in manifest.get("label_counts", {}).items():
             for split, n in per_split.items():
@@ -82,6 +77,19 @@ def mixing_probabilities(sizes: dict[str, int], temperature: float) -> dict[str,
     return {t: p / total for t, p in powered.items()}
 
 
+def is_labeled_in_split(serialized, task: str, split: str):
+    """True when a record is of `split` and labels `task` (parses two small keys only)."""
+    ex = tf.io.parse_single_example(
+        serialized,
+        {
+            schema.SPLIT_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+            schema.LABEL_PREFIX + task: tf.io.VarLenFeature(tf.float32),
+        },
+    )
+    labeled = tf.size(ex[schema.LABEL_PREFIX + task].values) > 0
+    return labeled & tf.equal(ex[schema.SPLIT_KEY], split)
+
+
 def make_task_dataset(config, specs, task, split, training) -> tf.data.Dataset:
     """The examples of `split` labeled for `task`, each weighted for `task` only."""
     sizes = {t: specs[t].size for t in config.tasks}
@@ -95,17 +103,17 @@ def make_task_dataset(config, specs, task, split, training) -> tf.data.Dataset:
         tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
     )  # fmt: skip
+    ds = ds.filter(lambda s: is_labeled_in_split(s, task, split))
     ds = ds.map(
         lambda s: records.parse_example(s, sizes), num_parallel_calls=tf.data.AUTOTUNE
     )
-    ds = ds.filter(lambda ex: ex["has/" + task] & tf.equal(ex[schema.SPLIT_KEY], split))
     if training:
         ds = ds.shuffle(config.shuffle_buffer, seed=config.seed + 1)
     task_index = config.tasks.index(task)
 
     def to_element(position, ex):
         seed = tf.stack([tf.constant(config.seed + task_index, tf.int64), position])
-        frames = ex[schema.FEATURES_KEY]
+        frames = normalized_features(ex, config.normalization, config.normalization_stats)
         if not training:  # evaluation: the same frames every time
             frames = frames[: config.max_frames]
         features, length = crop_or_pad(frames, config.max_frames, seed)

@@ -22,6 +22,8 @@ import tensorflow as tf
 from m3bert_tf import schema
 from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data import records
+from m3bert_tf.data.normalization import normalize
+from m3bert_tf.data.shards import list_shards
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +40,8 @@ class PipelineConfig:
         iterator: keep it modest).
       holdout_percent: tracks (by hash of track_id) held out for evaluation.
       seed: base seed of file order, crops and masks.
+      normalization: "track", "global" or "none" (`normalization.py`).
+      normalization_stats: the global statistics ("global" only).
     """
 
     data: str
@@ -48,19 +52,8 @@ class PipelineConfig:
     shuffle_buffer: int = 64
     holdout_percent: int = 5
     seed: int = 0
-
-
-def list_shards(data: str) -> list[str]:
-    """Sorted shard paths of a directory, glob or comma-separated globs."""
-    files = []
-    for part in data.split(","):
-        part = part.strip()
-        if tf.io.gfile.isdir(part):
-            part = part.rstrip("/") + "/*" + schema.SHARD_SUFFIX
-        files.extend(tf.io.gfile.glob(part))
-    if not files:
-        raise FileNotFoundError(f"--data={data}: no shard files found")
-    return sorted(set(files))
+    normalization: str = "track"
+    normalization_stats: dict | None = None
 
 
 def is_heldout(serialized, holdout_percent):
@@ -85,13 +78,28 @@ def crop_or_pad(frames, max_frames, seed):
     return tf.ensure_shape(padded, [max_frames, schema.NUM_FEATURES]), length
 
 
+def normalized_features(parsed: dict, mode: str, stats: dict | None):
+    """The [T, 324] features of a parsed record, normalized as `mode` says."""
+    return normalize(
+        parsed[schema.FEATURES_KEY],
+        parsed[schema.TRACK_MEAN_KEY],
+        parsed[schema.TRACK_STD_KEY],
+        mode,
+        stats,
+    )
+
+
 def make_example_fn(config: PipelineConfig):
     """(position, serialized) -> (inputs, targets, weights) for one example."""
 
     def fn(position, serialized):
         seed = tf.stack([tf.constant(config.seed, tf.int64), position])
         crop_seed, mask_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        frames = records.parse_example(serialized)[schema.FEATURES_KEY]
+        frames = normalized_features(
+            records.parse_example(serialized),
+            config.normalization,
+            config.normalization_stats,
+        )
         targets, length = crop_or_pad(frames, config.max_frames, crop_seed)
         inputs, weights = masking_lib.mask_example(
             targets, length, mask_seed, config.masking

@@ -16,8 +16,16 @@ def _int64(value: int) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
 
+def _floats(values) -> tf.train.Feature:
+    return tf.train.Feature(
+        float_list=tf.train.FloatList(value=np.asarray(values, np.float32).tolist())
+    )
+
+
 def encode_example(
     features: np.ndarray,
+    track_mean: np.ndarray,
+    track_std: np.ndarray,
     track_id: str,
     chunk_index: int,
     source_path: str,
@@ -28,7 +36,10 @@ def encode_example(
     """Serializes one chunk.
 
     Args:
-      features: [num_frames, 324] array, stored as little-endian float16 bytes.
+      features: [num_frames, 324] array (per-track CMVN'd), stored as
+        little-endian float16 bytes.
+      track_mean, track_std: [324] raw per-channel statistics of the whole
+        track (features * std + mean gives back the raw features).
       track_id: id shared by every chunk of the track.
       chunk_index: 0-based position of the chunk in its track.
       source_path: the audio file it came from.
@@ -42,6 +53,11 @@ def encode_example(
             f"{source_path}: features must be [frames, {schema.NUM_FEATURES}], "
             f"got {features.shape}"
         )
+    for name, value in (("track_mean", track_mean), ("track_std", track_std)):
+        if np.shape(value) != (schema.NUM_FEATURES,):
+            raise ValueError(
+                f"{source_path}: {name} must be [{schema.NUM_FEATURES}], got {np.shape(value)}"
+            )
     data = np.ascontiguousarray(features, dtype=schema.FEATURE_DTYPE).tobytes()
     feature = {
         schema.LABEL_PREFIX + task: tf.train.Feature(
@@ -55,6 +71,8 @@ def encode_example(
                 **feature,
                 schema.FEATURES_KEY: _bytes(data),
                 schema.NUM_FRAMES_KEY: _int64(features.shape[0]),
+                schema.TRACK_MEAN_KEY: _floats(track_mean),
+                schema.TRACK_STD_KEY: _floats(track_std),
                 schema.TRACK_ID_KEY: _bytes(track_id.encode()),
                 schema.CHUNK_INDEX_KEY: _int64(chunk_index),
                 schema.SOURCE_PATH_KEY: _bytes(source_path.encode()),
@@ -69,6 +87,8 @@ def encode_example(
 FEATURE_SPEC = {
     schema.FEATURES_KEY: tf.io.FixedLenFeature([], tf.string),
     schema.NUM_FRAMES_KEY: tf.io.FixedLenFeature([], tf.int64),
+    schema.TRACK_MEAN_KEY: tf.io.FixedLenFeature([schema.NUM_FEATURES], tf.float32),
+    schema.TRACK_STD_KEY: tf.io.FixedLenFeature([schema.NUM_FEATURES], tf.float32),
     schema.TRACK_ID_KEY: tf.io.FixedLenFeature([], tf.string),
     schema.CHUNK_INDEX_KEY: tf.io.FixedLenFeature([], tf.int64),
     schema.SOURCE_PATH_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),

@@ -9,7 +9,11 @@ tracks it holds) is written the same way. So on disk:
   `scan_output_dir` removes it and its tracks are redone.
 
 Readers take `*.tfrecord` (or the manifest's shard list) and never see a
-half-written file.
+half-written file; `list_shards` and `read_manifests` are the reading side.
+
+Each index also holds the sums of its tracks' raw feature statistics per
+split ({"frames", "sum", "sum_sq"}), from which the manifest's global
+normalization statistics are made.
 """
 
 import glob
@@ -47,6 +51,7 @@ class ShardWriter:
     def __init__(self, path: str):
         self.path = path
         self.tracks: list[dict] = []
+        self.stats: dict[str, dict] = {}
         self.num_examples = 0
         # Imported here, not at module load, so that the extraction job's
         # worker processes boot while TensorFlow loads in the parent.
@@ -54,18 +59,23 @@ class ShardWriter:
 
         self._writer = tf.io.TFRecordWriter(path + TMP_SUFFIX)
 
-    def add_track(self, serialized_chunks: list[bytes], entry: dict) -> None:
-        """Adds every chunk of one track; `entry` describes it in the index."""
+    def add_track(self, serialized_chunks: list[bytes], entry: dict, sums: dict) -> None:
+        """Adds every chunk of one track; `entry` describes it in the index,
+        `sums` are its raw-feature statistics (`normalization.sums_of`)."""
+        from m3bert_tf.data.normalization import add_sums
+
         for record in serialized_chunks:
             self._writer.write(record)
         self.num_examples += len(serialized_chunks)
         self.tracks.append(entry)
+        split = entry.get("split") or ""
+        self.stats[split] = add_sums(self.stats.get(split), sums)
 
     def close(self) -> None:
         self._writer.close()
         write_json_atomic(
             index_path(self.path),
-            {"num_examples": self.num_examples, "tracks": self.tracks},
+            {"num_examples": self.num_examples, "tracks": self.tracks, "stats": self.stats},
         )
         os.replace(self.path + TMP_SUFFIX, self.path)
 
@@ -91,3 +101,62 @@ def scan_output_dir(output_dir: str) -> tuple[list[dict], int]:
             info = json.load(f)
         finished.append({"shard": os.path.basename(shard), **info})
     return finished, next_number
+
+
+def list_shards(data: str) -> list[str]:
+    """Sorted shard paths of a directory, glob or comma-separated globs."""
+    import tensorflow as tf
+
+    files = []
+    for part in data.split(","):
+        part = part.strip()
+        if tf.io.gfile.isdir(part):
+            part = part.rstrip("/") + "/*" + schema.SHARD_SUFFIX
+        files.extend(tf.io.gfile.glob(part))
+    if not files:
+        raise FileNotFoundError(f"data={data}: no shard files found")
+    return sorted(set(files))
+
+
+def read_manifests(data: str) -> dict[str, dict]:
+    """{shard dir: manifest} for every directory the shards of `data` are in.
+
+    Raises:
+      FileNotFoundError: a directory without manifest.json.
+      ValueError: shards of another feature-spec version (with how to
+        re-extract them), or of several feature sets at once.
+    """
+    import tensorflow as tf
+
+    out = {}
+    for d in sorted({os.path.dirname(f) for f in list_shards(data)}):
+        path = os.path.join(d, schema.MANIFEST_NAME)
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(
+                f"data: {d} has no {schema.MANIFEST_NAME} (write shards with bin/extract)"
+            )
+        with tf.io.gfile.GFile(path) as f:
+            manifest = json.load(f)
+        version = manifest.get("feature_spec", {}).get("version")
+        if version != schema.FEATURE_SPEC_VERSION:
+            raise ValueError(
+                f"data: {d} holds feature spec version {version}, this release reads version "
+                f"{schema.FEATURE_SPEC_VERSION} (records with track statistics): re-extract "
+                f"the audio into a new directory, e.g. bin/extract --input={manifest.get('input', '...')} "
+                f"--output_dir={d.rstrip('/')}-v{schema.FEATURE_SPEC_VERSION}"
+            )
+        out[d] = manifest
+    feature_sets = {m["feature_spec"].get("feature_set") for m in out.values()}
+    if len(feature_sets) > 1:
+        raise ValueError(
+            f"data mixes feature sets {sorted(feature_sets)} "
+            f"({', '.join(out)}): use shards of one feature set"
+        )
+    return out
+
+
+def normalization_stats(data: str) -> dict:
+    """The global statistics of `data`: its manifests' combined, frame-weighted."""
+    from m3bert_tf.data.normalization import combine_stats
+
+    return combine_stats([m["normalization_stats"] for m in read_manifests(data).values()])

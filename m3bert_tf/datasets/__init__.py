@@ -3,14 +3,14 @@
     result = load("gtzan", "/data/gtzan", split_dir="/data/gtzan_splits")
     result.tracks    # [Track(path, track_id, split, labels={task: label})]
     result.specs     # {task: TaskSpec}
-    result.problems  # ["file:line: reason", ...]: reported, the rest loaded
+    result.problems  # [Problem(path, reason, line)]: reported, the rest loaded
 
 No TensorFlow, no Keras. Tracks without a published split get a seeded
 60/20/20 split by track (see `base.split_by_track`).
 """
 
 from m3bert_tf.datasets import ballroom, csv_manifest, deam, gtzan, jamendo, rwc
-from m3bert_tf.datasets.base import LoadResult, Track
+from m3bert_tf.datasets.base import LoadResult, Problem, Track
 
 LOADERS = {
     "gtzan": gtzan.load,
@@ -29,4 +29,4 @@ def load(name: str, root: str, **options) -> LoadResult:
     return LOADERS[name](root, **options)
 
 
-__all__ = ["LOADERS", "LoadResult", "Track", "load"]
+__all__ = ["LOADERS", "LoadResult", "Problem", "Track", "load"]

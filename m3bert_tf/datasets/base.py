@@ -27,13 +27,35 @@ class Track:
     labels: dict = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One input that could not be used: where it is and why.
+
+    Attributes:
+      path: the file at fault (a manifest, a list, an audio file, a directory).
+      reason: one human sentence.
+      line: 1-based line in `path` (0 = the whole file).
+    """
+
+    path: str
+    reason: str
+    line: int = 0
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.reason}"
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "line": self.line, "reason": str(self)}
+
+
 @dataclasses.dataclass
 class LoadResult:
-    """Tracks, the tasks they label, and one line per problem met."""
+    """Tracks, the tasks they label, and every problem met."""
 
     tracks: list[Track]
     specs: dict[str, TaskSpec]
-    problems: list[str] = dataclasses.field(default_factory=list)
+    problems: list[Problem] = dataclasses.field(default_factory=list)
 
 
 def audio_files(directory: str) -> list[str]:
@@ -86,5 +108,5 @@ def class_directories(root: str, classes: tuple[str, ...], what: str):
         if entry in classes:
             found.append((entry, directory))
         else:
-            problems.append(f"{directory}: unknown {what} directory, skipped")
+            problems.append(Problem(directory, f"unknown {what} directory, skipped"))
     return found, problems

@@ -10,7 +10,7 @@ seeded 60/20/20 split by track.
 import csv
 import os
 
-from m3bert_tf.datasets.base import LoadResult, Track, split_by_track
+from m3bert_tf.datasets.base import LoadResult, Problem, Track, split_by_track
 from m3bert_tf.tasks import infer_spec
 
 
@@ -23,18 +23,21 @@ def load(csv_path: str, seed: int = 0, check_audio: bool = True) -> LoadResult:
         if "path" not in (reader.fieldnames or []):
             raise ValueError(f"{csv_path}: needs a 'path' column, has {reader.fieldnames}")
         for line, row in enumerate(reader, start=2):
-            where = f"{csv_path}:{line}"
             rel = (row.get("path") or "").strip()
             task = (row.get("task") or "").strip()
             label = (row.get("label") or "").strip()
             if not rel or bool(task) != bool(label):
                 problems.append(
-                    f"{where}: malformed row (needs a path, and a label with its task)"
+                    Problem(
+                        csv_path,
+                        "malformed row (needs a path, and a label with its task)",
+                        line,
+                    )
                 )
                 continue
             path = os.path.normpath(os.path.join(base, rel))
             if check_audio and not os.path.exists(path):
-                problems.append(f"{where}: audio file missing: {path}")
+                problems.append(Problem(csv_path, f"audio file missing: {path}", line))
                 continue
             default_id = os.path.splitext(os.path.relpath(path, base))[0].replace(
                 os.sep, "/"

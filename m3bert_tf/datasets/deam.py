@@ -10,7 +10,7 @@ import csv
 import glob
 import os
 
-from m3bert_tf.datasets.base import LoadResult, Track, split_by_track
+from m3bert_tf.datasets.base import LoadResult, Problem, Track, split_by_track
 from m3bert_tf.tasks import TaskSpec
 
 SPEC = TaskSpec("emotion", "regression", outputs=("valence", "arousal"))
@@ -32,7 +32,6 @@ def load(root: str, seed: int = 0) -> LoadResult:
             reader = csv.DictReader(f, skipinitialspace=True)
             reader.fieldnames = [n.strip() for n in reader.fieldnames or []]
             for line_no, row in enumerate(reader, start=2):
-                where = f"{path}:{line_no}"
                 try:
                     song = str(int(float(row["song_id"])))
                     values = [
@@ -41,12 +40,16 @@ def load(root: str, seed: int = 0) -> LoadResult:
                     ]
                 except (KeyError, TypeError, ValueError):
                     problems.append(
-                        f"{where}: malformed row (needs song_id, valence_mean, arousal_mean)"
+                        Problem(
+                            path,
+                            "malformed row (needs song_id, valence_mean, arousal_mean)",
+                            line_no,
+                        )
                     )
                     continue
                 audio = os.path.join(root, "MEMD_audio", f"{song}.mp3")
                 if not os.path.exists(audio):
-                    problems.append(f"{where}: audio file missing: {audio}")
+                    problems.append(Problem(path, f"audio file missing: {audio}", line_no))
                     continue
                 tracks.append(Track(audio, f"deam/{song}", labels={"emotion": values}))
     split_by_track(tracks, seed)

@@ -10,6 +10,7 @@ import os
 
 from m3bert_tf.datasets.base import (
     LoadResult,
+    Problem,
     Track,
     audio_files,
     class_directories,
@@ -56,7 +57,9 @@ def load(root: str, split_dir: str = "", seed: int = 0) -> LoadResult:
                 if os.path.exists(os.path.join(split_dir, n))
             ]
             if not found:
-                problems.append(f"{split_dir}: no {split} list ({' or '.join(names)})")
+                problems.append(
+                    Problem(split_dir, f"no {split} list ({' or '.join(names)})")
+                )
                 continue
             with open(found[0]) as f:
                 for line_no, line in enumerate(f, start=1):
@@ -65,14 +68,19 @@ def load(root: str, split_dir: str = "", seed: int = 0) -> LoadResult:
                     stem = _stem(line)
                     if stem not in tracks:
                         problems.append(
-                            f"{found[0]}:{line_no}: {line.strip()!r} has no audio file"
+                            Problem(
+                                found[0], f"{line.strip()!r} has no audio file", line_no
+                            )
                         )
                         continue
                     tracks[stem].split = split
                     listed[stem] = tracks[stem]
         return LoadResult(list(listed.values()), {"genre": SPEC}, problems)
     problems.append(
-        f"{root}: no --split_dir with the fault-filtered lists; using a seeded 60/20/20 split"
+        Problem(
+            root,
+            "no split_dir with the fault-filtered lists; using a seeded 60/20/20 split",
+        )
     )
     result = list(tracks.values())
     split_by_track(result, seed, stratify="genre")

@@ -9,7 +9,7 @@ taken when only it exists). 56 tags, multi-label.
 
 import os
 
-from m3bert_tf.datasets.base import LoadResult, Track
+from m3bert_tf.datasets.base import LoadResult, Problem, Track
 from m3bert_tf.tasks import TaskSpec
 
 TAGS = tuple(
@@ -38,32 +38,31 @@ def load(root: str, split_dir: str = "") -> LoadResult:
     for split, part in FILES.items():
         tsv = os.path.join(split_dir, f"autotagging_moodtheme-{part}.tsv")
         if not os.path.exists(tsv):
-            problems.append(f"{tsv}: missing, no {split} tracks")
+            problems.append(Problem(tsv, f"missing, no {split} tracks"))
             continue
         with open(tsv) as f:
             for line_no, line in enumerate(f, start=1):
                 cols = line.rstrip("\n").split("\t")
                 if line_no == 1 and cols[0] == "TRACK_ID":
                     continue
-                where = f"{tsv}:{line_no}"
                 if len(cols) < 6:
                     problems.append(
-                        f"{where}: malformed row ({len(cols)} columns, needs 6+)"
+                        Problem(
+                            tsv, f"malformed row ({len(cols)} columns, needs 6+)", line_no
+                        )
                     )
                     continue
                 tags = [c[len(PREFIX) :] for c in cols[5:] if c]
                 bad = [c for c in cols[5:] if c and not c.startswith(PREFIX)]
                 unknown = [t for t in tags if t not in TAGS]
                 if bad or unknown or not tags:
-                    problems.append(
-                        f"{where}: unknown tag {(bad or unknown or ['(none)'])[0]!r}"
-                    )
+                    tag = (bad or unknown or ["(none)"])[0]
+                    problems.append(Problem(tsv, f"unknown tag {tag!r}", line_no))
                     continue
                 path = _audio(root, cols[3])
                 if not path:
-                    problems.append(
-                        f"{where}: audio file missing: {os.path.join(root, cols[3])}"
-                    )
+                    missing = os.path.join(root, cols[3])
+                    problems.append(Problem(tsv, f"audio file missing: {missing}", line_no))
                     continue
                 tracks.append(Track(path, cols[0], split, {"moodtheme": "|".join(tags)}))
     return LoadResult(tracks, {"moodtheme": SPEC}, problems)

@@ -10,7 +10,13 @@ stratified by instrument.
 import os
 import re
 
-from m3bert_tf.datasets.base import AUDIO_EXTENSIONS, LoadResult, Track, split_by_track
+from m3bert_tf.datasets.base import (
+    AUDIO_EXTENSIONS,
+    LoadResult,
+    Problem,
+    Track,
+    split_by_track,
+)
 from m3bert_tf.tasks import TaskSpec
 
 DEFAULT_PATTERN = r"^(?P<instrument>\d{2})\d"
@@ -29,7 +35,7 @@ def load(root: str, pattern: str = DEFAULT_PATTERN, seed: int = 0) -> LoadResult
             match = regex.search(name)
             if not match:
                 problems.append(
-                    f"{path}: name does not match --rwc_pattern {pattern!r}, skipped"
+                    Problem(path, f"name does not match rwc_pattern {pattern!r}, skipped")
                 )
                 continue
             track_id = os.path.splitext(os.path.relpath(path, root))[0]

@@ -78,7 +78,7 @@ class FeatureConfig:
             "num_features": schema.NUM_FEATURES,
             "chunk_frames": schema.CHUNK_FRAMES,
             "dtype": "float16",
-            "normalization": "per-track CMVN",
+            "normalization": "per-track CMVN; track_mean/track_std stored",
         }
 
 
@@ -150,19 +150,26 @@ class FeatureExtractor:
         return out
 
 
-def cmvn(features: np.ndarray) -> np.ndarray:
+def cmvn_with_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-channel mean/variance normalization over the whole track.
 
-    [num_frames, C] -> [num_frames, C] float32 with each channel at zero mean
-    and unit variance (a constant channel becomes all zeros), so zero is the
-    mean and masking a value to zero sets it to the mean.
+    [num_frames, C] -> ([num_frames, C] float32 with each channel at zero mean
+    and unit variance (a constant channel becomes all zeros), the raw
+    per-channel mean [C] and standard deviation [C], float32). Zero is the
+    mean, so masking a value to zero sets it to the mean; normalized * std +
+    mean gives the raw features back (records store both statistics).
     """
     x = features.astype(np.float64)
     mean = x.mean(axis=0)
     std = x.std(axis=0)
     out = (x - mean) / np.maximum(std, CMVN_MIN_STD)
     out[:, std < CMVN_MIN_STD] = 0.0
-    return out.astype(np.float32)
+    return out.astype(np.float32), mean.astype(np.float32), std.astype(np.float32)
+
+
+def cmvn(features: np.ndarray) -> np.ndarray:
+    """The normalized features of `cmvn_with_stats`."""
+    return cmvn_with_stats(features)[0]
 
 
 def chunk_bounds(num_frames: int) -> list[tuple[int, int]]:
@@ -196,3 +203,15 @@ def to_chunks(features: np.ndarray) -> list[np.ndarray]:
         features[start:stop].astype(np.float16)
         for start, stop in chunk_bounds(len(features))
     ]
+
+
+def warm_up() -> None:
+    """Runs both feature sets once on a few seconds of noise.
+
+    librosa compiles its numba kernels on first use and caches them beside
+    its sources: on a fresh install that costs seconds in every extraction
+    worker. `make install` calls this once so that no job pays it.
+    """
+    noise = np.random.default_rng(0).standard_normal(3 * schema.SAMPLE_RATE)
+    for feature_set in FEATURE_SETS:
+        FeatureExtractor(FeatureConfig(feature_set=feature_set))(noise.astype(np.float32))

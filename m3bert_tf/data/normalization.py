@@ -1,0 +1,87 @@
+"""How stored features are normalized before a model sees them.
+
+Records hold per-track CMVN'd features plus the track's per-channel mean and
+standard deviation of the raw features (`schema.TRACK_MEAN_KEY`,
+`TRACK_STD_KEY`), so every mode can be had from the same shards:
+
+- "track": as stored, each channel zero mean and unit variance over the
+  track (the paper's; a track's levels, e.g. loudness or a static timbre,
+  are gone);
+- "global": raw features with one mean/std over the training data (from
+  the manifests' statistics), so track-level differences survive;
+- "none": the raw features.
+
+The statistics helpers are numpy only (the extraction job uses them);
+`normalize` is a TensorFlow op for the input pipelines. Statistics are plain dicts {"frames": n, "mean": [324], "std": [324]} (the
+shape `manifest.json` stores them in).
+"""
+
+import numpy as np
+
+from m3bert_tf import schema
+
+MODES = ("track", "global", "none")
+MIN_STD = 1e-5  # as frames.CMVN_MIN_STD: flatter channels are not scaled up
+
+
+def sums_of(num_frames: int, mean: np.ndarray, std: np.ndarray) -> dict:
+    """One track's contribution: {"frames", "sum", "sum_sq"} (float64 lists)."""
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    return {
+        "frames": int(num_frames),
+        "sum": (num_frames * mean).tolist(),
+        "sum_sq": (num_frames * (std**2 + mean**2)).tolist(),
+    }
+
+
+def add_sums(a: dict | None, b: dict) -> dict:
+    if a is None:
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in b.items()}
+    return {
+        "frames": a["frames"] + b["frames"],
+        "sum": (np.asarray(a["sum"]) + np.asarray(b["sum"])).tolist(),
+        "sum_sq": (np.asarray(a["sum_sq"]) + np.asarray(b["sum_sq"])).tolist(),
+    }
+
+
+def stats_from_sums(sums: dict) -> dict:
+    """{"frames", "sum", "sum_sq"} -> {"frames", "mean", "std"}."""
+    n = max(sums["frames"], 1)
+    mean = np.asarray(sums["sum"]) / n
+    var = np.maximum(np.asarray(sums["sum_sq"]) / n - mean**2, 0.0)
+    return {"frames": sums["frames"], "mean": mean.tolist(), "std": np.sqrt(var).tolist()}
+
+
+def combine_stats(parts: list[dict]) -> dict:
+    """Frame-weighted union of several {"frames", "mean", "std"} (several shard dirs)."""
+    total = None
+    for p in parts:
+        total = add_sums(total, sums_of(p["frames"], p["mean"], p["std"]))
+    if total is None:
+        raise ValueError("no statistics to combine")
+    return stats_from_sums(total)
+
+
+def normalize(features, track_mean, track_std, mode: str, stats: dict | None = None):
+    """Stored features [T, 324] (per-track CMVN) -> the features of `mode`.
+
+    Args:
+      features: [T, 324] float32 as stored.
+      track_mean, track_std: [324] float32, the track's raw statistics.
+      mode: one of MODES.
+      stats: the global statistics ("global" only).
+    """
+    import tensorflow as tf
+
+    if mode == "track":
+        return features
+    raw = features * track_std[None, :] + track_mean[None, :]
+    if mode == "none":
+        return raw
+    if mode != "global":
+        raise ValueError(f"normalization must be one of {MODES}, got {mode!r}")
+    if stats is None:
+        raise ValueError("normalization 'global' needs statistics (from the manifests)")
+    mean = tf.constant(stats["mean"], tf.float32, [schema.NUM_FEATURES])
+    std = tf.constant(np.maximum(stats["std"], MIN_STD), tf.float32, [schema.NUM_FEATURES])
+    return (raw - mean[None, :]) / std[None, :]

@@ -1,0 +1,142 @@
+"""One track in, its serialized records out: the pure per-track extraction step.
+
+    encoded = encode_track(track, extractor, specs)   # raises TrackProblem
+    encoded.records   # [bytes]: one tf.train.Example per 30 s chunk
+    encoded.entry     # the track's line in its shard index
+    encoded.sums      # raw-feature statistics sums, for the global statistics
+
+No file is written here, so any runner can call it: the local process pool
+of `extract.py` (which runs `featurize_track` in librosa-only workers and
+`serialize_track` in the parent, where TensorFlow is loaded once) or a Beam
+pipeline. Labels are checked first (`label_vectors`), so a bad label costs
+no featurization.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from m3bert_tf import schema
+from m3bert_tf.datasets.base import Problem, Track
+from m3bert_tf.features import audio as audio_lib
+from m3bert_tf.features import frames as frames_lib
+from m3bert_tf.tasks import LabelError, TaskSpec
+
+
+class TrackProblem(Exception):
+    """A track that cannot be used; `.problem` says which file and why."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+class Featurized(NamedTuple):
+    """A track's features (what a worker process sends back).
+
+    chunks: [[chunk_frames, 324] float16], per-track CMVN'd, by the 30 s rule.
+    mean, std: [324] float32 raw per-channel statistics of the whole track.
+    num_frames: frames of the whole track; duration_s: seconds of audio.
+    """
+
+    chunks: list
+    mean: np.ndarray
+    std: np.ndarray
+    num_frames: int
+    duration_s: float
+
+
+class EncodedTrack(NamedTuple):
+    records: list[bytes]
+    entry: dict
+    sums: dict
+
+
+def label_vectors(track: Track, specs: dict[str, TaskSpec]) -> dict[str, list[float]]:
+    """{task: stored label vector} of a track; raises TrackProblem on a bad label."""
+    try:
+        return {task: specs[task].encode(value) for task, value in track.labels.items()}
+    except (LabelError, KeyError) as e:
+        raise TrackProblem(Problem(track.path, f"bad label: {e}")) from None
+
+
+def featurize_track(track: Track, extractor: frames_lib.FeatureExtractor) -> Featurized:
+    """Decodes and featurizes one file (librosa only, no TensorFlow).
+
+    Raises:
+      TrackProblem: the file is missing, undecodable, silent, too short, or
+        anything else went wrong with it (a bug or an odd file must not end
+        a long job).
+    """
+    try:
+        waveform = audio_lib.load_audio(track.path)
+        audio_lib.check_usable(
+            track.path, waveform, schema.SAMPLE_RATE, extractor.config.min_duration
+        )
+        raw = extractor(waveform)
+        normalized, mean, std = frames_lib.cmvn_with_stats(raw)
+    except audio_lib.AudioError as e:
+        raise TrackProblem(Problem(track.path, _reason(str(e), track.path))) from None
+    except Exception as e:
+        raise TrackProblem(Problem(track.path, f"{type(e).__name__}: {e}")) from None
+    return Featurized(
+        chunks=frames_lib.to_chunks(normalized),
+        mean=mean,
+        std=std,
+        num_frames=len(raw),
+        duration_s=len(waveform) / schema.SAMPLE_RATE,
+    )
+
+
+def _reason(message: str, path: str) -> str:
+    """AudioError messages start with the path; the Problem holds it already."""
+    prefix = f"{path}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
+def serialize_track(
+    track: Track, featurized: Featurized, labels: dict[str, list[float]]
+) -> EncodedTrack:
+    """A featurized track -> its records, index entry and statistics sums."""
+    from m3bert_tf.data import records
+    from m3bert_tf.data.normalization import sums_of
+
+    serialized = [
+        records.encode_example(
+            chunk,
+            featurized.mean,
+            featurized.std,
+            track.track_id,
+            i,
+            track.path,
+            track.split,
+            track.labels,
+            labels,
+        )  # fmt: skip
+        for i, chunk in enumerate(featurized.chunks)
+    ]
+    entry = {
+        "source_path": track.path,
+        "track_id": track.track_id,
+        "split": track.split,
+        "tasks": sorted(track.labels),
+        "num_chunks": len(serialized),
+        "num_frames": int(sum(len(c) for c in featurized.chunks)),
+        "track_frames": featurized.num_frames,
+        "duration_s": round(featurized.duration_s, 3),
+    }
+    return EncodedTrack(
+        serialized, entry, sums_of(featurized.num_frames, featurized.mean, featurized.std)
+    )
+
+
+def encode_track(
+    track: Track, extractor: frames_lib.FeatureExtractor, specs: dict[str, TaskSpec]
+) -> EncodedTrack:
+    """Labels checked, audio featurized, records serialized: one track, no files written.
+
+    Raises:
+      TrackProblem: naming the file and the reason.
+    """
+    labels = label_vectors(track, specs)
+    return serialize_track(track, featurize_track(track, extractor), labels)
