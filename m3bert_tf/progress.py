@@ -14,6 +14,10 @@ def format_seconds(seconds: float) -> str:
 class Progress:
     """Prints `<name>: done/total (pct) <rate> ... ETA` at most every `interval` s.
 
+    The rate (and so the ETA) counts from the first update on, so a job's
+    start-up (imports, worker boot, tracing) does not inflate the ETA; the
+    first line has none.
+
     Args:
       name: prefix of every line.
       total: units of work expected (files, steps).
@@ -29,22 +33,36 @@ class Progress:
         self.start_count = self.done = start
         self.start_time = time.monotonic()
         self.last_print = 0.0
+        self._rate_from: tuple[int, float] | None = (
+            None  # (count, time) of the first update
+        )
 
     def update(self, done: int, extra: str = "", force: bool = False) -> None:
         """Sets the count of finished units; `extra` is appended to the line."""
         self.done = done
         now = time.monotonic()
-        if not force and done < self.total and now - self.last_print < self.interval:
+        first = self._rate_from is None
+        if first:
+            self._rate_from = (done, now)
+        if (
+            not (force or first)
+            and done < self.total
+            and now - self.last_print < self.interval
+        ):
             return
         self.last_print = now
         elapsed = max(now - self.start_time, 1e-9)
-        rate = (done - self.start_count) / elapsed
-        remaining = (self.total - done) / rate if rate > 0 else float("inf")
-        eta = format_seconds(remaining) if rate > 0 else "?"
+        count0, time0 = self._rate_from
+        rate = (done - count0) / (now - time0) if done > count0 and now > time0 else 0.0
         pct = 100.0 * done / self.total if self.total else 100.0
+        if rate > 0:
+            speed = f"{rate:.2f} {self.unit}/s, "
+            eta = format_seconds((self.total - done) / rate)
+        else:
+            speed, eta = "", "0:00" if done >= self.total else "?"
         line = (
             f"{self.name}: {done}/{self.total} {self.unit} ({pct:.0f}%) "
-            f"{rate:.2f} {self.unit}/s, elapsed {format_seconds(elapsed)}, ETA {eta}"
+            f"{speed}elapsed {format_seconds(elapsed)}, ETA {eta}"
         )
         print(line + (f", {extra}" if extra else ""), file=self.stream, flush=True)
 

@@ -212,6 +212,12 @@ def warm_up() -> None:
     its sources: on a fresh install that costs seconds in every extraction
     worker. `make install` calls this once so that no job pays it.
     """
+    import warnings
+
     noise = np.random.default_rng(0).standard_normal(3 * schema.SAMPLE_RATE)
-    for feature_set in FEATURE_SETS:
-        FeatureExtractor(FeatureConfig(feature_set=feature_set))(noise.astype(np.float32))
+    with warnings.catch_warnings():  # short noise: librosa warns about its low octaves
+        warnings.simplefilter("ignore")
+        for feature_set in FEATURE_SETS:
+            FeatureExtractor(FeatureConfig(feature_set=feature_set))(
+                noise.astype(np.float32)
+            )
