@@ -16,7 +16,7 @@ import dataclasses
 import os
 import time
 
-from m3bert_tf import corpus, extract, runs
+from m3bert_tf import corpus, extract, extract_manifest, runs
 
 
 def run_demo(
@@ -51,7 +51,7 @@ def run_demo(
             shard_size=16,
         )
     )
-    print(extract.summarize(manifest))
+    print(extract_manifest.summarize(manifest))
     print(f"      manifest: {os.path.join(shard_dir, 'manifest.json')}")
 
     from m3bert_tf.train import pretrain

@@ -10,25 +10,24 @@ skipped. A file that cannot be used is reported in one line, appended to
 `failures.jsonl` and listed in the manifest; the job goes on.
 """
 
-import csv
 import dataclasses
-import datetime
 import glob
 import json
 import multiprocessing
 import os
 import sys
 
-from m3bert_tf import __version__, datasets, schema
+from m3bert_tf import datasets, schema
 from m3bert_tf.datasets.base import AUDIO_EXTENSIONS, LoadResult, Problem, Track
 from m3bert_tf.encode import TrackProblem, featurize_track, label_vectors, serialize_track
+from m3bert_tf.extract_manifest import build_manifest, write_splits
 from m3bert_tf.features import frames as frames_lib
+from m3bert_tf.locks import DirectoryLock
 from m3bert_tf.progress import Progress
 
 FAILURES_NAME = "failures.jsonl"
 SPEC_NAME = "feature_spec.json"
 TASKS_NAME = "tasks.json"
-SPLITS_NAME = "splits.csv"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +72,18 @@ def _track_id(path: str, root: str) -> str:
     return os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, "/")
 
 
+def _unique_files(paths: list[str]) -> list[str]:
+    """Files among `paths`, one per real file: a glob's "**" follows directory
+    symlinks, so a loop (dir/loop -> ..) would list every file again and again."""
+    seen, out = set(), []
+    for p in sorted(paths, key=lambda p: (p.count(os.sep), p)):  # shortest path wins
+        real = os.path.realpath(p)
+        if os.path.isfile(p) and real not in seen:
+            seen.add(real)
+            out.append(p)
+    return out
+
+
 def find_tracks(config: ExtractConfig) -> LoadResult:
     """Resolves the input to tracks (sorted by path), their tasks and load problems."""
     spec = config.input
@@ -89,10 +100,10 @@ def find_tracks(config: ExtractConfig) -> LoadResult:
         ]
         root = spec
     else:
-        paths = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
+        paths = _unique_files(glob.glob(spec, recursive=True))
         root = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else ""
     if not paths:
-        raise FileNotFoundError(f"--input={spec}: no audio files found")
+        raise FileNotFoundError(f"input={spec}: no audio files found")
     return LoadResult([Track(p, _track_id(p, root)) for p in sorted(paths)], {})
 
 
@@ -192,18 +203,23 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
     """Runs (or resumes) one extraction job; returns the manifest dict.
 
     Raises:
-      FileNotFoundError: `config.input` names no audio.
+      FileNotFoundError: `config.input` names no audio (nothing is created).
+      locks.DirectoryInUse: another job is writing into `config.output_dir`.
       StrictStop: `config.strict` and a file failed.
     """
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    loaded = find_tracks(config)  # before anything is created: a bad input leaves no trace
+    with DirectoryLock(config.output_dir, "output_dir", lambda m: log(f"extract: {m}")):
+        return _run_locked(config, loaded, log)
+
+
+def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
     from m3bert_tf.data import shards
 
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    os.makedirs(config.output_dir, exist_ok=True)
     spec = config.features.to_json()
     _check_same(
         config.output_dir, SPEC_NAME, spec, "use a new output_dir or the same feature_set"
     )
-    loaded = find_tracks(config)
     task_specs = {name: s.to_json() for name, s in sorted(loaded.specs.items())}
     _check_same(
         config.output_dir, TASKS_NAME, task_specs,
@@ -292,89 +308,3 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
         "num_workers": num_workers,
     }
     return manifest
-
-
-def write_splits(output_dir: str, tracks: list[Track]) -> None:
-    """splits.csv next to the shards: track_id, split, path of every input track."""
-    tmp = os.path.join(output_dir, SPLITS_NAME + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["track_id", "split", "path"])
-        for t in sorted(tracks, key=lambda t: t.track_id):
-            writer.writerow([t.track_id, t.split, t.path])
-    os.replace(tmp, os.path.join(output_dir, SPLITS_NAME))
-
-
-def build_manifest(config, spec, task_specs, finished, failures) -> dict:
-    """The manifest.json content: spec, tasks, versions, counts, shards and failures.
-
-    label_counts: {task: {split: examples}}, what fine-tuning mixes by.
-    normalization_stats: {"split", "frames", "mean", "std"}: the raw features'
-    statistics over the train split's tracks (all tracks when none is train),
-    for `global` normalization.
-    """
-    from m3bert_tf.data.normalization import add_sums, stats_from_sums
-
-    tracks = [t for s in finished for t in s["tracks"]]
-    per_split: dict[str, dict] = {}
-    for s in finished:
-        for split, sums in s.get("stats", {}).items():
-            per_split[split] = add_sums(per_split.get(split), sums)
-    if "train" in per_split:
-        stats_split, sums = "train", per_split["train"]
-    else:
-        stats_split, sums = "all", None
-        for part in per_split.values():
-            sums = add_sums(sums, part)
-    label_counts: dict = {}
-    for t in tracks:
-        for task in t.get("tasks", []):
-            per_split = label_counts.setdefault(task, {})
-            per_split[t["split"]] = per_split.get(t["split"], 0) + t["num_chunks"]
-    frames = sum(t["num_frames"] for t in tracks)
-    return {
-        "package": "m3bert_tf",
-        "package_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"
-        ),
-        "input": config.input,
-        "feature_spec": spec,
-        "tasks": task_specs,
-        "label_counts": label_counts,
-        "counts": {
-            "tracks": len(tracks),
-            "chunks": sum(t["num_chunks"] for t in tracks),
-            "frames": frames,
-            "hours": round(frames / schema.FRAMES_PER_SECOND / 3600, 4),
-            "audio_hours": round(sum(t["duration_s"] for t in tracks) / 3600, 4),
-            "failures": len(failures),
-        },
-        "normalization_stats": (
-            {"split": stats_split, **stats_from_sums(sums)} if sums is not None else None
-        ),
-        "shards": [
-            {"name": s["shard"], "num_examples": s["num_examples"]}
-            for s in sorted(finished, key=lambda s: s["shard"])
-        ],
-        "failures": failures,
-    }
-
-
-def summarize(manifest: dict) -> str:
-    """A few human lines about a finished job."""
-    c = manifest["counts"]
-    lines = [
-        f"tracks {c['tracks']}, chunks {c['chunks']}, frames {c['frames']}, "
-        f"hours {c['hours']:.3f}, shards {len(manifest['shards'])}, failures {c['failures']}"
-    ]
-    run = manifest.get("run")
-    if run and run["seconds"] > 0 and run["audio_seconds"] > 0:
-        lines.append(
-            f"this run: {run['files']} files in {run['seconds']:.1f} s with "
-            f"{run['num_workers']} workers = {run['audio_seconds'] / run['seconds']:.0f}x "
-            f"real time ({run['audio_seconds'] / 3600 / run['seconds']:.4f} audio-h/s)"
-        )
-    for f in manifest["failures"]:
-        lines.append(f"failed: {f['reason']}")
-    return "\n".join(lines)

@@ -6,8 +6,9 @@ A run directory (`--model_dir` of bin/pretrain or bin/finetune) holds:
     flags.txt              the command-line flags of the first start
     config.resume-NNN.json each later start with a changed config: the full
                            config and {"changed": {field: [old, new]}}
-    normalization.json     how features were normalized for the model (and
-                           the global statistics when `global`)
+    input_spec.json        what the model was fed: the data's feature spec
+                           (manifest.json's) and the normalization (with the
+                           global statistics when `global`)
     checkpoints/           training state (model, optimizer, data position)
     train/ eval/           TensorBoard logs
     encoder.keras          bin/pretrain's encoder
@@ -17,7 +18,7 @@ A run directory (`--model_dir` of bin/pretrain or bin/finetune) holds:
     metrics.json           bin/finetune's final table
 
 Export, embedding and evaluation read runs through `load_encoder`,
-`load_multitask`, `read_config` and `read_normalization`, never through
+`load_multitask`, `read_config` and `read_input_spec`, never through
 `train/`. Writes go through a `RunDir` whose `is_chief` predicate is false
 on every worker but one in multi-worker training.
 """
@@ -28,10 +29,12 @@ import json
 import os
 from collections.abc import Callable
 
+from m3bert_tf import schema
+
 CONFIG_NAME = "config.json"
 FLAGS_NAME = "flags.txt"
 RESUME_PATTERN = "config.resume-{:03d}.json"
-NORMALIZATION_NAME = "normalization.json"
+INPUT_SPEC_NAME = "input_spec.json"
 CHECKPOINTS_DIR = "checkpoints"
 TRAIN_LOGS_DIR = "train"
 EVAL_LOGS_DIR = "eval"
@@ -67,7 +70,7 @@ def config_changes(old: dict, new: dict) -> dict:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    tmp = path + ".m3bert-tmp"
+    tmp = path + schema.TMP_SUFFIX
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()
@@ -100,6 +103,17 @@ class RunDir:
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
+
+    def lock(self, log=None):
+        """Exclusive use of the directory for a job (`locks.DirectoryLock`); a
+        no-op off the chief (workers share the chief's directory)."""
+        import contextlib
+
+        from m3bert_tf.locks import DirectoryLock
+
+        if not self.is_chief():
+            return contextlib.nullcontext()
+        return DirectoryLock(self.path, "model_dir", log)
 
     def exists(self, name: str) -> bool:
         return os.path.exists(self.file(name))
@@ -170,15 +184,31 @@ def read_config(run_dir: str) -> dict:
     return read_json(path)
 
 
-def read_normalization(run_dir: str) -> dict:
-    """{"mode": "track"|"global"|"none", "stats": {...} or None} of a run.
+def input_spec(feature_spec: dict | None, normalization: str, stats: dict | None) -> dict:
+    """The content of input_spec.json."""
+    return {"feature_spec": feature_spec, "normalization": normalization, "stats": stats}
 
-    Runs written before normalization choices existed used per-track CMVN.
+
+def read_input_spec(run_dir: str) -> dict:
+    """{"feature_spec": manifest's spec or None, "normalization": "track"|"global"|"none",
+    "stats": global statistics or None} of a run.
+
+    Runs of release 0.1.0 have no input_spec.json: per-track CMVN, spec unknown.
     """
-    path = os.path.join(run_dir, NORMALIZATION_NAME)
+    path = os.path.join(run_dir, INPUT_SPEC_NAME)
     if not os.path.exists(path):
-        return {"mode": "track", "stats": None}
+        return input_spec(None, "track", None)
     return read_json(path)
+
+
+def same_features(a: dict | None, b: dict | None) -> bool:
+    """Whether two feature specs give the same feature values (None: unknown, taken as same)."""
+    if a is None or b is None:
+        return True
+    ignore = ("min_duration",)  # which files are kept, not what their features are
+    return {k: v for k, v in a.items() if k not in ignore} == {
+        k: v for k, v in b.items() if k not in ignore
+    }
 
 
 def _load_keras(path: str):

@@ -61,6 +61,13 @@ def kill_after_checkpoints(argv, checkpoint_dir, count, env):
     return max(steps())
 
 
+def user_env() -> dict:
+    """The environment a user runs the binaries in (this file quiets TensorFlow
+    for the test process itself; the binaries must do it on their own)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return {**env, "PYTHONPATH": ROOT}
+
+
 def run_bin(name, *args):
     """[python, bin/<name>, *args] as a subprocess argv list."""
     return [sys.executable, os.path.join(ROOT, "bin", name), *args]

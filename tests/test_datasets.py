@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from conftest import ROOT, run_bin, write_audio
 
-from m3bert_tf import datasets, extract, schema
+from m3bert_tf import datasets, extract_manifest, schema
 from m3bert_tf.data import records
 from m3bert_tf.tasks import LabelError, TaskSpec, infer_spec
 
@@ -195,7 +195,7 @@ def test_bin_extract_writes_labeled_shards_and_splits(tmp_path):
     manifest = json.loads((out / schema.MANIFEST_NAME).read_text())
     assert manifest["tasks"]["ballroom"]["kind"] == "classification"
     assert sum(manifest["label_counts"]["ballroom"].values()) == 10
-    splits = (out / extract.SPLITS_NAME).read_text().splitlines()
+    splits = (out / extract_manifest.SPLITS_NAME).read_text().splitlines()
     assert splits[0] == "track_id,split,path" and len(splits) == 11
     import tensorflow as tf
 

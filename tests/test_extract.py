@@ -236,3 +236,20 @@ def test_debris_of_a_killed_run_is_removed_and_redone(audio_dir, tmp_path):
     assert not glob.glob(str(out / "*.tmp"))
     assert sorted(read_all(out)) == sorted(complete)
     assert len(glob.glob(str(out / "*.index.json"))) == len(manifest["shards"]) == 4
+
+
+def test_a_bad_label_is_reported_before_any_audio_is_read(tmp_path, monkeypatch):
+    """The label is checked first: a missing file with a bad label fails on the
+    label, so a bad label never costs a featurization."""
+    from m3bert_tf.datasets.base import LoadResult, Track
+    from m3bert_tf.tasks import TaskSpec
+
+    spec = TaskSpec("emotion", "regression", outputs=("valence", "arousal"))
+    bad = Track(str(tmp_path / "never-read.wav"), "t", "train", {"emotion": "0.5"})
+    monkeypatch.setattr(
+        extract, "find_tracks", lambda config: LoadResult([bad], {"emotion": spec})
+    )
+    manifest = extract.run_extract(config(tmp_path, tmp_path / "out"), log=lambda m: None)
+    (failure,) = manifest["failures"]
+    assert failure["path"] == bad.path and "bad label" in failure["reason"]
+    assert "has 1 values, needs 2" in failure["reason"]

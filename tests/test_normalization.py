@@ -148,8 +148,9 @@ def test_pretraining_stores_global_statistics_and_finetuning_must_match(
         run_bin("pretrain", *args), env=ENV, capture_output=True, text=True
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    stored = runs.read_normalization(str(tmp_path / "pre"))
-    assert stored["mode"] == "global"
+    stored = runs.read_input_spec(str(tmp_path / "pre"))
+    assert stored["normalization"] == "global"
+    assert stored["feature_spec"]["feature_set"] == "paper"
     assert stored["stats"]["mean"] == pytest.approx(
         shards.normalization_stats(corpus_shards)["mean"]
     )

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 import tensorflow as tf
 from conftest import ROOT, kill_after_checkpoints, run_bin
 
+from m3bert_tf import schema
 from m3bert_tf.data import pipeline, records
 from m3bert_tf.train import distribute, pretrain
 from m3bert_tf.train.schedule import WarmupLinearDecay
@@ -142,6 +144,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus_shards, tmp_pa
     assert res.returncode == 0, res.stderr[-3000:]
     bad = tmp_path / "bad"
     bad.mkdir()
+    # A manifest like the corpus's (the same feature spec), over NaN features.
+    shutil.copy(
+        os.path.join(corpus_shards, schema.MANIFEST_NAME), bad / schema.MANIFEST_NAME
+    )
     with tf.io.TFRecordWriter(str(bad / "shard-00000.tfrecord")) as writer:
         for i in range(20):
             x = np.full((100, 324), np.nan, np.float32)
@@ -207,3 +213,16 @@ def test_an_encoder_trained_at_256_frames_embeds_any_length(pretrained_corpus):
         np.asarray(alone["sequence_output"]),
         atol=1e-5,
     )
+
+
+def test_mixed_precision_does_not_leak_into_the_next_job():
+    import keras
+
+    config = pretrain.PretrainConfig(
+        data="unused", model_dir="unused", max_frames=16, global_batch_size=2,
+        model=pretrain.ModelConfig(num_layers=1, hidden_dim=16, num_heads=2, ffn_dim=32),
+        mixed_precision=True,
+    )  # fmt: skip
+    trainer = pretrain.Trainer(config, distribute.make_strategy(1))
+    assert trainer.encoder.blocks[0].dtype_policy.name == "mixed_bfloat16"
+    assert keras.mixed_precision.dtype_policy().name == "float32"

@@ -5,11 +5,11 @@ import os
 import subprocess
 
 import pytest
-from conftest import ROOT, run_bin
+from conftest import ROOT, run_bin, user_env
 
 from m3bert_tf import runs
 
-ENV = {**os.environ, "PYTHONPATH": ROOT}
+ENV = user_env()
 CONFIG = {"model_dir": "x", "train_steps": 10, "model": {"num_layers": 2, "hidden_dim": 8}}
 
 
@@ -50,8 +50,12 @@ def test_non_chief_writes_nothing(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_normalization_of_a_run_without_the_file_is_per_track(tmp_path):
-    assert runs.read_normalization(str(tmp_path)) == {"mode": "track", "stats": None}
+def test_a_run_of_release_0_1_0_was_fed_per_track_features(tmp_path):
+    assert runs.read_input_spec(str(tmp_path)) == {
+        "feature_spec": None,
+        "normalization": "track",
+        "stats": None,
+    }
 
 
 def test_bin_pretrain_refuses_another_num_layers_and_resumes_more_steps(
@@ -69,6 +73,10 @@ def test_bin_pretrain_refuses_another_num_layers_and_resumes_more_steps(
 
     res = pretrain("--train_steps=2")
     assert res.returncode == 0, res.stderr[-3000:]
+    # What a user sees: no framework start-up lines, only ours.
+    for noise in ("Unable to register", "oneDNN", "cuda", "Sharding callback", "I0000"):
+        assert noise not in res.stderr
+    assert all(line.startswith("pretrain: ") for line in res.stderr.strip().splitlines())
     res = pretrain("--train_steps=2", "--num_layers=3")
     assert res.returncode == 2
     assert "model.num_layers: 2 -> 3" in res.stderr and "Traceback" not in res.stderr

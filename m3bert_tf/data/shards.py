@@ -5,8 +5,9 @@ when complete; before the rename, its index `shard-00007.index.json` (the
 tracks it holds) is written the same way. So on disk:
 
 - a shard file exists only complete, and its index exists beside it;
-- an index without its shard, or any `*.tmp` file, is debris of a killed run:
-  `scan_output_dir` removes it and its tracks are redone.
+- an index without its shard, or a file with our temporary suffix
+  (`schema.TMP_SUFFIX`), is debris of a killed run: `scan_output_dir`
+  removes it and its tracks are redone. Nothing else is ever removed.
 
 Readers take `*.tfrecord` (or the manifest's shard list) and never see a
 half-written file; `list_shards` and `read_manifests` are the reading side.
@@ -24,7 +25,7 @@ from m3bert_tf import schema
 
 SHARD_PATTERN = "shard-{:05d}" + schema.SHARD_SUFFIX
 INDEX_SUFFIX = ".index.json"
-TMP_SUFFIX = ".tmp"
+TMP_SUFFIX = schema.TMP_SUFFIX
 
 
 def write_json_atomic(path: str, value) -> None:
@@ -103,6 +104,11 @@ def scan_output_dir(output_dir: str) -> tuple[list[dict], int]:
     return finished, next_number
 
 
+class DataError(ValueError):
+    """Shards that cannot be used as given (missing, unreadable, mixed); the
+    message names the directory or the pattern."""
+
+
 def list_shards(data: str) -> list[str]:
     """Sorted shard paths of a directory, glob or comma-separated globs."""
     import tensorflow as tf
@@ -114,7 +120,7 @@ def list_shards(data: str) -> list[str]:
             part = part.rstrip("/") + "/*" + schema.SHARD_SUFFIX
         files.extend(tf.io.gfile.glob(part))
     if not files:
-        raise FileNotFoundError(f"data={data}: no shard files found")
+        raise DataError(f"data={data}: no shard files found")
     return sorted(set(files))
 
 
@@ -122,9 +128,9 @@ def read_manifests(data: str) -> dict[str, dict]:
     """{shard dir: manifest} for every directory the shards of `data` are in.
 
     Raises:
-      FileNotFoundError: a directory without manifest.json.
-      ValueError: shards of another feature-spec version (with how to
-        re-extract them), or of several feature sets at once.
+      DataError: no shards, a directory without manifest.json, shards of
+        another feature-spec version (with how to re-extract them), or of
+        several feature sets at once.
     """
     import tensorflow as tf
 
@@ -132,14 +138,14 @@ def read_manifests(data: str) -> dict[str, dict]:
     for d in sorted({os.path.dirname(f) for f in list_shards(data)}):
         path = os.path.join(d, schema.MANIFEST_NAME)
         if not tf.io.gfile.exists(path):
-            raise FileNotFoundError(
+            raise DataError(
                 f"data: {d} has no {schema.MANIFEST_NAME} (write shards with bin/extract)"
             )
         with tf.io.gfile.GFile(path) as f:
             manifest = json.load(f)
         version = manifest.get("feature_spec", {}).get("version")
         if version != schema.FEATURE_SPEC_VERSION:
-            raise ValueError(
+            raise DataError(
                 f"data: {d} holds feature spec version {version}, this release reads version "
                 f"{schema.FEATURE_SPEC_VERSION} (records with track statistics): re-extract "
                 f"the audio into a new directory, e.g. bin/extract --input={manifest.get('input', '...')} "
@@ -148,7 +154,7 @@ def read_manifests(data: str) -> dict[str, dict]:
         out[d] = manifest
     feature_sets = {m["feature_spec"].get("feature_set") for m in out.values()}
     if len(feature_sets) > 1:
-        raise ValueError(
+        raise DataError(
             f"data mixes feature sets {sorted(feature_sets)} "
             f"({', '.join(out)}): use shards of one feature set"
         )

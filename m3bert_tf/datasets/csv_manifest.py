@@ -4,19 +4,21 @@ Only `path` is required. Relative paths are relative to the CSV. Rows naming
 the same path merge their {task: label}. Each task's kind and classes are
 inferred from all its labels (`tasks.infer_spec`): numbers -> regression,
 "a|b" -> multi-label, else classification. Tracks without a split get a
-seeded 60/20/20 split by track.
+seeded 60/20/20 split by track. A split must be train, valid or test, and a
+track id has one split: other rows are reported (file and line) and skipped.
 """
 
 import csv
 import os
 
-from m3bert_tf.datasets.base import LoadResult, Problem, Track, split_by_track
+from m3bert_tf.datasets.base import SPLITS, LoadResult, Problem, Track, split_by_track
 from m3bert_tf.tasks import infer_spec
 
 
 def load(csv_path: str, seed: int = 0, check_audio: bool = True) -> LoadResult:
     base = os.path.dirname(os.path.abspath(csv_path))
     tracks: dict[str, Track] = {}
+    split_of: dict[str, tuple[str, int]] = {}  # track_id -> (split, first line)
     problems = []
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
@@ -42,10 +44,30 @@ def load(csv_path: str, seed: int = 0, check_audio: bool = True) -> LoadResult:
             default_id = os.path.splitext(os.path.relpath(path, base))[0].replace(
                 os.sep, "/"
             )
-            track = tracks.setdefault(
-                path, Track(path, (row.get("track_id") or "").strip() or default_id)
-            )
-            track.split = (row.get("split") or track.split).strip()
+            track_id = (row.get("track_id") or "").strip() or default_id
+            split = (row.get("split") or "").strip()
+            if split and split not in SPLITS:
+                problems.append(
+                    Problem(
+                        csv_path,
+                        f"unknown split {split!r} (use {', '.join(SPLITS)} or leave it empty)",
+                        line,
+                    )
+                )
+                continue
+            if split and split_of.setdefault(track_id, (split, line))[0] != split:
+                first, first_line = split_of[track_id]
+                problems.append(
+                    Problem(
+                        csv_path,
+                        f"track {track_id!r} is in split {split!r} here but {first!r} on line "
+                        f"{first_line}: a track belongs to one split",
+                        line,
+                    )
+                )
+                continue
+            track = tracks.setdefault(path, Track(path, track_id))
+            track.split = split or track.split
             if task:
                 track.labels[task] = label
     if not tracks and not problems:

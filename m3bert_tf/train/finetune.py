@@ -10,7 +10,8 @@ gradient, when there are none); the total is their sum, or with
 `uncertainty_weighting` the sum over the batch's labeled tasks of
 exp(-s_t) L_t + s_t with learned s_t (Kendall et al. 2018). One device.
 Features are normalized as the encoder was pretrained (the pretraining run's
-normalization.json), and cropped to its max_frames unless told otherwise.
+input_spec.json), and cropped to its max_frames unless told otherwise; data
+of another feature spec than the encoder was pretrained on is refused.
 
 Every `eval_every` steps the validation split is scored (accuracy;
 ROC-AUC/PR-AUC macro; R² per output); the mean of the tasks' main scores
@@ -29,6 +30,7 @@ import tensorflow as tf
 
 from m3bert_tf import runs, schema
 from m3bert_tf.data import finetune_pipeline as data_lib
+from m3bert_tf.data import shards
 from m3bert_tf.metrics import chance_score, score_task
 from m3bert_tf.tasks import TaskSpec
 from m3bert_tf.train.configs import FINETUNE_MAY_CHANGE, FinetuneConfig
@@ -166,25 +168,34 @@ def freeze_encoder(encoder, unfreeze_top_blocks: int) -> None:
         layer.trainable = id(layer) in top
 
 
-def pretrained_settings(config: FinetuneConfig) -> tuple[str, dict | None, int]:
-    """(normalization, its statistics, max_frames) the pretrained encoder was trained with.
+def pretrained_settings(config: FinetuneConfig) -> tuple[dict, int]:
+    """(input spec, max_frames) the pretrained encoder was trained with.
 
     Raises:
-      runs.ConfigMismatch: `config.normalization` names another normalization.
+      runs.ConfigMismatch: `config.normalization` names another normalization,
+        or `config.data` holds features of another spec.
     """
-    stored = runs.read_normalization(config.pretrained)
-    if config.normalization and config.normalization != stored["mode"]:
+    stored = runs.read_input_spec(config.pretrained)
+    if config.normalization and config.normalization != stored["normalization"]:
         raise runs.ConfigMismatch(
             f"normalization={config.normalization}: the encoder in {config.pretrained} was "
-            f"trained on '{stored['mode']}' features; fine-tune with the same"
+            f"trained on '{stored['normalization']}' features; fine-tune with the same"
         )
+    for d, manifest in shards.read_manifests(config.data).items():
+        if not runs.same_features(stored["feature_spec"], manifest["feature_spec"]):
+            raise runs.ConfigMismatch(
+                f"data: {d} holds features of another spec than the encoder in "
+                f"{config.pretrained} was trained on (feature_set "
+                f"{manifest['feature_spec'].get('feature_set')!r} vs "
+                f"{stored['feature_spec'].get('feature_set')!r})"
+            )
     max_frames = config.max_frames
     if not max_frames:
         try:
             max_frames = int(runs.read_config(config.pretrained)["max_frames"])
         except (FileNotFoundError, KeyError):
             max_frames = schema.CHUNK_FRAMES
-    return stored["mode"], stored.get("stats"), max_frames
+    return stored, max_frames
 
 
 def run_finetune(config: FinetuneConfig, flags_text: str = "", log=None) -> dict:
@@ -193,6 +204,7 @@ def run_finetune(config: FinetuneConfig, flags_text: str = "", log=None) -> dict
     Raises:
       runs.ConfigMismatch: `model_dir` holds a run with another config, a task
         is not in the data, or the normalization is not the encoder's.
+      locks.DirectoryInUse: another job is running in `model_dir`.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     all_specs, counts = data_lib.read_task_info(config.data)
@@ -202,18 +214,27 @@ def run_finetune(config: FinetuneConfig, flags_text: str = "", log=None) -> dict
         raise runs.ConfigMismatch(
             f"tasks: {missing} not in the data's manifests (it has {sorted(all_specs)})"
         )
-    specs = [all_specs[t] for t in names]
-    normalization, stats, max_frames = pretrained_settings(config)
+    inputs, max_frames = pretrained_settings(config)
 
-    import keras
-
-    keras.utils.set_random_seed(config.seed)  # weight init and dropout: reproducible runs
-    trainer = FinetuneTrainer(config, specs, runs.load_encoder(config.pretrained))
     data_config = data_lib.FinetuneDataConfig(
         data=config.data, tasks=tuple(names), max_frames=max_frames, batch_size=config.batch_size,
         temperature=config.task_sampling_temperature, seed=config.seed,
-        normalization=normalization, normalization_stats=stats,
+        normalization=inputs["normalization"], normalization_stats=inputs["stats"],
     )  # fmt: skip
+    run = runs.RunDir(config.model_dir)
+    with run.lock(lambda msg: log(f"finetune: {msg}")):
+        return _finetune(
+            config, run, inputs, data_config, all_specs, counts, flags_text, log
+        )
+
+
+def _finetune(config, run, inputs, data_config, all_specs, counts, flags_text, log) -> dict:
+    import keras
+
+    names = data_config.tasks
+    specs = [all_specs[t] for t in names]
+    keras.utils.set_random_seed(config.seed)  # weight init and dropout: reproducible runs
+    trainer = FinetuneTrainer(config, specs, runs.load_encoder(config.pretrained))
 
     def dataset(split, training=False):
         return data_lib.make_finetune_dataset(
@@ -226,8 +247,6 @@ def run_finetune(config: FinetuneConfig, flags_text: str = "", log=None) -> dict
         config.task_sampling_temperature,
     )
     log("finetune: task sampling " + ", ".join(f"{t} {p:.2f}" for t, p in probs.items()))
-
-    run = runs.RunDir(config.model_dir)
     best = tf.Variable(-np.inf, dtype=tf.float64, name="best_score")
     bad_evals = tf.Variable(0, dtype=tf.int64, name="evaluations_without_improvement")
     session = open_session(
@@ -237,7 +256,7 @@ def run_finetune(config: FinetuneConfig, flags_text: str = "", log=None) -> dict
         lambda: iter(train), lambda: int(trainer.optimizer.iterations.numpy()),
         lambda msg: log(f"finetune: {msg}"),
     )  # fmt: skip
-    run.write_json(runs.NORMALIZATION_NAME, {"mode": normalization, "stats": stats})
+    run.write_json(runs.INPUT_SPEC_NAME, inputs)
     best_path = run.file(runs.BEST_WEIGHTS_NAME)
 
     def evaluate(step):

@@ -25,8 +25,7 @@ import tensorflow as tf
 
 from m3bert_tf import runs
 from m3bert_tf.data import masking as masking_lib
-from m3bert_tf.data import pipeline
-from m3bert_tf.data.shards import normalization_stats
+from m3bert_tf.data import pipeline, shards
 from m3bert_tf.train import distribute
 from m3bert_tf.train.configs import PRETRAIN_MAY_CHANGE, ModelConfig, PretrainConfig
 from m3bert_tf.train.loop import Cadence, open_session, run_loop
@@ -234,28 +233,65 @@ def _write_eval(writer, step, result):
         tf.summary.image("reconstruction", _image(recon))
 
 
-def _global_stats(config: PretrainConfig, run: runs.RunDir) -> dict | None:
-    """The run's global statistics: stored at its first start, then reused."""
-    if config.normalization != "global":
-        return None
-    stored = runs.read_normalization(run.path)
-    if stored.get("mode") == "global" and stored.get("stats"):
-        return stored["stats"]
-    return normalization_stats(config.data)
+def resolve_input_spec(config: PretrainConfig, run: runs.RunDir) -> dict:
+    """What the run feeds its encoder (`runs.input_spec`): the data's feature
+    spec and the normalization, with the global statistics when asked.
+
+    Stored at the first start and reused on resume (the statistics are not
+    recomputed from other data).
+
+    Raises:
+      runs.ConfigMismatch: `data` or `eval_data` is of another feature spec
+        than the run was trained on (or than each other).
+    """
+    specs = {d: m["feature_spec"] for d, m in shards.read_manifests(config.data).items()}
+    if config.eval_data:
+        specs.update(
+            {
+                d: m["feature_spec"]
+                for d, m in shards.read_manifests(config.eval_data).items()
+            }
+        )
+    first_dir, feature_spec = next(iter(specs.items()))
+    stored = runs.read_input_spec(run.path) if run.exists(runs.INPUT_SPEC_NAME) else None
+    reference = stored["feature_spec"] if stored else feature_spec
+    for d, spec in specs.items():
+        if not runs.same_features(reference, spec):
+            where = f"the run in {run.path}" if stored else first_dir
+            raise runs.ConfigMismatch(
+                f"data: {d} holds features of another spec than {where} "
+                f"(feature_set {spec.get('feature_set')!r} vs {reference.get('feature_set')!r})"
+            )
+    if stored:
+        return stored
+    stats = (
+        shards.normalization_stats(config.data)
+        if config.normalization == "global"
+        else None
+    )
+    return runs.input_spec(feature_spec, config.normalization, stats)
 
 
 def run_pretrain(config: PretrainConfig, flags_text: str = "", log=None) -> dict:
     """Trains (or resumes) to `config.train_steps`; returns the final results.
 
     Raises:
-      runs.ConfigMismatch: `model_dir` holds a run with another config.
+      runs.ConfigMismatch: `model_dir` holds a run with another config, or the
+        data is of another feature spec than the run's.
+      locks.DirectoryInUse: another job is running in `model_dir`.
       FloatingPointError: the loss became NaN or infinite (nothing is saved
         after the last good checkpoint).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    strategy = distribute.make_strategy(config.num_cpu_replicas)
     run = runs.RunDir(config.model_dir)
-    stats = _global_stats(config, run)
+    with run.lock(lambda msg: log(f"pretrain: {msg}")):
+        return _pretrain(config, run, flags_text, log)
+
+
+def _pretrain(config: PretrainConfig, run: runs.RunDir, flags_text: str, log) -> dict:
+    strategy = distribute.make_strategy(config.num_cpu_replicas)
+    inputs = resolve_input_spec(config, run)
+    stats = inputs["stats"]
 
     import keras
 
@@ -279,7 +315,7 @@ def run_pretrain(config: PretrainConfig, flags_text: str = "", log=None) -> dict
         {"model": trainer.model, "optimizer": trainer.optimizer}, lambda: iter(dataset),
         lambda: int(trainer.optimizer.iterations.numpy()), lambda msg: log(f"pretrain: {msg}"),
     )  # fmt: skip
-    run.write_json(runs.NORMALIZATION_NAME, {"mode": config.normalization, "stats": stats})
+    run.write_json(runs.INPUT_SPEC_NAME, inputs)
     log(
         f"pretrain: {strategy.num_replicas_in_sync} replica(s), per-replica batch "
         f"{trainer.batch_size} x {config.gradient_accumulation_steps} accumulation = global "

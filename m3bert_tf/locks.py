@@ -1,0 +1,74 @@
+"""An exclusive lock on an output or run directory, held for a job's life.
+
+    with DirectoryLock(output_dir, "output_dir"):
+        ...   # a second job on the same directory is refused at once
+
+The lock is `fcntl.flock` on `<dir>/.m3bert.lock`, which holds the holder's
+pid. The kernel drops it when the holder dies, so a lock left by a killed
+run is taken over by the next one (and said so); a live holder's is never
+broken.
+"""
+
+import fcntl
+import os
+
+LOCK_NAME = ".m3bert.lock"
+
+
+class DirectoryInUse(RuntimeError):
+    """Another live process holds the directory's lock."""
+
+
+class DirectoryLock:
+    """Exclusive use of `directory` (created if missing) by this process.
+
+    Args:
+      directory: the output or run directory.
+      field: the config field or flag that named it, for the message.
+      log: one-line messages (a stale lock taken over).
+    """
+
+    def __init__(self, directory: str, field: str, log=None):
+        self.directory = directory
+        self.field = field
+        self.log = log or (lambda msg: None)
+        self._fd = None
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.directory, LOCK_NAME)
+
+    def acquire(self) -> "DirectoryLock":
+        os.makedirs(self.directory, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DirectoryInUse(
+                f"{self.field}={self.directory} is in use by another job (pid {holder}); "
+                f"wait for it to finish, or use another {self.field}"
+            ) from None
+        previous = os.read(fd, 64).decode(errors="replace").strip()
+        if previous:
+            self.log(
+                f"took over the lock of an ended job (pid {previous}) on {self.directory}"
+            )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # an empty file: released cleanly
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "DirectoryLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
