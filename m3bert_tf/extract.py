@@ -171,6 +171,7 @@ def _close(writer) -> dict:
     return {
         "shard": os.path.basename(writer.path),
         "num_examples": writer.num_examples,
+        "bytes": writer.bytes,
         "tracks": writer.tracks,
         "stats": writer.stats,
     }

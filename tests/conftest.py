@@ -61,6 +61,22 @@ def kill_after_checkpoints(argv, checkpoint_dir, count, env):
     return max(steps())
 
 
+def write_manifest_like(template_dir, directory):
+    """A manifest for hand-written shards in `directory`: the template's (its
+    feature spec and statistics) listing the shards that are there."""
+    import glob
+    import json
+
+    with open(os.path.join(template_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    manifest["shards"] = [
+        {"name": os.path.basename(p), "num_examples": None, "bytes": os.path.getsize(p)}
+        for p in sorted(glob.glob(os.path.join(directory, "*.tfrecord")))
+    ]
+    with open(os.path.join(directory, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+
+
 def user_env() -> dict:
     """The environment a user runs the binaries in (this file quiets TensorFlow
     for the test process itself; the binaries must do it on their own)."""

@@ -9,8 +9,10 @@ import shutil
 import subprocess
 import time
 
+import numpy as np
 import pytest
-from conftest import ROOT, run_bin, user_env, write_audio
+import tensorflow as tf
+from conftest import ROOT, run_bin, user_env, write_audio, write_manifest_like
 
 from m3bert_tf import extract, extract_manifest, locks, schema
 from m3bert_tf.datasets import csv_manifest
@@ -217,3 +219,130 @@ def test_data_of_another_feature_set_is_refused(corpus_shards, tmp_path):
     res = pretrain(str(other))  # resuming onto other features
     assert res.returncode == 2
     assert f"data: {other} holds features of another spec than the run in" in res.stderr
+
+
+def tiny_pretrain_args(shards, model_dir, steps, *extra):
+    return [
+        f"--flagfile={os.path.join(ROOT, 'configs', 'tiny.flags')}", f"--data={shards}",
+        f"--model_dir={model_dir}", f"--train_steps={steps}", "--max_frames=32",
+        "--checkpoint_every=10", "--eval_every=0", "--eval_batches=1", "--log_every=1",
+        *extra,
+    ]  # fmt: skip
+
+
+def final_weights(model_dir):
+    from m3bert_tf import runs
+
+    return runs.load_encoder(str(model_dir)).get_weights()
+
+
+@pytest.mark.slow
+def test_killed_pretraining_with_dropout_resumes_exactly(corpus_shards, tmp_path):
+    """Dropout's random state is checkpointed: a kill -9 and a resume give the
+    losses and weights of an uninterrupted run."""
+    from conftest import kill_after_checkpoints
+
+    steps, dropout = 200, "--dropout=0.1"
+    whole = subprocess.run(
+        run_bin("pretrain", *tiny_pretrain_args(corpus_shards, tmp_path / "whole", steps, dropout)),
+        env=ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    argv = run_bin(
+        "pretrain", *tiny_pretrain_args(corpus_shards, tmp_path / "cut", steps, dropout)
+    )
+    killed_at = kill_after_checkpoints(argv, tmp_path / "cut" / "checkpoints", 2, ENV)
+    assert killed_at < steps
+    resumed = subprocess.run(argv, env=ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"step {killed_at} of {steps}" in resumed.stderr
+
+    def losses(stderr):
+        return {
+            line.split("/")[0].split()[-1]: line.split("loss ")[1].split(",")[0]
+            for line in stderr.splitlines()
+            if line.startswith("pretrain: ") and " steps (" in line
+        }
+
+    after = {k: v for k, v in losses(whole.stderr).items() if int(k) > killed_at}
+    assert after and after == {
+        k: v for k, v in losses(resumed.stderr).items() if k in after
+    }
+    for a, b in zip(
+        final_weights(tmp_path / "whole"), final_weights(tmp_path / "cut"), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_diverging_loss_stops_before_it_is_checkpointed(corpus_shards, tmp_path):
+    """A finite but exploding loss (here: features of 1e8) stops the run, and
+    the checkpoint it names predates the explosion."""
+    from m3bert_tf.data import records
+
+    good = subprocess.run(
+        run_bin("pretrain", *tiny_pretrain_args(corpus_shards, tmp_path / "run", 30)),
+        env=ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert good.returncode == 0, good.stderr[-3000:]
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    with tf.io.TFRecordWriter(str(huge / "shard-00000.tfrecord")) as writer:
+        for i in range(20):
+            x = np.full((100, 324), 6e4, np.float16)  # float16's largest: a huge loss
+            writer.write(
+                records.encode_example(
+                    x, np.zeros(324), np.full(324, 1e4), f"h{i}", 0, "h.wav"
+                )
+            )
+    write_manifest_like(corpus_shards, huge)
+    res = subprocess.run(
+        run_bin("pretrain", *tiny_pretrain_args(str(huge), tmp_path / "run", 60)),
+        env=ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode != 0
+    assert "at step 31 is" in res.stderr and "the run diverged; stopped" in res.stderr
+    assert (
+        f"The last good checkpoint is {tmp_path / 'run' / 'checkpoints' / 'ckpt-30'}"
+        in res.stderr
+    )
+    assert tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints")).endswith(
+        "ckpt-30"
+    )
+
+
+def test_shards_that_disagree_with_the_manifest_are_named(corpus_shards, tmp_path):
+    from m3bert_tf.data import shards
+
+    def copy(name):
+        shutil.copytree(corpus_shards, tmp_path / name)
+        return tmp_path / name
+
+    missing = copy("missing")
+    os.remove(missing / "shard-00001.tfrecord")
+    with pytest.raises(
+        shards.DataError, match=r"missing/shard-00001.tfrecord is listed .* missing"
+    ):
+        shards.read_manifests(str(missing))
+    truncated = copy("truncated")
+    with open(truncated / "shard-00002.tfrecord", "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(
+        shards.DataError, match=r"shard-00002.tfrecord has 1000 bytes.*truncated"
+    ):
+        shards.read_manifests(str(truncated))
+    foreign = copy("foreign")
+    shutil.copy(foreign / "shard-00000.tfrecord", foreign / "shard-00099.tfrecord")
+    with pytest.raises(
+        shards.DataError, match=r"shard-00099.tfrecord is not in .*manifest.json"
+    ):
+        shards.read_manifests(str(foreign))
+    # Through the binary: one line, exit 2, nothing trained.
+    args = tiny_pretrain_args(str(truncated), tmp_path / "run", 1)
+    res = subprocess.run(
+        run_bin("pretrain", *args), env=ENV, capture_output=True, text=True
+    )
+    assert (
+        res.returncode == 2
+        and "has 1000 bytes" in res.stderr
+        and "Traceback" not in res.stderr
+    )

@@ -3,16 +3,14 @@
 import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, kill_after_checkpoints, run_bin
+from conftest import ROOT, kill_after_checkpoints, run_bin, write_manifest_like
 
-from m3bert_tf import schema
 from m3bert_tf.data import pipeline, records
 from m3bert_tf.train import distribute, pretrain
 from m3bert_tf.train.schedule import WarmupLinearDecay
@@ -144,10 +142,6 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus_shards, tmp_pa
     assert res.returncode == 0, res.stderr[-3000:]
     bad = tmp_path / "bad"
     bad.mkdir()
-    # A manifest like the corpus's (the same feature spec), over NaN features.
-    shutil.copy(
-        os.path.join(corpus_shards, schema.MANIFEST_NAME), bad / schema.MANIFEST_NAME
-    )
     with tf.io.TFRecordWriter(str(bad / "shard-00000.tfrecord")) as writer:
         for i in range(20):
             x = np.full((100, 324), np.nan, np.float32)
@@ -156,6 +150,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus_shards, tmp_pa
                     x, np.zeros(324), np.ones(324), f"nan{i}", 0, "nan.wav"
                 )
             )
+    write_manifest_like(corpus_shards, bad)  # the corpus's feature spec, over NaN features
     args = tiny_args(str(bad), tmp_path / "run", 20)
     res = subprocess.run(
         run_bin("pretrain", *args), env=ENV, capture_output=True, text=True

@@ -74,9 +74,15 @@ class ShardWriter:
 
     def close(self) -> None:
         self._writer.close()
+        self.bytes = os.path.getsize(self.path + TMP_SUFFIX)
         write_json_atomic(
             index_path(self.path),
-            {"num_examples": self.num_examples, "tracks": self.tracks, "stats": self.stats},
+            {
+                "num_examples": self.num_examples,
+                "bytes": self.bytes,
+                "tracks": self.tracks,
+                "stats": self.stats,
+            },
         )
         os.replace(self.path + TMP_SUFFIX, self.path)
 
@@ -127,15 +133,21 @@ def list_shards(data: str) -> list[str]:
 def read_manifests(data: str) -> dict[str, dict]:
     """{shard dir: manifest} for every directory the shards of `data` are in.
 
+    Every shard read must be listed in its directory's manifest with the
+    size it was written with, and a directory given whole must hold every
+    shard its manifest lists.
+
     Raises:
-      DataError: no shards, a directory without manifest.json, shards of
+      DataError: no shards, a directory without manifest.json, a shard
+        missing, truncated or not in the manifest, shards of
         another feature-spec version (with how to re-extract them), or of
         several feature sets at once.
     """
     import tensorflow as tf
 
     out = {}
-    for d in sorted({os.path.dirname(f) for f in list_shards(data)}):
+    files = list_shards(data)
+    for d in sorted({os.path.dirname(f) for f in files}):
         path = os.path.join(d, schema.MANIFEST_NAME)
         if not tf.io.gfile.exists(path):
             raise DataError(
@@ -152,6 +164,7 @@ def read_manifests(data: str) -> dict[str, dict]:
                 f"--output_dir={d.rstrip('/')}-v{schema.FEATURE_SPEC_VERSION}"
             )
         out[d] = manifest
+    _verify_shards(data, files, out)
     feature_sets = {m["feature_spec"].get("feature_set") for m in out.values()}
     if len(feature_sets) > 1:
         raise DataError(
@@ -159,6 +172,38 @@ def read_manifests(data: str) -> dict[str, dict]:
             f"({', '.join(out)}): use shards of one feature set"
         )
     return out
+
+
+def _verify_shards(data: str, files: list[str], manifests: dict[str, dict]) -> None:
+    """Every shard read is listed in its manifest with its size; a directory
+    given whole has every listed shard. Raises DataError naming the shard."""
+    import tensorflow as tf
+
+    advice = "re-extract the directory (bin/extract resumes what is missing)"
+    listed = {d: {s["name"]: s for s in m.get("shards", [])} for d, m in manifests.items()}
+    for f in files:
+        d, name = os.path.dirname(f), os.path.basename(f)
+        entry = listed[d].get(name)
+        if entry is None:
+            raise DataError(
+                f"data: {f} is not in {d}/{schema.MANIFEST_NAME} (a foreign file, or an "
+                "extraction still running?)"
+            )
+        size = tf.io.gfile.stat(f).length
+        if entry.get("bytes") is not None and size != entry["bytes"]:
+            raise DataError(
+                f"data: {f} has {size} bytes, {schema.MANIFEST_NAME} says {entry['bytes']} "
+                f"(truncated or replaced): {advice}"
+            )
+    for part in data.split(","):
+        part = part.strip().rstrip("/")
+        if part in listed:  # a directory given whole
+            missing = sorted(set(listed[part]) - {os.path.basename(f) for f in files})
+            if missing:
+                raise DataError(
+                    f"data: {part}/{missing[0]} is listed in {schema.MANIFEST_NAME} but missing "
+                    f"({len(missing)} shard(s) missing): {advice}"
+                )
 
 
 def normalization_stats(data: str) -> dict:

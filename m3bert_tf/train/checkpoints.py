@@ -75,10 +75,51 @@ def open_checkpoints(directory, keep, objects: dict, make_iterator, log):
     )
 
 
-def check_finite(job: str, loss: float, step: int, manager) -> None:
-    """Raises FloatingPointError naming the last good checkpoint if `loss` is not finite."""
-    if not math.isfinite(loss):
-        raise FloatingPointError(
-            f"{job}: loss is {loss} at step {step}; stopped. The last good checkpoint is "
-            f"{manager.latest_checkpoint or 'none'}. Lower --learning_rate or check the data."
+def random_states(model) -> tf.train.Checkpoint:
+    """A trackable holding the model's random-number states (dropout's seed
+    generators), which Keras keeps out of TensorFlow checkpoints: saved with
+    them, a resumed run draws the same dropout masks as an uninterrupted one."""
+    states = sorted(
+        (v for v in model.variables if v.path.endswith("seed_generator_state")),
+        key=lambda v: v.path,
+    )
+    return tf.train.Checkpoint(**{f"state_{i:03d}": v.value for i, v in enumerate(states)})
+
+
+class LossGuard:
+    """Stops a run whose loss is not finite or explodes, before it is checkpointed.
+
+    "Explodes": after `warmup` steps, a loss above `factor` times its running
+    level (an exponential moving average). The level is checkpointed with the
+    run (`.trackable`), so a resumed run keeps judging against it. The step
+    that trips the guard is never saved, so the newest checkpoint is the last
+    good one, and the message names it.
+    """
+
+    def __init__(
+        self, job: str, warmup: int = 20, factor: float = 1e3, smoothing: float = 0.05
+    ):
+        self.job, self.warmup, self.factor, self.smoothing = job, warmup, factor, smoothing
+        self.level = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="loss_level")
+        self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="loss_count")
+        self.trackable = tf.train.Checkpoint(level=self.level, count=self.count)
+
+    def check(self, loss: float, step: int, manager) -> None:
+        """Raises FloatingPointError naming the last good checkpoint."""
+        good = f"The last good checkpoint is {manager.latest_checkpoint or 'none'}"
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"{self.job}: loss is {loss} at step {step}; stopped. {good}. "
+                "Lower learning_rate or check the data."
+            )
+        level, count = float(self.level.numpy()), int(self.count.numpy())
+        if count >= self.warmup and loss > self.factor * max(level, 1e-12):
+            raise FloatingPointError(
+                f"{self.job}: loss {loss:.4g} at step {step} is {loss / max(level, 1e-12):.3g}x "
+                f"its running level {level:.4g}: the run diverged; stopped. {good}. "
+                "Lower learning_rate or check the data."
+            )
+        self.level.assign(
+            loss if count == 0 else (1 - self.smoothing) * level + self.smoothing * loss
         )
+        self.count.assign_add(1)

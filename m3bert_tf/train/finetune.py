@@ -33,6 +33,7 @@ from m3bert_tf.data import finetune_pipeline as data_lib
 from m3bert_tf.data import shards
 from m3bert_tf.metrics import chance_score, score_task
 from m3bert_tf.tasks import TaskSpec
+from m3bert_tf.train.checkpoints import random_states
 from m3bert_tf.train.configs import FINETUNE_MAY_CHANGE, FinetuneConfig
 from m3bert_tf.train.loop import Cadence, open_session, run_loop
 
@@ -250,9 +251,9 @@ def _finetune(config, run, inputs, data_config, all_specs, counts, flags_text, l
     best = tf.Variable(-np.inf, dtype=tf.float64, name="best_score")
     bad_evals = tf.Variable(0, dtype=tf.int64, name="evaluations_without_improvement")
     session = open_session(
-        run, dataclasses.asdict(config), flags_text, FINETUNE_MAY_CHANGE,
+        "finetune", run, dataclasses.asdict(config), flags_text, FINETUNE_MAY_CHANGE,
         {"model": trainer.model, "optimizer": trainer.optimizer, "log_vars": trainer.log_vars,
-         "best": best, "bad_evals": bad_evals},
+         "best": best, "bad_evals": bad_evals, "random": random_states(trainer.model)},
         lambda: iter(train), lambda: int(trainer.optimizer.iterations.numpy()),
         lambda msg: log(f"finetune: {msg}"),
     )  # fmt: skip

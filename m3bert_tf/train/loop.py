@@ -1,8 +1,8 @@
 """The skeleton every training job shares: run directory, checkpoints, summary
 writers, and the step loop with its log / evaluation / checkpoint / NaN cadence.
 
-    session = open_session(run, config_dict, flags_text, may_change, objects,
-                           make_iterator, step_of, log)
+    session = open_session("pretrain", run, config_dict, flags_text, may_change,
+                           objects, make_iterator, step_of, log)
     result = run_loop("pretrain", session, cadence, train_step, log, ...)
 
 A job supplies its compiled `train_step(iterator) -> {"loss": ..., ...}`, an
@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from m3bert_tf import runs
 from m3bert_tf.progress import Progress
-from m3bert_tf.train.checkpoints import check_finite, open_checkpoints
+from m3bert_tf.train.checkpoints import LossGuard, open_checkpoints
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Session:
     train_writer: object
     eval_writer: object
     changes: dict
+    guard: LossGuard
 
 
 def summary_writer(run: runs.RunDir, name: str):
@@ -56,6 +57,7 @@ def summary_writer(run: runs.RunDir, name: str):
 
 
 def open_session(
+    job: str,
     run: runs.RunDir,
     config: dict,
     flags_text: str,
@@ -65,7 +67,10 @@ def open_session(
     step_of: Callable[[], int],
     log: Callable[[str], None],
 ) -> Session:
-    """Starts or resumes a run: config check, checkpoints restored, writers opened."""
+    """Starts or resumes a run: config check, checkpoints restored (with the
+    loss guard's running level), writers opened."""
+    guard = LossGuard(job)
+    objects = {**objects, "loss_guard": guard.trackable}
     changes = run.start(config, flags_text, may_change)
     if changes:
         log(
@@ -87,6 +92,7 @@ def open_session(
         train_writer=summary_writer(run, runs.TRAIN_LOGS_DIR),
         eval_writer=summary_writer(run, runs.EVAL_LOGS_DIR),
         changes=changes,
+        guard=guard,
     )
 
 
@@ -109,8 +115,8 @@ def run_loop(
 ) -> LoopResult:
     """Steps from `session.step` to `cadence.train_steps` (or an early stop).
 
-    Every step: the loss must be finite (else FloatingPointError naming the
-    last good checkpoint). At log steps: the metrics go to TensorBoard and a
+    Every step: the loss must be finite and not explode (`LossGuard`; else
+    FloatingPointError naming the last good checkpoint). At log steps: the metrics go to TensorBoard and a
     progress line is printed. At evaluation steps: `evaluate(step)`, which
     may ask to stop. At checkpoint steps, the last step and an early stop:
     a checkpoint.
@@ -123,7 +129,7 @@ def run_loop(
         step += 1
         window_steps += 1
         loss = float(metrics["loss"])
-        check_finite(job, loss, step, session.manager)
+        session.guard.check(loss, step, session.manager)
         if Cadence.due(step, cadence.log_every, last):
             seconds = max(time.monotonic() - window_start, 1e-9)
             scalars, text = on_log(step, window_steps, seconds) if on_log else ({}, "")

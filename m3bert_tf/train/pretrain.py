@@ -27,6 +27,7 @@ from m3bert_tf import runs
 from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data import pipeline, shards
 from m3bert_tf.train import distribute
+from m3bert_tf.train.checkpoints import random_states
 from m3bert_tf.train.configs import PRETRAIN_MAY_CHANGE, ModelConfig, PretrainConfig
 from m3bert_tf.train.loop import Cadence, open_session, run_loop
 
@@ -311,8 +312,9 @@ def _pretrain(config: PretrainConfig, run: runs.RunDir, flags_text: str, log) ->
         config, trainer.batch_size * trainer.num_replicas, stats
     )
     session = open_session(
-        run, dataclasses.asdict(config), flags_text, PRETRAIN_MAY_CHANGE,
-        {"model": trainer.model, "optimizer": trainer.optimizer}, lambda: iter(dataset),
+        "pretrain", run, dataclasses.asdict(config), flags_text, PRETRAIN_MAY_CHANGE,
+        {"model": trainer.model, "optimizer": trainer.optimizer,
+         "random": random_states(trainer.model)}, lambda: iter(dataset),
         lambda: int(trainer.optimizer.iterations.numpy()), lambda msg: log(f"pretrain: {msg}"),
     )  # fmt: skip
     run.write_json(runs.INPUT_SPEC_NAME, inputs)
