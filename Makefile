@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	@# PYTHONWARNINGS: setuptools warns about every editable install; nothing to act on.
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -e '.[test]'
 	@echo "compiling librosa's numba kernels once (a fresh install would pay it in every job)"
 	$(BIN)/python -c "from m3bert_tf.features.frames import warm_up; warm_up()"
 	touch $(STAMP)

@@ -57,7 +57,7 @@ def test_extracts_every_file_into_checked_shards(audio_dir, tmp_path):
         for ex in records.read_examples(str(out / s["name"]))
     )
     assert frames == on_disk["counts"]["frames"]
-    assert not glob.glob(str(out / "*.tmp"))
+    assert not glob.glob(str(out / ("*" + schema.TMP_SUFFIX)))
 
 
 def test_parallel_workers_give_the_same_shards(audio_dir, tmp_path):
@@ -219,7 +219,7 @@ def test_killed_extraction_resumes_to_the_same_examples(tmp_path):
     # shard_size=1: every finished shard holds exactly one track.
     assert f"; {partial} already done ({partial} shards" in res.stderr
     assert read_all(out) == read_all(reference)
-    assert not glob.glob(str(out / "*.tmp"))
+    assert not glob.glob(str(out / ("*" + schema.TMP_SUFFIX)))
 
 
 def test_debris_of_a_killed_run_is_removed_and_redone(audio_dir, tmp_path):
@@ -229,11 +229,11 @@ def test_debris_of_a_killed_run_is_removed_and_redone(audio_dir, tmp_path):
     # Simulate kills at every point of a shard's life: a half-written shard, an
     # index whose shard was never renamed, and a half-written manifest.
     shard = out / "shard-00003.tfrecord"
-    os.replace(shard, str(shard) + ".tmp")
-    (out / "manifest.json.tmp").write_text("{")
+    os.replace(shard, str(shard) + schema.TMP_SUFFIX)
+    (out / ("manifest.json" + schema.TMP_SUFFIX)).write_text("{")
     manifest = extract.run_extract(config(audio_dir, out, shard_size=1))
     assert manifest["run"]["files"] == 1
-    assert not glob.glob(str(out / "*.tmp"))
+    assert not glob.glob(str(out / ("*" + schema.TMP_SUFFIX)))
     assert sorted(read_all(out)) == sorted(complete)
     assert len(glob.glob(str(out / "*.index.json"))) == len(manifest["shards"]) == 4
 

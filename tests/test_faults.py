@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -41,12 +42,15 @@ def test_a_second_extraction_into_the_same_directory_is_refused(tmp_path):
     lock = out / locks.LOCK_NAME
     while time.monotonic() < deadline and not (lock.exists() and lock.read_text().strip()):
         time.sleep(0.02)
-    second = subprocess.run(
-        run_bin("extract", *args, f"--output_dir={out}"),
-        env=ENV,
-        capture_output=True,
-        text=True,
-    )
+    # Paused while it holds the lock, so the second run surely meets it.
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = subprocess.run(
+            run_bin("extract", *args, f"--output_dir={out}"),
+            env=ENV, capture_output=True, text=True,
+        )  # fmt: skip
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     _, first_err = first.communicate(timeout=120)
     assert first.returncode == 0, first_err[-2000:]
     assert second.returncode == 2, second.stderr[-2000:]
