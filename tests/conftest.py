@@ -77,6 +77,24 @@ def write_manifest_like(template_dir, directory):
         json.dump(manifest, f)
 
 
+def write_constant_shard(directory, value, template_dir, tracks=20):
+    """One shard of `tracks` 100-frame examples whose features all equal
+    `value` (NaN, or huge), with a manifest like `template_dir`'s."""
+    import numpy as np
+    import tensorflow as tf
+
+    from m3bert_tf.data import records
+
+    os.makedirs(directory, exist_ok=True)
+    x = np.full((100, 324), value, np.float16)
+    with tf.io.TFRecordWriter(os.path.join(directory, "shard-00000.tfrecord")) as writer:
+        for i in range(tracks):
+            writer.write(
+                records.encode_example(x, np.zeros(324), np.ones(324), f"c{i}", 0, "c.wav")
+            )
+    write_manifest_like(template_dir, directory)
+
+
 def user_env() -> dict:
     """The environment a user runs the binaries in (this file quiets TensorFlow
     for the test process itself; the binaries must do it on their own)."""

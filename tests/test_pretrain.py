@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, kill_after_checkpoints, run_bin, write_manifest_like
+from conftest import ROOT, kill_after_checkpoints, run_bin, write_constant_shard
 
-from m3bert_tf.data import pipeline, records
+from m3bert_tf.data import pipeline
 from m3bert_tf.train import distribute, pretrain
 from m3bert_tf.train.schedule import WarmupLinearDecay
 
@@ -141,16 +141,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus_shards, tmp_pa
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     bad = tmp_path / "bad"
-    bad.mkdir()
-    with tf.io.TFRecordWriter(str(bad / "shard-00000.tfrecord")) as writer:
-        for i in range(20):
-            x = np.full((100, 324), np.nan, np.float32)
-            writer.write(
-                records.encode_example(
-                    x, np.zeros(324), np.ones(324), f"nan{i}", 0, "nan.wav"
-                )
-            )
-    write_manifest_like(corpus_shards, bad)  # the corpus's feature spec, over NaN features
+    write_constant_shard(bad, np.nan, corpus_shards)
     args = tiny_args(str(bad), tmp_path / "run", 20)
     res = subprocess.run(
         run_bin("pretrain", *args), env=ENV, capture_output=True, text=True
