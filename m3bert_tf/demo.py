@@ -83,7 +83,7 @@ def run_demo(
         flush=True,
     )
     tuned = finetune.run_finetune(finetune_config)
-    print(metrics.format_table(tuned["tasks"]))
+    print(metrics.format_table(tuned["tasks"], scope=tuned["scope"]))
     print(f"      model: {os.path.join(finetune_config.model_dir, runs.MULTITASK_NAME)}")
     print(f"demo finished in {time.monotonic() - t0:.0f} s; results under {workdir}/")
     return {"manifest": manifest, "pretrain": results, "finetune": tuned}

@@ -72,13 +72,17 @@ def chance_score(spec: TaskSpec, train_labels: np.ndarray, labels: np.ndarray) -
     return score_task(spec, labels, constant)["score"]
 
 
-def format_table(tasks: dict, splits=("valid", "test")) -> str:
+def format_table(tasks: dict, splits=("valid", "test"), scope: str = "") -> str:
     """The per-task table: split, examples, metrics, and the chance-level score.
 
     Args:
       tasks: {task: {split: metrics dict with "examples" and "chance"}}.
+      scope: a line saying what a row's examples are (and how much of each
+        was scored), printed under the header.
     """
     lines = [f"{'task':12s} {'split':6s} {'n':>5s}  metrics"]
+    if scope:
+        lines.append(f"({scope})")
     for task, per_split in tasks.items():
         for split in splits:
             m = per_split.get(split, {})

@@ -190,6 +190,7 @@ def test_every_task_beats_chance_on_the_example_corpus(pretrained_corpus, tmp_pa
         chance = np.mean([m["chance"] for m in splits])
         assert score >= chance + margin, (task, splits)
     assert os.path.exists(tmp_path / "multitask.keras")
+    assert "each scored on its first 256 frames (5.9 s), the training crop" in res.stdout
 
 
 @pytest.mark.slow

@@ -297,10 +297,13 @@ def _finetune(config, run, inputs, data_config, all_specs, counts, flags_text, l
     )  # fmt: skip
     if run.exists(runs.BEST_WEIGHTS_NAME):
         trainer.model.load_weights(best_path)
+    seconds = data_config.max_frames / schema.FRAMES_PER_SECOND
     results = {
         "step": result.step,
         "stopped_early": bool(result.stopped_early),
         "tasks": score_splits(trainer, specs, dataset),
+        "scope": f"n = clips (30 s chunks of tracks at most); each scored on its first "
+        f"{data_config.max_frames} frames ({seconds:.1f} s), the training crop",
     }
     run.write_json(runs.METRICS_NAME, results)
     if run.is_chief():
