@@ -253,3 +253,28 @@ def test_a_bad_label_is_reported_before_any_audio_is_read(tmp_path, monkeypatch)
     (failure,) = manifest["failures"]
     assert failure["path"] == bad.path and "bad label" in failure["reason"]
     assert "has 1 values, needs 2" in failure["reason"]
+
+
+def test_encode_track_gives_the_records_the_job_writes(audio_dir, tmp_path):
+    """The pure per-track step (what other runners call) equals the local job."""
+    import tensorflow as tf
+
+    from m3bert_tf import encode
+    from m3bert_tf.features.frames import FeatureExtractor
+
+    extract.run_extract(config(audio_dir, tmp_path / "out"), log=lambda m: None)
+    written = {}
+    for shard in glob.glob(str(tmp_path / "out" / ("*" + schema.SHARD_SUFFIX))):
+        for record in tf.data.TFRecordDataset(shard):
+            ex = records.parse_example(record)
+            written.setdefault(ex[schema.TRACK_ID_KEY].numpy().decode(), []).append(
+                record.numpy()
+            )
+    tracks = extract.find_tracks(config(audio_dir, tmp_path / "unused")).tracks
+    encoded = encode.encode_track(tracks[0], FeatureExtractor(), {})
+    assert encoded.records == written[tracks[0].track_id]
+    assert encoded.entry["track_id"] == tracks[0].track_id and encoded.sums["frames"] > 0
+    with pytest.raises(encode.TrackProblem, match="missing.wav"):
+        encode.encode_track(
+            type(tracks[0])(str(tmp_path / "missing.wav"), "x"), FeatureExtractor(), {}
+        )
