@@ -11,6 +11,7 @@ import tensorflow as tf
 from conftest import ROOT, kill_after_checkpoints, run_bin
 
 from m3bert_tf.data import finetune_pipeline as data_lib
+from m3bert_tf.data import shards
 from m3bert_tf.metrics import chance_score, score_task
 from m3bert_tf.models.encoder import M3BertEncoder
 from m3bert_tf.tasks import TaskSpec
@@ -34,7 +35,7 @@ def test_mixing_probabilities_follow_the_temperature():
 
 @pytest.mark.parametrize("temperature", [1.0, 0.0])
 def test_batches_mix_tasks_as_the_formula_says(corpus_shards, temperature):
-    specs, counts = data_lib.read_task_info(corpus_shards)
+    specs, counts = data_lib.read_task_info(shards.read_manifests(corpus_shards))
     tasks = tuple(sorted(specs))
     config = data_lib.FinetuneDataConfig(
         data=corpus_shards,

@@ -67,12 +67,14 @@ def test_manifest_global_statistics_are_those_of_the_train_tracks(corpus_shards)
     assert stats["frames"] == len(everything)
     np.testing.assert_allclose(stats["mean"], everything.mean(0), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(stats["std"], everything.std(0), rtol=1e-3, atol=1e-4)
-    assert shards.normalization_stats(corpus_shards)["mean"] == pytest.approx(stats["mean"])
+    assert shards.normalization_stats(shards.read_manifests(corpus_shards))[
+        "mean"
+    ] == pytest.approx(stats["mean"])
 
 
 @pytest.mark.parametrize("mode", ["track", "global", "none"])
 def test_each_normalization_eagerly_and_in_map(corpus_shards, mode):
-    stats = shards.normalization_stats(corpus_shards)
+    stats = shards.normalization_stats(shards.read_manifests(corpus_shards))
     first = tf.data.TFRecordDataset(shards.list_shards(corpus_shards)[0]).take(3)
     mapped = first.map(
         lambda s: pipeline.normalized_features(records.parse_example(s), mode, stats)
@@ -105,7 +107,7 @@ def timbre_corpus(tmp_path_factory):
 
 def clip_statistics(shard_dir, instruments, mode):
     """[tracks, 648] mean and std over time of the normalized features, and labels."""
-    stats = shards.normalization_stats(shard_dir)
+    stats = shards.normalization_stats(shards.read_manifests(shard_dir))
     x, y = [], []
     for path in shards.list_shards(shard_dir):
         for serialized in tf.data.TFRecordDataset(path):
@@ -152,7 +154,7 @@ def test_pretraining_stores_global_statistics_and_finetuning_must_match(
     assert stored["normalization"] == "global"
     assert stored["feature_spec"]["feature_set"] == "paper"
     assert stored["stats"]["mean"] == pytest.approx(
-        shards.normalization_stats(corpus_shards)["mean"]
+        shards.normalization_stats(shards.read_manifests(corpus_shards))["mean"]
     )
     args = [
         f"--pretrained={tmp_path / 'pre'}", f"--data={corpus_shards}",

@@ -23,7 +23,7 @@ import tensorflow as tf
 from m3bert_tf import schema
 from m3bert_tf.data import records
 from m3bert_tf.data.pipeline import crop_or_pad, normalized_features
-from m3bert_tf.data.shards import list_shards, read_manifests
+from m3bert_tf.data.shards import list_shards
 from m3bert_tf.tasks import TaskSpec, merge_specs
 
 
@@ -56,10 +56,12 @@ class FinetuneDataConfig:
     normalization_stats: dict | None = None
 
 
-def read_task_info(data: str) -> tuple[dict[str, TaskSpec], dict[str, dict[str, int]]]:
-    """({task: spec}, {task: {split: examples}}) from the manifests of `data`."""
+def read_task_info(
+    manifests: dict[str, dict],
+) -> tuple[dict[str, TaskSpec], dict[str, dict[str, int]]]:
+    """({task: spec}, {task: {split: examples}}) from `shards.read_manifests`' result."""
     specs, counts = [], {}
-    for manifest in read_manifests(data).values():
+    for manifest in manifests.values():
         specs.extend(TaskSpec.from_json(v) for v in manifest.get("tasks", {}).values())
         for task, per_split in manifest.get("label_counts", {}).items():
             for split, n in per_split.items():

@@ -206,8 +206,9 @@ def _verify_shards(data: str, files: list[str], manifests: dict[str, dict]) -> N
                 )
 
 
-def normalization_stats(data: str) -> dict:
-    """The global statistics of `data`: its manifests' combined, frame-weighted."""
+def normalization_stats(manifests: dict[str, dict]) -> dict:
+    """The global statistics of the data `read_manifests` read: its manifests'
+    combined, frame-weighted."""
     from m3bert_tf.data.normalization import combine_stats
 
-    return combine_stats([m["normalization_stats"] for m in read_manifests(data).values()])
+    return combine_stats([m["normalization_stats"] for m in manifests.values()])

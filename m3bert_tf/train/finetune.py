@@ -169,8 +169,9 @@ def freeze_encoder(encoder, unfreeze_top_blocks: int) -> None:
         layer.trainable = id(layer) in top
 
 
-def pretrained_settings(config: FinetuneConfig) -> tuple[dict, int]:
-    """(input spec, max_frames) the pretrained encoder was trained with.
+def pretrained_settings(config: FinetuneConfig, manifests: dict) -> tuple[dict, int]:
+    """(input spec, max_frames) the pretrained encoder was trained with; `manifests`
+    are those of `config.data` (`shards.read_manifests`).
 
     Raises:
       runs.ConfigMismatch: `config.normalization` names another normalization,
@@ -182,7 +183,7 @@ def pretrained_settings(config: FinetuneConfig) -> tuple[dict, int]:
             f"normalization={config.normalization}: the encoder in {config.pretrained} was "
             f"trained on '{stored['normalization']}' features; fine-tune with the same"
         )
-    for d, manifest in shards.read_manifests(config.data).items():
+    for d, manifest in manifests.items():
         if not runs.same_features(stored["feature_spec"], manifest["feature_spec"]):
             raise runs.ConfigMismatch(
                 f"data: {d} holds features of another spec than the encoder in "
@@ -208,14 +209,15 @@ def run_finetune(config: FinetuneConfig, flags_text: str = "", log=None) -> dict
       locks.DirectoryInUse: another job is running in `model_dir`.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    all_specs, counts = data_lib.read_task_info(config.data)
+    manifests = shards.read_manifests(config.data)  # checks every shard once
+    all_specs, counts = data_lib.read_task_info(manifests)
     names = config.tasks or tuple(sorted(all_specs))
     missing = [t for t in names if t not in all_specs]
     if missing:
         raise runs.ConfigMismatch(
             f"tasks: {missing} not in the data's manifests (it has {sorted(all_specs)})"
         )
-    inputs, max_frames = pretrained_settings(config)
+    inputs, max_frames = pretrained_settings(config, manifests)
 
     data_config = data_lib.FinetuneDataConfig(
         data=config.data, tasks=tuple(names), max_frames=max_frames, batch_size=config.batch_size,

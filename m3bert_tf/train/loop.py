@@ -45,7 +45,6 @@ class Session:
     step: int
     train_writer: object
     eval_writer: object
-    changes: dict
     guard: LossGuard
 
 
@@ -91,7 +90,6 @@ def open_session(
         step=step_of(),
         train_writer=summary_writer(run, runs.TRAIN_LOGS_DIR),
         eval_writer=summary_writer(run, runs.EVAL_LOGS_DIR),
-        changes=changes,
         guard=guard,
     )
 

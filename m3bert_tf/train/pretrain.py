@@ -245,7 +245,8 @@ def resolve_input_spec(config: PretrainConfig, run: runs.RunDir) -> dict:
       runs.ConfigMismatch: `data` or `eval_data` is of another feature spec
         than the run was trained on (or than each other).
     """
-    specs = {d: m["feature_spec"] for d, m in shards.read_manifests(config.data).items()}
+    manifests = shards.read_manifests(config.data)
+    specs = {d: m["feature_spec"] for d, m in manifests.items()}
     if config.eval_data:
         specs.update(
             {
@@ -266,9 +267,7 @@ def resolve_input_spec(config: PretrainConfig, run: runs.RunDir) -> dict:
     if stored:
         return stored
     stats = (
-        shards.normalization_stats(config.data)
-        if config.normalization == "global"
-        else None
+        shards.normalization_stats(manifests) if config.normalization == "global" else None
     )
     return runs.input_spec(feature_spec, config.normalization, stats)
 
