@@ -14,7 +14,14 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["m3bert_tf", "m3bert_tf.*"]),
-    scripts=["bin/extract", "bin/pretrain", "bin/finetune", "bin/demo"],
+    scripts=[
+        "bin/extract",
+        "bin/pretrain",
+        "bin/finetune",
+        "bin/export",
+        "bin/embed",
+        "bin/demo",
+    ],  # fmt: skip
     python_requires=">=3.10",
     # Pinned together: only this set was checked to work.
     install_requires=[
@@ -34,11 +41,23 @@ setup(
         "soxr>=0.3",
         "scikit-learn>=1.3",  # every metric and probe (m3bert_tf/metrics.py)
         "threadpoolctl>=3.1",  # one BLAS thread per extraction worker
+        # bin/export writes TF Serving warm-up records (PredictionLog protos).
+        # Pure Python; its grpcio and protobuf are TensorFlow's own; it moves no pin.
+        "tensorflow-serving-api==2.17.1",
     ],
     extras_require={
         # jax: the models run under KERAS_BACKEND=jax too (tests/test_models.py);
         # 0.5.3 is the newest that keeps numpy 1.26.4 and TensorFlow's ml-dtypes.
-        "test": ["pytest>=8", "ruff==0.17.6", "jax[cpu]==0.5.3"],
+        # hearvalidator: the HEAR 2021 validator, run by tests/test_serving.py; its
+        # 2021.0.2 (the newest for Python 3.11) imports torch, whose CPU wheel
+        # moves no pin.
+        "test": [
+            "pytest>=8",
+            "ruff==0.17.6",
+            "jax[cpu]==0.5.3",
+            "hearvalidator==2021.0.2",
+            "torch==2.13.0",
+        ],  # fmt: skip
         # benchmarks/pretrain_bench.py's PyTorch twin (the CPU wheel).
         "bench": ["torch==2.13.0"],
     },

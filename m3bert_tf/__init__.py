@@ -11,6 +11,17 @@ librosa. Each room imports what it needs:
 - `m3bert_tf.runs`: the run-directory layout and the model loaders.
 - `m3bert_tf.metrics`: task metrics and the results table.
 - `m3bert_tf.corpus`: the built-in synthetic example corpus.
+- `m3bert_tf.serving`: SavedModel export, the Python API (`m3bert_tf.load`)
+  and bin/embed's job; `m3bert_tf.hear`: the HEAR 2021 API.
 """
 
 __version__ = "0.2.0"
+
+
+def load(path: str):
+    """A trained model from an export (`bin/export`) or a run directory, with
+    `embed(waveform, sample_rate)`, `embed_file(path)` and, for a fine-tuned
+    model, `predict(waveform, sample_rate)`. See `m3bert_tf.serving.api`."""
+    from m3bert_tf.serving.api import load as _load
+
+    return _load(path)

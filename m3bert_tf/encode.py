@@ -16,10 +16,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from m3bert_tf import schema
 from m3bert_tf.datasets.base import Problem, Track
 from m3bert_tf.features import audio as audio_lib
 from m3bert_tf.features import frames as frames_lib
+from m3bert_tf.features import streaming
 from m3bert_tf.tasks import LabelError, TaskSpec
 
 
@@ -61,7 +61,9 @@ def label_vectors(track: Track, specs: dict[str, TaskSpec]) -> dict[str, list[fl
 
 
 def featurize_track(track: Track, extractor: frames_lib.FeatureExtractor) -> Featurized:
-    """Decodes and featurizes one file (librosa only, no TensorFlow).
+    """Decodes and featurizes one file (librosa only, no TensorFlow), block by
+    block: memory is bounded by a block of audio and the track's chunks, not by
+    its spectrograms (`features.streaming`).
 
     Raises:
       TrackProblem: the file is missing, undecodable, silent, too short, or
@@ -69,23 +71,25 @@ def featurize_track(track: Track, extractor: frames_lib.FeatureExtractor) -> Fea
         a long job).
     """
     try:
-        waveform = audio_lib.load_audio(track.path)
-        audio_lib.check_usable(
-            track.path, waveform, schema.SAMPLE_RATE, extractor.config.min_duration
-        )
-        raw = extractor(waveform)
-        normalized, mean, std = frames_lib.cmvn_with_stats(raw)
+        with streaming.spill_file(
+            track.path, extractor, min_duration=extractor.config.min_duration,
+            reject_silent=True,
+        ) as spilled:  # fmt: skip
+            chunks = [
+                spilled.normalized(start, stop).astype(np.float16)
+                for start, stop in frames_lib.chunk_bounds(spilled.num_frames)
+            ]
+            return Featurized(
+                chunks=chunks,
+                mean=spilled.mean.astype(np.float32),
+                std=spilled.std.astype(np.float32),
+                num_frames=spilled.num_frames,
+                duration_s=spilled.duration_s,
+            )
     except audio_lib.AudioError as e:
         raise TrackProblem(Problem(track.path, _reason(str(e), track.path))) from None
     except Exception as e:
         raise TrackProblem(Problem(track.path, f"{type(e).__name__}: {e}")) from None
-    return Featurized(
-        chunks=frames_lib.to_chunks(normalized),
-        mean=mean,
-        std=std,
-        num_frames=len(raw),
-        duration_s=len(waveform) / schema.SAMPLE_RATE,
-    )
 
 
 def _reason(message: str, path: str) -> str:

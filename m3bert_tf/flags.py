@@ -322,3 +322,50 @@ def finetune_config_from_flags():
         log_every=FLAGS.log_every,
         seed=FLAGS.seed,
     )
+
+
+def define_export_flags() -> None:
+    flags.DEFINE_string("model_dir", None, "A finished bin/pretrain or bin/finetune run.")
+    flags.DEFINE_string(
+        "export_dir",
+        None,
+        "Base directory; the SavedModel goes to <export_dir>/<version>/.",
+    )
+    flags.DEFINE_integer(
+        "version", None, "Version number; default: one more than the largest there."
+    )
+
+
+def define_embed_flags() -> None:
+    flags.DEFINE_string("model", None, "An export version directory or a run directory.")
+    flags.DEFINE_string(
+        "input", "", "Audio: a file, a directory (searched recursively), a glob or a CSV."
+    )
+    flags.DEFINE_string("output_dir", None, "Where the .npz files and index.csv go.")
+    flags.DEFINE_string(
+        "layer", "last", "last | all | mean (of all blocks) | N (0-based block index)."
+    )
+    flags.DEFINE_float(
+        "window_seconds", 0.0,
+        "Window the model sees (at most 30); 0 = its training crop, at most 30 s.",
+    )  # fmt: skip
+    flags.DEFINE_float(
+        "hop_seconds", 0.0, "Between window starts; 0 = the window (no overlap)."
+    )
+    flags.DEFINE_integer("batch_size", 8, "Windows per model call, across tracks.")
+    flags.DEFINE_integer(
+        "num_workers", 1, "Decoding/feature processes; 0 = in the main process."
+    )
+
+
+def embed_config_from_flags():
+    from m3bert_tf.serving.embed_job import EmbedConfig
+
+    for name in ("model", "output_dir", "input"):
+        if not getattr(FLAGS, name):
+            raise ValueError(f"--{name} is required")
+    return EmbedConfig(
+        model=FLAGS.model, input=FLAGS.input, output_dir=FLAGS.output_dir, layer=FLAGS.layer,
+        window_seconds=FLAGS.window_seconds, hop_seconds=FLAGS.hop_seconds,
+        batch_size=FLAGS.batch_size, num_workers=FLAGS.num_workers,
+    )  # fmt: skip

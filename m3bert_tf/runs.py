@@ -184,6 +184,19 @@ def read_config(run_dir: str) -> dict:
     return read_json(path)
 
 
+def training_frames(run_dir: str) -> int:
+    """The crop length (frames) a run's model was trained on: its max_frames, or
+    for a fine-tuning run that left it unset, its pretrained run's (positions
+    past it were never seen in training, so embedding windows stay within it)."""
+    config = read_config(run_dir)
+    if config.get("max_frames"):
+        return int(config["max_frames"])
+    pretrained = config.get("pretrained")
+    if pretrained and os.path.exists(pretrained):
+        return training_frames(pretrained)
+    return schema.CHUNK_FRAMES
+
+
 def input_spec(feature_spec: dict | None, normalization: str, stats: dict | None) -> dict:
     """The content of input_spec.json."""
     return {"feature_spec": feature_spec, "normalization": normalization, "stats": stats}

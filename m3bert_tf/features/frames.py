@@ -37,6 +37,12 @@ CQT_FMIN = 32.70319566257483  # C1 in Hz
 CQT_BINS_PER_OCTAVE = 24
 DELTA_WIDTH = 9  # librosa.feature.delta's default
 CMVN_MIN_STD = 1e-5  # channels flatter than this are set to 0 (their mean)
+TOP_DB = 80.0  # librosa.power_to_db's default floor under the loudest value
+
+
+def mel_db_max(mel_power: np.ndarray) -> float:
+    """The largest value of `librosa.power_to_db(mel_power)` (ref 1.0, amin 1e-10)."""
+    return float(10.0 * np.log10(max(float(np.max(mel_power)), 1e-10)))
 
 
 def log_compress(power: np.ndarray) -> np.ndarray:
@@ -110,15 +116,15 @@ class FeatureExtractor:
         )  # fmt: skip
         return np.abs(spec) ** 2
 
-    def blocks(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
-        """Every block before normalization, each [dim, num_frames] float32.
+    def local_blocks(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
+        """The parts of the features that depend only on nearby audio.
 
-        chroma and mel are the librosa functions' outputs given the shared power
-        STFT; mel and cqt are log-compressed (ln(10 S + 1e-6)).
+        Returns {"chroma": [12, T], "mel_power": [128, T] (linear power),
+        "cqt": [144, T] (magnitude, not log-compressed)}, float32. Everything
+        else (`finish_blocks`) needs the whole track: the MFCC's dB floor is
+        80 dB under the track's loudest mel value.
         """
         power = self.power_spectrogram(waveform)
-        mel_power = self.mel_basis @ power
-        mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel_power), n_mfcc=N_MFCC)
         # chroma_stft(S=power) with the cached basis: the same normalized chroma.
         chroma = librosa.util.normalize(self.chroma_basis @ power, norm=np.inf, axis=0)
         if self.config.feature_set == "paper":
@@ -129,25 +135,54 @@ class FeatureExtractor:
                 fmin=CQT_FMIN, n_chroma=N_CQT, bins_per_octave=N_CQT,
                 tuning=self.config.tuning,
             )  # fmt: skip
+        return {"chroma": chroma, "mel_power": self.mel_basis @ power, "cqt": cqt}
+
+    @staticmethod
+    def finish_blocks(local: dict[str, np.ndarray], db_max: float) -> dict[str, np.ndarray]:
+        """`local_blocks` output -> every block before normalization, [dim, T] each.
+
+        Args:
+          local: the frame-local parts of `local_blocks`, T >= 9 frames (the
+            delta's width).
+          db_max: the track's largest mel power in dB (`mel_db_max`); the MFCC
+            input is floored 80 dB below it, as `librosa.power_to_db` does.
+        """
+        mel_db = librosa.power_to_db(local["mel_power"], top_db=None)
+        mel_db = np.maximum(mel_db, db_max - TOP_DB)
+        mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=N_MFCC)
         return {
-            "chroma": chroma,
+            "chroma": local["chroma"],
             "mfcc": mfcc,
             "delta_mfcc": librosa.feature.delta(mfcc, width=DELTA_WIDTH),
-            "mel": log_compress(mel_power),
-            "cqt": log_compress(cqt),
+            "mel": log_compress(local["mel_power"]),
+            "cqt": log_compress(local["cqt"]),
         }
+
+    def blocks(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
+        """Every block before normalization, each [dim, num_frames] float32.
+
+        chroma and mel are the librosa functions' outputs given the shared power
+        STFT; mel and cqt are log-compressed (ln(10 S + 1e-6)).
+        """
+        local = self.local_blocks(waveform)
+        return self.finish_blocks(local, mel_db_max(local["mel_power"]))
 
     def __call__(self, waveform: np.ndarray) -> np.ndarray:
         """[num_samples] float32 -> [num_frames, 324] float32, not normalized.
 
         num_frames = 1 + num_samples // 1024 (centered frames).
         """
-        blocks = self.blocks(waveform)
-        num_frames = min(b.shape[1] for b in blocks.values())
-        out = np.empty((num_frames, schema.NUM_FEATURES), dtype=np.float32)
-        for block in schema.BLOCKS:
-            out[:, block.start : block.stop] = blocks[block.name][:, :num_frames].T
-        return out
+        return stack_blocks(self.blocks(waveform))
+
+
+def stack_blocks(blocks: dict[str, np.ndarray]) -> np.ndarray:
+    """{block name: [dim, T]} -> [T, 324] float32 in the schema's channel order
+    (T: the shortest block's length)."""
+    num_frames = min(b.shape[1] for b in blocks.values())
+    out = np.empty((num_frames, schema.NUM_FEATURES), dtype=np.float32)
+    for block in schema.BLOCKS:
+        out[:, block.start : block.stop] = blocks[block.name][:, :num_frames].T
+    return out
 
 
 def cmvn_with_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -162,9 +197,17 @@ def cmvn_with_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     x = features.astype(np.float64)
     mean = x.mean(axis=0)
     std = x.std(axis=0)
-    out = (x - mean) / np.maximum(std, CMVN_MIN_STD)
+    return apply_cmvn(x, mean, std), mean.astype(np.float32), std.astype(np.float32)
+
+
+def apply_cmvn(features: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """[num_frames, C] raw -> float32 (x - mean) / std per channel, computed in
+    float64; channels with std < CMVN_MIN_STD become 0."""
+    x = np.asarray(features, np.float64)
+    std = np.asarray(std, np.float64)
+    out = (x - np.asarray(mean, np.float64)) / np.maximum(std, CMVN_MIN_STD)
     out[:, std < CMVN_MIN_STD] = 0.0
-    return out.astype(np.float32), mean.astype(np.float32), std.astype(np.float32)
+    return out.astype(np.float32)
 
 
 def cmvn(features: np.ndarray) -> np.ndarray:

@@ -1,0 +1,104 @@
+"""The HEAR 2021 API (https://hearbenchmark.com): how audio-representation
+benchmarks call a model.
+
+    import m3bert_tf.hear as module
+    model = module.load_model("exports/m3bert/1")        # an export or a run directory
+    emb, ts = module.get_timestamp_embeddings(audio, model)   # audio [n_sounds, n_samples]
+    scene = module.get_scene_embeddings(audio, model)
+
+Audio comes at `model.sample_rate` = 44100 Hz (HEAR resamples to it), float32
+in [-1, 1]. Timestamp embeddings are the encoder's last-layer frames, one per
+output frame: every 23.2 ms (1024 samples) times the frame stack, timestamps in
+milliseconds at each frame's center (frame 0 at 0 ms). The scene embedding is
+the clip embedding, their mean. Clips are embedded in windows of the model's
+training crop (at most 30 s), windows of all clips batched together.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from m3bert_tf import schema
+
+
+class HearModel(tf.Module):
+    """A loaded M3BERT with the attributes HEAR reads.
+
+    Attributes:
+      sample_rate: 44100.
+      scene_embedding_size, timestamp_embedding_size: H, the encoder width.
+      model: the `m3bert_tf.serving.api.Model` doing the work.
+    """
+
+    sample_rate = schema.SAMPLE_RATE
+
+    def __init__(self, model):
+        super().__init__(name="m3bert")
+        self.model = model
+        self.scene_embedding_size = int(model.hidden_dim)
+        self.timestamp_embedding_size = int(model.hidden_dim)
+
+
+def load_model(model_file_path: str = "") -> HearModel:
+    """Loads an export version directory (`bin/export`) or a run directory.
+
+    There is no default model: M3BERT ships no weights, so an empty path is
+    an error that says so.
+    """
+    if not model_file_path:
+        raise ValueError(
+            "m3bert_tf.hear.load_model needs a model: an export directory (bin/export) "
+            "or a bin/pretrain / bin/finetune run directory"
+        )
+    from m3bert_tf.serving.api import load
+
+    return HearModel(load(model_file_path))
+
+
+def _embed_batch(audio, model: HearModel, batch_size: int = 16) -> list[np.ndarray]:
+    """[n_sounds, n_samples] -> per sound [T', H] float32 frame embeddings."""
+    from m3bert_tf.features import streaming
+    from m3bert_tf.serving.api import select_frames
+
+    audio = np.asarray(audio.numpy() if hasattr(audio, "numpy") else audio, np.float32)
+    if audio.ndim != 2:
+        raise ValueError(f"audio must be [n_sounds, n_samples], got shape {audio.shape}")
+    inner = model.model
+    items, frames = [], [[] for _ in range(len(audio))]
+    tracks = []
+    try:
+        for i, sound in enumerate(audio):
+            track = streaming.spill(
+                streaming.waveform_samples(sound, model.sample_rate), inner.extractor,
+                f"audio[{i}]",
+            )  # fmt: skip
+            tracks.append(track)
+            items += [(i, track, w) for w in inner.plan(track.num_frames)]
+        for first in range(0, len(items), batch_size):
+            group = items[first : first + batch_size]
+            batch = [inner.window_features(t, w.start, w.stop) for _, t, w in group]
+            for (i, _, w), out in zip(
+                group, inner.run_windows(batch, "embed"), strict=False
+            ):
+                kept = select_frames(out, w, inner.frame_stack, "embed")
+                frames[i].append(kept["frame_embeddings"])
+    finally:
+        for track in tracks:
+            track.close()
+    return [np.concatenate(f).astype(np.float32) for f in frames]
+
+
+def get_timestamp_embeddings(audio, model: HearModel):
+    """([n_sounds, T', H] float32 tf.Tensor, [n_sounds, T'] float32 timestamps in ms)."""
+    from m3bert_tf.serving.windows import timestamps
+
+    per_sound = _embed_batch(audio, model)
+    embeddings = np.stack(per_sound)
+    ms = timestamps(embeddings.shape[1], model.model.frame_stack) * 1000.0
+    stamps = np.broadcast_to(ms, embeddings.shape[:2])
+    return tf.constant(embeddings, tf.float32), tf.constant(stamps, tf.float32)
+
+
+def get_scene_embeddings(audio, model: HearModel):
+    """[n_sounds, H] float32 tf.Tensor: each sound's mean frame embedding."""
+    per_sound = _embed_batch(audio, model)
+    return tf.constant(np.stack([f.mean(axis=0) for f in per_sound]), tf.float32)

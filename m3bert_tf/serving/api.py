@@ -1,0 +1,308 @@
+"""The Python API: a trained model that embeds audio of any length.
+
+    model = m3bert_tf.load("exports/m3bert/1")      # or a bin/pretrain / bin/finetune run
+    out = model.embed(waveform, sample_rate)          # or model.embed_file(path)
+    out["timestamps"]          # [T'] seconds, the center of each frame
+    out["frame_embeddings"]    # [T', H] ([T', L, H] for layer="all")
+    out["clip_embedding"]      # [H]     ([L, H])
+    model.predict(waveform, sample_rate)              # {task: {name: value}}
+
+Audio -> the extraction's features (same parameters; block-wise, so memory is
+bounded by a window, not the track) -> the normalization the model was
+trained with -> windows of at most 30 s (`serving.windows`) -> the model ->
+frames stitched, clip embedding = mean over the track's frames.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from m3bert_tf import runs, schema
+from m3bert_tf.serving import windows as windows_lib
+
+LAYERS = ("last", "all", "mean")  # or an integer, 0 = the first transformer block
+
+
+def parse_layer(layer) -> str | int:
+    """ "last" | "all" | "mean" | N (0-based block index) from a flag or argument."""
+    if isinstance(layer, int) or (isinstance(layer, str) and layer.lstrip("-").isdigit()):
+        return int(layer)
+    if layer not in LAYERS:
+        raise ValueError(f"layer must be one of {LAYERS} or a block index, got {layer!r}")
+    return layer
+
+
+class SavedModelBackend:
+    """Calls an exported SavedModel's signatures."""
+
+    def __init__(self, path: str):
+        import tensorflow as tf
+
+        self._tf = tf
+        self._model = tf.saved_model.load(path)
+        self.signatures = set(self._model.signatures.keys())
+
+    def __call__(self, signature: str, features: np.ndarray, lengths: np.ndarray) -> dict:
+        fn = self._model.signatures[signature]
+        out = fn(
+            features=self._tf.constant(features, self._tf.float32),
+            lengths=self._tf.constant(lengths, self._tf.int32),
+        )
+        return {k: v.numpy() for k, v in out.items()}
+
+
+class KerasBackend:
+    """Runs a run directory's Keras model through the same computations an export serves."""
+
+    def __init__(self, model):
+        import tensorflow as tf
+
+        from m3bert_tf.serving.graph import Computations
+
+        self._tf = tf
+        self.computations = Computations(model)
+        names = ["embed", "embed_all_layers"]
+        if self.computations.multitask is not None:
+            names.append("predict")
+        self._fns = {
+            n: tf.function(getattr(self.computations, n), reduce_retracing=True)
+            for n in names
+        }
+        self.signatures = set(names)
+
+    def __call__(self, signature: str, features: np.ndarray, lengths: np.ndarray) -> dict:
+        out = self._fns[signature](
+            self._tf.constant(features, self._tf.float32),
+            self._tf.constant(lengths, self._tf.int32),
+        )
+        return {k: v.numpy() for k, v in out.items()}
+
+
+class Model:
+    """A trained M3BERT: `m3bert_tf.load(path)` returns one.
+
+    Attributes:
+      kind: "pretrained" or "finetuned".
+      sample_rate: 44100, the rate the features are computed at (any input
+        rate is resampled).
+      frame_seconds: seconds between output frames (hop x frame stack).
+      hidden_dim, num_layers: the encoder's H and L.
+      enrichment_dim: E of a fine-tuned model (its M3BERT embedding), else None.
+      tasks: the fine-tuned model's TaskSpec dicts.
+      window_frames: the default window (the training crop, at most 30 s).
+    """
+
+    sample_rate = schema.SAMPLE_RATE
+
+    def __init__(self, backend, info: dict, source: str):
+        from m3bert_tf.features import frames as frames_lib
+
+        self.backend = backend
+        self.info = info
+        self.source = source
+        self.kind = info["kind"]
+        self.num_layers = info["encoder"]["num_layers"]
+        self.hidden_dim = info["encoder"]["hidden_dim"]
+        self.frame_stack = info["encoder"]["frame_stack"]
+        self.enrichment_dim = info.get("enrichment_dim")
+        self.tasks = info.get("tasks", [])
+        self.frame_seconds = self.frame_stack * schema.HOP_LENGTH / schema.SAMPLE_RATE
+        self.window_frames = windows_lib.default_window_frames(
+            info["training_frames"], self.frame_stack
+        )
+        spec = info["input_spec"]
+        feature_spec = spec.get("feature_spec") or {}
+        self.extractor = frames_lib.FeatureExtractor(
+            frames_lib.FeatureConfig(
+                feature_set=feature_spec.get("feature_set", "paper"),
+                tuning=feature_spec.get("tuning", 0.0),
+            )
+        )
+        self.normalization = spec["normalization"]
+        self.stats = spec.get("stats")
+
+    def __repr__(self):
+        return (
+            f"<m3bert_tf.Model {self.kind} L={self.num_layers} H={self.hidden_dim} "
+            f"k={self.frame_stack} from {self.source}>"
+        )
+
+    # --- features ------------------------------------------------------------
+
+    def window_features(self, track, start: int, stop: int) -> np.ndarray:
+        """[stop - start, 324] model inputs of a spilled track (`features.streaming`)."""
+        from m3bert_tf.features import frames as frames_lib
+
+        if self.normalization == "track":
+            return track.normalized(start, stop)
+        raw = track.raw(start, stop)
+        if self.normalization == "none":
+            return raw
+        mean = np.asarray(self.stats["mean"])
+        return frames_lib.apply_cmvn(raw, mean, np.asarray(self.stats["std"]))
+
+    def plan(self, num_frames: int, window_seconds=None, hop_seconds=None):
+        """The windows of a track of `num_frames` frames (`serving.windows.plan`)."""
+        k = self.frame_stack
+        window = (
+            self.window_frames
+            if window_seconds is None
+            else windows_lib.seconds_to_frames(window_seconds, k)
+        )
+        hop = (
+            window if hop_seconds is None else windows_lib.seconds_to_frames(hop_seconds, k)
+        )
+        if hop > window:
+            raise ValueError(f"hop ({hop_seconds} s) must not exceed the window")
+        return windows_lib.plan(num_frames, window, hop, k)
+
+    # --- embedding -----------------------------------------------------------
+
+    def run_windows(self, batch: list[np.ndarray], signature: str) -> list[dict]:
+        """Model outputs of several windows ([n_i, 324] each), one dict per window,
+        cut to its real output frames."""
+        out = self.backend(signature, *_padded(batch))
+        results = []
+        for i in range(len(batch)):
+            n = int(out["frame_lengths"][i]) if "frame_lengths" in out else None
+            row = {}
+            for key, value in out.items():
+                if key == "frame_lengths":
+                    continue
+                v = value[i]
+                if key.startswith("frame_"):
+                    v = v[:, :n] if signature == "embed_all_layers" else v[:n]
+                row[key] = v
+            results.append(row)
+        return results
+
+    def embed_track(self, track, layer="last", window_seconds=None, hop_seconds=None,
+                    batch_size: int = 8) -> dict:  # fmt: skip
+        """Embeddings of a spilled track (see `embed`)."""
+        layer = parse_layer(layer)
+        if not isinstance(layer, str) and not -self.num_layers <= layer < self.num_layers:
+            raise ValueError(
+                f"layer {layer}: the model has {self.num_layers} blocks (0..{self.num_layers - 1})"
+            )
+        plan = self.plan(track.num_frames, window_seconds, hop_seconds)
+        signature = "embed" if layer == "last" else "embed_all_layers"
+        pieces = {}
+        for first in range(0, len(plan), batch_size):
+            group = plan[first : first + batch_size]
+            batch = [self.window_features(track, w.start, w.stop) for w in group]
+            for w, out in zip(group, self.run_windows(batch, signature), strict=False):
+                for key, value in select_frames(
+                    out, w, self.frame_stack, signature
+                ).items():
+                    pieces.setdefault(key, []).append(value)
+        frames = {key: np.concatenate(parts) for key, parts in pieces.items()}
+        return finish(frames, layer, self.frame_stack)
+
+    def embed(self, waveform, sample_rate: int, layer="last", window_seconds=None,
+              hop_seconds=None) -> dict:  # fmt: skip
+        """Embeddings of a mono waveform at any rate and of any length.
+
+        Returns {"timestamps": [T'] seconds, "frame_embeddings": [T', H] (or
+        [T', L, H] for layer="all"), "clip_embedding": [H] (or [L, H])}, float32,
+        plus "frame_enrichment" [T', E] / "clip_enrichment" [E] for a fine-tuned
+        model at layer="last". T' = ceil(T / k), T = 1 + samples at 44.1 kHz // 1024.
+        """
+        from m3bert_tf.features import streaming
+
+        with streaming.spill_waveform(waveform, sample_rate, self.extractor) as track:
+            return self.embed_track(track, layer, window_seconds, hop_seconds)
+
+    def embed_file(self, path: str, **kwargs) -> dict:
+        """`embed` of an audio file (any format bin/extract reads)."""
+        from m3bert_tf.features import streaming
+
+        with streaming.spill_file(path, self.extractor) as track:
+            return self.embed_track(track, **kwargs)
+
+    def predict(self, waveform, sample_rate: int, batch_size: int = 8) -> dict:
+        """{task: {class or output name: probability or value}} of a fine-tuned
+        model, from its clip embedding over the whole track (the mean of the
+        windows' clip enrichments, weighted by their frames)."""
+        if "predict" not in self.backend.signatures:
+            raise ValueError(f"{self.source}: predict needs a fine-tuned model")
+        from m3bert_tf.features import streaming
+
+        sums = {}
+        with streaming.spill_waveform(waveform, sample_rate, self.extractor) as track:
+            plan = self.plan(track.num_frames)
+            for first in range(0, len(plan), batch_size):
+                group = plan[first : first + batch_size]
+                batch = [self.window_features(track, w.start, w.stop) for w in group]
+                weights = np.array([w.keep_stop - w.keep_start for w in group], np.float64)
+                for name, value in self.backend("predict", *_padded(batch)).items():
+                    sums[name] = sums.get(name, 0.0) + (value * weights[:, None]).sum(0)
+        total = sum(w.keep_stop - w.keep_start for w in plan)
+        result = {}
+        for task in self.tasks:
+            value = sums[task["name"]] / total
+            names = task["outputs"] if task["kind"] == "regression" else task["classes"]
+            result[task["name"]] = dict(
+                zip(names, value.astype(float).tolist(), strict=False)
+            )
+        return result
+
+
+def _padded(batch):
+    longest = max(len(w) for w in batch)
+    features = np.zeros((len(batch), longest, schema.NUM_FEATURES), np.float32)
+    for i, w in enumerate(batch):
+        features[i, : len(w)] = w
+    return features, np.array([len(w) for w in batch], np.int32)
+
+
+def select_frames(out: dict, window, frame_stack: int, signature: str) -> dict:
+    """The output frames a window keeps (`window.keep_start:keep_stop`), as
+    [n, ...] arrays (all layers: [n, L, H])."""
+    first = window.start // frame_stack
+    lo, hi = window.keep_start - first, window.keep_stop - first
+    kept = {}
+    for key, value in out.items():
+        if not key.startswith("frame_"):
+            continue
+        if signature == "embed_all_layers":
+            kept[key] = np.moveaxis(value[:, lo:hi], 0, 1)  # [L, n, H] -> [n, L, H]
+        else:
+            kept[key] = value[lo:hi]
+    return kept
+
+
+def finish(frames: dict, layer, frame_stack: int) -> dict:
+    """Stitched frames -> the API's outputs for `layer`, with timestamps and clip means."""
+    out = {
+        "timestamps": windows_lib.timestamps(len(frames["frame_embeddings"]), frame_stack)
+    }
+    for key, value in frames.items():
+        if key == "frame_embeddings" and not isinstance(layer, str):
+            value = value[:, layer]
+        elif key == "frame_embeddings" and layer == "mean":
+            value = value.mean(axis=1)
+        out[key] = value.astype(np.float32)
+        out[key.replace("frame_", "clip_")] = value.mean(axis=0).astype(np.float32)
+    out["clip_embedding"] = out.pop("clip_embeddings")
+    return out
+
+
+def load(path: str) -> Model:
+    """A trained model from an export version directory (`bin/export`) or a
+    finished bin/pretrain or bin/finetune run directory."""
+    from m3bert_tf.serving import export
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such directory (an export or a run directory)")
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        with open(os.path.join(path, export.EXPORT_INFO_NAME)) as f:
+            info = json.load(f)
+        return Model(SavedModelBackend(path), info, path)
+    if not os.path.exists(os.path.join(path, runs.CONFIG_NAME)):
+        raise FileNotFoundError(
+            f"{path}: neither an export (saved_model.pb) nor a run directory ({runs.CONFIG_NAME})"
+        )
+    model, kind = export.load_run_model(path)
+    backend = KerasBackend(model)
+    return Model(backend, export.export_info(path, kind, backend.computations), path)

@@ -1,0 +1,335 @@
+"""`bin/embed`: audio files of any length -> embeddings, one .npz per track.
+
+    run_embed(EmbedConfig(model="exports/m3bert/1", input="music/", output_dir="emb"))
+
+Per track, `<output_dir>/<track_id>.npz` holds "timestamps" [T'] (seconds),
+"frame_embeddings" [T', H] ([T', L, H] for --layer=all), "clip_embedding",
+for a fine-tuned model at --layer=last also "frame_enrichment"/"clip_enrichment",
+and "duration_s"; `index.csv` lists track_id, source_path, duration_s,
+frames, file. Files are decoded and featurized block-wise by worker processes
+(`features.streaming`, into temporary files), windows from several tracks are
+batched through the model, and each track's frames go to temporary files as
+they come: memory is bounded by a block, a batch of windows and the number of
+tracks in flight, not by any track's length. A track's .npz is written under a
+temporary name and renamed, so a rerun skips exactly the finished tracks; a
+file that cannot be decoded (or is silent) is reported and skipped.
+"""
+
+import csv
+import dataclasses
+import multiprocessing
+import os
+import shutil
+import zipfile
+
+import numpy as np
+
+from m3bert_tf import __version__, locks, runs, schema
+from m3bert_tf.datasets.base import Problem, Track
+from m3bert_tf.progress import Progress
+
+INDEX_NAME = "index.csv"
+JOB_NAME = "embed.json"
+TMP_DIR = ".tmp"
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedConfig:
+    """Args: see `bin/embed --help`."""
+
+    model: str
+    input: str
+    output_dir: str
+    layer: str = "last"
+    window_seconds: float = 0.0  # 0: the model's training crop, at most 30 s
+    hop_seconds: float = 0.0  # 0: the window (no overlap)
+    batch_size: int = 8
+    num_workers: int = 1
+    progress_interval: float = 5.0
+
+    def __post_init__(self):
+        from m3bert_tf.serving.api import parse_layer
+
+        parse_layer(self.layer)
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"--num_workers must be >= 0, got {self.num_workers}")
+        if self.window_seconds < 0 or self.hop_seconds < 0:
+            raise ValueError("--window_seconds and --hop_seconds must be >= 0")
+        if self.window_seconds > 30.0:
+            raise ValueError(f"--window_seconds={self.window_seconds}: at most 30 s")
+        if self.hop_seconds and self.hop_seconds > (self.window_seconds or 30.0):
+            raise ValueError("--hop_seconds must not exceed --window_seconds")
+
+
+# --- worker side (librosa only) ------------------------------------------------
+
+_EXTRACTOR = None
+_TMP = None
+
+
+def _init_worker(feature_config, tmp_dir) -> None:
+    global _EXTRACTOR, _TMP
+    from threadpoolctl import threadpool_limits
+
+    from m3bert_tf.features import frames as frames_lib
+
+    threadpool_limits(1)
+    _EXTRACTOR, _TMP = frames_lib.FeatureExtractor(feature_config), tmp_dir
+
+
+def _featurize(track: Track):
+    """track -> (track, detached SpilledTrack or Problem)."""
+    from m3bert_tf.features import audio as audio_lib
+    from m3bert_tf.features import streaming
+
+    try:
+        spilled = streaming.spill(
+            streaming.file_samples(track.path), _EXTRACTOR, track.path,
+            reject_silent=True, directory=_TMP, named=True,
+        )  # fmt: skip
+        return track, spilled.detach()
+    except audio_lib.AudioError as e:
+        reason = str(e).removeprefix(f"{track.path}: ")
+        return track, Problem(track.path, reason)
+    except Exception as e:  # an odd file must not end a long job
+        return track, Problem(track.path, f"{type(e).__name__}: {e}")
+
+
+def _featurized(tracks, model, tmp_dir, num_workers):
+    """Yields (track, SpilledTrack | Problem) in order, at most 2 x workers ahead."""
+    from m3bert_tf.features.streaming import SpilledTrack
+
+    feature_config = model.extractor.config
+    if num_workers == 0:
+        _init_worker(feature_config, tmp_dir)
+        for track in tracks:
+            track, result = _featurize(track)
+            yield (
+                track,
+                result if isinstance(result, Problem) else SpilledTrack.attach(result),
+            )
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(num_workers, _init_worker, (feature_config, tmp_dir)) as pool:
+        pending = []
+        for track in tracks + [None] * (2 * num_workers):
+            if track is not None:
+                pending.append(pool.apply_async(_featurize, (track,)))
+            if len(pending) > 2 * num_workers or (track is None and pending):
+                done, result = pending.pop(0).get()
+                yield (
+                    done,
+                    result if isinstance(result, Problem) else SpilledTrack.attach(result),
+                )
+
+
+# --- parent side ------------------------------------------------------------------
+
+
+class _TrackOutput:
+    """One track's outputs, streamed to temporary files until `write` makes the .npz."""
+
+    def __init__(self, track, spilled, plan, path, tmp_dir):
+        self.track, self.spilled, self.plan, self.path = track, spilled, plan, path
+        self.remaining = len(plan)
+        self.tmp_dir = tmp_dir
+        self.files, self.shapes, self.sums = {}, {}, {}
+
+    def add(self, frames: dict) -> None:
+        for key, value in frames.items():
+            value = np.ascontiguousarray(value, dtype=np.float32)
+            if key not in self.files:
+                self.files[key] = open(
+                    os.path.join(self.tmp_dir, f"{os.getpid()}-{id(self)}-{key}.raw"), "w+b"
+                )
+                self.shapes[key] = [0, *value.shape[1:]]
+                self.sums[key] = np.zeros(value.shape[1:], np.float64)
+            self.files[key].write(value.tobytes())
+            self.shapes[key][0] += len(value)
+            self.sums[key] += value.sum(axis=0, dtype=np.float64)
+        self.remaining -= 1
+
+    def write(self, frame_stack: int) -> None:
+        """The .npz, atomically (written under a temporary name, then renamed)."""
+        from m3bert_tf.serving.windows import timestamps
+
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        temporary = self.path + schema.TMP_SUFFIX
+        num_frames = self.shapes["frame_embeddings"][0]
+        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+            small = {
+                "timestamps": timestamps(num_frames, frame_stack),
+                "duration_s": np.float64(self.spilled.duration_s),
+            }
+            for key, value in self.sums.items():
+                small[key.replace("frame_", "clip_")] = (value / max(num_frames, 1)).astype(
+                    np.float32
+                )
+            small["clip_embedding"] = small.pop("clip_embeddings")
+            for key, value in small.items():
+                with z.open(f"{key}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asarray(value))
+            for key, handle in self.files.items():
+                header = {
+                    "descr": "<f4",
+                    "fortran_order": False,
+                    "shape": tuple(self.shapes[key]),
+                }
+                with z.open(f"{key}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array_header_1_0(f, header)
+                    handle.seek(0)
+                    shutil.copyfileobj(handle, f, 1 << 22)
+        os.replace(temporary, self.path)
+        self.close()
+
+    def close(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+            os.remove(handle.name)
+        self.files = {}
+        self.spilled.close()
+
+
+def npz_path(output_dir: str, track_id: str) -> str:
+    return os.path.join(output_dir, *track_id.split("/")) + ".npz"
+
+
+def _check_job(output_dir: str, job: dict) -> None:
+    """Refuses to mix embeddings of another model, layer or windowing in one dir."""
+    path = os.path.join(output_dir, JOB_NAME)
+    if os.path.exists(path):
+        old = runs.read_json(path)
+        changed = runs.config_changes(old["settings"], job["settings"])
+        if changed:
+            fields = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items())
+            raise runs.ConfigMismatch(
+                f"--output_dir={output_dir} holds embeddings made with other settings "
+                f"({fields}); use a new --output_dir"
+            )
+    else:
+        runs.write_json(path, job)
+
+
+def run_embed(config: EmbedConfig) -> dict:
+    """Embeds every track of `config.input`; returns {"embedded", "skipped", "failed", ...}."""
+    from m3bert_tf import extract
+    from m3bert_tf.serving.api import load, parse_layer
+
+    loaded = extract.find_tracks(extract.ExtractConfig(input=config.input, output_dir="-"))
+    model = load(config.model)
+    layer = parse_layer(config.layer)
+    window = config.window_seconds or None
+    hop = config.hop_seconds or None
+    model.plan(1, window, hop)  # refuses a hop longer than the window now, not per track
+    os.makedirs(config.output_dir, exist_ok=True)
+    with locks.DirectoryLock(config.output_dir, "--output_dir"):
+        settings = {
+            "model": os.path.abspath(config.model), "layer": str(layer),
+            "window_seconds": config.window_seconds, "hop_seconds": config.hop_seconds,
+        }  # fmt: skip
+        _check_job(
+            config.output_dir, {"settings": settings, "package_version": __version__}
+        )
+        tmp_dir = os.path.join(config.output_dir, TMP_DIR)
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # leftovers of a killed run
+        os.makedirs(tmp_dir)
+        try:
+            return _embed_all(config, model, layer, window, hop, loaded, tmp_dir)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def _embed_all(config, model, layer, window, hop, loaded, tmp_dir) -> dict:
+    from m3bert_tf.serving.api import select_frames
+
+    tracks = loaded.tracks
+    todo = [
+        t for t in tracks if not os.path.exists(npz_path(config.output_dir, t.track_id))
+    ]
+    failed = [dataclasses.asdict(p) for p in loaded.problems]
+    signature = "embed" if layer == "last" else "embed_all_layers"
+    progress = Progress("embed", len(todo), "files", config.progress_interval)
+    stats = {"files": 0, "audio_s": 0.0}
+    queue, in_flight = [], []  # (output, window) pairs waiting; outputs not yet written
+
+    def run_batch(items):
+        features = [model.window_features(o.spilled, w.start, w.stop) for o, w in items]
+        for (output, w), out in zip(
+            items, model.run_windows(features, signature), strict=False
+        ):
+            frames = select_frames(out, w, model.frame_stack, signature)
+            output.add(_reduce(frames, layer))
+            if output.remaining == 0:
+                output.write(model.frame_stack)
+                in_flight.remove(output)
+                stats["files"] += 1
+                stats["audio_s"] += output.spilled.duration_s
+                progress.update(stats["files"] + len(failed_now), _rate(stats, progress))
+
+    failed_now = []
+    try:
+        for track, result in _featurized(todo, model, tmp_dir, config.num_workers):
+            if isinstance(result, Problem):
+                failed_now.append(result)
+                continue
+            output = _TrackOutput(
+                track, result, model.plan(result.num_frames, window, hop),
+                npz_path(config.output_dir, track.track_id), tmp_dir,
+            )  # fmt: skip
+            in_flight.append(output)
+            queue.extend((output, w) for w in output.plan)
+            while len(queue) >= config.batch_size:
+                batch, queue[:] = queue[: config.batch_size], queue[config.batch_size :]
+                run_batch(batch)
+        if queue:
+            run_batch(queue)
+    finally:
+        for output in in_flight:
+            output.close()
+    progress.update(stats["files"] + len(failed_now), _rate(stats, progress), force=True)
+    rows = _write_index(config.output_dir, tracks)
+    failed += [dataclasses.asdict(p) for p in failed_now]
+    return {
+        "embedded": stats["files"], "skipped": len(tracks) - len(todo),
+        "failed": failed, "tracks": len(rows), "audio_s": stats["audio_s"],
+        "seconds": progress.elapsed, "index": os.path.join(config.output_dir, INDEX_NAME),
+    }  # fmt: skip
+
+
+def _rate(stats: dict, progress) -> str:
+    return f"{stats['audio_s'] / 3600 / max(progress.elapsed, 1e-9):.3g} audio-h/s"
+
+
+def _reduce(frames: dict, layer) -> dict:
+    """All-layer frames [n, L, H] -> the asked layer ("mean", an index), else as is."""
+    if isinstance(layer, str) and layer in ("last", "all"):
+        return frames
+    value = frames["frame_embeddings"]
+    return {"frame_embeddings": value.mean(axis=1) if layer == "mean" else value[:, layer]}
+
+
+def _write_index(output_dir: str, tracks) -> list[dict]:
+    """index.csv of every finished track of the input (rebuilt, atomically)."""
+    rows = []
+    for track in tracks:
+        path = npz_path(output_dir, track.track_id)
+        if not os.path.exists(path):
+            continue
+        with np.load(path) as data:
+            frames, duration = len(data["timestamps"]), float(data["duration_s"])
+        rows.append({
+            "track_id": track.track_id, "source_path": track.path,
+            "duration_s": round(duration, 3), "frames": frames,
+            "file": os.path.relpath(path, output_dir),
+        })  # fmt: skip
+    temporary = os.path.join(output_dir, INDEX_NAME + schema.TMP_SUFFIX)
+    with open(temporary, "w", newline="") as f:
+        writer = csv.DictWriter(
+            f, ["track_id", "source_path", "duration_s", "frames", "file"]
+        )
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, os.path.join(output_dir, INDEX_NAME))
+    return rows

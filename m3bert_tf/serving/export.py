@@ -1,0 +1,204 @@
+"""`bin/export`: a trained run -> a SavedModel version directory for TensorFlow Serving.
+
+    path = export_run("runs/finetune", "exports/m3bert")   # -> exports/m3bert/1
+
+<base>/<N>/ holds (N: the next integer, or the one asked for; an existing
+version is never overwritten: the directory is written under a temporary name
+and renamed into place):
+
+    saved_model.pb, variables/      signatures embed (= serving_default),
+                                    embed_all_layers, predict (fine-tuned)
+    assets/labels_<task>.txt        class (or output) names, one per line
+    assets.extra/tf_serving_warmup_requests
+                                    PredictionLog records TF Serving replays
+    labels.json                     {task: {"kind", "names"}}
+    export.json                     model config, input spec (feature spec,
+                                    normalization and its statistics), the
+                                    training crop, package version
+
+The signatures (`serving.graph`) take `features` [batch, time, 324] float32
+normalized as the model was trained, and `lengths` [batch] int32. Keras 3's
+`ExportArchive` writes them with their input names and dtypes; no jit_compile
+(the time axis is `None`, XLA would recompile for every length).
+"""
+
+import os
+import shutil
+
+import numpy as np
+
+from m3bert_tf import __version__, runs, schema
+
+EXPORT_INFO_NAME = "export.json"
+LABELS_NAME = "labels.json"
+WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
+MODEL_NAME = "m3bert"  # the model name the README's serving command uses
+
+
+class ExportError(ValueError):
+    """A refused export (existing version, not a finished run); names what."""
+
+
+def load_run_model(model_dir: str):
+    """(model, kind): a fine-tuning run's M3BertMultiTask ("finetuned") or a
+    pretraining run's M3BertEncoder ("pretrained")."""
+    if os.path.exists(os.path.join(model_dir, runs.MULTITASK_NAME)):
+        return runs.load_multitask(model_dir), "finetuned"
+    return runs.load_encoder(model_dir), "pretrained"
+
+
+def next_version(base: str) -> int:
+    """1 + the largest integer version directory under `base` (1 when none)."""
+    versions = (
+        [int(n) for n in os.listdir(base) if n.isdigit()] if os.path.isdir(base) else []
+    )
+    return max(versions, default=0) + 1
+
+
+def signature_specs():
+    """The input signature shared by every endpoint: (features, lengths)."""
+    import tensorflow as tf
+
+    return [
+        tf.TensorSpec([None, None, schema.NUM_FEATURES], tf.float32, name="features"),
+        tf.TensorSpec([None], tf.int32, name="lengths"),
+    ]
+
+
+def export_info(model_dir: str, kind: str, computations) -> dict:
+    """The content of export.json."""
+    config = runs.read_config(model_dir)
+    return {
+        "package_version": __version__,
+        "source_run": os.path.abspath(model_dir),
+        "kind": kind,
+        "config": config,
+        "input_spec": runs.read_input_spec(model_dir),
+        "training_frames": runs.training_frames(model_dir),
+        "sample_rate": schema.SAMPLE_RATE,
+        "hop_length": schema.HOP_LENGTH,
+        "num_features": schema.NUM_FEATURES,
+        "encoder": {
+            "num_layers": computations.num_layers,
+            "hidden_dim": computations.hidden_dim,
+            "frame_stack": computations.frame_stack,
+        },
+        "enrichment_dim": computations.enrichment_dim,
+        "tasks": computations.tasks,
+        "signatures": signature_names(computations),
+        "dtype": "float32",
+    }
+
+
+def signature_names(computations) -> list[str]:
+    names = ["embed", "embed_all_layers"]
+    return names + (["predict"] if computations.multitask is not None else [])
+
+
+def labels_of(tasks: list[dict]) -> dict:
+    """{task: {"kind", "names"}}: class names, or a regression task's output names."""
+    return {
+        t["name"]: {
+            "kind": t["kind"],
+            "names": list(t["outputs"] if t["kind"] == "regression" else t["classes"]),
+        }
+        for t in tasks
+    }
+
+
+def warmup_requests(computations, frames: int) -> list:
+    """PredictionLog records: each signature at batch 1 and 4 of `frames` frames
+    (the window bin/embed sends), the 4 of mixed lengths."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    rng = np.random.default_rng(0)
+    logs = []
+    for name in signature_names(computations):
+        for batch in (1, 4):
+            features = rng.standard_normal((batch, frames, schema.NUM_FEATURES))
+            lengths = np.linspace(frames, max(1, frames // 4), batch).astype(np.int32)
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=MODEL_NAME, signature_name=name)
+            )
+            request.inputs["features"].CopyFrom(
+                tf.make_tensor_proto(features.astype(np.float32))
+            )
+            request.inputs["lengths"].CopyFrom(tf.make_tensor_proto(lengths))
+            logs.append(
+                prediction_log_pb2.PredictionLog(
+                    predict_log=prediction_log_pb2.PredictLog(request=request)
+                )
+            )
+    return logs
+
+
+def write_savedmodel(computations, path: str) -> None:
+    """The signatures of `computations` as a SavedModel at `path`."""
+    import keras
+
+    archive = keras.export.ExportArchive()
+    for trackable in computations.trackables():
+        archive.track(trackable)
+    specs = signature_specs()
+    # The first endpoint added is also served as "serving_default".
+    archive.add_endpoint("embed", computations.embed, input_signature=specs)
+    archive.add_endpoint(
+        "embed_all_layers", computations.embed_all_layers, input_signature=specs
+    )
+    if computations.multitask is not None:
+        archive.add_endpoint("predict", computations.predict, input_signature=specs)
+    archive.write_out(path, verbose=False)
+
+
+def export_run(
+    model_dir: str, export_base: str, version: int | None = None, log=print
+) -> str:
+    """Exports a finished bin/pretrain or bin/finetune run; returns `<base>/<N>`.
+
+    Raises:
+      ExportError: `version` exists already, or `model_dir` is no finished run.
+      FileNotFoundError: `model_dir` is missing.
+    """
+    import tensorflow as tf
+
+    from m3bert_tf.serving.graph import Computations
+
+    if not os.path.isdir(model_dir):
+        raise ExportError(f"--model_dir={model_dir}: no such directory")
+    try:
+        model, kind = load_run_model(model_dir)
+    except FileNotFoundError as e:
+        raise ExportError(str(e)) from None
+    computations = Computations(model)
+    version = next_version(export_base) if version is None else version
+    if version < 1:
+        raise ExportError(f"--version={version}: versions are positive integers")
+    final = os.path.join(export_base, str(version))
+    if os.path.exists(final):
+        raise ExportError(f"{final} exists: versions are never overwritten (omit --version "
+                          "to take the next one)")  # fmt: skip
+    os.makedirs(export_base, exist_ok=True)
+    temporary = os.path.join(export_base, f".{version}{schema.TMP_SUFFIX}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    info = export_info(model_dir, kind, computations)
+    try:
+        write_savedmodel(computations, temporary)
+        labels = labels_of(computations.tasks)
+        os.makedirs(os.path.join(temporary, "assets"), exist_ok=True)
+        for task, entry in labels.items():
+            with open(os.path.join(temporary, "assets", f"labels_{task}.txt"), "w") as f:
+                f.write("".join(f"{n}\n" for n in entry["names"]))
+        os.makedirs(os.path.dirname(os.path.join(temporary, WARMUP_PATH)), exist_ok=True)
+        with tf.io.TFRecordWriter(os.path.join(temporary, WARMUP_PATH)) as writer:
+            for record in warmup_requests(computations, min(info["training_frames"], 512)):
+                writer.write(record.SerializeToString())
+        runs.write_json(os.path.join(temporary, LABELS_NAME), labels)
+        runs.write_json(os.path.join(temporary, EXPORT_INFO_NAME), info)
+        os.rename(temporary, final)  # fails rather than replace a version that appeared
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    log(f"exported {kind} model {model_dir} -> {final} "
+        f"(signatures: {', '.join(info['signatures'])})")  # fmt: skip
+    return final

@@ -1,0 +1,140 @@
+"""The serving computations of a trained model: what every signature computes.
+
+    computations = Computations(model)     # an M3BertEncoder or M3BertMultiTask
+    computations.embed(features, lengths)
+    computations.embed_all_layers(features, lengths)
+    computations.predict(features, lengths)          # fine-tuned models only
+
+Inputs: `features` [B, T, 324] float32, normalized as the model was trained;
+`lengths` [B] int32, real frames per row (frames past a row's length are
+padding, never attended to). Outputs, dicts of float32 tensors; T' = ceil(T / k)
+with k the encoder's frame stack, and padded frames are zeros:
+
+- embed: "frame_embeddings" [B, T', H] (last layer), "clip_embedding" [B, H]
+  (the mean over real frames), "frame_lengths" [B] int32 (real frames in
+  T'); a fine-tuned model adds "frame_enrichment" [B, T', E] and
+  "clip_enrichment" [B, E] (its enrichment layer, the M3BERT embedding).
+- embed_all_layers: "frame_embeddings" [B, L, T', H], "clip_embedding"
+  [B, L, H], "frame_lengths".
+- predict: one [B, outputs] tensor per task (probabilities or values).
+
+The export (`serving.export`) and the in-memory run-directory backend
+(`serving.api`) both call these, so a SavedModel and the Keras model compute
+the same thing. Every computation runs in float32 (`float32_copy`), whatever
+precision the model trained in.
+"""
+
+import keras
+import tensorflow as tf
+
+from m3bert_tf.layers.pooling import MaskedMeanPooling
+
+
+def _to_float32(config):
+    """A serialized Keras config with every dtype policy set to float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy":
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {k: _to_float32(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_to_float32(v) for v in config]
+    if isinstance(config, str) and config.startswith("mixed_"):
+        return "float32"
+    return config
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The same model with float32 variables and computations (a bf16/fp16
+    mixed-precision model's weights are float32 already; its compute dtype is
+    what changes)."""
+    serialized = keras.saving.serialize_keras_object(model)
+    copy = keras.saving.deserialize_keras_object(_to_float32(serialized))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+class Computations:
+    """The serving functions of an encoder or a fine-tuned multi-task model.
+
+    Attributes:
+      encoder: the float32 `M3BertEncoder`.
+      multitask: the float32 `M3BertMultiTask`, or None for an encoder.
+      tasks: the multi-task model's TaskSpec dicts ([] for an encoder).
+      num_layers, hidden_dim, frame_stack: the encoder's L, H and k.
+      enrichment_dim: E of a fine-tuned model, else None.
+    """
+
+    def __init__(self, model: keras.Model):
+        model = float32_copy(model)
+        self.multitask = model if hasattr(model, "tasks") else None
+        self.encoder = model.encoder if self.multitask is not None else model
+        self.tasks = list(self.multitask.tasks) if self.multitask is not None else []
+        self.num_layers = self.encoder.num_layers
+        self.hidden_dim = self.encoder.hidden_dim
+        self.frame_stack = self.encoder.frame_stack
+        self.enrichment_dim = (
+            self.multitask.embedding_dim if self.multitask is not None else None
+        )
+        # One pass of the encoder gives every layer and the frame mask.
+        encoded = self.encoder.output
+        self._layers = keras.Model(
+            self.encoder.input,
+            {
+                "layers": [block.output for block in self.encoder.blocks],
+                "padding_mask": encoded["padding_mask"],
+            },
+            name="all_layers",
+        )
+        self._pooling = MaskedMeanPooling(name="serving_pooling")
+
+    def trackables(self) -> list:
+        """What an export must track: the models holding every variable used."""
+        return [self._layers] + ([self.multitask] if self.multitask is not None else [])
+
+    def _encode(self, features, lengths):
+        features = tf.convert_to_tensor(features, tf.float32)
+        lengths = tf.convert_to_tensor(lengths, tf.int32)
+        padding_mask = tf.sequence_mask(lengths, tf.shape(features)[1])
+        out = self._layers(
+            {"features": features, "padding_mask": padding_mask}, training=False
+        )
+        mask = out["padding_mask"]
+        keep = tf.cast(mask, tf.float32)[:, :, None]
+        layers = [tf.cast(x, tf.float32) * keep for x in out["layers"]]
+        return layers, mask, tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+
+    def _enrich(self, last, mask):
+        frames = self.multitask.get_layer("enrichment")(last)
+        frames = frames * tf.cast(mask, frames.dtype)[:, :, None]
+        return frames, self._pooling(frames, mask)
+
+    def embed(self, features, lengths) -> dict:
+        layers, mask, frame_lengths = self._encode(features, lengths)
+        out = {
+            "frame_embeddings": layers[-1],
+            "clip_embedding": self._pooling(layers[-1], mask),
+            "frame_lengths": frame_lengths,
+        }
+        if self.multitask is not None:
+            out["frame_enrichment"], out["clip_enrichment"] = self._enrich(layers[-1], mask)
+        return out
+
+    def embed_all_layers(self, features, lengths) -> dict:
+        layers, mask, frame_lengths = self._encode(features, lengths)
+        return {
+            "frame_embeddings": tf.stack(layers, axis=1),
+            "clip_embedding": tf.stack([self._pooling(x, mask) for x in layers], axis=1),
+            "frame_lengths": frame_lengths,
+        }
+
+    def predict(self, features, lengths) -> dict:
+        if self.multitask is None:
+            raise ValueError("predict needs a fine-tuned model (a bin/finetune run)")
+        layers, mask, _ = self._encode(features, lengths)
+        _, clip = self._enrich(layers[-1], mask)
+        return {
+            task["name"]: tf.cast(
+                self.multitask.get_layer(f"head_{task['name']}")(clip), tf.float32
+            )
+            for task in self.tasks
+        }

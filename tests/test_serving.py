@@ -1,0 +1,350 @@
+"""Export for TensorFlow Serving, the Python API, the HEAR API and bin/embed.
+
+The models are the release-0.1.0 fixtures (a 2-block encoder and a fine-tuned
+multi-task model on it), placed in run directories as bin/pretrain and
+bin/finetune leave them.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT, run_bin, user_env, write_audio
+
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+SIGNATURE_INPUTS = {"features": (tf.float32, 3), "lengths": (tf.int32, 1)}
+
+
+def make_run(directory, kind, max_frames=64):
+    os.makedirs(directory)
+    name = {"pretrained": "encoder", "finetuned": "multitask"}[kind]
+    shutil.copy(os.path.join(FIXTURES, f"{name}_v0.1.0.keras"), os.path.join(directory, f"{name}.keras"))
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump({"max_frames": max_frames}, f)
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """{"pretrained"|"finetuned": (run dir, export version dir)}."""
+    from m3bert_tf.serving import export
+
+    root = tmp_path_factory.mktemp("serving")
+    out = {}
+    for kind in ("pretrained", "finetuned"):
+        run = make_run(root / kind, kind)
+        out[kind] = (run, export.export_run(run, str(root / f"{kind}_export"), log=lambda m: None))
+    return out
+
+
+def mixed_batch(seed=0):
+    """Features of 3 rows of different lengths (padding beyond each)."""
+    rng = np.random.default_rng(seed)
+    lengths = np.array([70, 33, 5], np.int32)
+    features = rng.standard_normal((3, 70, 324)).astype(np.float32)
+    return features, lengths
+
+
+@pytest.mark.parametrize("kind", ["pretrained", "finetuned"])
+def test_exported_signatures_equal_the_keras_model(exported, kind):
+    from m3bert_tf.serving import export
+
+    run, path = exported[kind]
+    model, _ = export.load_run_model(run)
+    loaded = tf.saved_model.load(path)
+    features, lengths = mixed_batch()
+    mask = np.arange(features.shape[1])[None] < lengths[:, None]
+    encoder = model.encoder if kind == "finetuned" else model
+    reference = encoder({"features": features, "padding_mask": mask}, training=False)
+    out = loaded.signatures["embed"](features=tf.constant(features), lengths=tf.constant(lengths))
+    all_layers = loaded.signatures["embed_all_layers"](
+        features=tf.constant(features), lengths=tf.constant(lengths)
+    )
+    assert out["frame_lengths"].numpy().tolist() == lengths.tolist()
+    worst = 0.0
+    for i, n in enumerate(lengths):
+        expected = reference["sequence_output"][i, :n].numpy()
+        worst = max(worst, np.abs(out["frame_embeddings"][i, :n] - expected).max())
+        np.testing.assert_allclose(out["clip_embedding"][i], expected.mean(0), atol=1e-5)
+        np.testing.assert_array_equal(out["frame_embeddings"][i, n:], 0.0)  # padding zeroed
+        np.testing.assert_allclose(all_layers["frame_embeddings"][i, -1, :n], expected, atol=1e-5)
+    print(f"{kind}: max abs difference export vs Keras {worst:.2e}")
+    assert worst < 1e-5
+    assert all_layers["frame_embeddings"].shape[1] == encoder.num_layers
+    if kind == "finetuned":
+        full = model({"features": features, "padding_mask": mask}, training=False)
+        predicted = loaded.signatures["predict"](
+            features=tf.constant(features), lengths=tf.constant(lengths)
+        )
+        for task in model.tasks:
+            np.testing.assert_allclose(predicted[task["name"]], full[task["name"]], atol=1e-5)
+        np.testing.assert_allclose(out["clip_enrichment"], full["clip_embedding"], atol=1e-5)
+        labels = json.load(open(os.path.join(path, "labels.json")))
+        for task in model.tasks:
+            with open(os.path.join(path, "assets", f"labels_{task['name']}.txt")) as f:
+                names = f.read().split()
+            assert labels[task["name"]]["names"] == names == list(
+                task["classes"] or task["outputs"]
+            )
+    else:
+        assert "predict" not in loaded.signatures
+
+
+def test_saved_model_cli_lists_named_signatures(exported):
+    _, path = exported["finetuned"]
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run(
+        [cli, "show", "--dir", path, "--all"], capture_output=True, text=True, check=True
+    ).stdout
+    for name in ("embed", "embed_all_layers", "predict", "serving_default"):
+        assert f"signature_def['{name}']" in shown
+    for name in ("features", "lengths"):
+        assert f"inputs['{name}']" in shown
+    for name in ("frame_embeddings", "clip_embedding", "frame_enrichment", "clip_enrichment"):
+        assert f"outputs['{name}']" in shown
+    assert "shape: (-1, -1, 324)" in shown  # None batch and time
+
+
+def test_warmup_records_parse_and_run(exported):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from m3bert_tf.serving import export
+
+    _, path = exported["finetuned"]
+    loaded = tf.saved_model.load(path)
+    records = list(tf.data.TFRecordDataset(os.path.join(path, export.WARMUP_PATH)))
+    assert len(records) == 6  # 3 signatures x batch 1 and 4
+    for record in records:
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        request = log.predict_log.request
+        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        out = loaded.signatures[request.model_spec.signature_name](**inputs)
+        assert all(np.all(np.isfinite(v.numpy())) for v in out.values())
+
+
+def test_export_never_overwrites_a_version(exported, tmp_path):
+    run, path = exported["pretrained"]
+    base = os.path.dirname(path)
+    proc = subprocess.run(
+        run_bin("export", f"--model_dir={run}", f"--export_dir={base}", "--version=1"),
+        env=user_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "exists" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        run_bin("export", f"--model_dir={run}", f"--export_dir={base}"),
+        env=user_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(n for n in os.listdir(base) if not n.startswith(".")) == ["1", "2"]
+    assert "tensorflow_model_server" in proc.stdout
+    assert proc.stderr.count("\n") <= 2, proc.stderr  # no walls of framework logs
+
+
+class _Servicer:
+    """Answers PredictRequests from a loaded SavedModel, as TF Serving would."""
+
+    def __init__(self, path):
+        self.model = tf.saved_model.load(path)
+
+    def Predict(self, request, context):
+        from tensorflow_serving.apis import predict_pb2
+
+        signature = self.model.signatures[request.model_spec.signature_name or "serving_default"]
+        spec = signature.structured_input_signature[1]
+        assert set(request.inputs) == set(spec)
+        for name, proto in request.inputs.items():
+            value = tf.make_ndarray(proto)
+            assert tf.as_dtype(proto.dtype) == spec[name].dtype
+            assert value.ndim == len(spec[name].shape)
+        out = signature(**{k: tf.make_ndarray(v) for k, v in request.inputs.items()})
+        response = predict_pb2.PredictResponse()
+        for name, value in out.items():
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
+        return response
+
+
+def test_grpc_client_round_trip(exported):
+    """The README's gRPC client code against an in-process PredictionService."""
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from m3bert_tf.serving import export
+
+    run, path = exported["pretrained"]
+    servicer = _Servicer(path)
+
+    class Service(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            return servicer.Predict(request, context)
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Service(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        features, lengths = mixed_batch(1)
+        # --- as in the README ---
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "m3bert"
+        request.model_spec.signature_name = "embed"
+        request.inputs["features"].CopyFrom(tf.make_tensor_proto(features))
+        request.inputs["lengths"].CopyFrom(tf.make_tensor_proto(lengths))
+        response = stub.Predict(request, timeout=60)
+        clip = tf.make_ndarray(response.outputs["clip_embedding"])
+        # ---
+    finally:
+        server.stop(None)
+    model, _ = export.load_run_model(run)
+    mask = np.arange(features.shape[1])[None] < lengths[:, None]
+    reference = model({"features": features, "padding_mask": mask}, training=False)
+    for i, n in enumerate(lengths):
+        np.testing.assert_allclose(
+            clip[i], reference["sequence_output"][i, :n].numpy().mean(0), atol=1e-5
+        )
+
+
+def test_readme_rest_body_feeds_the_signature(exported):
+    """The README's REST body (row format "instances") parsed and fed to the signature."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    body = readme.split("<!-- rest-body -->")[1].split("```json")[1].split("```")[0]
+    request = json.loads(body)
+    _, path = exported["pretrained"]
+    signature = tf.saved_model.load(path).signatures[request["signature_name"]]
+    spec = signature.structured_input_signature[1]
+    rows = request["instances"]
+    inputs = {
+        name: tf.constant([row[name] for row in rows], dtype=spec[name].dtype) for name in spec
+    }
+    for name, (dtype, rank) in SIGNATURE_INPUTS.items():
+        assert inputs[name].dtype == dtype and inputs[name].shape.rank == rank
+    out = signature(**inputs)
+    assert out["clip_embedding"].shape[0] == len(rows)
+
+
+def test_python_api_from_run_and_export_agree(exported):
+    import m3bert_tf
+
+    run, path = exported["finetuned"]
+    waveform = np.random.default_rng(0).standard_normal(22050 * 5).astype(np.float32) * 0.1
+    a, b = m3bert_tf.load(run), m3bert_tf.load(path)
+    for layer in ("last", "all", "mean", 0):
+        ea, eb = a.embed(waveform, 22050, layer=layer), b.embed(waveform, 22050, layer=layer)
+        assert ea.keys() == eb.keys()
+        for key in ea:
+            np.testing.assert_allclose(ea[key], eb[key], atol=1e-5)
+    frames = 1 + (5 * 44100) // 1024
+    assert ea["frame_embeddings"].shape == (frames, a.hidden_dim)
+    full = a.embed(waveform, 22050, layer="all")
+    assert full["frame_embeddings"].shape == (frames, a.num_layers, a.hidden_dim)
+    np.testing.assert_allclose(full["frame_embeddings"][:, 0], ea["frame_embeddings"], atol=1e-6)
+    predicted = b.predict(waveform, 22050)
+    genre = predicted["genre"]
+    assert set(genre) == {"a", "b", "c"} and abs(sum(genre.values()) - 1) < 1e-5
+
+
+def test_windows_are_stitched_and_equal_each_window_alone(exported, tmp_path):
+    """A 70 s file in 64-frame windows (and overlapping ones): every window's
+    frames equal embedding that window's features alone; overlap keeps the
+    most central copy."""
+    import m3bert_tf
+    from m3bert_tf.features import streaming
+    from m3bert_tf.serving import windows
+
+    _, path = exported["pretrained"]
+    model = m3bert_tf.load(path)
+    audio = write_audio(str(tmp_path / "long.wav"), 70.0, 44100, seed=5)
+    out = model.embed_file(audio)
+    with streaming.spill_file(audio, model.extractor) as track:
+        plan = model.plan(track.num_frames)
+        assert plan[0].stop - plan[0].start == 64 and len(plan) == -(-track.num_frames // 64)
+        assert plan[-1].stop == track.num_frames and plan[-1].stop - plan[-1].start == 64
+        for w in plan[:3] + plan[-2:]:
+            alone = model.run_windows([model.window_features(track, w.start, w.stop)], "embed")
+            kept = alone[0]["frame_embeddings"][w.keep_start - w.start : w.keep_stop - w.start]
+            np.testing.assert_allclose(
+                out["frame_embeddings"][w.keep_start : w.keep_stop], kept, atol=1e-5
+            )
+        overlapping = model.embed_track(track, window_seconds=1.4, hop_seconds=0.7)
+    assert overlapping["frame_embeddings"].shape == out["frame_embeddings"].shape
+    plan = windows.plan(1000, 60, 30)
+    owners = np.concatenate([[i] * (w.keep_stop - w.keep_start) for i, w in enumerate(plan)])
+    assert len(owners) == 1000
+    for j in (100, 500, 990):  # each frame from the window whose center is nearest
+        centers = [abs((w.start + w.stop) / 2 - (j + 0.5)) if w.start <= j < w.stop else 1e9
+                   for w in plan]  # fmt: skip
+        assert owners[j] == int(np.argmin(centers))
+    np.testing.assert_allclose(np.diff(out["timestamps"]), 1024 / 44100)
+
+
+def test_hear_api_shapes_and_timestamps(exported):
+    import m3bert_tf.hear as hear
+
+    _, path = exported["finetuned"]
+    model = hear.load_model(path)
+    assert isinstance(model, tf.Module) and model.sample_rate == 44100
+    hop_ms = 1024 / 44100 * 1000
+    for seconds in (1.07, 1.98, 2.74, 4.0):
+        audio = tf.random.uniform((3, int(seconds * 44100)), -0.5, 0.5, seed=1)
+        emb, ts = hear.get_timestamp_embeddings(audio, model)
+        assert emb.dtype == tf.float32 and ts.dtype == tf.float32
+        assert emb.shape[:2] == ts.shape and emb.shape[2] == model.timestamp_embedding_size
+        diffs = np.diff(ts.numpy(), axis=1)
+        assert np.all(np.abs(diffs - hop_ms) < 1e-3)
+        assert ts.numpy()[0, 0] == 0.0
+        assert seconds * 1000 - ts.numpy()[0, -1] <= 2 * hop_ms
+        scene = hear.get_scene_embeddings(audio, model)
+        assert scene.dtype == tf.float32
+        assert scene.shape == (3, model.scene_embedding_size)
+        np.testing.assert_allclose(scene, emb.numpy().mean(axis=1), atol=1e-5)
+    with pytest.raises(ValueError, match="needs a model"):
+        hear.load_model("")
+
+
+def test_the_real_hear_validator_passes(exported, tmp_path):
+    _, path = exported["pretrained"]
+    validator = os.path.join(os.path.dirname(sys.executable), "hear-validator")
+    proc = subprocess.run(
+        [validator, "m3bert_tf.hear", "--model", path],
+        env=user_env(), capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Looks good!" in proc.stdout
+
+
+def test_bin_embed_skips_bad_files_resumes_and_refuses_other_settings(exported, tmp_path):
+    _, path = exported["finetuned"]
+    music = tmp_path / "music"
+    (music / "sub").mkdir(parents=True)
+    write_audio(str(music / "a.wav"), 3.0, 22050, seed=1)
+    write_audio(str(music / "sub" / "b.flac"), 5.0, 44100, channels=2, seed=2)
+    (music / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+    out = tmp_path / "emb"
+    argv = run_bin("embed", f"--model={path}", f"--input={music}", f"--output_dir={out}")
+    proc = subprocess.run(argv, env=user_env(), capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert "broken.wav" in proc.stderr and "Traceback" not in proc.stderr
+    index = open(out / "index.csv").read().splitlines()
+    assert index[0] == "track_id,source_path,duration_s,frames,file"
+    assert [row.split(",")[0] for row in index[1:]] == ["a", "sub/b"]
+    with np.load(out / "sub" / "b.npz") as data:
+        frames = 1 + (5 * 44100) // 1024
+        assert data["frame_embeddings"].shape == (frames, 16)
+        assert data["frame_enrichment"].shape == (frames, 8)
+        assert data["timestamps"].shape == (frames,)
+        np.testing.assert_allclose(data["clip_embedding"], data["frame_embeddings"].mean(0), atol=1e-5)
+    mtime = os.path.getmtime(out / "a.npz")
+    proc = subprocess.run(argv, env=user_env(), capture_output=True, text=True)
+    assert "2 already done" in proc.stdout and os.path.getmtime(out / "a.npz") == mtime
+    proc = subprocess.run(argv + ["--layer=all"], env=user_env(), capture_output=True, text=True)
+    assert proc.returncode == 2 and "layer: last -> all" in proc.stderr
