@@ -14,7 +14,6 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import ROOT, run_bin, user_env, write_audio
 
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -24,7 +23,10 @@ SIGNATURE_INPUTS = {"features": (tf.float32, 3), "lengths": (tf.int32, 1)}
 def make_run(directory, kind, max_frames=64):
     os.makedirs(directory)
     name = {"pretrained": "encoder", "finetuned": "multitask"}[kind]
-    shutil.copy(os.path.join(FIXTURES, f"{name}_v0.1.0.keras"), os.path.join(directory, f"{name}.keras"))
+    shutil.copy(
+        os.path.join(FIXTURES, f"{name}_v0.1.0.keras"),
+        os.path.join(directory, f"{name}.keras"),
+    )
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump({"max_frames": max_frames}, f)
     return str(directory)
@@ -39,7 +41,10 @@ def exported(tmp_path_factory):
     out = {}
     for kind in ("pretrained", "finetuned"):
         run = make_run(root / kind, kind)
-        out[kind] = (run, export.export_run(run, str(root / f"{kind}_export"), log=lambda m: None))
+        out[kind] = (
+            run,
+            export.export_run(run, str(root / f"{kind}_export"), log=lambda m: None),
+        )
     return out
 
 
@@ -62,7 +67,9 @@ def test_exported_signatures_equal_the_keras_model(exported, kind):
     mask = np.arange(features.shape[1])[None] < lengths[:, None]
     encoder = model.encoder if kind == "finetuned" else model
     reference = encoder({"features": features, "padding_mask": mask}, training=False)
-    out = loaded.signatures["embed"](features=tf.constant(features), lengths=tf.constant(lengths))
+    out = loaded.signatures["embed"](
+        features=tf.constant(features), lengths=tf.constant(lengths)
+    )
     all_layers = loaded.signatures["embed_all_layers"](
         features=tf.constant(features), lengths=tf.constant(lengths)
     )
@@ -73,7 +80,9 @@ def test_exported_signatures_equal_the_keras_model(exported, kind):
         worst = max(worst, np.abs(out["frame_embeddings"][i, :n] - expected).max())
         np.testing.assert_allclose(out["clip_embedding"][i], expected.mean(0), atol=1e-5)
         np.testing.assert_array_equal(out["frame_embeddings"][i, n:], 0.0)  # padding zeroed
-        np.testing.assert_allclose(all_layers["frame_embeddings"][i, -1, :n], expected, atol=1e-5)
+        np.testing.assert_allclose(
+            all_layers["frame_embeddings"][i, -1, :n], expected, atol=1e-5
+        )
     print(f"{kind}: max abs difference export vs Keras {worst:.2e}")
     assert worst < 1e-5
     assert all_layers["frame_embeddings"].shape[1] == encoder.num_layers
@@ -83,14 +92,20 @@ def test_exported_signatures_equal_the_keras_model(exported, kind):
             features=tf.constant(features), lengths=tf.constant(lengths)
         )
         for task in model.tasks:
-            np.testing.assert_allclose(predicted[task["name"]], full[task["name"]], atol=1e-5)
-        np.testing.assert_allclose(out["clip_enrichment"], full["clip_embedding"], atol=1e-5)
+            np.testing.assert_allclose(
+                predicted[task["name"]], full[task["name"]], atol=1e-5
+            )
+        np.testing.assert_allclose(
+            out["clip_enrichment"], full["clip_embedding"], atol=1e-5
+        )
         labels = json.load(open(os.path.join(path, "labels.json")))
         for task in model.tasks:
             with open(os.path.join(path, "assets", f"labels_{task['name']}.txt")) as f:
                 names = f.read().split()
-            assert labels[task["name"]]["names"] == names == list(
-                task["classes"] or task["outputs"]
+            assert (
+                labels[task["name"]]["names"]
+                == names
+                == list(task["classes"] or task["outputs"])
             )
     else:
         assert "predict" not in loaded.signatures
@@ -106,7 +121,12 @@ def test_saved_model_cli_lists_named_signatures(exported):
         assert f"signature_def['{name}']" in shown
     for name in ("features", "lengths"):
         assert f"inputs['{name}']" in shown
-    for name in ("frame_embeddings", "clip_embedding", "frame_enrichment", "clip_enrichment"):
+    for name in (
+        "frame_embeddings",
+        "clip_embedding",
+        "frame_enrichment",
+        "clip_enrichment",
+    ):
         assert f"outputs['{name}']" in shown
     assert "shape: (-1, -1, 324)" in shown  # None batch and time
 
@@ -156,7 +176,9 @@ class _Servicer:
     def Predict(self, request, context):
         from tensorflow_serving.apis import predict_pb2
 
-        signature = self.model.signatures[request.model_spec.signature_name or "serving_default"]
+        signature = self.model.signatures[
+            request.model_spec.signature_name or "serving_default"
+        ]
         spec = signature.structured_input_signature[1]
         assert set(request.inputs) == set(spec)
         for name, proto in request.inputs.items():
@@ -224,7 +246,8 @@ def test_readme_rest_body_feeds_the_signature(exported):
     spec = signature.structured_input_signature[1]
     rows = request["instances"]
     inputs = {
-        name: tf.constant([row[name] for row in rows], dtype=spec[name].dtype) for name in spec
+        name: tf.constant([row[name] for row in rows], dtype=spec[name].dtype)
+        for name in spec
     }
     for name, (dtype, rank) in SIGNATURE_INPUTS.items():
         assert inputs[name].dtype == dtype and inputs[name].shape.rank == rank
@@ -239,7 +262,10 @@ def test_python_api_from_run_and_export_agree(exported):
     waveform = np.random.default_rng(0).standard_normal(22050 * 5).astype(np.float32) * 0.1
     a, b = m3bert_tf.load(run), m3bert_tf.load(path)
     for layer in ("last", "all", "mean", 0):
-        ea, eb = a.embed(waveform, 22050, layer=layer), b.embed(waveform, 22050, layer=layer)
+        ea, eb = (
+            a.embed(waveform, 22050, layer=layer),
+            b.embed(waveform, 22050, layer=layer),
+        )
         assert ea.keys() == eb.keys()
         for key in ea:
             np.testing.assert_allclose(ea[key], eb[key], atol=1e-5)
@@ -247,7 +273,9 @@ def test_python_api_from_run_and_export_agree(exported):
     assert ea["frame_embeddings"].shape == (frames, a.hidden_dim)
     full = a.embed(waveform, 22050, layer="all")
     assert full["frame_embeddings"].shape == (frames, a.num_layers, a.hidden_dim)
-    np.testing.assert_allclose(full["frame_embeddings"][:, 0], ea["frame_embeddings"], atol=1e-6)
+    np.testing.assert_allclose(
+        full["frame_embeddings"][:, 0], ea["frame_embeddings"], atol=1e-6
+    )
     predicted = b.predict(waveform, 22050)
     genre = predicted["genre"]
     assert set(genre) == {"a", "b", "c"} and abs(sum(genre.values()) - 1) < 1e-5
@@ -267,18 +295,26 @@ def test_windows_are_stitched_and_equal_each_window_alone(exported, tmp_path):
     out = model.embed_file(audio)
     with streaming.spill_file(audio, model.extractor) as track:
         plan = model.plan(track.num_frames)
-        assert plan[0].stop - plan[0].start == 64 and len(plan) == -(-track.num_frames // 64)
+        assert plan[0].stop - plan[0].start == 64 and len(plan) == -(
+            -track.num_frames // 64
+        )
         assert plan[-1].stop == track.num_frames and plan[-1].stop - plan[-1].start == 64
         for w in plan[:3] + plan[-2:]:
-            alone = model.run_windows([model.window_features(track, w.start, w.stop)], "embed")
-            kept = alone[0]["frame_embeddings"][w.keep_start - w.start : w.keep_stop - w.start]
+            alone = model.run_windows(
+                [model.window_features(track, w.start, w.stop)], "embed"
+            )
+            kept = alone[0]["frame_embeddings"][
+                w.keep_start - w.start : w.keep_stop - w.start
+            ]
             np.testing.assert_allclose(
                 out["frame_embeddings"][w.keep_start : w.keep_stop], kept, atol=1e-5
             )
         overlapping = model.embed_track(track, window_seconds=1.4, hop_seconds=0.7)
     assert overlapping["frame_embeddings"].shape == out["frame_embeddings"].shape
     plan = windows.plan(1000, 60, 30)
-    owners = np.concatenate([[i] * (w.keep_stop - w.keep_start) for i, w in enumerate(plan)])
+    owners = np.concatenate(
+        [[i] * (w.keep_stop - w.keep_start) for i, w in enumerate(plan)]
+    )
     assert len(owners) == 1000
     for j in (100, 500, 990):  # each frame from the window whose center is nearest
         centers = [abs((w.start + w.stop) / 2 - (j + 0.5)) if w.start <= j < w.stop else 1e9
@@ -342,9 +378,13 @@ def test_bin_embed_skips_bad_files_resumes_and_refuses_other_settings(exported, 
         assert data["frame_embeddings"].shape == (frames, 16)
         assert data["frame_enrichment"].shape == (frames, 8)
         assert data["timestamps"].shape == (frames,)
-        np.testing.assert_allclose(data["clip_embedding"], data["frame_embeddings"].mean(0), atol=1e-5)
+        np.testing.assert_allclose(
+            data["clip_embedding"], data["frame_embeddings"].mean(0), atol=1e-5
+        )
     mtime = os.path.getmtime(out / "a.npz")
     proc = subprocess.run(argv, env=user_env(), capture_output=True, text=True)
     assert "2 already done" in proc.stdout and os.path.getmtime(out / "a.npz") == mtime
-    proc = subprocess.run(argv + ["--layer=all"], env=user_env(), capture_output=True, text=True)
+    proc = subprocess.run(
+        argv + ["--layer=all"], env=user_env(), capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "layer: last -> all" in proc.stderr
