@@ -32,6 +32,8 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[test,bench]"
 	$(BIN)/python benchmarks/extract_bench.py --output=benchmarks/results/extract.json
 	$(BIN)/python benchmarks/pretrain_bench.py --output=benchmarks/results/pretrain.json
+	$(BIN)/python benchmarks/embed_bench.py --output=benchmarks/results/embed.json
+	$(BIN)/python benchmarks/long_audio_bench.py --output=benchmarks/results/long_audio.json
 
 clean:
 	rm -rf demo_output .pytest_cache build *.egg-info

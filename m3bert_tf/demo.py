@@ -9,7 +9,11 @@ Stages (each resumes if its output is already there):
    and report the held-out masked loss against predicting zeros (the mean);
 4. fine-tune it on the corpus labels, each track labeled for one task only
    (genre and instrument classification, valence and arousal regression), in
-   <workdir>/finetune, and print the per-task table against chance.
+   <workdir>/finetune, and print the per-task table against chance;
+5. export the fine-tuned model as a SavedModel for TensorFlow Serving in
+   <workdir>/export/<version> (a new version each run);
+6. embed one example file with it (`bin/embed`'s job) into <workdir>/embeddings/<version>
+   and print the shapes and the serving command.
 """
 
 import dataclasses
@@ -36,13 +40,13 @@ def run_demo(
     t0 = time.monotonic()
     corpus_dir = os.path.join(workdir, "corpus")
     if not os.path.exists(os.path.join(corpus_dir, "manifest.csv")):
-        print(f"[1/4] writing {num_tracks} synthesized tracks to {corpus_dir}", flush=True)
+        print(f"[1/6] writing {num_tracks} synthesized tracks to {corpus_dir}", flush=True)
         corpus.write_example_corpus(corpus_dir, num_tracks=num_tracks)
     else:
-        print(f"[1/4] example corpus already in {corpus_dir}", flush=True)
+        print(f"[1/6] example corpus already in {corpus_dir}", flush=True)
 
     shard_dir = os.path.join(workdir, "shards")
-    print(f"[2/4] extracting features to {shard_dir}", flush=True)
+    print(f"[2/6] extracting features to {shard_dir}", flush=True)
     manifest = extract.run_extract(
         extract.ExtractConfig(
             input=os.path.join(corpus_dir, "manifest.csv"),
@@ -58,7 +62,7 @@ def run_demo(
 
     model_dir = pretrain_config.model_dir
     print(
-        f"[3/4] pre-training the tiny encoder for {pretrain_config.train_steps} steps in "
+        f"[3/6] pre-training the tiny encoder for {pretrain_config.train_steps} steps in "
         f"{model_dir}",
         flush=True,
     )
@@ -78,12 +82,41 @@ def run_demo(
 
     finetune_config = dataclasses.replace(finetune_config, tasks=corpus.TASKS)
     print(
-        f"[4/4] fine-tuning on {', '.join(corpus.TASKS)} for up to "
+        f"[4/6] fine-tuning on {', '.join(corpus.TASKS)} for up to "
         f"{finetune_config.train_steps} steps in {finetune_config.model_dir}",
         flush=True,
     )
     tuned = finetune.run_finetune(finetune_config)
     print(metrics.format_table(tuned["tasks"], scope=tuned["scope"]))
     print(f"      model: {os.path.join(finetune_config.model_dir, runs.MULTITASK_NAME)}")
+    from m3bert_tf.serving import embed_job, export
+
+    export_base = os.path.join(workdir, "export")
+    print(f"[5/6] exporting {finetune_config.model_dir} for TensorFlow Serving", flush=True)
+    version_dir = export.export_run(
+        finetune_config.model_dir, export_base, log=lambda m: print(f"      {m}")
+    )
+    example = sorted(os.listdir(os.path.join(corpus_dir, "audio")))[0]
+    example_path = os.path.join(corpus_dir, "audio", example)
+    # One directory per export version: a directory never mixes two models.
+    embeddings_dir = os.path.join(workdir, "embeddings", os.path.basename(version_dir))
+    print(f"[6/6] embedding {example_path} with {version_dir}", flush=True)
+    embedded = embed_job.run_embed(
+        embed_job.EmbedConfig(
+            model=version_dir, input=example_path, output_dir=embeddings_dir,
+            num_workers=0, progress_interval=1e9,
+        )
+    )  # fmt: skip
+    npz = os.path.join(embeddings_dir, os.path.splitext(example)[0] + ".npz")
+    import numpy as np
+
+    with np.load(npz) as data:
+        shapes = ", ".join(f"{k} {list(data[k].shape)}" for k in data.files if data[k].ndim)
+    print(f"      {npz}: {shapes}")
+    print(f"      index: {embedded['index']}")
+    print(
+        "      serve it: tensorflow_model_server --port=8500 --rest_api_port=8501 "
+        f"--model_name={export.MODEL_NAME} --model_base_path={os.path.abspath(export_base)}"
+    )
     print(f"demo finished in {time.monotonic() - t0:.0f} s; results under {workdir}/")
     return {"manifest": manifest, "pretrain": results, "finetune": tuned}

@@ -12,6 +12,7 @@ pipeline. Labels are checked first (`label_vectors`), so a bad label costs
 no featurization.
 """
 
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -34,20 +35,49 @@ class TrackProblem(Exception):
 class Featurized(NamedTuple):
     """A track's features (what a worker process sends back).
 
-    chunks: [[chunk_frames, 324] float16], per-track CMVN'd, by the 30 s rule.
+    chunks: [[chunk_frames, 324] float16], per-track CMVN'd, by the 30 s rule:
+      a list, or a `SpilledChunks` that reads them one at a time.
     mean, std: [324] float32 raw per-channel statistics of the whole track.
     num_frames: frames of the whole track; duration_s: seconds of audio.
     """
 
-    chunks: list
+    chunks: object
     mean: np.ndarray
     std: np.ndarray
     num_frames: int
     duration_s: float
 
 
+class SpilledChunks:
+    """A track's chunks, read one at a time from its spilled features (a
+    temporary file a worker process handed over), so that a long track never
+    sits in memory whole. Picklable; iterating it opens the file, and
+    `close` deletes it."""
+
+    def __init__(self, detached: dict, num_frames: int):
+        self.detached = detached
+        self.bounds = frames_lib.chunk_bounds(num_frames)
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def __iter__(self):
+        track = streaming.SpilledTrack.attach(self.detached)
+        try:
+            for start, stop in self.bounds:
+                yield track.normalized(start, stop).astype(np.float16)
+        finally:
+            track.close()
+
+    def close(self) -> None:
+        if os.path.exists(self.detached["path"]):
+            os.remove(self.detached["path"])
+
+
 class EncodedTrack(NamedTuple):
-    records: list[bytes]
+    """records: the serialized chunks, an iterator (`encode_track` makes it a list)."""
+
+    records: object
     entry: dict
     sums: dict
 
@@ -60,10 +90,17 @@ def label_vectors(track: Track, specs: dict[str, TaskSpec]) -> dict[str, list[fl
         raise TrackProblem(Problem(track.path, f"bad label: {e}")) from None
 
 
-def featurize_track(track: Track, extractor: frames_lib.FeatureExtractor) -> Featurized:
+def featurize_track(
+    track: Track, extractor: frames_lib.FeatureExtractor, spill_dir: str | None = None
+) -> Featurized:
     """Decodes and featurizes one file (librosa only, no TensorFlow), block by
-    block: memory is bounded by a block of audio and the track's chunks, not by
-    its spectrograms (`features.streaming`).
+    block: memory is bounded by a block of audio, not by the track
+    (`features.streaming`).
+
+    Args:
+      spill_dir: None: the chunks come back as a list in memory. A directory:
+        they stay in a temporary file there and come back as `SpilledChunks`
+        (the extraction job's workers, for tracks of any length).
 
     Raises:
       TrackProblem: the file is missing, undecodable, silent, too short, or
@@ -71,25 +108,30 @@ def featurize_track(track: Track, extractor: frames_lib.FeatureExtractor) -> Fea
         a long job).
     """
     try:
-        with streaming.spill_file(
-            track.path, extractor, min_duration=extractor.config.min_duration,
-            reject_silent=True,
-        ) as spilled:  # fmt: skip
-            chunks = [
-                spilled.normalized(start, stop).astype(np.float16)
-                for start, stop in frames_lib.chunk_bounds(spilled.num_frames)
-            ]
-            return Featurized(
-                chunks=chunks,
-                mean=spilled.mean.astype(np.float32),
-                std=spilled.std.astype(np.float32),
-                num_frames=spilled.num_frames,
-                duration_s=spilled.duration_s,
-            )
+        spilled = streaming.spill(
+            streaming.file_samples(track.path), extractor, track.path,
+            min_duration=extractor.config.min_duration, reject_silent=True,
+            directory=spill_dir, named=spill_dir is not None,
+        )  # fmt: skip
     except audio_lib.AudioError as e:
         raise TrackProblem(Problem(track.path, _reason(str(e), track.path))) from None
     except Exception as e:
         raise TrackProblem(Problem(track.path, f"{type(e).__name__}: {e}")) from None
+    if spill_dir is not None:
+        chunks = SpilledChunks(spilled.detach(), spilled.num_frames)
+    else:
+        with spilled:
+            chunks = [
+                spilled.normalized(start, stop).astype(np.float16)
+                for start, stop in frames_lib.chunk_bounds(spilled.num_frames)
+            ]
+    return Featurized(
+        chunks=chunks,
+        mean=spilled.mean.astype(np.float32),
+        std=spilled.std.astype(np.float32),
+        num_frames=spilled.num_frames,
+        duration_s=spilled.duration_s,
+    )
 
 
 def _reason(message: str, path: str) -> str:
@@ -105,7 +147,7 @@ def serialize_track(
     from m3bert_tf.data import records
     from m3bert_tf.data.normalization import sums_of
 
-    serialized = [
+    serialized = (
         records.encode_example(
             chunk,
             featurized.mean,
@@ -118,14 +160,15 @@ def serialize_track(
             labels,
         )  # fmt: skip
         for i, chunk in enumerate(featurized.chunks)
-    ]
+    )
+    bounds = frames_lib.chunk_bounds(featurized.num_frames)
     entry = {
         "source_path": track.path,
         "track_id": track.track_id,
         "split": track.split,
         "tasks": sorted(track.labels),
-        "num_chunks": len(serialized),
-        "num_frames": int(sum(len(c) for c in featurized.chunks)),
+        "num_chunks": len(bounds),
+        "num_frames": int(sum(stop - start for start, stop in bounds)),
         "track_frames": featurized.num_frames,
         "duration_s": round(featurized.duration_s, 3),
     }
@@ -143,4 +186,5 @@ def encode_track(
       TrackProblem: naming the file and the reason.
     """
     labels = label_vectors(track, specs)
-    return serialize_track(track, featurize_track(track, extractor), labels)
+    encoded = serialize_track(track, featurize_track(track, extractor), labels)
+    return encoded._replace(records=list(encoded.records))

@@ -110,21 +110,25 @@ def find_tracks(config: ExtractConfig) -> LoadResult:
 # --- Worker side (librosa only) ----------------------------------------------
 
 _EXTRACTOR = None
+_SPILL_DIR = None
 
 
-def _init_worker(feature_config: frames_lib.FeatureConfig) -> None:
-    global _EXTRACTOR
+def _init_worker(feature_config: frames_lib.FeatureConfig, spill_dir: str) -> None:
+    global _EXTRACTOR, _SPILL_DIR
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)  # one BLAS thread per worker: the parallelism is across files
     _EXTRACTOR = frames_lib.FeatureExtractor(feature_config)
+    # A track's features wait there (a temporary file, debris if killed) for
+    # the parent to write them chunk by chunk: no track is ever whole in memory.
+    _SPILL_DIR = spill_dir
 
 
 def _featurize_in_worker(job: tuple[Track, dict]):
     """(track, label vectors) -> (track, label vectors, Featurized or Problem)."""
     track, labels = job
     try:
-        return track, labels, featurize_track(track, _EXTRACTOR)
+        return track, labels, featurize_track(track, _EXTRACTOR, _SPILL_DIR)
     except TrackProblem as e:
         return track, labels, e.problem
 
@@ -257,11 +261,13 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
     writer, pool = None, None
     try:
         if num_workers == 1:
-            _init_worker(config.features)
+            _init_worker(config.features, config.output_dir)
             results = (_featurize_in_worker(j) for j in jobs)
         else:
             pool = multiprocessing.get_context("spawn").Pool(
-                num_workers, initializer=_init_worker, initargs=(config.features,)
+                num_workers,
+                initializer=_init_worker,
+                initargs=(config.features, config.output_dir),
             )
             # In input order, so the shards are the same for any worker count
             # (workers run ahead; only the writing waits).

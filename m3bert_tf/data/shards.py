@@ -60,14 +60,15 @@ class ShardWriter:
 
         self._writer = tf.io.TFRecordWriter(path + TMP_SUFFIX)
 
-    def add_track(self, serialized_chunks: list[bytes], entry: dict, sums: dict) -> None:
-        """Adds every chunk of one track; `entry` describes it in the index,
-        `sums` are its raw-feature statistics (`normalization.sums_of`)."""
+    def add_track(self, serialized_chunks, entry: dict, sums: dict) -> None:
+        """Adds every chunk of one track (an iterable of serialized examples,
+        written as they come); `entry` describes it in the index, `sums` are
+        its raw-feature statistics (`normalization.sums_of`)."""
         from m3bert_tf.data.normalization import add_sums
 
         for record in serialized_chunks:
             self._writer.write(record)
-        self.num_examples += len(serialized_chunks)
+            self.num_examples += 1
         self.tracks.append(entry)
         split = entry.get("split") or ""
         self.stats[split] = add_sums(self.stats.get(split), sums)

@@ -26,9 +26,10 @@ of audio, spectrograms or features:
    track's statistics.
 
 The result equals `FeatureExtractor()(whole waveform)`: exactly for a track
-of one block, and up to float rounding at the block seams beyond (the CQT's
-resampling of a block edge; tested to 1e-4 against features of magnitude
-1-100).
+of one block; beyond, up to float32 noise (the resamplers see other edges):
+on a 150 s test track the features differ by 1e-5 on average and by at most
+0.05 outside its -80 dB passage, where the log-CQT of near-zero values
+(ln(10 S + 1e-6) near its floor) differs by up to 0.6 (tests/test_streaming.py).
 """
 
 import contextlib

@@ -1,0 +1,155 @@
+"""Embedding speed and memory: the exported SavedModel against the Keras model,
+and bin/embed end to end.
+
+    .venv/bin/python benchmarks/embed_bench.py [--output=benchmarks/results/embed.json]
+
+In one process (or its children), on the same inputs:
+
+1. windows per second through the loaded SavedModel's `embed` signature
+   against the in-memory Keras model (the same computations under
+   `tf.function`, as `m3bert_tf.load(run_dir)` runs them), M3BERT-small
+   (L=4, H=768) with random weights, batches of 8 windows of --frames frames;
+   the ratio is the export's overhead (target: within 10 %);
+2. bin/embed end to end (decode, features, model, .npz), audio-hours per
+   second, with 1 and 2 feature workers, on --clips 30 s clips;
+Peak memory on long files: benchmarks/long_audio_bench.py.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import soundfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from m3bert_tf import corpus  # noqa: E402
+from m3bert_tf.data.shards import write_json_atomic  # noqa: E402
+
+
+def make_run(directory, layers, hidden, heads, ffn, frames):
+    """A run directory holding a randomly initialized encoder."""
+    from m3bert_tf.models.encoder import M3BertEncoder
+
+    os.makedirs(directory)
+    encoder = M3BertEncoder(layers, hidden, heads, ffn, dropout=0.0)
+    encoder.save(os.path.join(directory, "encoder.keras"))
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump({"max_frames": frames}, f)
+    return directory
+
+
+def rate(fn, batch, repeats):
+    fn(*batch)  # trace / warm up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn(*batch)
+    return repeats * len(batch[0]) / (time.perf_counter() - start)
+
+
+def model_throughput(run, export_path, frames, repeats):
+    import tensorflow as tf
+
+    from m3bert_tf.serving.api import KerasBackend
+    from m3bert_tf.serving.export import load_run_model
+
+    rng = np.random.default_rng(0)
+    features = tf.constant(rng.standard_normal((8, frames, 324)), tf.float32)
+    lengths = tf.constant([frames] * 8, tf.int32)
+    keras_fn = KerasBackend(load_run_model(run)[0])._fns["embed"]
+    saved = tf.saved_model.load(export_path).signatures["embed"]
+    results = {"keras": [], "savedmodel": []}
+    for _ in range(3):  # interleaved, so drift hits both
+        results["keras"].append(rate(keras_fn, (features, lengths), repeats))
+        results["savedmodel"].append(
+            rate(lambda f, n: saved(features=f, lengths=n), (features, lengths), repeats)
+        )
+    best = {k: max(v) for k, v in results.items()}
+    return {**{f"{k}_windows_per_s": v for k, v in best.items()},
+            "savedmodel_vs_keras": best["savedmodel"] / best["keras"]}  # fmt: skip
+
+
+EMBED_CHILD = """
+import sys, time
+sys.path.insert(0, {root!r})
+from m3bert_tf.serving import embed_job
+t = time.perf_counter()
+r = embed_job.run_embed(embed_job.EmbedConfig(model={model!r}, input={input!r},
+    output_dir={out!r}, num_workers={workers}, progress_interval=1e9))
+print(r["audio_s"], time.perf_counter() - t)
+"""
+
+
+def run_embed_child(model, input_path, out, workers):
+    code = EMBED_CHILD.format(
+        root=ROOT, model=model, input=input_path, out=out, workers=workers
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    audio_s, seconds = map(float, proc.stdout.split()[-2:])
+    return {"audio_s": audio_s, "seconds": seconds}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=1292, help="window frames (30 s)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--output", default="benchmarks/results/embed.json")
+    args = parser.parse_args()
+    from m3bert_tf.serving import export
+
+    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    cpu_name = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines()
+                     if ln.startswith("Model name")), "unknown")  # fmt: skip
+    result = {"cpu": cpu_name, "cores": os.cpu_count(), "bf16": "avx512_bf16" in cpu}
+    with tempfile.TemporaryDirectory() as tmp:
+        small = make_run(os.path.join(tmp, "small"), 4, 768, 12, 3072, args.frames)
+        small_export = export.export_run(
+            small, os.path.join(tmp, "small_export"), log=lambda m: None
+        )
+        result["model"] = model_throughput(small, small_export, args.frames, args.repeats)
+        print(f"M3BERT-small, batches of 8 x {args.frames} frames: "
+              f"SavedModel {result['model']['savedmodel_windows_per_s']:.2f} windows/s, "
+              f"Keras {result['model']['keras_windows_per_s']:.2f} windows/s, "
+              f"ratio {result['model']['savedmodel_vs_keras']:.3f}", flush=True)  # fmt: skip
+
+        # The end-to-end and memory runs use the tiny model: they measure the
+        # audio side (decode, features, windows, files), not the encoder.
+        tiny = make_run(os.path.join(tmp, "tiny"), 2, 64, 2, 128, 256)
+        tiny_export = export.export_run(
+            tiny, os.path.join(tmp, "tiny_export"), log=lambda m: None
+        )
+        clips = os.path.join(tmp, "clips")
+        os.makedirs(clips)
+        rng = np.random.default_rng(0)
+        for i in range(args.clips):
+            y, _ = corpus.synthesize_track(rng, corpus.GENRES[i % 4], corpus.INSTRUMENTS[i % 4],
+                                           "major", 30.0, 44100)  # fmt: skip
+            soundfile.write(os.path.join(clips, f"c{i:02d}.wav"), y, 44100)
+        result["end_to_end"] = {}
+        for workers in (1, 2):
+            r = run_embed_child(
+                tiny_export, clips, os.path.join(tmp, f"e{workers}"), workers
+            )
+            r["audio_hours_per_s"] = r["audio_s"] / 3600 / r["seconds"]
+            result["end_to_end"][f"workers_{workers}"] = r
+            print(f"bin/embed, {args.clips} x 30 s clips, {workers} worker(s): "
+                  f"{r['audio_hours_per_s']:.4f} audio-hours/s "
+                  f"({r['audio_s'] / r['seconds']:.0f}x real time)", flush=True)  # fmt: skip
+
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    write_json_atomic(args.output, result)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
