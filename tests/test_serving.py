@@ -285,8 +285,10 @@ def test_windows_are_stitched_and_equal_each_window_alone(exported, tmp_path):
     """A 70 s file in 64-frame windows (and overlapping ones): every window's
     frames equal embedding that window's features alone; overlap keeps the
     most central copy."""
+    import soundfile
+
     import m3bert_tf
-    from m3bert_tf.features import streaming
+    from m3bert_tf.features import frames, streaming
     from m3bert_tf.serving import windows
 
     _, path = exported["pretrained"]
@@ -309,6 +311,23 @@ def test_windows_are_stitched_and_equal_each_window_alone(exported, tmp_path):
             np.testing.assert_allclose(
                 out["frame_embeddings"][w.keep_start : w.keep_stop], kept, atol=1e-5
             )
+        # A window's audio alone (with 3 s of audio context, so its edge frames
+        # see what they see inside the track), normalized with the track's
+        # statistics, gives the same embeddings.
+        w = plan[20]
+        y, _ = soundfile.read(audio, dtype="float32")
+        context = 3 * 44100 // 1024
+        first = (w.start - context) * 1024
+        piece = y[first : (w.stop + context) * 1024]
+        with streaming.spill_waveform(piece, 44100, model.extractor) as alone:
+            raw = alone.raw(context, context + w.stop - w.start)
+        features = frames.apply_cmvn(raw, track.mean, track.std)
+        embedded = model.run_windows([features], "embed")[0]["frame_embeddings"]
+        # Tolerance: the features of the piece differ from the track's by
+        # float32 noise (resampling another edge), ~1e-5 relative.
+        np.testing.assert_allclose(
+            out["frame_embeddings"][w.start : w.stop], embedded, atol=2e-3
+        )
         overlapping = model.embed_track(track, window_seconds=1.4, hop_seconds=0.7)
     assert overlapping["frame_embeddings"].shape == out["frame_embeddings"].shape
     plan = windows.plan(1000, 60, 30)
