@@ -273,6 +273,7 @@ def _embed_all(config, model, layer, window, hop, loaded, tmp_dir) -> dict:
         for track, result in _featurized(todo, model, tmp_dir, config.num_workers):
             if isinstance(result, Problem):
                 failed_now.append(result)
+                progress.update(stats["files"] + len(failed_now), _rate(stats, progress))
                 continue
             output = _TrackOutput(
                 track, result, model.plan(result.num_frames, window, hop),
@@ -288,7 +289,6 @@ def _embed_all(config, model, layer, window, hop, loaded, tmp_dir) -> dict:
     finally:
         for output in in_flight:
             output.close()
-    progress.update(stats["files"] + len(failed_now), _rate(stats, progress), force=True)
     rows = _write_index(config.output_dir, tracks)
     failed += [dataclasses.asdict(p) for p in failed_now]
     return {
