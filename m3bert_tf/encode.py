@@ -12,7 +12,6 @@ pipeline. Labels are checked first (`label_vectors`), so a bad label costs
 no featurization.
 """
 
-import os
 from typing import NamedTuple
 
 import numpy as np
@@ -51,8 +50,9 @@ class Featurized(NamedTuple):
 class SpilledChunks:
     """A track's chunks, read one at a time from its spilled features (a
     temporary file a worker process handed over), so that a long track never
-    sits in memory whole. Picklable; iterating it opens the file, and
-    `close` deletes it."""
+    sits in memory whole. Picklable; iterating it reads the file once and
+    deletes it (a file left by a killed job is the next run's debris:
+    `shards.scan_output_dir` removes our temporary names)."""
 
     def __init__(self, detached: dict, num_frames: int):
         self.detached = detached
@@ -68,10 +68,6 @@ class SpilledChunks:
                 yield track.normalized(start, stop).astype(np.float16)
         finally:
             track.close()
-
-    def close(self) -> None:
-        if os.path.exists(self.detached["path"]):
-            os.remove(self.detached["path"])
 
 
 class EncodedTrack(NamedTuple):

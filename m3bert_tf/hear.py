@@ -63,24 +63,15 @@ def _embed_batch(audio, model: HearModel, batch_size: int = 16) -> list[np.ndarr
     if audio.ndim != 2:
         raise ValueError(f"audio must be [n_sounds, n_samples], got shape {audio.shape}")
     inner = model.model
-    items, frames = [], [[] for _ in range(len(audio))]
-    tracks = []
+    frames, tracks = [[] for _ in range(len(audio))], []
     try:
         for i, sound in enumerate(audio):
-            track = streaming.spill(
-                streaming.waveform_samples(sound, model.sample_rate), inner.extractor,
-                f"audio[{i}]",
-            )  # fmt: skip
-            tracks.append(track)
-            items += [(i, track, w) for w in inner.plan(track.num_frames)]
-        for first in range(0, len(items), batch_size):
-            group = items[first : first + batch_size]
-            batch = [inner.window_features(t, w.start, w.stop) for _, t, w in group]
-            for (i, _, w), out in zip(
-                group, inner.run_windows(batch, "embed"), strict=False
-            ):
-                kept = select_frames(out, w, inner.frame_stack, "embed")
-                frames[i].append(kept["frame_embeddings"])
+            waveform = streaming.waveform_samples(sound, model.sample_rate)
+            tracks.append(streaming.spill(waveform, inner.extractor, f"audio[{i}]"))
+        items = [(i, t, w) for i, t in enumerate(tracks) for w in inner.plan(t.num_frames)]
+        for i, w, out in inner.batches(items, "embed", batch_size):
+            kept = select_frames(out, w, inner.frame_stack, "embed")
+            frames[i].append(kept["frame_embeddings"])
     finally:
         for track in tracks:
             track.close()

@@ -278,22 +278,34 @@ def test_killed_pretraining_with_dropout_resumes_exactly(corpus_shards, tmp_path
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_diverging_loss_stops_before_it_is_checkpointed(corpus_shards, tmp_path):
-    """A finite but exploding loss (here: features of 6e4) stops the run, and
-    the checkpoint it names predates the explosion."""
+@pytest.mark.parametrize(
+    "value, messages",
+    [
+        # NaN features: the loss is NaN at the first step on them.
+        (np.nan, ["loss is nan at step 31"]),
+        # float16's largest: a finite but exploding loss.
+        (6e4, ["at step 31 is", "the run diverged; stopped"]),
+    ],
+)
+def test_a_bad_loss_stops_before_it_is_checkpointed(
+    corpus_shards, tmp_path, value, messages
+):
+    """A NaN or exploding loss stops the run, and the checkpoint it names as the
+    last good one (and the newest on disk) predates it."""
     good = subprocess.run(
         run_bin("pretrain", *tiny_pretrain_args(corpus_shards, tmp_path / "run", 30)),
         env=ENV, capture_output=True, text=True,
     )  # fmt: skip
     assert good.returncode == 0, good.stderr[-3000:]
-    huge = tmp_path / "huge"
-    write_constant_shard(huge, 6e4, corpus_shards)  # float16's largest: a huge loss
+    bad = tmp_path / "bad"
+    write_constant_shard(bad, value, corpus_shards)
     res = subprocess.run(
-        run_bin("pretrain", *tiny_pretrain_args(str(huge), tmp_path / "run", 60)),
+        run_bin("pretrain", *tiny_pretrain_args(str(bad), tmp_path / "run", 60)),
         env=ENV, capture_output=True, text=True,
     )  # fmt: skip
     assert res.returncode != 0
-    assert "at step 31 is" in res.stderr and "the run diverged; stopped" in res.stderr
+    for message in messages:
+        assert message in res.stderr
     assert (
         f"The last good checkpoint is {tmp_path / 'run' / 'checkpoints' / 'ckpt-30'}"
         in res.stderr

@@ -407,3 +407,11 @@ def test_bin_embed_skips_bad_files_resumes_and_refuses_other_settings(exported, 
         argv + ["--layer=all"], env=user_env(), capture_output=True, text=True
     )
     assert proc.returncode == 2 and "layer: last -> all" in proc.stderr
+    other = run_bin(
+        "embed", f"--model={path}", f"--input={music}", f"--output_dir={tmp_path / 'x'}"
+    )
+    proc = subprocess.run(
+        other + ["--layer=7"], env=user_env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "the model has 2 blocks" in proc.stderr
+    assert not (tmp_path / "x").exists()  # refused before anything is written

@@ -177,27 +177,54 @@ class Model:
             results.append(row)
         return results
 
+    def batches(self, items, signature: str, batch_size: int = 8):
+        """Runs windows through the model, `batch_size` at a time, in order.
+
+        Args:
+          items: iterable of (owner, spilled track, Window): windows of one or
+            many tracks (consumed lazily, so tracks may be featurized as it goes).
+
+        Yields:
+          (owner, window, outputs of `run_windows`) per item.
+        """
+        group = []
+        for item in items:
+            group.append(item)
+            if len(group) == batch_size:
+                yield from self._run_group(group, signature)
+                group = []
+        if group:
+            yield from self._run_group(group, signature)
+
+    def _run_group(self, group, signature):
+        batch = [self.window_features(track, w.start, w.stop) for _, track, w in group]
+        outputs = self.run_windows(batch, signature)
+        for (owner, _, window), out in zip(group, outputs, strict=True):
+            yield owner, window, out
+
     def embed_track(self, track, layer="last", window_seconds=None, hop_seconds=None,
                     batch_size: int = 8) -> dict:  # fmt: skip
         """Embeddings of a spilled track (see `embed`)."""
+        layer = self.check_layer(layer)
+        plan = self.plan(track.num_frames, window_seconds, hop_seconds)
+        signature = signature_for(layer)
+        pieces = {}
+        for _, w, out in self.batches(
+            [(None, track, w) for w in plan], signature, batch_size
+        ):
+            for key, value in select_frames(out, w, self.frame_stack, signature).items():
+                pieces.setdefault(key, []).append(value)
+        frames = {key: np.concatenate(parts) for key, parts in pieces.items()}
+        return finish(frames, layer, self.frame_stack)
+
+    def check_layer(self, layer) -> str | int:
+        """`parse_layer`, and a block index within the model's L."""
         layer = parse_layer(layer)
         if not isinstance(layer, str) and not -self.num_layers <= layer < self.num_layers:
             raise ValueError(
                 f"layer {layer}: the model has {self.num_layers} blocks (0..{self.num_layers - 1})"
             )
-        plan = self.plan(track.num_frames, window_seconds, hop_seconds)
-        signature = "embed" if layer == "last" else "embed_all_layers"
-        pieces = {}
-        for first in range(0, len(plan), batch_size):
-            group = plan[first : first + batch_size]
-            batch = [self.window_features(track, w.start, w.stop) for w in group]
-            for w, out in zip(group, self.run_windows(batch, signature), strict=False):
-                for key, value in select_frames(
-                    out, w, self.frame_stack, signature
-                ).items():
-                    pieces.setdefault(key, []).append(value)
-        frames = {key: np.concatenate(parts) for key, parts in pieces.items()}
-        return finish(frames, layer, self.frame_stack)
+        return layer
 
     def embed(self, waveform, sample_rate: int, layer="last", window_seconds=None,
               hop_seconds=None) -> dict:  # fmt: skip
@@ -228,16 +255,14 @@ class Model:
             raise ValueError(f"{self.source}: predict needs a fine-tuned model")
         from m3bert_tf.features import streaming
 
-        sums = {}
+        sums, total = {}, 0
         with streaming.spill_waveform(waveform, sample_rate, self.extractor) as track:
-            plan = self.plan(track.num_frames)
-            for first in range(0, len(plan), batch_size):
-                group = plan[first : first + batch_size]
-                batch = [self.window_features(track, w.start, w.stop) for w in group]
-                weights = np.array([w.keep_stop - w.keep_start for w in group], np.float64)
-                for name, value in self.backend("predict", *_padded(batch)).items():
-                    sums[name] = sums.get(name, 0.0) + (value * weights[:, None]).sum(0)
-        total = sum(w.keep_stop - w.keep_start for w in plan)
+            items = [(None, track, w) for w in self.plan(track.num_frames)]
+            for _, w, out in self.batches(items, "predict", batch_size):
+                weight = w.keep_stop - w.keep_start  # the frames this window speaks for
+                total += weight
+                for name, value in out.items():
+                    sums[name] = sums.get(name, 0.0) + weight * value.astype(np.float64)
         result = {}
         for task in self.tasks:
             value = sums[task["name"]] / total
@@ -274,18 +299,36 @@ def select_frames(out: dict, window, frame_stack: int, signature: str) -> dict:
 
 def finish(frames: dict, layer, frame_stack: int) -> dict:
     """Stitched frames -> the API's outputs for `layer`, with timestamps and clip means."""
+    frames = reduce_layers(frames, layer)
     out = {
         "timestamps": windows_lib.timestamps(len(frames["frame_embeddings"]), frame_stack)
     }
     for key, value in frames.items():
-        if key == "frame_embeddings" and not isinstance(layer, str):
-            value = value[:, layer]
-        elif key == "frame_embeddings" and layer == "mean":
-            value = value.mean(axis=1)
         out[key] = value.astype(np.float32)
-        out[key.replace("frame_", "clip_")] = value.mean(axis=0).astype(np.float32)
-    out["clip_embedding"] = out.pop("clip_embeddings")
+        out[clip_key(key)] = value.mean(axis=0).astype(np.float32)
     return out
+
+
+def clip_key(frame_key: str) -> str:
+    """The clip output of a frame output: frame_embeddings -> clip_embedding,
+    frame_enrichment -> clip_enrichment (the signatures' names)."""
+    return {"frame_embeddings": "clip_embedding"}.get(
+        frame_key, frame_key.replace("frame_", "clip_")
+    )
+
+
+def signature_for(layer) -> str:
+    """The signature serving `layer`: embed for the last block, else every block."""
+    return "embed" if layer == "last" else "embed_all_layers"
+
+
+def reduce_layers(frames: dict, layer) -> dict:
+    """All-layer frames [n, L, H] -> the asked layer ("mean" or a block index);
+    frames of "last" and "all" are returned as they are."""
+    if layer in ("last", "all"):
+        return frames
+    value = frames["frame_embeddings"]
+    return {"frame_embeddings": value.mean(axis=1) if layer == "mean" else value[:, layer]}
 
 
 def load(path: str) -> Model:

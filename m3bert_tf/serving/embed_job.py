@@ -153,6 +153,7 @@ class _TrackOutput:
 
     def write(self, frame_stack: int) -> None:
         """The .npz, atomically (written under a temporary name, then renamed)."""
+        from m3bert_tf.serving.api import clip_key
         from m3bert_tf.serving.windows import timestamps
 
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
@@ -164,10 +165,7 @@ class _TrackOutput:
                 "duration_s": np.float64(self.spilled.duration_s),
             }
             for key, value in self.sums.items():
-                small[key.replace("frame_", "clip_")] = (value / max(num_frames, 1)).astype(
-                    np.float32
-                )
-            small["clip_embedding"] = small.pop("clip_embeddings")
+                small[clip_key(key)] = (value / max(num_frames, 1)).astype(np.float32)
             for key, value in small.items():
                 with z.open(f"{key}.npy", "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, np.asarray(value))
@@ -215,11 +213,11 @@ def _check_job(output_dir: str, job: dict) -> None:
 def run_embed(config: EmbedConfig) -> dict:
     """Embeds every track of `config.input`; returns {"embedded", "skipped", "failed", ...}."""
     from m3bert_tf import extract
-    from m3bert_tf.serving.api import load, parse_layer
+    from m3bert_tf.serving.api import load
 
     loaded = extract.find_tracks(extract.ExtractConfig(input=config.input, output_dir="-"))
     model = load(config.model)
-    layer = parse_layer(config.layer)
+    layer = model.check_layer(config.layer)  # a block index the model lacks: refused now
     window = config.window_seconds or None
     hop = config.hop_seconds or None
     model.plan(1, window, hop)  # refuses a hop longer than the window now, not per track
@@ -242,34 +240,20 @@ def run_embed(config: EmbedConfig) -> dict:
 
 
 def _embed_all(config, model, layer, window, hop, loaded, tmp_dir) -> dict:
-    from m3bert_tf.serving.api import select_frames
+    from m3bert_tf.serving.api import reduce_layers, select_frames, signature_for
 
     tracks = loaded.tracks
     todo = [
         t for t in tracks if not os.path.exists(npz_path(config.output_dir, t.track_id))
     ]
     failed = [dataclasses.asdict(p) for p in loaded.problems]
-    signature = "embed" if layer == "last" else "embed_all_layers"
+    failed_now, in_flight = [], []  # outputs in flight: featurized, not yet written
+    signature = signature_for(layer)
     progress = Progress("embed", len(todo), "files", config.progress_interval)
     stats = {"files": 0, "audio_s": 0.0}
-    queue, in_flight = [], []  # (output, window) pairs waiting; outputs not yet written
 
-    def run_batch(items):
-        features = [model.window_features(o.spilled, w.start, w.stop) for o, w in items]
-        for (output, w), out in zip(
-            items, model.run_windows(features, signature), strict=False
-        ):
-            frames = select_frames(out, w, model.frame_stack, signature)
-            output.add(_reduce(frames, layer))
-            if output.remaining == 0:
-                output.write(model.frame_stack)
-                in_flight.remove(output)
-                stats["files"] += 1
-                stats["audio_s"] += output.spilled.duration_s
-                progress.update(stats["files"] + len(failed_now), _rate(stats, progress))
-
-    failed_now = []
-    try:
+    def windows():
+        """(output, spilled track, window) of every track, featurized as consumed."""
         for track, result in _featurized(todo, model, tmp_dir, config.num_workers):
             if isinstance(result, Problem):
                 failed_now.append(result)
@@ -280,12 +264,19 @@ def _embed_all(config, model, layer, window, hop, loaded, tmp_dir) -> dict:
                 npz_path(config.output_dir, track.track_id), tmp_dir,
             )  # fmt: skip
             in_flight.append(output)
-            queue.extend((output, w) for w in output.plan)
-            while len(queue) >= config.batch_size:
-                batch, queue[:] = queue[: config.batch_size], queue[config.batch_size :]
-                run_batch(batch)
-        if queue:
-            run_batch(queue)
+            yield from ((output, result, w) for w in output.plan)
+
+    try:
+        for output, w, out in model.batches(windows(), signature, config.batch_size):
+            output.add(
+                reduce_layers(select_frames(out, w, model.frame_stack, signature), layer)
+            )
+            if output.remaining == 0:
+                output.write(model.frame_stack)
+                in_flight.remove(output)
+                stats["files"] += 1
+                stats["audio_s"] += output.spilled.duration_s
+                progress.update(stats["files"] + len(failed_now), _rate(stats, progress))
     finally:
         for output in in_flight:
             output.close()
@@ -300,14 +291,6 @@ def _embed_all(config, model, layer, window, hop, loaded, tmp_dir) -> dict:
 
 def _rate(stats: dict, progress) -> str:
     return f"{stats['audio_s'] / 3600 / max(progress.elapsed, 1e-9):.3g} audio-h/s"
-
-
-def _reduce(frames: dict, layer) -> dict:
-    """All-layer frames [n, L, H] -> the asked layer ("mean", an index), else as is."""
-    if isinstance(layer, str) and layer in ("last", "all"):
-        return frames
-    value = frames["frame_embeddings"]
-    return {"frame_embeddings": value.mean(axis=1) if layer == "mean" else value[:, layer]}
 
 
 def _write_index(output_dir: str, tracks) -> list[dict]:

@@ -163,6 +163,7 @@ def export_run(
     import tensorflow as tf
 
     from m3bert_tf.serving.graph import Computations
+    from m3bert_tf.serving.windows import default_window_frames
 
     if not os.path.isdir(model_dir):
         raise ExportError(f"--model_dir={model_dir}: no such directory")
@@ -191,7 +192,10 @@ def export_run(
                 f.write("".join(f"{n}\n" for n in entry["names"]))
         os.makedirs(os.path.dirname(os.path.join(temporary, WARMUP_PATH)), exist_ok=True)
         with tf.io.TFRecordWriter(os.path.join(temporary, WARMUP_PATH)) as writer:
-            for record in warmup_requests(computations, min(info["training_frames"], 512)):
+            frames = default_window_frames(
+                info["training_frames"], computations.frame_stack
+            )
+            for record in warmup_requests(computations, frames):
                 writer.write(record.SerializeToString())
         runs.write_json(os.path.join(temporary, LABELS_NAME), labels)
         runs.write_json(os.path.join(temporary, EXPORT_INFO_NAME), info)
