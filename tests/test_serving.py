@@ -415,3 +415,27 @@ def test_bin_embed_skips_bad_files_resumes_and_refuses_other_settings(exported, 
     )
     assert proc.returncode == 2 and "the model has 2 blocks" in proc.stderr
     assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
+def test_global_normalization_feeds_the_model_as_training_did(tmp_path):
+    """A run trained on "global" features: the API normalizes with the same
+    rule as the pipelines (`data.normalization.normalize`), flat channels too."""
+    import m3bert_tf
+    from m3bert_tf.data.normalization import normalize
+    from m3bert_tf.features import streaming
+
+    run = make_run(tmp_path / "run", "pretrained")
+    rng = np.random.default_rng(0)
+    std = rng.uniform(0.5, 3.0, 324)
+    std[5] = 0.0  # a channel flat over the training data
+    stats = {"frames": 1000, "mean": rng.normal(0, 2, 324).tolist(), "std": std.tolist()}
+    with open(os.path.join(run, "input_spec.json"), "w") as f:
+        json.dump({"feature_spec": None, "normalization": "global", "stats": stats}, f)
+    model = m3bert_tf.load(run)
+    waveform = rng.standard_normal(44100 * 3).astype(np.float32) * 0.1
+    with streaming.spill_waveform(waveform, 44100, model.extractor) as track:
+        raw = track.raw(0, 100)
+        fed = model.window_features(track, 0, 100)
+    ones, zeros = np.ones(324, np.float32), np.zeros(324, np.float32)
+    expected = normalize(tf.constant(raw), zeros, ones, "global", stats).numpy()
+    np.testing.assert_allclose(fed, expected, rtol=1e-6, atol=1e-6)

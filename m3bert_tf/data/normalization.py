@@ -82,6 +82,16 @@ def normalize(features, track_mean, track_std, mode: str, stats: dict | None = N
         raise ValueError(f"normalization must be one of {MODES}, got {mode!r}")
     if stats is None:
         raise ValueError("normalization 'global' needs statistics (from the manifests)")
-    mean = tf.constant(stats["mean"], tf.float32, [schema.NUM_FEATURES])
-    std = tf.constant(np.maximum(stats["std"], MIN_STD), tf.float32, [schema.NUM_FEATURES])
-    return (raw - mean[None, :]) / std[None, :]
+    mean, std = global_scale(stats)
+    return (raw - tf.constant(mean)[None, :]) / tf.constant(std)[None, :]
+
+
+def global_scale(stats: dict) -> tuple[np.ndarray, np.ndarray]:
+    """ "global" mode's ([324] mean, [324] std floored at MIN_STD), float32: raw
+    features x become (x - mean) / std, in the pipelines (`normalize`) and
+    wherever a trained model is fed (`serving.api`)."""
+    mean = np.asarray(stats["mean"], np.float32).reshape(schema.NUM_FEATURES)
+    std = np.maximum(np.asarray(stats["std"], np.float32), MIN_STD).reshape(
+        schema.NUM_FEATURES
+    )
+    return mean, std

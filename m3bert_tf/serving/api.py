@@ -120,7 +120,10 @@ class Model:
             )
         )
         self.normalization = spec["normalization"]
-        self.stats = spec.get("stats")
+        if self.normalization == "global":
+            from m3bert_tf.data.normalization import global_scale
+
+            self._global_scale = global_scale(spec["stats"])
 
     def __repr__(self):
         return (
@@ -131,16 +134,15 @@ class Model:
     # --- features ------------------------------------------------------------
 
     def window_features(self, track, start: int, stop: int) -> np.ndarray:
-        """[stop - start, 324] model inputs of a spilled track (`features.streaming`)."""
-        from m3bert_tf.features import frames as frames_lib
-
+        """[stop - start, 324] model inputs of a spilled track (`features.streaming`),
+        normalized as in training (`data.normalization`)."""
         if self.normalization == "track":
             return track.normalized(start, stop)
         raw = track.raw(start, stop)
         if self.normalization == "none":
             return raw
-        mean = np.asarray(self.stats["mean"])
-        return frames_lib.apply_cmvn(raw, mean, np.asarray(self.stats["std"]))
+        mean, std = self._global_scale
+        return (raw - mean) / std
 
     def plan(self, num_frames: int, window_seconds=None, hop_seconds=None):
         """The windows of a track of `num_frames` frames (`serving.windows.plan`)."""
