@@ -267,7 +267,7 @@ def pretrain_config_from_flags(**paths):
 def define_finetune_flags() -> None:
     _define_run_flags(
         "fine-tuning", "Labeled shard dirs or globs (bin/extract --dataset or a CSV), comma-separated.",
-        {"train_steps": 5000, "max_frames": 0, "learning_rate": 1e-3, "every": 250, "log_every": 50},
+        {"train_steps": 20000, "max_frames": 0, "learning_rate": 1e-3, "every": 250, "log_every": 50},
         with_paths=True,
     )  # fmt: skip
     flags.DEFINE_string("pretrained", None, "A bin/pretrain model_dir (its encoder.keras).")
@@ -292,8 +292,12 @@ def define_finetune_flags() -> None:
         "task_sampling_temperature", 1.0, "P(task) ~ size^T: 1 proportional, 0 uniform."
     )
     flags.DEFINE_integer(
-        "patience", 5, "Evaluations without improvement before stopping early."
+        "patience", 8, "Evaluations without improvement before stopping early."
     )
+    flags.DEFINE_float(
+        "warmup_fraction", 0.07,
+        "Warm-up steps as a fraction of --train_steps (the ceiling); then linear decay.",
+    )  # fmt: skip
     flags.mark_flags_as_required(["pretrained"])
 
 
@@ -310,6 +314,7 @@ def finetune_config_from_flags():
         batch_size=FLAGS.batch_size,
         max_frames=FLAGS.max_frames,
         learning_rate=FLAGS.learning_rate,
+        warmup_fraction=FLAGS.warmup_fraction,
         embedding_dim=FLAGS.embedding_dim,
         dropout=FLAGS.dropout,
         unfreeze_top_blocks=FLAGS.unfreeze_top_blocks,

@@ -10,6 +10,8 @@ A run directory (`--model_dir` of bin/pretrain or bin/finetune) holds:
                            (manifest.json's) and the normalization (with the
                            global statistics when `global`)
     checkpoints/           training state (model, optimizer, data position)
+    cache/<key>/           bin/finetune's frozen-encoder outputs of its examples
+                           (`example_cache.py`; the key names encoder and data)
     train/ eval/           TensorBoard logs
     encoder.keras          bin/pretrain's encoder
     multitask.keras        bin/finetune's model
@@ -36,6 +38,7 @@ FLAGS_NAME = "flags.txt"
 RESUME_PATTERN = "config.resume-{:03d}.json"
 INPUT_SPEC_NAME = "input_spec.json"
 CHECKPOINTS_DIR = "checkpoints"
+CACHE_DIR = "cache"
 TRAIN_LOGS_DIR = "train"
 EVAL_LOGS_DIR = "eval"
 ENCODER_NAME = "encoder.keras"

@@ -140,3 +140,27 @@ def merge_specs(specs: list[TaskSpec]) -> dict[str, TaskSpec]:
             )
         out[spec.name] = spec
     return out
+
+
+def read_task_info(
+    manifests: dict[str, dict],
+) -> tuple[dict[str, TaskSpec], dict[str, dict[str, int]]]:
+    """({task: spec}, {task: {split: examples}}) from `shards.read_manifests`' result."""
+    specs, counts = [], {}
+    for manifest in manifests.values():
+        specs.extend(TaskSpec.from_json(v) for v in manifest.get("tasks", {}).values())
+        for task, per_split in manifest.get("label_counts", {}).items():
+            for split, n in per_split.items():
+                counts.setdefault(task, {}).setdefault(split, 0)
+                counts[task][split] += n
+    return merge_specs(specs), counts
+
+
+def mixing_probabilities(sizes: dict[str, int], temperature: float) -> dict[str, float]:
+    """P(task) proportional to size**temperature (0 gives uniform) for the
+    tasks mixed in one fine-tuning batch; a task without examples gets 0."""
+    powered = {t: float(n) ** temperature if n > 0 else 0.0 for t, n in sizes.items()}
+    total = sum(powered.values())
+    if total <= 0:
+        raise ValueError(f"no training examples for any of the tasks {sorted(sizes)}")
+    return {t: p / total for t, p in powered.items()}

@@ -10,52 +10,104 @@ import pytest
 import tensorflow as tf
 from conftest import ROOT, kill_after_checkpoints, run_bin
 
-from m3bert_tf.data import finetune_pipeline as data_lib
-from m3bert_tf.data import shards
+from m3bert_tf import example_cache, runs, windows
+from m3bert_tf.data import records, shards
 from m3bert_tf.metrics import chance_score, score_task
 from m3bert_tf.models.encoder import M3BertEncoder
-from m3bert_tf.tasks import TaskSpec
+from m3bert_tf.tasks import TaskSpec, mixing_probabilities, read_task_info
 from m3bert_tf.train import finetune
+from m3bert_tf.train.batches import CachedBatches
 
 ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def test_mixing_probabilities_follow_the_temperature():
     sizes = {"a": 100, "b": 25, "c": 0}
-    assert data_lib.mixing_probabilities(sizes, 1.0) == pytest.approx(
+    assert mixing_probabilities(sizes, 1.0) == pytest.approx(
         {"a": 0.8, "b": 0.2, "c": 0.0}
     )
-    assert data_lib.mixing_probabilities(sizes, 0.0) == pytest.approx(
+    assert mixing_probabilities(sizes, 0.0) == pytest.approx(
         {"a": 0.5, "b": 0.5, "c": 0.0}
     )
-    assert data_lib.mixing_probabilities(sizes, 0.5) == pytest.approx(
+    assert mixing_probabilities(sizes, 0.5) == pytest.approx(
         {"a": 10 / 15, "b": 5 / 15, "c": 0.0}
     )
 
 
+def features_cache(data, directory, encoder=None, window=256):
+    specs, _ = read_task_info(shards.read_manifests(data))
+    source = example_cache.CacheSource(
+        data=data, label_sizes={t: specs[t].size for t in sorted(specs)},
+        normalization="track", stats=None, encoder=encoder, window=window,
+    )  # fmt: skip
+    messages = []
+    cache = example_cache.open_cache(str(directory), source, messages.append)
+    return cache, sorted(specs), messages
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.0])
-def test_batches_mix_tasks_as_the_formula_says(corpus_shards, temperature):
-    specs, counts = data_lib.read_task_info(shards.read_manifests(corpus_shards))
-    tasks = tuple(sorted(specs))
-    config = data_lib.FinetuneDataConfig(
-        data=corpus_shards,
-        tasks=tasks,
-        max_frames=16,
-        batch_size=50,
-        temperature=temperature,
-    )
+def test_batches_mix_tasks_as_the_formula_says(corpus_shards, tmp_path, temperature):
+    cache, tasks, _ = features_cache(corpus_shards, tmp_path)
+    sizes = {t: len(cache.ids("train", t)) for t in tasks}
+    want = mixing_probabilities(sizes, temperature)
+    batches = CachedBatches(cache, tasks, want, 50, 16, 0, "features")
     seen = collections.Counter()
-    batches = data_lib.make_finetune_dataset(config, specs, counts).take(40)
-    for _, _, weights in batches:
-        w = np.stack([weights[t].numpy() for t in tasks], 1)
+    for _ in range(40):
+        inputs, labels, weights = next(batches)
+        assert inputs["features"].shape == (50, 16, 324)
+        w = np.stack([weights[t] for t in tasks], 1)
         assert np.all(w.sum(1) == 1)  # every example counts for exactly one head
         for t, n in zip(tasks, w.sum(0), strict=True):
             seen[t] += n
-    want = data_lib.mixing_probabilities(
-        {t: counts[t]["train"] for t in tasks}, temperature
-    )
     for t in tasks:
         assert seen[t] / 2000 == pytest.approx(want[t], abs=0.035)
+
+
+def test_batches_are_addressed_by_step_and_walk_each_task_in_passes(corpus_shards, tmp_path):
+    """A resumed run seeks to its step and gets the uninterrupted run's batches;
+    within a pass each task's training examples are drawn once each."""
+    cache, tasks, _ = features_cache(corpus_shards, tmp_path)
+    probs = mixing_probabilities({t: len(cache.ids("train", t)) for t in tasks}, 1.0)
+    whole = CachedBatches(cache, tasks, probs, 8, 32, 3, "features")
+    batches = [next(whole) for _ in range(12)]
+    resumed = CachedBatches(cache, tasks, probs, 8, 32, 3, "features")
+    resumed.seek(7)
+    for want in batches[7:]:
+        got = next(resumed)
+        np.testing.assert_array_equal(got[0]["features"], want[0]["features"])
+        for t in tasks:
+            np.testing.assert_array_equal(got[2][t], want[2][t])
+    task = tasks[0]
+    one = CachedBatches(cache, [task], {task: 1.0}, 1, 4, 0, "features")
+    pool = cache.ids("train", task)
+    drawn = [one._example(0) for _ in range(len(pool))]
+    assert sorted(drawn) == sorted(pool.tolist())
+
+
+def test_the_cache_is_keyed_by_encoder_and_reused_only_for_the_same(corpus_shards, tmp_path):
+    encoder = M3BertEncoder(1, 16, 2, 32, frame_stack=2, dropout=0.0, name="encoder")
+    cache, _, messages = features_cache(corpus_shards, tmp_path, encoder, window=64)
+    assert "cached in" in messages[-1] and cache.width == 16 and cache.frame_stack == 2
+    # Rows are the encoder's outputs over windows of 64 frames, stitched.
+    i = int(np.argmax(cache.lengths))
+    path = shards.list_shards(corpus_shards)
+    examples = [ex for p in path for ex in records.read_examples(p)]
+    kept = [ex for ex in examples if ex["split"] in example_cache.SPLITS]
+    features = kept[i]["features"]
+    assert len(features) > 64 and cache.lengths[i] == -(-len(features) // 2)
+    rows = []
+    for w in windows.plan(len(features), 64, 64, 2):
+        out = encoder({"features": features[None, w.start : w.stop],
+                       "padding_mask": np.ones((1, w.stop - w.start), bool)})  # fmt: skip
+        first = w.start // 2
+        rows.append(out["sequence_output"].numpy()[0, w.keep_start - first : w.keep_stop - first])
+    np.testing.assert_allclose(cache.sequence(i), np.concatenate(rows), atol=1e-4)
+    again, _, messages = features_cache(corpus_shards, tmp_path, encoder, window=64)
+    assert "from the cache" in messages[-1] and again.path == cache.path
+    encoder.blocks[0].trainable_weights[0].assign_add(1.0)  # another encoder
+    other, _, messages = features_cache(corpus_shards, tmp_path, encoder, window=64)
+    assert other.path != cache.path and "cached in" in messages[-1]
+    assert not os.path.exists(cache.path), "the stale cache is removed"
 
 
 def tiny_trainer(uncertainty=False):
@@ -75,10 +127,10 @@ def tiny_trainer(uncertainty=False):
     return finetune.FinetuneTrainer(config, specs, encoder), encoder
 
 
-def batch_for(task):
+def batch_for(task, key="features", width=324):
     rng = np.random.default_rng(0)
     inputs = {
-        "features": rng.standard_normal((4, 8, 324)).astype("float32"),
+        key: rng.standard_normal((4, 8, width)).astype("float32"),
         "padding_mask": np.ones((4, 8), bool),
     }
     labels = {"a": np.array([[0.0], [1.0], [2.0], [1.0]], "float32"), "b": np.ones((4, 1), "float32"),
@@ -110,7 +162,8 @@ def test_unlabeled_heads_get_zero_gradient_and_the_encoder_stays_frozen():
         for v in heads[t].trainable_variables:
             assert np.all(grads[v.path].numpy() == 0)
     assert np.any(grads[heads["a"].trainable_variables[0].path].numpy() != 0)
-    trainer.train_step(iter(tf.data.Dataset.from_tensors((inputs, labels, weights))))
+    for _ in range(2):  # the warm-up's first step has learning rate 0
+        trainer.train_step(batch_for("a", "sequence", 16))  # the frozen encoder's outputs
     for t in "bc":  # Adam with zero gradients leaves the weights exactly where they were
         for old, new in zip(before[t], heads[t].get_weights(), strict=True):
             np.testing.assert_array_equal(old, new)
@@ -132,7 +185,8 @@ def test_uncertainty_weighting_learns_task_weights():
     trainer, _ = tiny_trainer(uncertainty=True)
     losses = {"a": tf.constant(2.0), "b": tf.constant(0.5), "c": tf.constant(1.0)}
     assert float(trainer.total_loss(losses)) == pytest.approx(3.5)  # s_t = 0: the plain sum
-    trainer.train_step(iter(tf.data.Dataset.from_tensors(batch_for("a"))))
+    for _ in range(2):  # the warm-up's first step has learning rate 0
+        trainer.train_step(batch_for("a", "sequence", 16))
     s = trainer.log_vars.numpy()
     assert s[0] != 0 and s[1] == 0 and s[2] == 0  # only the labeled task's weight moves
 
@@ -173,7 +227,7 @@ def finetune_args(corpus, model_dir, steps, every):
 @pytest.mark.slow
 def test_every_task_beats_chance_on_the_example_corpus(pretrained_corpus, tmp_path):
     res = subprocess.run(
-        run_bin("finetune", *finetune_args(pretrained_corpus, tmp_path, 1500, 100)),
+        run_bin("finetune", *finetune_args(pretrained_corpus, tmp_path, 6000, 100)),
         env=ENV, capture_output=True, text=True,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
@@ -191,19 +245,102 @@ def test_every_task_beats_chance_on_the_example_corpus(pretrained_corpus, tmp_pa
         chance = np.mean([m["chance"] for m in splits])
         assert score >= chance + margin, (task, splits)
     assert os.path.exists(tmp_path / "multitask.keras")
-    assert "each scored on its first 256 frames (5.9 s), the training crop" in res.stdout
+    assert "each scored whole: every frame, through encoder windows of 256 frames" in res.stdout
+    assert json.loads((tmp_path / "metrics.json").read_text())["stopped_early"]
+
+
+def whole_clip_predictions(model, features, window):
+    """{task: [outputs]} of one example computed directly from the saved model:
+    encoder windows of `window` frames, stitched, enrichment averaged over every
+    frame, then the heads."""
+    k = model.encoder.frame_stack
+    frames = []
+    for w in windows.plan(len(features), window, window, k):
+        out = model({"features": features[None, w.start : w.stop],
+                     "padding_mask": np.ones((1, w.stop - w.start), bool)})  # fmt: skip
+        first = w.start // k
+        frames.append(out["frame_embedding"].numpy()[0, w.keep_start - first : w.keep_stop - first])
+    clip = np.concatenate(frames).mean(0, keepdims=True)
+    return {t["name"]: model.get_layer(f"head_{t['name']}")(clip).numpy()[0] for t in model.tasks}
+
+
+@pytest.mark.parametrize("unfreeze", [0, 1])
+def test_the_table_scores_whole_clips_as_the_saved_model_does(
+    pretrained_corpus, tmp_path, unfreeze
+):
+    argv = run_bin("finetune", *finetune_args(pretrained_corpus, tmp_path, 60, 30))
+    res = subprocess.run(
+        argv + [f"--unfreeze_top_blocks={unfreeze}"], env=ENV, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = json.loads((tmp_path / "metrics.json").read_text())["tasks"]
+    model = runs.load_multitask(str(tmp_path))
+    specs, _ = read_task_info(shards.read_manifests(pretrained_corpus["shards"]))
+    sizes = {t: specs[t].size for t in specs}
+    got = collections.defaultdict(lambda: ([], []))
+    longest = 0
+    for serialized in tf.data.TFRecordDataset(shards.list_shards(pretrained_corpus["shards"])):
+        ex = records.parse_example(serialized, sizes)
+        split = ex["split"].numpy().decode()
+        if split not in ("valid", "test"):
+            continue
+        features = ex["features"].numpy()
+        longest = max(longest, len(features))
+        preds = whole_clip_predictions(model, features, 256)
+        for t in specs:
+            if ex["has/" + t].numpy():
+                got[t, split][0].append(ex["label/" + t].numpy())
+                got[t, split][1].append(preds[t])
+    assert longest > 256, "examples longer than the training crop"
+    for (task, split), (labels, preds) in got.items():
+        want = score_task(specs[task], np.array(labels), np.array(preds))
+        for metric, value in want.items():
+            assert table[task][split][metric] == pytest.approx(value, abs=1e-4), (task, split)
+
+
+def finetune_log(stderr):
+    """{step: loss} and {step: validation score} lines of a run's log."""
+    losses, scores = {}, {}
+    for line in stderr.splitlines():
+        if line.startswith("finetune: ") and " steps (" in line:
+            losses[line.split("/")[0].split()[-1]] = line.split("loss ")[1]
+        if "validation at step" in line:
+            scores[line.split("step ")[1].split(":")[0]] = line.split("score ")[1].split()[0]
+    return losses, scores
 
 
 @pytest.mark.slow
-def test_killed_finetuning_resumes_where_it_stopped(pretrained_corpus, tmp_path):
-    argv = run_bin("finetune", *finetune_args(pretrained_corpus, tmp_path, 400, 20))
-    argv += ["--patience=1000", "--eval_every=1000"]
-    killed_at = kill_after_checkpoints(argv, tmp_path / "checkpoints", 2, ENV)
-    assert not (tmp_path / "metrics.json").exists(), "the run finished before the kill"
-    res = subprocess.run(argv, env=ENV, capture_output=True, text=True)
+def test_killed_finetuning_with_dropout_resumes_exactly(pretrained_corpus, tmp_path):
+    """kill -9 and resume: the losses, validation scores and final weights of
+    an uninterrupted run (batches are addressed by step; dropout's state is
+    checkpointed)."""
+    def argv(name):
+        return run_bin(
+            "finetune", *finetune_args(pretrained_corpus, tmp_path / name, 400, 20),
+            "--dropout=0.1", "--patience=1000", "--eval_every=50", "--log_every=10",
+        )  # fmt: skip
+
+    whole = subprocess.run(argv("whole"), env=ENV, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed_at = kill_after_checkpoints(argv("cut"), tmp_path / "cut" / "checkpoints", 2, ENV)
+    assert not (tmp_path / "cut" / "metrics.json").exists(), "the run finished before the kill"
+    res = subprocess.run(argv("cut"), env=ENV, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert f"resumed from {tmp_path / 'checkpoints' / f'ckpt-{killed_at}'}" in res.stderr
-    assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 400
+    assert f"resumed from {tmp_path / 'cut' / 'checkpoints' / f'ckpt-{killed_at}'}" in res.stderr
+    (losses, scores), (resumed_losses, resumed_scores) = map(
+        finetune_log, (whole.stderr, res.stderr)
+    )
+    after = {k: v for k, v in losses.items() if int(k) > killed_at}
+    assert after and after == {k: v for k, v in resumed_losses.items() if k in after}
+    assert {k: v for k, v in scores.items() if int(k) > killed_at} == resumed_scores
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text()) == json.loads(
+        (tmp_path / "whole" / "metrics.json").read_text()
+    )
+    for a, b in zip(
+        runs.load_multitask(str(tmp_path / "whole")).get_weights(),
+        runs.load_multitask(str(tmp_path / "cut")).get_weights(), strict=True,
+    ):  # fmt: skip
+        np.testing.assert_array_equal(a, b)
 
 
 def test_eval_every_zero_scores_at_the_end_only(pretrained_corpus, tmp_path):

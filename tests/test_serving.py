@@ -289,7 +289,7 @@ def test_windows_are_stitched_and_equal_each_window_alone(exported, tmp_path):
 
     import m3bert_tf
     from m3bert_tf.features import frames, streaming
-    from m3bert_tf.serving import windows
+    from m3bert_tf import windows
 
     _, path = exported["pretrained"]
     model = m3bert_tf.load(path)

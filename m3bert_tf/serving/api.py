@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from m3bert_tf import runs, schema
-from m3bert_tf.serving import windows as windows_lib
+from m3bert_tf import windows as windows_lib
 
 LAYERS = ("last", "all", "mean")  # or an integer, 0 = the first transformer block
 
@@ -145,7 +145,7 @@ class Model:
         return (raw - mean) / std
 
     def plan(self, num_frames: int, window_seconds=None, hop_seconds=None):
-        """The windows of a track of `num_frames` frames (`serving.windows.plan`)."""
+        """The windows of a track of `num_frames` frames (`windows.plan`)."""
         k = self.frame_stack
         window = (
             self.window_frames

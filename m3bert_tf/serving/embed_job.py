@@ -154,7 +154,7 @@ class _TrackOutput:
     def write(self, frame_stack: int) -> None:
         """The .npz, atomically (written under a temporary name, then renamed)."""
         from m3bert_tf.serving.api import clip_key
-        from m3bert_tf.serving.windows import timestamps
+        from m3bert_tf.windows import timestamps
 
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         temporary = self.path + schema.TMP_SUFFIX

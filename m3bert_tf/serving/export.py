@@ -163,7 +163,7 @@ def export_run(
     import tensorflow as tf
 
     from m3bert_tf.serving.graph import Computations
-    from m3bert_tf.serving.windows import default_window_frames
+    from m3bert_tf.windows import default_window_frames
 
     if not os.path.isdir(model_dir):
         raise ExportError(f"--model_dir={model_dir}: no such directory")

@@ -9,13 +9,18 @@ def _restore(objects, make_iterator, directory, keep, path, log):
     """(iterator, manager) restored from `path`; see `open_checkpoints`."""
 
     def make(iterator):
-        checkpoint = tf.train.Checkpoint(**objects, iterator=iterator)
+        extra = {"iterator": iterator} if iterator is not None else {}
+        checkpoint = tf.train.Checkpoint(**objects, **extra)
         return tf.train.CheckpointManager(checkpoint, directory, keep)
 
-    iterator = make_iterator()
+    iterator = make_iterator() if make_iterator else None
     manager = make(iterator)
+    status = manager.checkpoint.restore(path)
+    if iterator is None:
+        status.expect_partial()  # a checkpoint of an older release may hold one
+        return None, manager
     try:
-        manager.checkpoint.restore(path).assert_existing_objects_matched()
+        status.assert_existing_objects_matched()
     except (tf.errors.FailedPreconditionError, tf.errors.InvalidArgumentError) as e:
         iterator = make_iterator()
         manager = make(iterator)
@@ -34,17 +39,17 @@ def open_checkpoints(directory, keep, objects: dict, make_iterator, log):
     Args:
       directory: where checkpoints live.
       keep: how many to keep.
-      objects: trackables to save besides the input iterator (model,
-        optimizer, counters...).
-      make_iterator: () -> a fresh, checkpointable tf.data iterator.
+      objects: trackables to save (model, optimizer, counters...).
+      make_iterator: () -> a fresh tf.data iterator, saved with `objects`;
+        None for a job whose input is addressed by step (nothing of it saved).
       log: one-line messages.
 
     Returns:
-      (iterator, tf.train.CheckpointManager). When the input pipeline changed
-      since the checkpoint (other data, shard count or batch size), `objects`
-      are restored and the iterator starts at the data's beginning, with a
-      message saying so. A checkpoint whose files cannot be read (truncated,
-      corrupted) is reported by name and the next older one is used.
+      (iterator or None, tf.train.CheckpointManager). When the input pipeline
+      changed since the checkpoint (other data, shard count or batch size),
+      `objects` are restored and the iterator starts at the data's beginning,
+      with a message saying so. A checkpoint whose files cannot be read
+      (truncated, corrupted) is reported by name and the next older one is used.
 
     Raises:
       RuntimeError: checkpoints exist but none of them can be read.
@@ -52,9 +57,10 @@ def open_checkpoints(directory, keep, objects: dict, make_iterator, log):
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects), directory, keep)
     candidates = list(reversed(manager.checkpoints))  # newest first
     if not candidates:
-        iterator = make_iterator()
+        iterator = make_iterator() if make_iterator else None
+        extra = {"iterator": iterator} if iterator is not None else {}
         manager = tf.train.CheckpointManager(
-            tf.train.Checkpoint(**objects, iterator=iterator), directory, keep
+            tf.train.Checkpoint(**objects, **extra), directory, keep
         )
         return iterator, manager
     for path in candidates:

@@ -144,11 +144,15 @@ class FinetuneConfig:
       tasks: tasks to train; empty = every task in the data's manifests.
       normalization: "" = as the pretrained encoder was trained (anything
         else must equal it).
-      train_steps: optimizer steps at most (early stopping may end sooner).
+      train_steps: optimizer steps at most, a ceiling: early stopping by
+        `patience` is the usual end.
       batch_size: examples per step, all tasks mixed.
-      max_frames: example length in the data pipeline; 0 = the pretraining
-        run's.
-      learning_rate: Adam's (constant; the encoder is frozen).
+      max_frames: training crop (frames); 0 = the pretraining run's.
+        Evaluation always scores whole examples, in encoder windows of
+        this length.
+      learning_rate: Adam's peak (the pre-training schedule: linear warm-up
+        over `warmup_fraction` of `train_steps`, then linear decay).
+      warmup_fraction: of `train_steps`.
       embedding_dim: width of the enrichment layer (the M3BERT embedding).
       dropout: on the clip embedding before the heads.
       unfreeze_top_blocks: encoder blocks (from the top) trained too.
@@ -164,17 +168,18 @@ class FinetuneConfig:
     model_dir: str
     tasks: tuple[str, ...] = ()
     normalization: str = ""
-    train_steps: int = 5000
+    train_steps: int = 20000
     batch_size: int = 32
     max_frames: int = 0
     learning_rate: float = 1e-3
+    warmup_fraction: float = 0.07
     embedding_dim: int = 256
     dropout: float = 0.1
     unfreeze_top_blocks: int = 0
     uncertainty_weighting: bool = False
     task_sampling_temperature: float = 1.0
     eval_every: int = 250
-    patience: int = 5
+    patience: int = 8
     checkpoint_every: int = 250
     keep_checkpoints: int = 3
     log_every: int = 50
@@ -193,6 +198,8 @@ class FinetuneConfig:
         for name in ("max_frames", "eval_every", "unfreeze_top_blocks"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
 
 
 FINETUNE_MAY_CHANGE = (

@@ -4,7 +4,12 @@
 
 The pretrained encoder (`<pretrained>/encoder.keras` from bin/pretrain) is
 frozen, or all but its top `unfreeze_top_blocks` blocks are; the enrichment
-layer and one head per task train on batches that mix every task. A task's
+layer and one head per task train on batches that mix every task
+(`batches.py`). Frozen, the encoder's output for every example is computed
+once (`example_cache.py`: windows of the training crop, stitched) and the
+enrichment layer and heads train on random crops of it; with blocks to
+fine-tune, the cache holds the normalized features and the whole model runs
+each step. A task's
 loss is the mean over the examples labeled for it in the batch (0, and no
 gradient, when there are none); the total is their sum, or with
 `uncertainty_weighting` the sum over the batch's labeled tasks of
@@ -13,10 +18,13 @@ Features are normalized as the encoder was pretrained (the pretraining run's
 input_spec.json), and cropped to its max_frames unless told otherwise; data
 of another feature spec than the encoder was pretrained on is refused.
 
-Every `eval_every` steps the validation split is scored (accuracy;
-ROC-AUC/PR-AUC macro; R² per output); the mean of the tasks' main scores
-picks the best weights, and `patience` evaluations without improvement stop
-the run. At the end the best weights are scored on validation and test,
+Adam follows the pre-training schedule (linear warm-up over
+`warmup_fraction` of `train_steps`, then linear decay), so `train_steps` is
+a ceiling. Every `eval_every` steps the validation split is scored on whole
+clips (every frame of each example: encoder windows of the training crop,
+stitched, the enrichment pooled over all of them; accuracy; ROC-AUC/PR-AUC
+macro; R² per output); the mean of the tasks' main scores picks the best
+weights, and `patience` evaluations without improvement stop the run. At the end the best weights are scored on validation and test,
 printed as a table and written to metrics.json, and the model is saved as
 multitask.keras. Run directory, checkpoints, resume, TensorBoard, progress
 and the NaN stop are the shared skeleton's (`loop.py`), as in pre-training.
@@ -28,11 +36,11 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from m3bert_tf import runs, schema
-from m3bert_tf.data import finetune_pipeline as data_lib
+from m3bert_tf import example_cache, runs, schema, windows
 from m3bert_tf.data import shards
 from m3bert_tf.metrics import chance_score, score_task
-from m3bert_tf.tasks import TaskSpec
+from m3bert_tf.tasks import TaskSpec, mixing_probabilities, read_task_info
+from m3bert_tf.train.batches import CachedBatches
 from m3bert_tf.train.checkpoints import random_states
 from m3bert_tf.train.configs import FINETUNE_MAY_CHANGE, FinetuneConfig
 from m3bert_tf.train.loop import Cadence, open_session, run_loop
@@ -63,12 +71,22 @@ def task_losses(specs, labels, weights, outputs):
 
 
 class FinetuneTrainer:
-    """Model, optimizer, task weights and the compiled step of one run."""
+    """Model, optimizer, task weights and the compiled step of one run.
 
-    def __init__(self, config: FinetuneConfig, specs: list[TaskSpec], encoder):
+    Attributes:
+      model: the `M3BertMultiTask` (what is saved).
+      frozen: the whole encoder is frozen: training and evaluation run on
+        its cached outputs ("sequence" inputs [B, T', H]) through
+        `train_model`, the enrichment layer and heads alone; else on
+        features through the whole model.
+      window: input frames per encoder window on whole clips.
+    """
+
+    def __init__(self, config: FinetuneConfig, specs: list[TaskSpec], encoder, max_frames=None):
         import keras
 
         from m3bert_tf.models.multitask import M3BertMultiTask
+        from m3bert_tf.train.schedule import WarmupLinearDecay
 
         self.config = config
         self.specs = specs
@@ -80,13 +98,39 @@ class FinetuneTrainer:
             name="m3bert",
         )
         freeze_encoder(encoder, config.unfreeze_top_blocks)
+        self.frozen = config.unfreeze_top_blocks == 0
+        self.frame_stack = encoder.frame_stack
+        self.window = windows.default_window_frames(
+            max_frames or schema.CHUNK_FRAMES, encoder.frame_stack
+        )
+        self.train_model = self._top_model(encoder.hidden_dim) if self.frozen else self.model
         # log variances s_t of uncertainty weighting (unused otherwise)
         self.log_vars = tf.Variable(tf.zeros([len(specs)]), name="task_log_variances")
         self.variables = list(self.model.trainable_variables)
         if config.uncertainty_weighting:
             self.variables.append(self.log_vars)
-        self.optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+        self.optimizer = keras.optimizers.Adam(
+            learning_rate=WarmupLinearDecay(
+                config.learning_rate, config.train_steps, config.warmup_fraction
+            )
+        )
         self.optimizer.build(self.variables)
+
+    def _top_model(self, hidden_dim):
+        """The layers above the encoder, on its outputs: {"sequence": [B, T', H],
+        "padding_mask": [B, T']} -> the model's outputs (shared weights)."""
+        import keras
+
+        layer = self.model.get_layer
+        sequence = keras.Input((None, hidden_dim), name="sequence")
+        mask = keras.Input((None,), dtype="bool", name="padding_mask")
+        frames = layer("enrichment")(sequence)
+        clip = layer("pooling")(frames, mask)
+        dropped = layer("head_dropout")(clip)
+        outputs = {"frame_embedding": frames, "clip_embedding": clip}
+        for s in self.specs:
+            outputs[s.name] = layer(f"head_{s.name}")(dropped)
+        return keras.Model({"sequence": sequence, "padding_mask": mask}, outputs, name="top")
 
     def total_loss(self, losses, weights=None):
         """Sum of the task losses; with uncertainty weighting
@@ -106,48 +150,81 @@ class FinetuneTrainer:
             )
         return tf.reduce_sum(present * (tf.exp(-self.log_vars) * values + self.log_vars))
 
-    @tf.function
-    def train_step(self, iterator):
-        inputs, labels, weights = next(iterator)
+    @tf.function(reduce_retracing=True)
+    def train_step(self, batch):
+        """One optimizer step on `(inputs, labels, weights)` (`batches.py`)."""
+        inputs, labels, weights = batch
         with tf.GradientTape() as tape:
-            outputs = self.model(inputs, training=True)
+            outputs = self.train_model(inputs, training=True)
             losses = task_losses(self.specs, labels, weights, outputs)
             loss = self.total_loss(losses, weights)
         grads = tape.gradient(loss, self.variables)
         self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
         return {"loss": loss, **{f"loss_{k}": v for k, v in losses.items()}}
 
-    @tf.function
-    def predict_step(self, inputs):
-        outputs = self.model(inputs, training=False)
-        return {s.name: outputs[s.name] for s in self.specs}
+    @tf.function(reduce_retracing=True)
+    def _run(self, inputs):
+        outputs = self.train_model(inputs, training=False)
+        keys = [s.name for s in self.specs] + ["frame_embedding"]
+        return {k: tf.cast(outputs[k], tf.float32) for k in keys}
 
-    def collect(self, dataset, predict=True) -> dict:
-        """{task: (labels [n, size], predictions [n, outputs])} over a split.
-
-        predict=False skips the model (predictions come back empty).
-        """
-        got = {s.name: ([], []) for s in self.specs}
-        for inputs, labels, weights in dataset:
-            preds = self.predict_step(inputs) if predict else None
-            for s in self.specs:
-                keep = weights[s.name].numpy() > 0
-                got[s.name][0].append(labels[s.name].numpy()[keep])
-                if predict:
-                    got[s.name][1].append(preds[s.name].numpy()[keep])
+    def _heads(self, clip):
+        """{task: [n, outputs]} of clip embeddings [n, E] (inference: no dropout)."""
         return {
-            s.name: (
-                np.concatenate(got[s.name][0]) if got[s.name][0] else np.zeros((0, s.size)),
-                np.concatenate(got[s.name][1])
-                if got[s.name][1]
-                else np.zeros((0, s.num_outputs)),
-            )
+            s.name: tf.cast(self.model.get_layer(f"head_{s.name}")(clip), tf.float32).numpy()
             for s in self.specs
         }
 
-    def evaluate(self, dataset) -> dict:
+    def clip_predictions(self, cache, ids, batch_size: int = 16) -> dict:
+        """{task: [len(ids), outputs]} of whole examples of `cache`: every frame,
+        the enrichment pooled over all of them."""
+        out = {s.name: [] for s in self.specs}
+        if self.frozen:  # per-frame layers on stitched encoder outputs: one pass
+            for lo in range(0, len(ids), batch_size):
+                x, mask = cache.padded(ids[lo : lo + batch_size])
+                got = self._run({"sequence": x, "padding_mask": mask})
+                for s in self.specs:
+                    out[s.name].append(got[s.name].numpy())
+        else:
+            clips = np.stack([self._whole_clip(cache.sequence(i)) for i in ids])
+            for name, value in self._heads(clips).items():
+                out[name].append(value)
+        return {
+            s.name: np.concatenate(out[s.name]) if ids.size else np.zeros((0, s.num_outputs))
+            for s in self.specs
+        }
+
+    def _whole_clip(self, features) -> np.ndarray:
+        """[E] mean enrichment over every frame of one example's features
+        [n, 324], through encoder windows of `window` frames, stitched."""
+        k, w = self.frame_stack, self.window
+        plan = windows.plan(len(features), w, w, k)
+        x = np.zeros((len(plan), min(w, len(features)), schema.NUM_FEATURES), np.float32)
+        mask = np.zeros(x.shape[:2], bool)
+        for row, win in enumerate(plan):
+            x[row, : win.stop - win.start] = features[win.start : win.stop]
+            mask[row, : win.stop - win.start] = True
+        frames = self._run({"features": x, "padding_mask": mask})["frame_embedding"].numpy()
+        kept = [
+            frames[row, win.keep_start - win.start // k : win.keep_stop - win.start // k]
+            for row, win in enumerate(plan)
+        ]
+        return np.concatenate(kept).astype(np.float64).mean(0).astype(np.float32)
+
+    def collect(self, cache, split: str) -> dict:
+        """{task: (labels [n, size], predictions [n, outputs])} over the whole
+        examples of `split` labeled for each task."""
+        ids = cache.ids(split)
+        preds = self.clip_predictions(cache, ids)
+        got = {}
+        for s in self.specs:
+            keep = cache.has[s.name][ids]
+            got[s.name] = (cache.labels[s.name][ids[keep]], preds[s.name][keep])
+        return got
+
+    def evaluate(self, cache, split: str = "valid") -> dict:
         """{task: metrics} and "score": the mean of the tasks' main scores."""
-        collected = self.collect(dataset)
+        collected = self.collect(cache, split)
         result = {s.name: score_task(s, *collected[s.name]) for s in self.specs}
         scores = [
             r["score"] for r in result.values() if np.isfinite(r.get("score", np.nan))
@@ -210,7 +287,7 @@ def run_finetune(config: FinetuneConfig, flags_text: str = "", log=None) -> dict
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     manifests = shards.read_manifests(config.data)  # checks every shard once
-    all_specs, counts = data_lib.read_task_info(manifests)
+    all_specs, counts = read_task_info(manifests)
     names = config.tasks or tuple(sorted(all_specs))
     missing = [t for t in names if t not in all_specs]
     if missing:
@@ -219,51 +296,48 @@ def run_finetune(config: FinetuneConfig, flags_text: str = "", log=None) -> dict
         )
     inputs, max_frames = pretrained_settings(config, manifests)
 
-    data_config = data_lib.FinetuneDataConfig(
-        data=config.data, tasks=tuple(names), max_frames=max_frames, batch_size=config.batch_size,
-        temperature=config.task_sampling_temperature, seed=config.seed,
-        normalization=inputs["normalization"], normalization_stats=inputs["stats"],
-    )  # fmt: skip
     run = runs.RunDir(config.model_dir)
     with run.lock(lambda msg: log(f"finetune: {msg}")):
-        return _finetune(
-            config, run, inputs, data_config, all_specs, counts, flags_text, log
-        )
+        return _finetune(config, run, inputs, max_frames, all_specs, counts, flags_text, log)
 
 
-def _finetune(config, run, inputs, data_config, all_specs, counts, flags_text, log) -> dict:
+def _finetune(config, run, inputs, max_frames, all_specs, counts, flags_text, log) -> dict:
     import keras
 
-    names = data_config.tasks
+    names = config.tasks or tuple(sorted(all_specs))
     specs = [all_specs[t] for t in names]
     keras.utils.set_random_seed(config.seed)  # weight init and dropout: reproducible runs
-    trainer = FinetuneTrainer(config, specs, runs.load_encoder(config.pretrained))
-
-    def dataset(split, training=False):
-        return data_lib.make_finetune_dataset(
-            data_config, all_specs, counts, split, training
-        )
-
-    train, valid = dataset("train", True), dataset("valid")
-    probs = data_lib.mixing_probabilities(
-        {t: counts.get(t, {}).get("train", 0) for t in names},
-        config.task_sampling_temperature,
+    trainer = FinetuneTrainer(config, specs, runs.load_encoder(config.pretrained), max_frames)
+    source = example_cache.CacheSource(
+        data=config.data, label_sizes={s.name: s.size for s in specs},
+        normalization=inputs["normalization"], stats=inputs["stats"],
+        encoder=trainer.model.encoder if trainer.frozen else None, window=trainer.window,
+    )  # fmt: skip
+    cache = example_cache.open_cache(
+        run.file(runs.CACHE_DIR), source, lambda msg: log(f"finetune: {msg}"), "finetune"
+    )
+    probs = mixing_probabilities(
+        {t: len(cache.ids("train", t)) for t in names}, config.task_sampling_temperature
     )
     log("finetune: task sampling " + ", ".join(f"{t} {p:.2f}" for t, p in probs.items()))
+    stream = CachedBatches(
+        cache, names, probs, config.batch_size, -(-max_frames // cache.frame_stack),
+        config.seed, "sequence" if trainer.frozen else "features",
+    )  # fmt: skip
     best = tf.Variable(-np.inf, dtype=tf.float64, name="best_score")
     bad_evals = tf.Variable(0, dtype=tf.int64, name="evaluations_without_improvement")
     session = open_session(
         "finetune", run, dataclasses.asdict(config), flags_text, FINETUNE_MAY_CHANGE,
         {"model": trainer.model, "optimizer": trainer.optimizer, "log_vars": trainer.log_vars,
          "best": best, "bad_evals": bad_evals, "random": random_states(trainer.model)},
-        lambda: iter(train), lambda: int(trainer.optimizer.iterations.numpy()),
-        lambda msg: log(f"finetune: {msg}"),
+        None, lambda: int(trainer.optimizer.iterations.numpy()),
+        lambda msg: log(f"finetune: {msg}"), stream=stream,
     )  # fmt: skip
     run.write_json(runs.INPUT_SPEC_NAME, inputs)
     best_path = run.file(runs.BEST_WEIGHTS_NAME)
 
     def evaluate(step):
-        result = trainer.evaluate(valid)
+        result = trainer.evaluate(cache, "valid")
         with session.eval_writer.as_default(step=step):
             tf.summary.scalar("score", result["score"])
             for task in names:
@@ -294,18 +368,19 @@ def _finetune(config, run, inputs, data_config, all_specs, counts, flags_text, l
     )
     already_stopped = int(bad_evals.numpy()) >= config.patience
     result = run_loop(
-        "finetune", session, cadence, trainer.train_step, evaluate,
-        stopped_early=already_stopped,
+        "finetune", session, cadence, lambda batches: trainer.train_step(next(batches)),
+        evaluate, stopped_early=already_stopped,
     )  # fmt: skip
     if run.exists(runs.BEST_WEIGHTS_NAME):
         trainer.model.load_weights(best_path)
-    seconds = data_config.max_frames / schema.FRAMES_PER_SECOND
+    window_s = trainer.window / schema.FRAMES_PER_SECOND
     results = {
         "step": result.step,
         "stopped_early": bool(result.stopped_early),
-        "tasks": score_splits(trainer, specs, dataset),
-        "scope": f"n = clips (30 s chunks of tracks at most); each scored on its first "
-        f"{data_config.max_frames} frames ({seconds:.1f} s), the training crop",
+        "tasks": score_splits(trainer, specs, cache),
+        "scope": f"n = clips (30 s chunks of tracks at most), each scored whole: every "
+        f"frame, through encoder windows of {trainer.window} frames ({window_s:.1f} s), "
+        "the enrichment pooled over all frames",
     }
     run.write_json(runs.METRICS_NAME, results)
     if run.is_chief():
@@ -313,16 +388,16 @@ def _finetune(config, run, inputs, data_config, all_specs, counts, flags_text, l
     return results
 
 
-def score_splits(trainer, specs, dataset) -> dict:
+def score_splits(trainer, specs, cache) -> dict:
     """{task: {split: metrics + "chance"}} on valid and test, chance fit on train labels."""
-    collected = {split: trainer.collect(dataset(split)) for split in ("valid", "test")}
-    train_labels = trainer.collect(dataset("train"), predict=False)
+    collected = {split: trainer.collect(cache, split) for split in ("valid", "test")}
     table = {}
     for spec in specs:
+        train_labels = cache.labels[spec.name][cache.ids("train", spec.name)]
         table[spec.name] = {}
         for split in ("valid", "test"):
             labels, preds = collected[split][spec.name]
             m = score_task(spec, labels, preds)
-            m["chance"] = chance_score(spec, train_labels[spec.name][0], labels)
+            m["chance"] = chance_score(spec, train_labels, labels)
             table[spec.name][split] = m
     return table

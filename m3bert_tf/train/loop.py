@@ -65,9 +65,14 @@ def open_session(
     make_iterator: Callable,
     step_of: Callable[[], int],
     log: Callable[[str], None],
+    stream=None,
 ) -> Session:
     """Starts or resumes a run: config check, checkpoints restored (with the
-    loss guard's running level), writers opened."""
+    loss guard's running level), writers opened.
+
+    The input is either a tf.data iterator saved in the checkpoints
+    (`make_iterator`) or a `stream` addressed by step (`make_iterator` None):
+    an iterator with `seek(step)`, sought to the restored step."""
     guard = LossGuard(job)
     objects = {**objects, "loss_guard": guard.trackable}
     changes = run.start(config, flags_text, may_change)
@@ -83,11 +88,15 @@ def open_session(
         make_iterator,
         log,
     )
+    step = step_of()
+    if stream is not None:
+        stream.seek(step)
+        iterator = stream
     return Session(
         run=run,
         iterator=iterator,
         manager=manager,
-        step=step_of(),
+        step=step,
         train_writer=summary_writer(run, runs.TRAIN_LOGS_DIR),
         eval_writer=summary_writer(run, runs.EVAL_LOGS_DIR),
         guard=guard,
