@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[test,bench]"
 	$(BIN)/python benchmarks/extract_bench.py --output=benchmarks/results/extract.json
 	$(BIN)/python benchmarks/pretrain_bench.py --output=benchmarks/results/pretrain.json
+	$(BIN)/python benchmarks/finetune_bench.py --output=benchmarks/results/finetune.json
 	$(BIN)/python benchmarks/embed_bench.py --output=benchmarks/results/embed.json
 	$(BIN)/python benchmarks/long_audio_bench.py --output=benchmarks/results/long_audio.json
 

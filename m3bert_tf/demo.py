@@ -87,6 +87,8 @@ def run_demo(
         flush=True,
     )
     tuned = finetune.run_finetune(finetune_config)
+    how = "stopped early by patience" if tuned["stopped_early"] else "ran to its ceiling"
+    print(f"      {how} at step {tuned['step']}")
     print(metrics.format_table(tuned["tasks"], scope=tuned["scope"]))
     print(f"      model: {os.path.join(finetune_config.model_dir, runs.MULTITASK_NAME)}")
     from m3bert_tf.serving import embed_job, export

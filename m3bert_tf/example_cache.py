@@ -113,7 +113,10 @@ class ExampleCache:
         rows = int(self.offsets[-1])
         self._rows = (
             np.memmap(
-                os.path.join(path, "sequences.f32"), np.float32, "r", shape=(rows, self.width)
+                os.path.join(path, "sequences.f32"),
+                np.float32,
+                "r",
+                shape=(rows, self.width),
             )
             if rows
             else np.zeros((0, self.width), np.float32)
@@ -204,7 +207,9 @@ def _examples(files: list[str], source: CacheSource):
     ds = tf.data.TFRecordDataset(files).map(
         parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
-    for n, (track, split, frames, labels) in enumerate(ds.prefetch(4).as_numpy_iterator(), 1):
+    for n, (track, split, frames, labels) in enumerate(
+        ds.prefetch(4).as_numpy_iterator(), 1
+    ):
         split = split.decode()
         if split in SPLITS and any(has for _, has in labels.values()):
             yield n, (track.decode(), split, frames, labels)
@@ -238,15 +243,19 @@ def _build(path: str, files: list[str], source: CacheSource, name: str) -> None:
         def flush():
             """Encodes the pending windows; writes every example now complete, in order."""
             if pending:
-                x = np.zeros((source.batch_size, source.window, schema.NUM_FEATURES), np.float32)
+                x = np.zeros(
+                    (source.batch_size, source.window, schema.NUM_FEATURES), np.float32
+                )
                 mask = np.zeros((source.batch_size, source.window), bool)
-                for row, (_, w, feats) in enumerate(pending):
+                for row, (_, _, feats) in enumerate(pending):
                     x[row, : len(feats)] = feats
                     mask[row, : len(feats)] = True
                 encoded = run(x, mask).numpy()
                 for row, (i, w, _) in enumerate(pending):
                     first = w.start // k
-                    outputs[i].append(encoded[row, w.keep_start - first : w.keep_stop - first])
+                    outputs[i].append(
+                        encoded[row, w.keep_start - first : w.keep_stop - first]
+                    )
                 pending.clear()
             while order and done[order[0]]:
                 i = order.pop(0)
@@ -305,7 +314,9 @@ def _build(path: str, files: list[str], source: CacheSource, name: str) -> None:
         "width": source.width,
         "frame_stack": k,
         "window": source.window if source.encoder is not None else None,
-        "what": "encoder last layer" if source.encoder is not None else "normalized features",
+        "what": "encoder last layer"
+        if source.encoder is not None
+        else "normalized features",
         "tasks": tasks,
         "examples": len(meta["splits"]),
         "data": source.data,

@@ -23,12 +23,8 @@ ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 def test_mixing_probabilities_follow_the_temperature():
     sizes = {"a": 100, "b": 25, "c": 0}
-    assert mixing_probabilities(sizes, 1.0) == pytest.approx(
-        {"a": 0.8, "b": 0.2, "c": 0.0}
-    )
-    assert mixing_probabilities(sizes, 0.0) == pytest.approx(
-        {"a": 0.5, "b": 0.5, "c": 0.0}
-    )
+    assert mixing_probabilities(sizes, 1.0) == pytest.approx({"a": 0.8, "b": 0.2, "c": 0.0})
+    assert mixing_probabilities(sizes, 0.0) == pytest.approx({"a": 0.5, "b": 0.5, "c": 0.0})
     assert mixing_probabilities(sizes, 0.5) == pytest.approx(
         {"a": 10 / 15, "b": 5 / 15, "c": 0.0}
     )
@@ -63,7 +59,9 @@ def test_batches_mix_tasks_as_the_formula_says(corpus_shards, tmp_path, temperat
         assert seen[t] / 2000 == pytest.approx(want[t], abs=0.035)
 
 
-def test_batches_are_addressed_by_step_and_walk_each_task_in_passes(corpus_shards, tmp_path):
+def test_batches_are_addressed_by_step_and_walk_each_task_in_passes(
+    corpus_shards, tmp_path
+):
     """A resumed run seeks to its step and gets the uninterrupted run's batches;
     within a pass each task's training examples are drawn once each."""
     cache, tasks, _ = features_cache(corpus_shards, tmp_path)
@@ -84,7 +82,9 @@ def test_batches_are_addressed_by_step_and_walk_each_task_in_passes(corpus_shard
     assert sorted(drawn) == sorted(pool.tolist())
 
 
-def test_the_cache_is_keyed_by_encoder_and_reused_only_for_the_same(corpus_shards, tmp_path):
+def test_the_cache_is_keyed_by_encoder_and_reused_only_for_the_same(
+    corpus_shards, tmp_path
+):
     encoder = M3BertEncoder(1, 16, 2, 32, frame_stack=2, dropout=0.0, name="encoder")
     cache, _, messages = features_cache(corpus_shards, tmp_path, encoder, window=64)
     assert "cached in" in messages[-1] and cache.width == 16 and cache.frame_stack == 2
@@ -100,7 +100,9 @@ def test_the_cache_is_keyed_by_encoder_and_reused_only_for_the_same(corpus_shard
         out = encoder({"features": features[None, w.start : w.stop],
                        "padding_mask": np.ones((1, w.stop - w.start), bool)})  # fmt: skip
         first = w.start // 2
-        rows.append(out["sequence_output"].numpy()[0, w.keep_start - first : w.keep_stop - first])
+        rows.append(
+            out["sequence_output"].numpy()[0, w.keep_start - first : w.keep_stop - first]
+        )
     np.testing.assert_allclose(cache.sequence(i), np.concatenate(rows), atol=1e-4)
     again, _, messages = features_cache(corpus_shards, tmp_path, encoder, window=64)
     assert "from the cache" in messages[-1] and again.path == cache.path
@@ -245,7 +247,10 @@ def test_every_task_beats_chance_on_the_example_corpus(pretrained_corpus, tmp_pa
         chance = np.mean([m["chance"] for m in splits])
         assert score >= chance + margin, (task, splits)
     assert os.path.exists(tmp_path / "multitask.keras")
-    assert "each scored whole: every frame, through encoder windows of 256 frames" in res.stdout
+    assert (
+        "each scored whole: every frame, through encoder windows of 256 frames"
+        in res.stdout
+    )
     assert json.loads((tmp_path / "metrics.json").read_text())["stopped_early"]
 
 
@@ -259,9 +264,14 @@ def whole_clip_predictions(model, features, window):
         out = model({"features": features[None, w.start : w.stop],
                      "padding_mask": np.ones((1, w.stop - w.start), bool)})  # fmt: skip
         first = w.start // k
-        frames.append(out["frame_embedding"].numpy()[0, w.keep_start - first : w.keep_stop - first])
+        frames.append(
+            out["frame_embedding"].numpy()[0, w.keep_start - first : w.keep_stop - first]
+        )
     clip = np.concatenate(frames).mean(0, keepdims=True)
-    return {t["name"]: model.get_layer(f"head_{t['name']}")(clip).numpy()[0] for t in model.tasks}
+    return {
+        t["name"]: model.get_layer(f"head_{t['name']}")(clip).numpy()[0]
+        for t in model.tasks
+    }
 
 
 @pytest.mark.parametrize("unfreeze", [0, 1])
@@ -270,7 +280,10 @@ def test_the_table_scores_whole_clips_as_the_saved_model_does(
 ):
     argv = run_bin("finetune", *finetune_args(pretrained_corpus, tmp_path, 60, 30))
     res = subprocess.run(
-        argv + [f"--unfreeze_top_blocks={unfreeze}"], env=ENV, capture_output=True, text=True
+        argv + [f"--unfreeze_top_blocks={unfreeze}"],
+        env=ENV,
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     table = json.loads((tmp_path / "metrics.json").read_text())["tasks"]
@@ -279,7 +292,9 @@ def test_the_table_scores_whole_clips_as_the_saved_model_does(
     sizes = {t: specs[t].size for t in specs}
     got = collections.defaultdict(lambda: ([], []))
     longest = 0
-    for serialized in tf.data.TFRecordDataset(shards.list_shards(pretrained_corpus["shards"])):
+    for serialized in tf.data.TFRecordDataset(
+        shards.list_shards(pretrained_corpus["shards"])
+    ):
         ex = records.parse_example(serialized, sizes)
         split = ex["split"].numpy().decode()
         if split not in ("valid", "test"):
@@ -295,7 +310,10 @@ def test_the_table_scores_whole_clips_as_the_saved_model_does(
     for (task, split), (labels, preds) in got.items():
         want = score_task(specs[task], np.array(labels), np.array(preds))
         for metric, value in want.items():
-            assert table[task][split][metric] == pytest.approx(value, abs=1e-4), (task, split)
+            assert table[task][split][metric] == pytest.approx(value, abs=1e-4), (
+                task,
+                split,
+            )
 
 
 def finetune_log(stderr):
@@ -305,7 +323,9 @@ def finetune_log(stderr):
         if line.startswith("finetune: ") and " steps (" in line:
             losses[line.split("/")[0].split()[-1]] = line.split("loss ")[1]
         if "validation at step" in line:
-            scores[line.split("step ")[1].split(":")[0]] = line.split("score ")[1].split()[0]
+            scores[line.split("step ")[1].split(":")[0]] = line.split("score ")[1].split()[
+                0
+            ]
     return losses, scores
 
 
@@ -314,6 +334,7 @@ def test_killed_finetuning_with_dropout_resumes_exactly(pretrained_corpus, tmp_p
     """kill -9 and resume: the losses, validation scores and final weights of
     an uninterrupted run (batches are addressed by step; dropout's state is
     checkpointed)."""
+
     def argv(name):
         return run_bin(
             "finetune", *finetune_args(pretrained_corpus, tmp_path / name, 400, 20),
@@ -322,11 +343,18 @@ def test_killed_finetuning_with_dropout_resumes_exactly(pretrained_corpus, tmp_p
 
     whole = subprocess.run(argv("whole"), env=ENV, capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr[-3000:]
-    killed_at = kill_after_checkpoints(argv("cut"), tmp_path / "cut" / "checkpoints", 2, ENV)
-    assert not (tmp_path / "cut" / "metrics.json").exists(), "the run finished before the kill"
+    killed_at = kill_after_checkpoints(
+        argv("cut"), tmp_path / "cut" / "checkpoints", 2, ENV
+    )
+    assert not (tmp_path / "cut" / "metrics.json").exists(), (
+        "the run finished before the kill"
+    )
     res = subprocess.run(argv("cut"), env=ENV, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert f"resumed from {tmp_path / 'cut' / 'checkpoints' / f'ckpt-{killed_at}'}" in res.stderr
+    assert (
+        f"resumed from {tmp_path / 'cut' / 'checkpoints' / f'ckpt-{killed_at}'}"
+        in res.stderr
+    )
     (losses, scores), (resumed_losses, resumed_scores) = map(
         finetune_log, (whole.stderr, res.stderr)
     )

@@ -59,7 +59,9 @@ class CachedBatches:
         key = (task, epoch)
         if key not in self._perms:
             self._perms = {k_: v for k_, v in self._perms.items() if k_[0] != task}
-            self._perms[key] = np.random.default_rng([self.seed, 1 + task, epoch]).permutation(n)
+            self._perms[key] = np.random.default_rng(
+                [self.seed, 1 + task, epoch]
+            ).permutation(n)
         self.drawn[task] += 1
         return int(self.pool[task][self._perms[key][k]])
 
@@ -72,7 +74,9 @@ class CachedBatches:
         b, c = self.batch_size, self.crop
         x = np.zeros((b, c, self.cache.width), np.float32)
         mask = np.zeros((b, c), bool)
-        labels = {t: np.zeros((b, self.cache.labels[t].shape[1]), np.float32) for t in self.tasks}
+        labels = {
+            t: np.zeros((b, self.cache.labels[t].shape[1]), np.float32) for t in self.tasks
+        }
         weights = {t: np.zeros(b, np.float32) for t in self.tasks}
         offsets = rng.random(b)
         for row, task in enumerate(drawn):

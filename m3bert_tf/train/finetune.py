@@ -82,7 +82,9 @@ class FinetuneTrainer:
       window: input frames per encoder window on whole clips.
     """
 
-    def __init__(self, config: FinetuneConfig, specs: list[TaskSpec], encoder, max_frames=None):
+    def __init__(
+        self, config: FinetuneConfig, specs: list[TaskSpec], encoder, max_frames=None
+    ):
         import keras
 
         from m3bert_tf.models.multitask import M3BertMultiTask
@@ -103,7 +105,9 @@ class FinetuneTrainer:
         self.window = windows.default_window_frames(
             max_frames or schema.CHUNK_FRAMES, encoder.frame_stack
         )
-        self.train_model = self._top_model(encoder.hidden_dim) if self.frozen else self.model
+        self.train_model = (
+            self._top_model(encoder.hidden_dim) if self.frozen else self.model
+        )
         # log variances s_t of uncertainty weighting (unused otherwise)
         self.log_vars = tf.Variable(tf.zeros([len(specs)]), name="task_log_variances")
         self.variables = list(self.model.trainable_variables)
@@ -130,7 +134,9 @@ class FinetuneTrainer:
         outputs = {"frame_embedding": frames, "clip_embedding": clip}
         for s in self.specs:
             outputs[s.name] = layer(f"head_{s.name}")(dropped)
-        return keras.Model({"sequence": sequence, "padding_mask": mask}, outputs, name="top")
+        return keras.Model(
+            {"sequence": sequence, "padding_mask": mask}, outputs, name="top"
+        )
 
     def total_loss(self, losses, weights=None):
         """Sum of the task losses; with uncertainty weighting
@@ -171,7 +177,9 @@ class FinetuneTrainer:
     def _heads(self, clip):
         """{task: [n, outputs]} of clip embeddings [n, E] (inference: no dropout)."""
         return {
-            s.name: tf.cast(self.model.get_layer(f"head_{s.name}")(clip), tf.float32).numpy()
+            s.name: tf.cast(
+                self.model.get_layer(f"head_{s.name}")(clip), tf.float32
+            ).numpy()
             for s in self.specs
         }
 
@@ -190,7 +198,9 @@ class FinetuneTrainer:
             for name, value in self._heads(clips).items():
                 out[name].append(value)
         return {
-            s.name: np.concatenate(out[s.name]) if ids.size else np.zeros((0, s.num_outputs))
+            s.name: np.concatenate(out[s.name])
+            if ids.size
+            else np.zeros((0, s.num_outputs))
             for s in self.specs
         }
 
@@ -298,7 +308,9 @@ def run_finetune(config: FinetuneConfig, flags_text: str = "", log=None) -> dict
 
     run = runs.RunDir(config.model_dir)
     with run.lock(lambda msg: log(f"finetune: {msg}")):
-        return _finetune(config, run, inputs, max_frames, all_specs, counts, flags_text, log)
+        return _finetune(
+            config, run, inputs, max_frames, all_specs, counts, flags_text, log
+        )
 
 
 def _finetune(config, run, inputs, max_frames, all_specs, counts, flags_text, log) -> dict:
@@ -307,7 +319,9 @@ def _finetune(config, run, inputs, max_frames, all_specs, counts, flags_text, lo
     names = config.tasks or tuple(sorted(all_specs))
     specs = [all_specs[t] for t in names]
     keras.utils.set_random_seed(config.seed)  # weight init and dropout: reproducible runs
-    trainer = FinetuneTrainer(config, specs, runs.load_encoder(config.pretrained), max_frames)
+    trainer = FinetuneTrainer(
+        config, specs, runs.load_encoder(config.pretrained), max_frames
+    )
     source = example_cache.CacheSource(
         data=config.data, label_sizes={s.name: s.size for s in specs},
         normalization=inputs["normalization"], stats=inputs["stats"],
