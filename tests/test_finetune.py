@@ -1,6 +1,7 @@
 """Multi-task fine-tuning: mixing, masked heads, freezing, metrics, the job."""
 
 import collections
+import glob
 import json
 import os
 import subprocess
@@ -369,6 +370,34 @@ def test_killed_finetuning_with_dropout_resumes_exactly(pretrained_corpus, tmp_p
         runs.load_multitask(str(tmp_path / "cut")).get_weights(), strict=True,
     ):  # fmt: skip
         np.testing.assert_array_equal(a, b)
+
+
+def checkpoint_sizes(checkpoint_dir) -> tuple[int, int]:
+    """(bytes of the newest checkpoint, bytes of its model and optimizer
+    variables as float32)."""
+    path = tf.train.latest_checkpoint(str(checkpoint_dir))
+    total = sum(os.path.getsize(f) for f in glob.glob(path + ".*"))
+    state = sum(
+        4 * int(np.prod(shape))
+        for name, shape in tf.train.list_variables(path)
+        if name.startswith(("model/", "optimizer/"))
+    )
+    return total, state
+
+
+def test_checkpoints_hold_no_input_buffers(pretrained_corpus, tmp_path):
+    argv = run_bin("finetune", *finetune_args(pretrained_corpus, tmp_path, 20, 0))
+    res = subprocess.run(argv, env=ENV, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for job, directory in (
+        ("pretraining", os.path.join(pretrained_corpus["pretrained"], "checkpoints")),
+        ("fine-tuning", tmp_path / "checkpoints"),
+    ):
+        total, state = checkpoint_sizes(directory)
+        print(
+            f"tiny {job} checkpoint: {total / 1e6:.2f} MB, model + optimizer {state / 1e6:.2f} MB"
+        )
+        assert 0 < state and total < 5 * state, (job, total, state)
 
 
 def test_eval_every_zero_scores_at_the_end_only(pretrained_corpus, tmp_path):

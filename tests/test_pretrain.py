@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from conftest import ROOT, kill_after_checkpoints, run_bin
 
-from m3bert_tf.data import pipeline
+from m3bert_tf.data import pipeline, shards
 from m3bert_tf.train import distribute, pretrain
 from m3bert_tf.train.schedule import WarmupLinearDecay
 
@@ -70,22 +70,36 @@ def test_two_replicas_and_accumulation_equal_one_device(corpus_shards):
         assert other["weights"] == pytest.approx(one["weights"], rel=1e-5)
 
 
-def test_iterator_checkpoint_restores_the_data_position(corpus_shards, tmp_path):
-    config = pipeline.PipelineConfig(data=corpus_shards, max_frames=32, batch_size=2)
-    iterator = iter(pipeline.make_pretrain_dataset(config))
-    for _ in range(3):
-        next(iterator)
-    checkpoint = tf.train.Checkpoint(iterator=iterator)
-    path = checkpoint.save(str(tmp_path / "it"))
-    expected = [next(iterator) for _ in range(2)]
-    fresh = iter(pipeline.make_pretrain_dataset(config))
-    tf.train.Checkpoint(iterator=fresh).restore(path)
-    for want in expected:
-        got = next(fresh)
-        np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
+def test_the_training_stream_starts_at_any_position(corpus_shards):
+    """Each pass holds every training example once, in a new order, and the
+    stream started at position p is the whole stream from p on: what lets a
+    checkpoint hold the step instead of the input's buffers."""
+    config = pipeline.PipelineConfig(
+        data=corpus_shards,
+        max_frames=32,
+        batch_size=2,
+        shuffle_buffer=8,
+        holdout_percent=20,
+    )
+    files = shards.list_shards(corpus_shards)
+    per_pass = sum(pipeline.training_counts(files, 20))
+    whole = [
+        x.numpy() for x in pipeline.training_stream(files, config, 0).take(3 * per_pass)
+    ]
+    first, second = whole[:per_pass], whole[per_pass : 2 * per_pass]
+    assert (
+        len(set(first)) == per_pass and sorted(first) == sorted(second) and first != second
+    )
+    for start in (1, 7, 8, 9, per_pass - 1, per_pass, per_pass + 13):
+        got = [x.numpy() for x in pipeline.training_stream(files, config, start).take(9)]
+        assert got == whole[start : start + 9], start
+    batches = list(pipeline.make_pretrain_dataset(config).take(5))
+    resumed = pipeline.make_pretrain_dataset(config, start=3 * 2)  # crops and masks too
+    for want, got in zip(batches[3:], resumed.take(2), strict=True):
         np.testing.assert_array_equal(
             got[0]["features"].numpy(), want[0]["features"].numpy()
         )
+        np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,10 @@
 """The pre-training input pipeline (TensorFlow, no Keras).
 
-    shard files -> shard across input pipelines -> shuffle files -> interleave
-      -> hold out tracks -> shuffle examples -> parse -> crop/pad -> mask
-      -> batch (per replica) -> [batch again for gradient accumulation] -> prefetch
+    shard files -> shard across input pipelines -> per pass: a permutation of
+      the files, read 8 at a time (interleaved) -> hold out tracks
+      -> permute each window of `shuffle_buffer` examples -> parse
+      -> crop/pad -> mask -> batch (per replica)
+      -> [batch again for gradient accumulation] -> prefetch
 
 Each element is `(inputs, targets, weights)`:
   inputs  {"features": [B, T, 324] float32 masked, "padding_mask": [B, T] bool}
@@ -11,11 +13,17 @@ Each element is `(inputs, targets, weights)`:
 with T = max_frames. With gradient accumulation every tensor gets a leading
 [accumulation_steps] axis.
 
-Crop offsets and masks draw from stateless seeds (seed, position in the
-stream), so a run is reproducible and its iterator checkpoint resumes it.
+The training stream is addressed by position: the file order of pass e, the
+permutation of window j and each example's crop and masks all draw from
+stateless seeds ((seed, e), (seed, e, j), (seed, position)), and every
+shard's count of training examples is known from its index. So
+`make_pretrain_dataset(config, start=p)` begins exactly at example p of the
+stream, reading at most one group of files to get there, and a checkpoint
+needs only the step, not the input's buffers.
 """
 
 import dataclasses
+import json
 
 import tensorflow as tf
 
@@ -23,7 +31,9 @@ from m3bert_tf import schema
 from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data import records
 from m3bert_tf.data.normalization import normalize
-from m3bert_tf.data.shards import list_shards
+from m3bert_tf.data.shards import DataError, index_path, list_shards
+
+GROUP_FILES = 8  # shard files read at once (interleaved)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,8 +46,8 @@ class PipelineConfig:
       batch_size: examples per replica per micro-batch.
       accumulation_steps: micro-batches per optimizer step (> 1 adds an axis).
       masking: the masking policy.
-      shuffle_buffer: examples in the shuffle buffer (checkpointed with the
-        iterator: keep it modest).
+      shuffle_buffer: examples permuted together (consecutive windows of
+        the stream; nothing of it is checkpointed).
       holdout_percent: tracks (by hash of track_id) held out for evaluation.
       seed: base seed of file order, crops and masks.
       normalization: "track", "global" or "none" (`normalization.py`).
@@ -110,8 +120,104 @@ def make_example_fn(config: PipelineConfig):
     return fn
 
 
+def training_counts(files: list[str], holdout_percent: int) -> list[int]:
+    """Examples per shard file that are not held out, from the shard indexes
+    (a file without a matching index is counted by reading it)."""
+    counts = []
+    for f in files:
+        info = None
+        if tf.io.gfile.exists(index_path(f)):
+            with tf.io.gfile.GFile(index_path(f)) as fh:
+                info = json.load(fh)
+            chunks = [int(t["num_chunks"]) for t in info["tracks"]]
+            if sum(chunks) != info.get("num_examples"):
+                info = None
+        if info is None:
+            heldout = tf.data.TFRecordDataset(f).map(
+                lambda s: is_heldout(s, holdout_percent)
+            )
+            counts.append(int(heldout.reduce(0, lambda n, h: n + 1 - tf.cast(h, tf.int32))))
+            continue
+        ids = [t["track_id"] for t in info["tracks"]]
+        held = (
+            tf.strings.to_hash_bucket_fast(ids, 100).numpy() < holdout_percent
+            if ids
+            else []
+        )
+        counts.append(sum(c for c, h in zip(chunks, held, strict=True) if not h))
+    return counts
+
+
+def _file_order(num_files: int, seed, epoch):
+    """[num_files] int32: the file order of pass `epoch` (stateless)."""
+    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.argsort(tf.random.stateless_uniform([num_files], key))
+
+
+def _epoch_stream(files, epoch, config, first_group=0, skip=0, first_window=0):
+    """The serialized training examples of one pass, from group `first_group`
+    of its file order on, less `skip` examples, windows numbered from
+    `first_window`."""
+    group = min(len(files), GROUP_FILES)
+    ordered = tf.gather(tf.constant(files), _file_order(len(files), config.seed, epoch))
+    ds = tf.data.Dataset.from_tensor_slices(ordered[first_group * group :]).batch(group)
+    ds = ds.flat_map(
+        lambda names: tf.data.Dataset.from_tensor_slices(names).interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=group,
+            block_length=1,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )  # fmt: skip
+    )
+    ds = ds.filter(lambda s: tf.logical_not(is_heldout(s, config.holdout_percent))).skip(
+        skip
+    )
+
+    def permute(j, window):
+        key = tf.stack([tf.constant(config.seed + 1, tf.int64), tf.cast(epoch, tf.int64)])
+        key = tf.random.experimental.stateless_fold_in(key, j)
+        order = tf.argsort(tf.random.stateless_uniform([tf.shape(window)[0]], key))
+        return tf.gather(window, order)
+
+    windows = ds.batch(config.shuffle_buffer).enumerate(start=first_window)
+    return windows.map(permute).unbatch()
+
+
+def training_stream(
+    files: list[str], config: PipelineConfig, start: int
+) -> tf.data.Dataset:
+    """Serialized training examples from position `start` of the endless stream."""
+    counts = training_counts(files, config.holdout_percent)
+    per_pass = sum(counts)
+    if per_pass == 0:
+        raise DataError(
+            f"data={config.data}: every example is held out (holdout_percent="
+            f"{config.holdout_percent}); nothing to train on"
+        )
+    epoch, offset = divmod(start, per_pass)
+    window, within = divmod(offset, config.shuffle_buffer)
+    to_skip = window * config.shuffle_buffer  # examples before the window, this pass
+    group = min(len(files), GROUP_FILES)
+    order = _file_order(len(files), config.seed, epoch).numpy()
+    first_group = 0
+    while True:
+        in_group = sum(
+            counts[i] for i in order[first_group * group : (first_group + 1) * group]
+        )
+        if to_skip < in_group:
+            break
+        to_skip -= in_group
+        first_group += 1
+    first = _epoch_stream(files, epoch, config, first_group, to_skip, window)
+    rest = tf.data.Dataset.range(epoch + 1, 2**62).flat_map(
+        lambda e: _epoch_stream(files, e, config)
+    )
+    return first.concatenate(rest).skip(within)
+
+
 def make_pretrain_dataset(
-    config: PipelineConfig, training: bool = True, input_context=None
+    config: PipelineConfig, training: bool = True, input_context=None, start: int = 0
 ) -> tf.data.Dataset:
     """The batched dataset for one input pipeline.
 
@@ -121,35 +227,25 @@ def make_pretrain_dataset(
         False: the held-out tracks, in file order, once (evaluation).
       input_context: a `tf.distribute.InputContext`: shard files across input
         pipelines (each worker reads different files).
+      start: training only: the first example of this pipeline's stream
+        (examples consumed before; a resumed run passes step x global batch).
     """
     files = list_shards(config.data)
-    ds = tf.data.Dataset.from_tensor_slices(files)
     if input_context is not None and input_context.num_input_pipelines > 1:
         if len(files) < input_context.num_input_pipelines:
             raise ValueError(
                 f"--data has {len(files)} shards for {input_context.num_input_pipelines} "
                 "input pipelines: write smaller shards (bin/extract --shard_size)"
             )
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        files = files[input_context.input_pipeline_id :: input_context.num_input_pipelines]
     if training:
-        # Reshuffle file order every pass; repeat before interleave so the
-        # stream never ends at an epoch boundary.
-        ds = ds.shuffle(
-            len(files), seed=config.seed, reshuffle_each_iteration=True
-        ).repeat()
-    ds = ds.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=min(len(files), 8),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    holdout = config.holdout_percent
-    if training:
-        ds = ds.filter(lambda s: tf.logical_not(is_heldout(s, holdout)))
-        ds = ds.shuffle(config.shuffle_buffer, seed=config.seed + 1)
+        ds = training_stream(files, config, start).enumerate(start=start)
     else:
-        ds = ds.filter(lambda s: is_heldout(s, holdout))
-    ds = ds.enumerate()
+        ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+            tf.data.TFRecordDataset, cycle_length=min(len(files), GROUP_FILES),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+        )  # fmt: skip
+        ds = ds.filter(lambda s: is_heldout(s, config.holdout_percent)).enumerate()
     ds = ds.map(
         make_example_fn(config), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )

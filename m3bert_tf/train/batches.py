@@ -46,12 +46,13 @@ class CachedBatches:
         rng = rng or np.random.default_rng([self.seed, step])
         return rng.choice(len(self.tasks), size=self.batch_size, p=self.p)
 
-    def seek(self, step: int) -> None:
-        """Positions the iterator so that the next batch is batch `step`."""
+    def seek(self, step: int) -> "CachedBatches":
+        """Positions the iterator so that the next batch is batch `step`; returns it."""
         counts = np.zeros(len(self.tasks), np.int64)
         for s in range(step):
             counts += np.bincount(self._task_draws(s), minlength=len(self.tasks))
         self.step, self.drawn = step, counts
+        return self
 
     def _example(self, task: int) -> int:
         n = len(self.pool[task])

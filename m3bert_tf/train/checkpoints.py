@@ -1,71 +1,35 @@
-"""Checkpoints that resume a run at the same step and data position, shared by jobs."""
+"""Checkpoints that resume a run at the same step, shared by jobs (the data
+position follows from the step: the inputs are addressed by it)."""
 
 import math
 
 import tensorflow as tf
 
 
-def _restore(objects, make_iterator, directory, keep, path, log):
-    """(iterator, manager) restored from `path`; see `open_checkpoints`."""
-
-    def make(iterator):
-        extra = {"iterator": iterator} if iterator is not None else {}
-        checkpoint = tf.train.Checkpoint(**objects, **extra)
-        return tf.train.CheckpointManager(checkpoint, directory, keep)
-
-    iterator = make_iterator() if make_iterator else None
-    manager = make(iterator)
-    status = manager.checkpoint.restore(path)
-    if iterator is None:
-        status.expect_partial()  # a checkpoint of an older release may hold one
-        return None, manager
-    try:
-        status.assert_existing_objects_matched()
-    except (tf.errors.FailedPreconditionError, tf.errors.InvalidArgumentError) as e:
-        iterator = make_iterator()
-        manager = make(iterator)
-        tf.train.Checkpoint(**objects).restore(path).expect_partial()
-        log(
-            "the input pipeline changed since the checkpoint "
-            f"({str(e).splitlines()[0][:160]}); restored the rest, reading the data "
-            "from its start"
-        )
-    return iterator, manager
-
-
-def open_checkpoints(directory, keep, objects: dict, make_iterator, log):
+def open_checkpoints(directory, keep, objects: dict, log):
     """Restores the newest readable checkpoint in `directory`, if any.
 
     Args:
       directory: where checkpoints live.
       keep: how many to keep.
-      objects: trackables to save (model, optimizer, counters...).
-      make_iterator: () -> a fresh tf.data iterator, saved with `objects`;
-        None for a job whose input is addressed by step (nothing of it saved).
+      objects: trackables to save (model, optimizer, counters...). The input
+        is not among them: jobs address it by step (`loop.DatasetStream`).
       log: one-line messages.
 
     Returns:
-      (iterator or None, tf.train.CheckpointManager). When the input pipeline
-      changed since the checkpoint (other data, shard count or batch size),
-      `objects` are restored and the iterator starts at the data's beginning,
-      with a message saying so. A checkpoint whose files cannot be read
-      (truncated, corrupted) is reported by name and the next older one is used.
+      A tf.train.CheckpointManager of `objects`. A checkpoint whose files
+      cannot be read (truncated, corrupted) is reported by name and the next
+      older one is used.
 
     Raises:
       RuntimeError: checkpoints exist but none of them can be read.
     """
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects), directory, keep)
     candidates = list(reversed(manager.checkpoints))  # newest first
-    if not candidates:
-        iterator = make_iterator() if make_iterator else None
-        extra = {"iterator": iterator} if iterator is not None else {}
-        manager = tf.train.CheckpointManager(
-            tf.train.Checkpoint(**objects, **extra), directory, keep
-        )
-        return iterator, manager
     for path in candidates:
         try:
-            iterator, manager = _restore(objects, make_iterator, directory, keep, path, log)
+            # expect_partial: checkpoints of release 0.1 also hold an input iterator
+            manager.checkpoint.restore(path).expect_partial()
         except (tf.errors.OpError, IndexError, ValueError, OSError) as e:
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
             log(
@@ -74,11 +38,13 @@ def open_checkpoints(directory, keep, objects: dict, make_iterator, log):
             )
             continue
         log(f"resumed from {path}")
-        return iterator, manager
-    raise RuntimeError(
-        f"{directory}: none of the checkpoints {', '.join(candidates)} can be read; move "
-        "them away to start the run from scratch"
-    )
+        return manager
+    if candidates:
+        raise RuntimeError(
+            f"{directory}: none of the checkpoints {', '.join(candidates)} can be read; "
+            "move them away to start the run from scratch"
+        )
+    return manager
 
 
 def random_states(model) -> tf.train.Checkpoint:

@@ -344,8 +344,8 @@ def _finetune(config, run, inputs, max_frames, all_specs, counts, flags_text, lo
         "finetune", run, dataclasses.asdict(config), flags_text, FINETUNE_MAY_CHANGE,
         {"model": trainer.model, "optimizer": trainer.optimizer, "log_vars": trainer.log_vars,
          "best": best, "bad_evals": bad_evals, "random": random_states(trainer.model)},
-        None, lambda: int(trainer.optimizer.iterations.numpy()),
-        lambda msg: log(f"finetune: {msg}"), stream=stream,
+        stream, lambda: int(trainer.optimizer.iterations.numpy()),
+        lambda msg: log(f"finetune: {msg}"),
     )  # fmt: skip
     run.write_json(runs.INPUT_SPEC_NAME, inputs)
     best_path = run.file(runs.BEST_WEIGHTS_NAME)

@@ -2,7 +2,7 @@
 writers, and the step loop with its log / evaluation / checkpoint / NaN cadence.
 
     session = open_session("pretrain", run, config_dict, flags_text, may_change,
-                           objects, make_iterator, step_of, log)
+                           objects, stream, step_of, log)
     result = run_loop("pretrain", session, cadence, train_step, log, ...)
 
 A job supplies its compiled `train_step(iterator) -> {"loss": ..., ...}`, an
@@ -35,6 +35,19 @@ class Cadence:
         return step == last or (every > 0 and step % every == 0)
 
 
+@dataclasses.dataclass(frozen=True)
+class DatasetStream:
+    """A tf.data input addressed by position: `make(start)` builds the dataset
+    from example `start` of the stream, and step s begins at
+    s x `examples_per_step`. Nothing of it goes into a checkpoint."""
+
+    make: Callable[[int], tf.data.Dataset]
+    examples_per_step: int
+
+    def seek(self, step: int):
+        return iter(self.make(step * self.examples_per_step))
+
+
 @dataclasses.dataclass
 class Session:
     """What a job opened in its run directory."""
@@ -62,17 +75,16 @@ def open_session(
     flags_text: str,
     may_change: tuple[str, ...],
     objects: dict,
-    make_iterator: Callable,
+    stream,
     step_of: Callable[[], int],
     log: Callable[[str], None],
-    stream=None,
 ) -> Session:
     """Starts or resumes a run: config check, checkpoints restored (with the
     loss guard's running level), writers opened.
 
-    The input is either a tf.data iterator saved in the checkpoints
-    (`make_iterator`) or a `stream` addressed by step (`make_iterator` None):
-    an iterator with `seek(step)`, sought to the restored step."""
+    The input is a `stream` addressed by step: its `seek(step)` returns the
+    iterator that starts at the restored step (`DatasetStream`,
+    `batches.CachedBatches`), so a checkpoint holds no input buffers."""
     guard = LossGuard(job)
     objects = {**objects, "loss_guard": guard.trackable}
     changes = run.start(config, flags_text, may_change)
@@ -81,17 +93,11 @@ def open_session(
             "config changed on resume: "
             + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items())
         )
-    iterator, manager = open_checkpoints(
-        run.file(runs.CHECKPOINTS_DIR),
-        config["keep_checkpoints"],
-        objects,
-        make_iterator,
-        log,
+    manager = open_checkpoints(
+        run.file(runs.CHECKPOINTS_DIR), config["keep_checkpoints"], objects, log
     )
     step = step_of()
-    if stream is not None:
-        stream.seek(step)
-        iterator = stream
+    iterator = stream.seek(step)
     return Session(
         run=run,
         iterator=iterator,

@@ -29,7 +29,7 @@ from m3bert_tf.data import pipeline, shards
 from m3bert_tf.train import distribute
 from m3bert_tf.train.checkpoints import random_states
 from m3bert_tf.train.configs import PRETRAIN_MAY_CHANGE, ModelConfig, PretrainConfig
-from m3bert_tf.train.loop import Cadence, open_session, run_loop
+from m3bert_tf.train.loop import Cadence, DatasetStream, open_session, run_loop
 
 __all__ = ["ModelConfig", "PretrainConfig", "Trainer", "run_pretrain"]
 
@@ -297,15 +297,17 @@ def _pretrain(config: PretrainConfig, run: runs.RunDir, flags_text: str, log) ->
 
     keras.utils.set_random_seed(config.seed)  # weight init and dropout: reproducible runs
     trainer = Trainer(config, strategy)
-    # tf.distribute's distributed iterators cannot be checkpointed (TF 2.17),
-    # and resuming at the same data position needs that. So the host's input
-    # pipeline is built for its InputContext exactly as
-    # distribute_datasets_from_function would, read through a plain,
-    # checkpointable tf.data iterator, and each replica gets its own batch.
-    dataset = pipeline.make_pretrain_dataset(
-        pipeline_config(config, trainer.batch_size, stats=stats),
-        True,
-        distribute.host_input_context(strategy),
+    # tf.distribute's distributed iterators cannot be checkpointed (TF 2.17).
+    # So the host's input pipeline is built for its InputContext exactly as
+    # distribute_datasets_from_function would, read through a plain tf.data
+    # iterator (each replica gets its own batch), and it is addressed by
+    # position: a resumed run starts it at step x global batch, and no input
+    # buffer goes into a checkpoint.
+    data_config = pipeline_config(config, trainer.batch_size, stats=stats)
+    context = distribute.host_input_context(strategy)
+    stream = DatasetStream(
+        lambda start: pipeline.make_pretrain_dataset(data_config, True, context, start),
+        config.global_batch_size,
     )
     eval_dataset = make_eval_dataset(
         config, trainer.batch_size * trainer.num_replicas, stats
@@ -313,7 +315,7 @@ def _pretrain(config: PretrainConfig, run: runs.RunDir, flags_text: str, log) ->
     session = open_session(
         "pretrain", run, dataclasses.asdict(config), flags_text, PRETRAIN_MAY_CHANGE,
         {"model": trainer.model, "optimizer": trainer.optimizer,
-         "random": random_states(trainer.model)}, lambda: iter(dataset),
+         "random": random_states(trainer.model)}, stream,
         lambda: int(trainer.optimizer.iterations.numpy()), lambda msg: log(f"pretrain: {msg}"),
     )  # fmt: skip
     run.write_json(runs.INPUT_SPEC_NAME, inputs)
