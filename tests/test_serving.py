@@ -117,7 +117,7 @@ def test_saved_model_cli_lists_named_signatures(exported):
     shown = subprocess.run(
         [cli, "show", "--dir", path, "--all"], capture_output=True, text=True, check=True
     ).stdout
-    for name in ("embed", "embed_all_layers", "predict", "serving_default"):
+    for name in ("embed", "embed_all_layers", "predict", "predict_clip", "serving_default"):
         assert f"signature_def['{name}']" in shown
     for name in ("features", "lengths"):
         assert f"inputs['{name}']" in shown
@@ -139,7 +139,7 @@ def test_warmup_records_parse_and_run(exported):
     _, path = exported["finetuned"]
     loaded = tf.saved_model.load(path)
     records = list(tf.data.TFRecordDataset(os.path.join(path, export.WARMUP_PATH)))
-    assert len(records) == 6  # 3 signatures x batch 1 and 4
+    assert len(records) == 8  # 4 signatures x batch 1 and 4
     for record in records:
         log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
         request = log.predict_log.request
@@ -279,6 +279,18 @@ def test_python_api_from_run_and_export_agree(exported):
     predicted = b.predict(waveform, 22050)
     genre = predicted["genre"]
     assert set(genre) == {"a", "b", "c"} and abs(sum(genre.values()) - 1) < 1e-5
+    # The whole track: the heads on the mean enrichment of every frame.
+    assert b.plan(frames)[0].stop < frames, "more than one window"
+    stitched = b.embed(waveform, 22050)  # the windows predict uses
+    heads = a.backend.predict_clip(stitched["frame_enrichment"].mean(0, keepdims=True))
+    from_run = a.predict(waveform, 22050)
+    for task in heads:
+        np.testing.assert_allclose(
+            list(predicted[task].values()), heads[task][0], atol=1e-5
+        )
+        np.testing.assert_allclose(
+            list(predicted[task].values()), list(from_run[task].values()), atol=1e-5
+        )
 
 
 def test_windows_are_stitched_and_equal_each_window_alone(exported, tmp_path):

@@ -51,6 +51,11 @@ class SavedModelBackend:
         )
         return {k: v.numpy() for k, v in out.items()}
 
+    def predict_clip(self, clip_enrichment: np.ndarray) -> dict:
+        fn = self._model.signatures["predict_clip"]
+        out = fn(clip_enrichment=self._tf.constant(clip_enrichment, self._tf.float32))
+        return {k: v.numpy() for k, v in out.items()}
+
 
 class KerasBackend:
     """Runs a run directory's Keras model through the same computations an export serves."""
@@ -64,7 +69,7 @@ class KerasBackend:
         self.computations = Computations(model)
         names = ["embed", "embed_all_layers"]
         if self.computations.multitask is not None:
-            names.append("predict")
+            names += ["predict", "predict_clip"]
         self._fns = {
             n: tf.function(getattr(self.computations, n), reduce_retracing=True)
             for n in names
@@ -75,6 +80,12 @@ class KerasBackend:
         out = self._fns[signature](
             self._tf.constant(features, self._tf.float32),
             self._tf.constant(lengths, self._tf.int32),
+        )
+        return {k: v.numpy() for k, v in out.items()}
+
+    def predict_clip(self, clip_enrichment: np.ndarray) -> dict:
+        out = self._fns["predict_clip"](
+            self._tf.constant(clip_enrichment, self._tf.float32)
         )
         return {k: v.numpy() for k, v in out.items()}
 
@@ -251,26 +262,29 @@ class Model:
 
     def predict(self, waveform, sample_rate: int, batch_size: int = 8) -> dict:
         """{task: {class or output name: probability or value}} of a fine-tuned
-        model, from its clip embedding over the whole track (the mean of the
-        windows' clip enrichments, weighted by their frames)."""
-        if "predict" not in self.backend.signatures:
-            raise ValueError(f"{self.source}: predict needs a fine-tuned model")
+        model on the whole track: the enrichment of every frame (windows
+        stitched) pooled into one clip embedding, then the heads, as
+        fine-tuning scores whole clips."""
+        if "predict_clip" not in self.backend.signatures:
+            raise ValueError(
+                f"{self.source}: predict needs a fine-tuned model exported by this release"
+            )
         from m3bert_tf.features import streaming
 
-        sums, total = {}, 0
+        total, count = 0.0, 0
         with streaming.spill_waveform(waveform, sample_rate, self.extractor) as track:
             items = [(None, track, w) for w in self.plan(track.num_frames)]
-            for _, w, out in self.batches(items, "predict", batch_size):
-                weight = w.keep_stop - w.keep_start  # the frames this window speaks for
-                total += weight
-                for name, value in out.items():
-                    sums[name] = sums.get(name, 0.0) + weight * value.astype(np.float64)
+            for _, w, out in self.batches(items, "embed", batch_size):
+                kept = select_frames(out, w, self.frame_stack, "embed")["frame_enrichment"]
+                total = total + kept.astype(np.float64).sum(0)
+                count += len(kept)
+        clip = (total / count).astype(np.float32)[None]
+        out = self.backend.predict_clip(clip)
         result = {}
         for task in self.tasks:
-            value = sums[task["name"]] / total
             names = task["outputs"] if task["kind"] == "regression" else task["classes"]
             result[task["name"]] = dict(
-                zip(names, value.astype(float).tolist(), strict=False)
+                zip(names, out[task["name"]][0].astype(float).tolist(), strict=False)
             )
         return result
 

@@ -92,7 +92,20 @@ def export_info(model_dir: str, kind: str, computations) -> dict:
 
 def signature_names(computations) -> list[str]:
     names = ["embed", "embed_all_layers"]
-    return names + (["predict"] if computations.multitask is not None else [])
+    return names + (
+        ["predict", "predict_clip"] if computations.multitask is not None else []
+    )
+
+
+def clip_spec(computations):
+    """predict_clip's input: clip_enrichment [batch, E]."""
+    import tensorflow as tf
+
+    return [
+        tf.TensorSpec(
+            [None, computations.enrichment_dim], tf.float32, name="clip_enrichment"
+        )
+    ]
 
 
 def labels_of(tasks: list[dict]) -> dict:
@@ -121,10 +134,16 @@ def warmup_requests(computations, frames: int) -> list:
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=MODEL_NAME, signature_name=name)
             )
-            request.inputs["features"].CopyFrom(
-                tf.make_tensor_proto(features.astype(np.float32))
-            )
-            request.inputs["lengths"].CopyFrom(tf.make_tensor_proto(lengths))
+            if name == "predict_clip":
+                clip = rng.standard_normal((batch, computations.enrichment_dim))
+                request.inputs["clip_enrichment"].CopyFrom(
+                    tf.make_tensor_proto(clip.astype(np.float32))
+                )
+            else:
+                request.inputs["features"].CopyFrom(
+                    tf.make_tensor_proto(features.astype(np.float32))
+                )
+                request.inputs["lengths"].CopyFrom(tf.make_tensor_proto(lengths))
             logs.append(
                 prediction_log_pb2.PredictionLog(
                     predict_log=prediction_log_pb2.PredictLog(request=request)
@@ -148,6 +167,11 @@ def write_savedmodel(computations, path: str) -> None:
     )
     if computations.multitask is not None:
         archive.add_endpoint("predict", computations.predict, input_signature=specs)
+        archive.add_endpoint(
+            "predict_clip",
+            computations.predict_clip,
+            input_signature=clip_spec(computations),
+        )
     archive.write_out(path, verbose=False)
 
 

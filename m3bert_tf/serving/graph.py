@@ -17,6 +17,9 @@ with k the encoder's frame stack, and padded frames are zeros:
 - embed_all_layers: "frame_embeddings" [B, L, T', H], "clip_embedding"
   [B, L, H], "frame_lengths".
 - predict: one [B, outputs] tensor per task (probabilities or values).
+- predict_clip: the same from `clip_enrichment` [B, E] (the heads alone),
+  for a clip longer than a window: its frames' enrichment pooled over every
+  window first, as fine-tuning scores whole clips.
 
 The export (`serving.export`) and the in-memory run-directory backend
 (`serving.api`) both call these, so a SavedModel and the Keras model compute
@@ -132,6 +135,12 @@ class Computations:
             raise ValueError("predict needs a fine-tuned model (a bin/finetune run)")
         layers, mask, _ = self._encode(features, lengths)
         _, clip = self._enrich(layers[-1], mask)
+        return self.predict_clip(clip)
+
+    def predict_clip(self, clip_enrichment) -> dict:
+        if self.multitask is None:
+            raise ValueError("predict_clip needs a fine-tuned model (a bin/finetune run)")
+        clip = tf.convert_to_tensor(clip_enrichment, tf.float32)
         return {
             task["name"]: tf.cast(
                 self.multitask.get_layer(f"head_{task['name']}")(clip), tf.float32
