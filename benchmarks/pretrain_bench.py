@@ -82,7 +82,7 @@ def time_ours(layers, batch, frames, steps, mixed, xla):
     config = pretrain.PretrainConfig(
         data="unused", model_dir="unused", max_frames=frames, global_batch_size=batch,
         model=pretrain.ModelConfig(num_layers=layers, hidden_dim=H, num_heads=A, ffn_dim=FFN),
-        mixed_precision=mixed, xla=xla, train_steps=1000,
+        mixed_precision="bf16" if mixed else "fp32", xla=xla, train_steps=1000,
     )  # fmt: skip
     trainer = pretrain.Trainer(config, distribute.make_strategy(1))
     iterator = iter(tf.data.Dataset.from_tensors(synthetic_batch(batch, frames)).repeat())

@@ -212,7 +212,11 @@ def define_pretrain_flags(with_paths: bool = True) -> None:
         "warmup_fraction", 0.07, "Warm-up steps as a fraction of --train_steps."
     )
     flags.DEFINE_float("clip_norm", 1.0, "Global gradient-norm clip; 0 = off.")
-    flags.DEFINE_bool("mixed_precision", False, "mixed_bfloat16 compute, float32 weights.")
+    flags.DEFINE_enum(
+        "mixed_precision", "auto", ["auto", "bf16", "fp32"],
+        "bfloat16 compute with float32 weights: auto = where the hardware has bf16 "
+        "arithmetic (GPU 8.0+, TPU, CPU with avx512_bf16/amx_bf16), else float32.",
+    )  # fmt: skip
     flags.DEFINE_bool("xla", False, "Compile the forward/backward pass with XLA.")
     flags.DEFINE_integer(
         "num_cpu_replicas", 1, "With no GPU: logical CPU devices for MirroredStrategy."

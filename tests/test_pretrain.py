@@ -195,13 +195,30 @@ def test_an_encoder_trained_at_256_frames_embeds_any_length(pretrained_corpus):
     )
 
 
+def test_mixed_precision_auto_picks_bf16_only_where_the_hardware_has_it():
+    resolve = distribute.resolve_precision
+    no_bf16 = {"avx2", "avx512f", "avx512_vnni", "fma"}  # this Xeon
+    assert resolve("auto", [], no_bf16) == (None, None)  # float32
+    assert resolve("auto", [], no_bf16 | {"avx512_bf16"}) == ("mixed_bfloat16", None)
+    assert resolve("auto", [], {"amx_bf16", "amx_tile"}) == ("mixed_bfloat16", None)
+    assert resolve("auto", ["gpu:8.0"], set()) == ("mixed_bfloat16", None)
+    assert resolve("auto", ["gpu:7.0"], no_bf16 | {"avx512_bf16"}) == (None, None)
+    assert resolve("auto", ["tpu"], set()) == ("mixed_bfloat16", None)
+    assert resolve("fp32", ["tpu"], set()) == (None, None)
+    policy, warning = resolve("bf16", [], no_bf16)
+    assert policy == "mixed_bfloat16" and "slower than float32" in warning
+    assert resolve("bf16", [], {"avx512_bf16"}) == ("mixed_bfloat16", None)
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        resolve("yes", [], set())
+
+
 def test_mixed_precision_does_not_leak_into_the_next_job():
     import keras
 
     config = pretrain.PretrainConfig(
         data="unused", model_dir="unused", max_frames=16, global_batch_size=2,
         model=pretrain.ModelConfig(num_layers=1, hidden_dim=16, num_heads=2, ffn_dim=32),
-        mixed_precision=True,
+        mixed_precision="bf16",
     )  # fmt: skip
     trainer = pretrain.Trainer(config, distribute.make_strategy(1))
     assert trainer.encoder.blocks[0].dtype_policy.name == "mixed_bfloat16"

@@ -9,6 +9,7 @@ import dataclasses
 
 from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data.normalization import MODES as NORMALIZATIONS
+from m3bert_tf.train.distribute import PRECISIONS
 
 
 def _check_positive(config, *names: str) -> None:
@@ -65,7 +66,10 @@ class PretrainConfig:
       learning_rate: lmax of the schedule.
       warmup_fraction: w of the schedule.
       clip_norm: global gradient-norm clip (0 = none).
-      mixed_precision: compute in bfloat16, keep float32 weights.
+      mixed_precision: "auto" (bfloat16 compute with float32 weights where the
+        hardware has bfloat16 arithmetic: a GPU of compute capability 8.0+,
+        a TPU, a CPU with avx512_bf16 or amx_bf16; else float32), "bf16"
+        (always; slower where emulated, with a warning) or "fp32".
       xla: compile the forward/backward pass with XLA.
       num_cpu_replicas: with no GPU, split the CPU into this many logical
         devices (exercises the distributed path).
@@ -89,7 +93,7 @@ class PretrainConfig:
     learning_rate: float = 2e-4
     warmup_fraction: float = 0.07
     clip_norm: float = 1.0
-    mixed_precision: bool = False
+    mixed_precision: str = "auto"
     xla: bool = False
     num_cpu_replicas: int = 1
     checkpoint_every: int = 1000
@@ -110,6 +114,10 @@ class PretrainConfig:
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}"
+            )
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(
+                f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}"
             )
         if self.eval_every < 0:
             raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")

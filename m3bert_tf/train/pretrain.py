@@ -107,8 +107,11 @@ class Trainer:
         self.batch_size = distribute.per_replica_batch_size(
             config.global_batch_size, self.num_replicas, config.gradient_accumulation_steps
         )
-        policy = "mixed_bfloat16" if config.mixed_precision else None
-        with distribute.precision_policy(policy), strategy.scope():
+        # mixed_precision=auto: bf16 only where the hardware computes it
+        self.policy, self.precision_warning = distribute.resolve_precision(
+            config.mixed_precision, distribute.local_accelerators(), distribute.cpu_flags()
+        )
+        with distribute.precision_policy(self.policy), strategy.scope():
             self.encoder, self.model = build_models(config)
             self.schedule = WarmupLinearDecay(
                 config.learning_rate, config.train_steps, config.warmup_fraction
@@ -319,10 +322,13 @@ def _pretrain(config: PretrainConfig, run: runs.RunDir, flags_text: str, log) ->
         lambda: int(trainer.optimizer.iterations.numpy()), lambda msg: log(f"pretrain: {msg}"),
     )  # fmt: skip
     run.write_json(runs.INPUT_SPEC_NAME, inputs)
+    if trainer.precision_warning:
+        log(f"pretrain: warning: {trainer.precision_warning}")
     log(
         f"pretrain: {strategy.num_replicas_in_sync} replica(s), per-replica batch "
         f"{trainer.batch_size} x {config.gradient_accumulation_steps} accumulation = global "
-        f"{config.global_batch_size}; step {session.step} of {config.train_steps}"
+        f"{config.global_batch_size}, {trainer.policy or 'float32'} "
+        f"(mixed_precision={config.mixed_precision}); step {session.step} of {config.train_steps}"
     )
     frames_per_step = config.global_batch_size * config.max_frames
     eval_writer, last_eval = session.eval_writer, {}
