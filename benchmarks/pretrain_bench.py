@@ -60,19 +60,19 @@ def synthetic_batch(batch, frames, seed=0):
 
     rng = np.random.default_rng(seed)
     x = tf.constant(rng.standard_normal((batch, frames, C)).astype("float32"))
-    masked, weights = [], []
+    masked, masks = [], []
     for i in range(batch):
-        m, w = masking.mask_example(
+        m, w = masking.mask_compact(
             x[i], frames, tf.constant([i, 0], tf.int64), masking.MaskingConfig()
         )
         masked.append(m)
-        weights.append(w)
-    weights = {k: tf.stack([w[k] for w in weights]) for k in weights[0]}
+        masks.append(w)
+    masks = {k: tf.stack([w[k] for w in masks]) for k in masks[0]}
     inputs = {
         "features": tf.stack(masked),
         "padding_mask": tf.ones([batch, frames], tf.bool),
     }
-    return inputs, x, weights
+    return inputs, x, masks
 
 
 def time_ours(layers, batch, frames, steps, mixed, xla):
@@ -135,10 +135,13 @@ def time_torch(layers, batch, frames, steps, mode):
 
     model = Twin()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-6)
-    inputs, targets, weights = synthetic_batch(batch, frames)
+    from m3bert_tf.data import masking
+
+    inputs, targets, masks = synthetic_batch(batch, frames)
+    total = masking.expand_weights(masks, inputs["padding_mask"])["total"]
     x = torch.from_numpy(inputs["features"].numpy())
     y = torch.from_numpy(targets.numpy())
-    w = torch.from_numpy(weights["total"].numpy())
+    w = torch.from_numpy(total.numpy())
     pad = torch.zeros(batch, frames, dtype=torch.bool)
 
     def step():

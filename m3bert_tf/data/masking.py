@@ -1,12 +1,18 @@
 """Pre-training masks as vectorized TensorFlow ops (no Python loop per example).
 
-    inputs, weights = mask_example(features, length, seed, config)
+    inputs, masks = mask_compact(features, length, seed, config)   # the pipeline's
+    weights = expand_weights(masks, padding_mask)                  # in the train step
+    inputs, weights = mask_example(features, length, seed, config) # both at once
 
 `features` is one [T, 324] float32 example of which the first `length` frames
 are real and the rest padding. `inputs` is the masked copy; `weights` maps
 each masked kind ("frame", "channel", "patch") and "total" to a [T, 324] 0/1
 float32 tensor marking the elements that kind masked, i.e. the elements the
-loss sees. Padded frames are never masked and never weighted.
+loss sees. Padded frames are never masked and never weighted. The pipeline
+carries the masks compactly ("frame" [T] and "channel" [324] bool, "patch"
+[T, 324] bool, or [1, 1] when the policy has no patches) and the training
+step expands them: four [T, 324] float32 maps per example cost the input
+pipeline more than the masking itself.
 
 Every random draw is stateless, from `seed` ([2] int), so the same seed gives
 the same mask eagerly and inside `Dataset.map`, on any number of threads.
@@ -93,7 +99,9 @@ def _randint(seed, shape, upper):
 
 
 def contiguous_frame_mask(features, length, seed, config: MaskingConfig):
-    """CFM. Returns (masked [T, C], frame weights [T] float32)."""
+    """CFM. Returns (source [T] int32: the frame each input frame is read from
+    (itself, or a frame of the replacing span), zero [T] bool: frames zeroed,
+    frame mask [T] bool: frames the loss sees)."""
     num_frames = tf.shape(features)[0]
     static_t = features.shape[0] or schema.CHUNK_FRAMES
     # Enough candidate spans to reach the budget even with overlaps.
@@ -137,28 +145,22 @@ def contiguous_frame_mask(features, length, seed, config: MaskingConfig):
     source_starts = _randint(seeds[3], [num_candidates], length - lengths + 1)
     source = tf.gather(source_starts, owner) + t - tf.gather(starts, owner)
     source = tf.clip_by_value(source, 0, tf.maximum(length - 1, 0))
-    replaced = tf.gather(features, source)
-
-    zero = (frame_mask & tf.equal(frame_action, 0))[:, None]
-    replace = (frame_mask & tf.equal(frame_action, 1))[:, None]
-    masked = tf.where(zero, 0.0, tf.where(replace, replaced, features))
-    return masked, tf.cast(frame_mask, tf.float32)
+    replace = frame_mask & tf.equal(frame_action, 1)
+    zero = frame_mask & tf.equal(frame_action, 0)
+    return tf.where(replace, source, t), zero, frame_mask
 
 
-def contiguous_channel_mask(features, length, seed):
-    """CCM. Returns (masked [T, C], element weights [T, C] float32)."""
+def contiguous_channel_mask(seed):
+    """CCM. Returns the channels zeroed in every real frame, [C] bool."""
     seeds = tf.random.experimental.stateless_split(seed, 2)
     width = 1 + _randint(seeds[0], [], schema.NUM_SPECTRAL)  # U{1..272}
     start = _randint(seeds[1], [], schema.NUM_SPECTRAL - width + 1)  # U{0..272-c}
     channels = tf.range(schema.NUM_FEATURES) - schema.SPECTRAL_START
-    channel_mask = (channels >= start) & (channels < start + width)
-    valid = tf.range(tf.shape(features)[0]) < length
-    mask = valid[:, None] & channel_mask[None, :]
-    return tf.where(mask, 0.0, features), tf.cast(mask, tf.float32)
+    return (channels >= start) & (channels < start + width)
 
 
 def patch_mask(features, length, seed, config: MaskingConfig):
-    """PM. Returns (masked [T, C], element weights [T, C] float32)."""
+    """PM. Returns the elements zeroed, [T, C] bool."""
     num_frames, num_channels = tf.shape(features)[0], schema.NUM_FEATURES
     size = config.patch_size
     rows = tf.minimum(size, length)
@@ -197,11 +199,11 @@ def patch_mask(features, length, seed, config: MaskingConfig):
         return step + 1, starts_map, covered
 
     _, _, covered = tf.while_loop(cond, body, [1, starts_map, covered])
-    return tf.where(covered > 0, 0.0, features), covered
+    return covered > 0
 
 
-def mask_example(features, length, seed, config: MaskingConfig):
-    """Masks one example under `config.policy`.
+def mask_compact(features, length, seed, config: MaskingConfig):
+    """Masks one example under `config.policy`, in one pass over its elements.
 
     Args:
       features: [T, 324] float32, frames >= length are padding.
@@ -209,23 +211,61 @@ def mask_example(features, length, seed, config: MaskingConfig):
       seed: [2] int32/int64 stateless seed.
 
     Returns:
-      (inputs [T, 324] float32, {"total", "frame", "channel", "patch": [T, 324]
-      float32 0/1 weights}).
+      (inputs [T, 324] float32, {"frame": [T] bool, "channel": [324] bool,
+      "patch": [T, 324] bool, or [1, 1] False without patch masking}).
     """
     seed = tf.cast(seed, tf.int64)
     length = tf.cast(length, tf.int32)
-    zeros = tf.zeros_like(features)
-    weights = {kind: zeros for kind in KINDS}
+    num_frames = tf.shape(features)[0]
+    valid = tf.range(num_frames) < length
     seeds = tf.random.experimental.stateless_split(seed, 3)
-    inputs = features
+    source, zero = tf.range(num_frames), tf.zeros([num_frames], tf.bool)
+    masks = {
+        "frame": tf.zeros([num_frames], tf.bool),
+        "channel": tf.zeros([schema.NUM_FEATURES], tf.bool),
+        "patch": tf.zeros([1, 1], tf.bool),
+    }
     if "cfm" in config.policy:
-        inputs, frame_w = contiguous_frame_mask(inputs, length, seeds[0], config)
-        weights["frame"] = zeros + frame_w[:, None]
+        source, zero, masks["frame"] = contiguous_frame_mask(
+            features, length, seeds[0], config
+        )
     if "ccm" in config.policy:
-        inputs, weights["channel"] = contiguous_channel_mask(inputs, length, seeds[1])
+        masks["channel"] = contiguous_channel_mask(seeds[1])
+    zeroed = zero[:, None] | (valid[:, None] & masks["channel"][None, :])
     if config.policy == "pm":
-        inputs, weights["patch"] = patch_mask(inputs, length, seeds[2], config)
-    weights["total"] = tf.maximum(
-        tf.maximum(weights["frame"], weights["channel"]), weights["patch"]
-    )
-    return inputs, weights
+        masks["patch"] = patch_mask(features, length, seeds[2], config)
+        zeroed |= masks["patch"]
+    if "cfm" in config.policy:
+        features = tf.gather(features, source)  # replaced spans read elsewhere
+    return tf.where(zeroed, 0.0, features), masks
+
+
+def expand_weights(masks: dict, padding_mask) -> dict:
+    """Compact masks (`mask_compact`, batched or not) -> {"frame", "channel",
+    "patch", "total": [..., T, 324] float32 0/1 loss weights}.
+
+    Args:
+      masks: {"frame": [..., T], "channel": [..., 324], "patch": [..., T, 324]
+        or [..., 1, 1]} bool.
+      padding_mask: [..., T] bool, True on real frames.
+    """
+    frame = masks["frame"][..., :, None]
+    channel = padding_mask[..., :, None] & masks["channel"][..., None, :]
+    patch = masks["patch"]
+    total = frame | channel | patch
+    shape = tf.shape(total)
+    weights = {
+        "frame": tf.broadcast_to(frame, shape),
+        "channel": tf.broadcast_to(channel, shape),
+        "patch": tf.broadcast_to(patch, shape),
+        "total": total,
+    }
+    return {k: tf.cast(v, tf.float32) for k, v in weights.items()}
+
+
+def mask_example(features, length, seed, config: MaskingConfig):
+    """`mask_compact` with its weights expanded: (inputs [T, 324] float32,
+    {"total", "frame", "channel", "patch": [T, 324] float32 0/1 weights})."""
+    inputs, masks = mask_compact(features, length, seed, config)
+    padding_mask = tf.range(tf.shape(features)[0]) < tf.cast(length, tf.int32)
+    return inputs, expand_weights(masks, padding_mask)

@@ -6,10 +6,12 @@
       -> crop/pad -> mask -> batch (per replica)
       -> [batch again for gradient accumulation] -> prefetch
 
-Each element is `(inputs, targets, weights)`:
+Each element is `(inputs, targets, masks)`:
   inputs  {"features": [B, T, 324] float32 masked, "padding_mask": [B, T] bool}
   targets [B, T, 324] float32, the clean frames
-  weights {"total", "frame", "channel", "patch": [B, T, 324] float32 0/1}
+  masks   {"frame": [B, T], "channel": [B, 324], "patch": [B, T, 324] or
+           [B, 1, 1]} bool: what was masked, compactly
+           (`masking.expand_weights` makes the loss weights of them)
 with T = max_frames. With gradient accumulation every tensor gets a leading
 [accumulation_steps] axis.
 
@@ -100,7 +102,7 @@ def normalized_features(parsed: dict, mode: str, stats: dict | None):
 
 
 def make_example_fn(config: PipelineConfig):
-    """(position, serialized) -> (inputs, targets, weights) for one example."""
+    """(position, serialized) -> (inputs, targets, masks) for one example."""
 
     def fn(position, serialized):
         seed = tf.stack([tf.constant(config.seed, tf.int64), position])
@@ -111,11 +113,9 @@ def make_example_fn(config: PipelineConfig):
             config.normalization_stats,
         )
         targets, length = crop_or_pad(frames, config.max_frames, crop_seed)
-        inputs, weights = masking_lib.mask_example(
-            targets, length, mask_seed, config.masking
-        )
+        inputs, masks = masking_lib.mask_compact(targets, length, mask_seed, config.masking)
         padding_mask = tf.range(config.max_frames) < length
-        return {"features": inputs, "padding_mask": padding_mask}, targets, weights
+        return {"features": inputs, "padding_mask": padding_mask}, targets, masks
 
     return fn
 

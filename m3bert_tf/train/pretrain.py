@@ -80,12 +80,14 @@ def make_eval_dataset(
     return pipeline.make_pretrain_dataset(pc, training=False).take(config.eval_batches)
 
 
-def weighted_sums(model, inputs, targets, weights, training):
-    """Huber sums per masked kind and the weight sums, plus the reconstruction."""
+def weighted_sums(model, inputs, targets, masks, training):
+    """Huber sums per masked kind and the weight sums, plus the reconstruction
+    (`masks` as the pipeline gives them, expanded to weights here)."""
     from m3bert_tf.losses import huber
 
     reconstruction = model(inputs, training=training)["reconstruction"]
     loss = huber(targets, reconstruction)
+    weights = masking_lib.expand_weights(masks, inputs["padding_mask"])
     sums = {}
     for kind, w in weights.items():
         sums[f"loss_{kind}"] = tf.reduce_sum(loss * w)
