@@ -11,7 +11,12 @@ In one process, on the same machine state:
    frames/s, the ratios, and our FLOP/s (counted from the architecture) as a
    fraction of the measured peak;
 3. the input pipeline alone (parse, crop, cfm+ccm masking, batch): examples/s
-   on one core (tf.data private thread pool of 1) and on all cores.
+   on one core (tf.data private thread pool of 1) and on all cores;
+4. a profile of our float32 step (`step_profile.py`): the share of op time in
+   the dense matmuls, attention, LayerNorm, GELU, dropout, the optimizer
+   update, and the input pipeline's cost per step on one core.
+
+`--precisions=fp32` skips the bfloat16 runs (slow where bf16 is emulated).
 """
 
 import argparse
@@ -75,10 +80,8 @@ def synthetic_batch(batch, frames, seed=0):
     return inputs, x, masks
 
 
-def time_ours(layers, batch, frames, steps, mixed, xla):
-    import keras
-
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed else "float32")
+def build_ours(layers, batch, frames, mixed, xla):
+    """(our Trainer, an endless iterator of one synthetic batch)."""
     config = pretrain.PretrainConfig(
         data="unused", model_dir="unused", max_frames=frames, global_batch_size=batch,
         model=pretrain.ModelConfig(num_layers=layers, hidden_dim=H, num_heads=A, ffn_dim=FFN),
@@ -86,6 +89,24 @@ def time_ours(layers, batch, frames, steps, mixed, xla):
     )  # fmt: skip
     trainer = pretrain.Trainer(config, distribute.make_strategy(1))
     iterator = iter(tf.data.Dataset.from_tensors(synthetic_batch(batch, frames)).repeat())
+    return trainer, iterator
+
+
+def profile_ours(layers, batch, frames):
+    """`step_profile.profile` of our float32 step."""
+    import step_profile
+
+    trainer, iterator = build_ours(layers, batch, frames, False, False)
+    for _ in range(2):
+        float(trainer.train_step(iterator)["loss"])
+    return step_profile.profile(lambda: float(trainer.train_step(iterator)["loss"]), 2)
+
+
+def time_ours(layers, batch, frames, steps, mixed, xla):
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed else "float32")
+    trainer, iterator = build_ours(layers, batch, frames, mixed, xla)
     for _ in range(2):  # trace, compile, warm up
         float(trainer.train_step(iterator)["loss"])
     t0 = time.perf_counter()
@@ -204,7 +225,9 @@ def main():
     parser.add_argument("--frames", type=int, default=schema.CHUNK_FRAMES)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--output", default="")
+    parser.add_argument("--precisions", default="fp32,bf16")
     args = parser.parse_args()
+    precisions = args.precisions.split(",")
     L, B, T = args.layers, args.batch, args.frames
     flops = train_flops(L, B, T)
     results = {"layers": L, "batch": B, "frames": T, "train_flops_per_step": flops}
@@ -220,14 +243,15 @@ def main():
         ("fp32 + XLA", False, True),
         ("mixed_bfloat16 + XLA", True, True),
     ):
-        ours[name] = time_ours(L, B, T, args.steps, mixed, xla)
+        if ("bf16" if mixed else "fp32") in precisions:
+            ours[name] = time_ours(L, B, T, args.steps, mixed, xla)
     try:
         import torch  # noqa: F401
 
-        theirs = {
-            m: time_torch(L, B, T, args.steps, m)
-            for m in ("fp32 eager", "bf16 autocast", "torch.compile")
-        }
+        modes = ["fp32 eager", "torch.compile"] + (
+            ["bf16 autocast"] if "bf16" in precisions else []
+        )
+        theirs = {m: time_torch(L, B, T, args.steps, m) for m in modes}
     except ImportError:
         theirs = {}
         print(
@@ -249,7 +273,10 @@ def main():
     results["pytorch_seconds"] = theirs
     results["ours_best"] = best_ours
     results["ours_best_fraction_of_peak"] = flops / ours[best_ours] / peak
-    results["ours_mixed_xla_fraction_of_peak"] = flops / ours["mixed_bfloat16 + XLA"] / peak
+    if "mixed_bfloat16 + XLA" in ours:
+        results["ours_mixed_xla_fraction_of_peak"] = (
+            flops / ours["mixed_bfloat16 + XLA"] / peak
+        )
     if theirs:
         best_theirs = min(theirs, key=theirs.get)
         results["pytorch_best"] = best_theirs
@@ -259,7 +286,8 @@ def main():
             ("mixed_bfloat16", "bf16 autocast"),
             ("fp32 + XLA", "torch.compile"),
         ):
-            print(f"  pair {o} vs {t}: ours {theirs[t] / ours[o]:.2f}x")
+            if o in ours and t in theirs:
+                print(f"  pair {o} vs {t}: ours {theirs[t] / ours[o]:.2f}x")
         print(
             f"  best vs best: ours ({best_ours}) {results['best_vs_best']:.2f}x pytorch ({best_theirs})"
         )
@@ -273,6 +301,16 @@ def main():
     print(
         f"\ninput pipeline (parse, crop to {schema.CHUNK_FRAMES}, cfm+ccm masking, batch): "
         f"{one:.0f} examples/s on 1 core, {every:.0f} on {os.cpu_count()} cores"
+    )
+    import step_profile
+
+    split = profile_ours(L, B, T)
+    results["profile"] = split
+    print(f"\nwhere our float32 step's time goes ({L} layers, batch {B} x {T}):")
+    print(step_profile.format_split(split))
+    print(
+        f"    input pipeline: {B / one * 1000:.0f} ms of one core per step, beside the step "
+        "(prefetched on its own threads)"
     )
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

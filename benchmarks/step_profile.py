@@ -12,7 +12,7 @@ model, by op type and name scope (forward and gradient ops alike):
   weighted sum as batched matmuls, mask, softmax, dropout on the
   probabilities, the transposes and reshapes around them);
 - layernorm, gelu, dropout (outside attention), optimizer (Adam, gradient
-  clipping), loss, other.
+  clipping), other (residual adds, the loss, reductions, casts).
 
 The shares are of the summed op time (2 cores run ops side by side, so the sum
 may exceed the wall time); the wall time per step is measured beside it.
@@ -20,36 +20,34 @@ may exceed the wall time); the wall time per step is measured beside it.
 
 import glob
 import os
+import re
 import tempfile
 import time
 from collections import defaultdict
 
 MATMUL_TYPES = ("MatMul", "BatchMatMul", "Einsum", "Conv")
-PROJECTIONS = ("/query/", "/key/", "/value/", "/attention_output/")
+PROJECTIONS = ("query", "key", "value", "attention_output")
 
 
 def category(op_name: str, op_type: str) -> str:
     """The part of the step an op belongs to (see the module docstring)."""
-    name = "/" + op_name.lower() + "/"
+    # Keras adds "_1"-style suffixes to name scopes under tf.function.
+    scopes = [re.sub(r"_\d+$", "", c) for c in op_name.lower().split("/")]
     kind = op_type.lstrip("_").replace("Mkl", "").replace("Fused", "")
-    if any(
-        k in name for k in ("/adam/", "optimizer", "clip_by_global_norm", "/global_norm/")
-    ):
+    if any(c in ("adam", "clip_by_global_norm", "global_norm") for c in scopes):
         return "optimizer"
-    if "Apply" in op_type or op_type.startswith("Assign"):
+    if op_type.startswith(("ResourceApply", "AssignVariable", "AssignAdd")):
         return "optimizer"
-    if "/attention/" in name and not any(p in name for p in PROJECTIONS):
+    if "attention" in scopes and not any(p in scopes for p in PROJECTIONS):
         return "attention"
     if kind.startswith(MATMUL_TYPES):
         return "matmul"
-    if "norm" in name:
+    if any(c.endswith("norm") for c in scopes):
         return "layernorm"
-    if "gelu" in name or kind in ("Erf", "Erfc"):
+    if "gelu" in scopes or kind in ("Erf", "Erfc"):
         return "gelu"
-    if "dropout" in name:
+    if any("dropout" in c for c in scopes):
         return "dropout"
-    if "huber" in name or "loss" in name:
-        return "loss"
     return "other"
 
 
@@ -70,6 +68,8 @@ def _op_events(logdir: str):
                     if ":" not in name or name.startswith(("__inference", "__forward")):
                         continue
                     op_name, op_type = name.rsplit(":", 1)
+                    if op_name.endswith(":"):  # "ExecutorState::Process": the executor's own
+                        continue
                     if op_type and (op_type[0].isupper() or op_type[0] == "_"):
                         yield op_name, op_type, event.duration_ps * 1e-12
 
