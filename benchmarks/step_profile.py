@@ -38,7 +38,9 @@ def category(op_name: str, op_type: str) -> str:
         return "optimizer"
     if op_type.startswith(("ResourceApply", "AssignVariable", "AssignAdd")):
         return "optimizer"
-    if "attention" in scopes and not any(p in scopes for p in PROJECTIONS):
+    if "attention_core" in scopes or (
+        "attention" in scopes and not any(p in scopes for p in PROJECTIONS)
+    ):
         return "attention"
     if kind.startswith(MATMUL_TYPES):
         return "matmul"
@@ -68,7 +70,9 @@ def _op_events(logdir: str):
                     if ":" not in name or name.startswith(("__inference", "__forward")):
                         continue
                     op_name, op_type = name.rsplit(":", 1)
-                    if op_name.endswith(":"):  # "ExecutorState::Process": the executor's own
+                    if op_name.endswith(
+                        ":"
+                    ):  # "ExecutorState::Process": the executor's own
                         continue
                     if op_type and (op_type[0].isupper() or op_type[0] == "_"):
                         yield op_name, op_type, event.duration_ps * 1e-12

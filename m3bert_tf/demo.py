@@ -18,6 +18,7 @@ Stages (each resumes if its output is already there):
 
 import dataclasses
 import os
+import shutil
 import time
 
 from m3bert_tf import corpus, extract, extract_manifest, runs
@@ -66,7 +67,7 @@ def run_demo(
         f"{model_dir}",
         flush=True,
     )
-    results = pretrain.run_pretrain(pretrain_config)
+    results = _afresh_if_changed(pretrain.run_pretrain, pretrain_config)
     ev = results["eval"]
     print(
         f"      held-out masked Huber loss {ev['loss_total']:.4f} vs {ev['zero_loss_total']:.4f} "
@@ -86,7 +87,7 @@ def run_demo(
         f"{finetune_config.train_steps} steps in {finetune_config.model_dir}",
         flush=True,
     )
-    tuned = finetune.run_finetune(finetune_config)
+    tuned = _afresh_if_changed(finetune.run_finetune, finetune_config)
     how = "stopped early by patience" if tuned["stopped_early"] else "ran to its ceiling"
     print(f"      {how} at step {tuned['step']}")
     print(metrics.format_table(tuned["tasks"], scope=tuned["scope"]))
@@ -122,3 +123,19 @@ def run_demo(
     )
     print(f"demo finished in {time.monotonic() - t0:.0f} s; results under {workdir}/")
     return {"manifest": manifest, "pretrain": results, "finetune": tuned}
+
+
+def _afresh_if_changed(job, config):
+    """Runs (or resumes) a demo stage; a run directory left by another release
+    or settings (its config refused on resume) is the demo's own: it is
+    removed, with a message, and the stage starts afresh."""
+    try:
+        return job(config)
+    except runs.ConfigMismatch as e:
+        print(
+            f"      {config.model_dir} holds a demo run of other settings "
+            f"({str(e).split('(', 1)[-1].split(')')[0]}): starting it afresh",
+            flush=True,
+        )
+        shutil.rmtree(config.model_dir)
+        return job(config)

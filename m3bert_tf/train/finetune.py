@@ -327,28 +327,39 @@ def _finetune(config, run, inputs, max_frames, all_specs, counts, flags_text, lo
         normalization=inputs["normalization"], stats=inputs["stats"],
         encoder=trainer.model.encoder if trainer.frozen else None, window=trainer.window,
     )  # fmt: skip
-    cache = example_cache.open_cache(
-        run.file(runs.CACHE_DIR), source, lambda msg: log(f"finetune: {msg}"), "finetune"
-    )
-    probs = mixing_probabilities(
-        {t: len(cache.ids("train", t)) for t in names}, config.task_sampling_temperature
-    )
-    log("finetune: task sampling " + ", ".join(f"{t} {p:.2f}" for t, p in probs.items()))
-    stream = CachedBatches(
-        cache, names, probs, config.batch_size, -(-max_frames // cache.frame_stack),
-        config.seed, "sequence" if trainer.frozen else "features",
-    )  # fmt: skip
+    opened = {}
+
+    def make_stream():
+        """The cache (built once the run's config is accepted) and its batches."""
+        cache = opened["cache"] = example_cache.open_cache(
+            run.file(runs.CACHE_DIR),
+            source,
+            lambda msg: log(f"finetune: {msg}"),
+            "finetune",
+        )
+        probs = mixing_probabilities(
+            {t: len(cache.ids("train", t)) for t in names}, config.task_sampling_temperature
+        )
+        log(
+            "finetune: task sampling " + ", ".join(f"{t} {p:.2f}" for t, p in probs.items())
+        )
+        return CachedBatches(
+            cache, names, probs, config.batch_size, -(-max_frames // cache.frame_stack),
+            config.seed, "sequence" if trainer.frozen else "features",
+        )  # fmt: skip
+
     best = tf.Variable(-np.inf, dtype=tf.float64, name="best_score")
     bad_evals = tf.Variable(0, dtype=tf.int64, name="evaluations_without_improvement")
     session = open_session(
         "finetune", run, dataclasses.asdict(config), flags_text, FINETUNE_MAY_CHANGE,
         {"model": trainer.model, "optimizer": trainer.optimizer, "log_vars": trainer.log_vars,
          "best": best, "bad_evals": bad_evals, "random": random_states(trainer.model)},
-        stream, lambda: int(trainer.optimizer.iterations.numpy()),
+        make_stream, lambda: int(trainer.optimizer.iterations.numpy()),
         lambda msg: log(f"finetune: {msg}"),
     )  # fmt: skip
     run.write_json(runs.INPUT_SPEC_NAME, inputs)
     best_path = run.file(runs.BEST_WEIGHTS_NAME)
+    cache = opened["cache"]
 
     def evaluate(step):
         result = trainer.evaluate(cache, "valid")

@@ -2,7 +2,7 @@
 writers, and the step loop with its log / evaluation / checkpoint / NaN cadence.
 
     session = open_session("pretrain", run, config_dict, flags_text, may_change,
-                           objects, stream, step_of, log)
+                           objects, make_stream, step_of, log)
     result = run_loop("pretrain", session, cadence, train_step, log, ...)
 
 A job supplies its compiled `train_step(iterator) -> {"loss": ..., ...}`, an
@@ -75,16 +75,18 @@ def open_session(
     flags_text: str,
     may_change: tuple[str, ...],
     objects: dict,
-    stream,
+    make_stream: Callable,
     step_of: Callable[[], int],
     log: Callable[[str], None],
 ) -> Session:
     """Starts or resumes a run: config check, checkpoints restored (with the
     loss guard's running level), writers opened.
 
-    The input is a `stream` addressed by step: its `seek(step)` returns the
-    iterator that starts at the restored step (`DatasetStream`,
-    `batches.CachedBatches`), so a checkpoint holds no input buffers."""
+    The input is a stream addressed by step: `make_stream()` (called once the
+    config is accepted, so a refused run prepares no input) returns it, and
+    its `seek(step)` returns the iterator that starts at the restored step
+    (`DatasetStream`, `batches.CachedBatches`), so a checkpoint holds no
+    input buffers."""
     guard = LossGuard(job)
     objects = {**objects, "loss_guard": guard.trackable}
     changes = run.start(config, flags_text, may_change)
@@ -97,7 +99,7 @@ def open_session(
         run.file(runs.CHECKPOINTS_DIR), config["keep_checkpoints"], objects, log
     )
     step = step_of()
-    iterator = stream.seek(step)
+    iterator = make_stream().seek(step)
     return Session(
         run=run,
         iterator=iterator,

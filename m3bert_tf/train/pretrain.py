@@ -320,7 +320,7 @@ def _pretrain(config: PretrainConfig, run: runs.RunDir, flags_text: str, log) ->
     session = open_session(
         "pretrain", run, dataclasses.asdict(config), flags_text, PRETRAIN_MAY_CHANGE,
         {"model": trainer.model, "optimizer": trainer.optimizer,
-         "random": random_states(trainer.model)}, stream,
+         "random": random_states(trainer.model)}, lambda: stream,
         lambda: int(trainer.optimizer.iterations.numpy()), lambda msg: log(f"pretrain: {msg}"),
     )  # fmt: skip
     run.write_json(runs.INPUT_SPEC_NAME, inputs)
