@@ -89,7 +89,8 @@ def define_demo_flags() -> None:
     flags.DEFINE_string(
         "finetune_flagfile",
         "configs/tiny_finetune.flags",
-        "Fine-tuning settings of the demo.",
+        "Fine-tuning settings of the demo (a relative path not found here is "
+        "looked up in the repository).",
     )
     flags.DEFINE_integer("num_tracks", 160, "Tracks in the synthesized example corpus.")
     flags.DEFINE_integer("num_workers", 0, "Extraction worker processes; 0 = all cores.")
@@ -122,11 +123,17 @@ def finetune_config_from_flagfile(path: str, **fields):
     Flag names are the config's field names; values are parsed by the field's type.
     """
     import dataclasses
+    import os
 
     from m3bert_tf.train.configs import FinetuneConfig
 
     types = {f.name: f.type for f in dataclasses.fields(FinetuneConfig)}
     values = {}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.exists(path) and os.path.exists(os.path.join(repo, path)):
+        path = os.path.join(repo, path)
+    if not os.path.exists(path):
+        raise ValueError(f"finetune_flagfile={path}: no such file")
     with open(path) as f:
         for line in f:
             line = line.strip()
