@@ -252,10 +252,7 @@ def _build(path: str, files: list[str], source: CacheSource, name: str) -> None:
                     mask[row, : len(feats)] = True
                 encoded = run(x, mask).numpy()
                 for row, (i, w, _) in enumerate(pending):
-                    first = w.start // k
-                    outputs[i].append(
-                        encoded[row, w.keep_start - first : w.keep_stop - first]
-                    )
+                    outputs[i].append(encoded[row, w.kept(k)])
                 pending.clear()
             while order and done[order[0]]:
                 i = order.pop(0)

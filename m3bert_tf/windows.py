@@ -26,6 +26,11 @@ class Window(NamedTuple):
     keep_start: int  # output frames of the track this window provides
     keep_stop: int
 
+    def kept(self, frame_stack: int = 1) -> slice:
+        """The output frames this window keeps, as a slice of its own outputs."""
+        first = self.start // frame_stack
+        return slice(self.keep_start - first, self.keep_stop - first)
+
 
 def seconds_to_frames(seconds: float, frame_stack: int) -> int:
     """Seconds -> input frames, a positive multiple of the frame stack (rounded down)."""

@@ -298,18 +298,17 @@ def _padded(batch):
 
 
 def select_frames(out: dict, window, frame_stack: int, signature: str) -> dict:
-    """The output frames a window keeps (`window.keep_start:keep_stop`), as
-    [n, ...] arrays (all layers: [n, L, H])."""
-    first = window.start // frame_stack
-    lo, hi = window.keep_start - first, window.keep_stop - first
+    """The output frames a window keeps (`Window.kept`), as [n, ...] arrays
+    (all layers: [n, L, H])."""
+    frames = window.kept(frame_stack)
     kept = {}
     for key, value in out.items():
         if not key.startswith("frame_"):
             continue
         if signature == "embed_all_layers":
-            kept[key] = np.moveaxis(value[:, lo:hi], 0, 1)  # [L, n, H] -> [n, L, H]
+            kept[key] = np.moveaxis(value[:, frames], 0, 1)  # [L, n, H] -> [n, L, H]
         else:
-            kept[key] = value[lo:hi]
+            kept[key] = value[frames]
     return kept
 
 

@@ -215,10 +215,7 @@ class FinetuneTrainer:
             x[row, : win.stop - win.start] = features[win.start : win.stop]
             mask[row, : win.stop - win.start] = True
         frames = self._run({"features": x, "padding_mask": mask})["frame_embedding"].numpy()
-        kept = [
-            frames[row, win.keep_start - win.start // k : win.keep_stop - win.start // k]
-            for row, win in enumerate(plan)
-        ]
+        kept = [frames[row, win.kept(k)] for row, win in enumerate(plan)]
         return np.concatenate(kept).astype(np.float64).mean(0).astype(np.float32)
 
     def collect(self, cache, split: str) -> dict:
