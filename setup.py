@@ -20,6 +20,8 @@ setup(
         "bin/finetune",
         "bin/export",
         "bin/embed",
+        "bin/evaluate",
+        "bin/correlate",
         "bin/demo",
     ],  # fmt: skip
     python_requires=">=3.10",
@@ -39,7 +41,8 @@ setup(
         "absl-py",
         "soundfile>=0.12",  # libsndfile >= 1.1 decodes mp3
         "soxr>=0.3",
-        "scikit-learn>=1.3",  # every metric and probe (m3bert_tf/metrics.py)
+        "scikit-learn>=1.3",  # every metric (m3bert_tf/metrics.py)
+        "matplotlib>=3.8",  # bin/evaluate's and bin/correlate's plots (Agg backend, no display)
         "threadpoolctl>=3.1",  # one BLAS thread per extraction worker
         # bin/export writes TF Serving warm-up records (PredictionLog protos).
         # Pure Python; its grpcio and protobuf are TensorFlow's own; it moves no pin.

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+from typing import NamedTuple
 
 import numpy as np
 
@@ -182,37 +183,54 @@ def open_cache(directory: str, source: CacheSource, log=print, job="cache") -> E
     return cache
 
 
-def _examples(files: list[str], source: CacheSource):
-    """Yields (records read, example) for every record: example = (track id,
-    split, [n, 324] normalized features, {task: (label, has)}) for a record
-    of a split in SPLITS labeled for one of the tasks, else None."""
+class LabeledRecord(NamedTuple):
+    """One labeled example as read from the shards.
+
+    Attributes:
+      track_id, split: as stored.
+      features: [n, 324] float32, normalized as asked ("track": as stored).
+      mean, std: [324] float32, the track's raw statistics.
+      labels: {task: ([size] float32 label, has label)}.
+    """
+
+    track_id: str
+    split: str
+    features: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    labels: dict
+
+
+def labeled_records(files: list[str], label_sizes: dict, normalization: str = "track",
+                    stats: dict | None = None):  # fmt: skip
+    """Yields (records read, LabeledRecord) for every record of a split in
+    SPLITS labeled for one of the tasks in `label_sizes`, (records read, None)
+    for every other record, in file order."""
     import tensorflow as tf
 
     from m3bert_tf.data import records
     from m3bert_tf.data.normalization import normalize
 
-    tasks = list(source.label_sizes)
+    tasks = list(label_sizes)
 
     def parse(serialized):
-        ex = records.parse_example(serialized, source.label_sizes)
-        frames = normalize(
-            ex[schema.FEATURES_KEY], ex[schema.TRACK_MEAN_KEY], ex[schema.TRACK_STD_KEY],
-            source.normalization, source.stats,
-        )  # fmt: skip
+        ex = records.parse_example(serialized, label_sizes)
+        mean, std = ex[schema.TRACK_MEAN_KEY], ex[schema.TRACK_STD_KEY]
+        frames = normalize(ex[schema.FEATURES_KEY], mean, std, normalization, stats)
         return (
-            ex[schema.TRACK_ID_KEY], ex[schema.SPLIT_KEY], frames,
+            ex[schema.TRACK_ID_KEY], ex[schema.SPLIT_KEY], frames, mean, std,
             {t: (ex[schema.LABEL_PREFIX + t], ex["has/" + t]) for t in tasks},
         )  # fmt: skip
 
     ds = tf.data.TFRecordDataset(files).map(
         parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
-    for n, (track, split, frames, labels) in enumerate(
+    for n, (track, split, frames, mean, std, labels) in enumerate(
         ds.prefetch(4).as_numpy_iterator(), 1
     ):
         split = split.decode()
         if split in SPLITS and any(has for _, has in labels.values()):
-            yield n, (track.decode(), split, frames, labels)
+            yield n, LabeledRecord(track.decode(), split, frames, mean, std, labels)
         else:
             yield n, None
 
@@ -230,7 +248,7 @@ def _encode_fn(encoder):
 
 
 def _build(path: str, files: list[str], source: CacheSource, name: str) -> None:
-    progress = Progress(name, _count_records(files), "records")
+    progress = Progress(name, count_records(files), "records")
     meta = {"splits": [], "track_ids": [], "lengths": []}
     labels = {t: [] for t in source.label_sizes}
     has = {t: [] for t in source.label_sizes}
@@ -261,15 +279,17 @@ def _build(path: str, files: list[str], source: CacheSource, name: str) -> None:
 
         order, done = [], {}  # examples not yet written; all their windows queued?
         i = -1
-        for records_read, example in _examples(files, source):
+        for records_read, example in labeled_records(
+            files, source.label_sizes, source.normalization, source.stats
+        ):
             progress.update(records_read)
             if example is None:
                 continue
             i += 1
-            track, split, frames, example_labels = example
-            meta["splits"].append(split)
-            meta["track_ids"].append(track)
-            for t, (value, present) in example_labels.items():
+            frames = example.features
+            meta["splits"].append(example.split)
+            meta["track_ids"].append(example.track_id)
+            for t, (value, present) in example.labels.items():
                 labels[t].append(value)
                 has[t].append(bool(present))
             if run is None:
@@ -322,7 +342,7 @@ def _build(path: str, files: list[str], source: CacheSource, name: str) -> None:
         json.dump(info, f, indent=1)
 
 
-def _count_records(files: list[str]) -> int:
+def count_records(files: list[str]) -> int:
     """Records in `files`, from their directories' manifests (0 when unknown)."""
     counts = {}
     for d in {os.path.dirname(f) for f in files}:

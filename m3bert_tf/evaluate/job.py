@@ -1,0 +1,305 @@
+"""`bin/evaluate`: the paper's probe protocol over models and baselines.
+
+    result = run_evaluate(EvaluateConfig(data=..., models=("runs/m3bert",), output_dir=...))
+
+For every task of the data: every feature set (`feature_sets.py`) probed
+with a linear model and an MLP (`probe.py`: hyper-parameters chosen on
+valid, scored on test) over `seeds` seeds, reported as mean ± std beside the
+audio-blind chance score. Writes `<output_dir>/results.json`, `results.md`
+and `plot_<task>.png` (`report.py`); embeddings are cached under
+`<output_dir>/embeddings/`, so a rerun with other probe settings reads them.
+"""
+
+import dataclasses
+import functools
+import os
+import re
+import time
+
+import numpy as np
+
+from m3bert_tf import metrics, runs
+from m3bert_tf.evaluate import feature_sets, probe, report
+
+BASELINES = ("mfcc", "features", "random")
+SCORE_PER = ("track", "example")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """Args: see `bin/evaluate --help`. `models` and `embeddings` entries are
+    paths or `name=path`."""
+
+    data: str
+    output_dir: str
+    models: tuple[str, ...] = ()
+    baselines: tuple[str, ...] = BASELINES
+    embeddings: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ()
+    layer: str = "last"
+    probes: tuple[str, ...] = ("mlp", "linear")
+    seeds: int = 3
+    epochs: int = 100
+    score_per: str = "track"
+    batch_size: int = 16
+
+    def __post_init__(self):
+        from m3bert_tf.serving.api import parse_layer
+
+        if parse_layer(self.layer) == "all":
+            raise ValueError("--layer=all is not one clip embedding: use last, mean or N")
+        unknown = set(self.baselines) - set(BASELINES)
+        if unknown:
+            raise ValueError(f"--baselines: unknown {sorted(unknown)}; known: {BASELINES}")
+        if "random" in self.baselines and not self.models:
+            raise ValueError("--baselines=random needs --models (it copies the first one)")
+        if not (self.models or self.baselines or self.embeddings):
+            raise ValueError(
+                "nothing to evaluate: give --models, --baselines or --embeddings"
+            )
+        unknown = set(self.probes) - set(probe.GRIDS)
+        if unknown or not self.probes:
+            raise ValueError(
+                f"--probes: use some of {tuple(probe.GRIDS)}, got {self.probes}"
+            )
+        if self.score_per not in SCORE_PER:
+            raise ValueError(
+                f"--score_per must be one of {SCORE_PER}, got {self.score_per!r}"
+            )
+        for name in ("seeds", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+
+
+def named(entry: str) -> tuple[str, str]:
+    """`name=path` or `path` -> (name, path); a path's name is its last two
+    parts for an export version (`m3bert/3`), else its last part."""
+    if "=" in entry:
+        name, path = entry.split("=", 1)
+        return name, path
+    path = entry.rstrip("/")
+    parts = path.split(os.sep)
+    name = "/".join(parts[-2:]) if parts[-1].isdigit() and len(parts) > 1 else parts[-1]
+    return name, path
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def model_sets(entry: str, config, files, label_sizes, manifest_spec, log) -> tuple:
+    """(feature sets of one model, the loaded `api.Model`)."""
+    from m3bert_tf.serving import api
+
+    name, path = named(entry)
+    model = api.load(path)
+    if not runs.same_features(model.info["input_spec"].get("feature_spec"), manifest_spec):
+        raise ValueError(
+            f"--models={path}: trained on other features than --data={config.data} holds "
+            "(re-extract the data with the model's feature settings)"
+        )
+    cache_dir = os.path.join(config.output_dir, "embeddings")
+    described = feature_sets.data_description(files, label_sizes)
+    weights = feature_sets.model_files_digest(path)
+
+    def embedded(layer, label):
+        key = feature_sets.digest(described, weights, str(layer), model.window_frames)
+        return feature_sets.cached(
+            cache_dir, _slug(f"{label}.{layer}"), key,
+            lambda: feature_sets.embed_examples(
+                model, files, label_sizes, layer, config.batch_size, label
+            ),
+            log,
+        )  # fmt: skip
+
+    embedded = functools.cache(embedded)
+    layer = model.check_layer(config.layer)
+    what = f"layer {layer}, mean over every frame"
+    if model.kind != "finetuned":
+        return [
+            feature_sets.FeatureSet(
+                f"M2BERT {name}", embedded(layer, name)["embedding"], what
+            )
+        ], model
+    out = []
+    enrichment = embedded("last", name)["enrichment"]
+    out.append(feature_sets.FeatureSet(f"M3BERT {name}", enrichment, "enrichment layer"))
+    tuned = model.info.get("config", {})
+    if not tuned.get("unfreeze_top_blocks"):
+        # The frozen encoder is the pretrained one: its rows are the M2BERT rows.
+        x = embedded(layer, name)["embedding"]
+        out.insert(
+            0, feature_sets.FeatureSet(f"M2BERT {name}", x, what + " (frozen encoder)")
+        )
+    elif os.path.exists(tuned.get("pretrained", "")):
+        sets, _ = model_sets(
+            tuned["pretrained"], config, files, label_sizes, manifest_spec, log
+        )
+        out = sets + out
+    else:
+        log(f"{path}: blocks were unfrozen and its pretrained run is gone: no M2BERT row")
+    return out, model
+
+
+def _probe_data(examples, task: str, x: np.ndarray, score_per: str) -> probe.ProbeData:
+    data = probe.ProbeData({}, {}, {} if score_per == "track" else None)
+    for split in ("train", "valid", "test"):
+        rows = np.flatnonzero((examples.splits == split) & examples.has[task])
+        data.x[split] = x[rows]
+        data.y[split] = examples.labels[task][rows]
+        if data.groups is not None:
+            data.groups[split] = examples.track_ids[rows]
+    return data
+
+
+def _summary(runs_: list[dict]) -> tuple[dict, dict]:
+    keys = [k for k in runs_[0]["test"] if k != "examples"]
+    values = {k: np.array([r["test"].get(k, np.nan) for r in runs_]) for k in keys}
+    return (
+        {k: float(np.mean(v)) for k, v in values.items()},
+        {k: float(np.std(v)) for k, v in values.items()},
+    )
+
+
+def _distinct(sets: list, log) -> list:
+    """The feature sets without repeats: a fine-tuned model's frozen encoder
+    is its pretrained model, listed too."""
+    out = []
+    for fs in sets:
+        same = next(
+            (o for o in out if o.x.shape == fs.x.shape and np.array_equal(o.x, fs.x)), None
+        )
+        if same is None:
+            out.append(fs)
+        else:
+            log(f"{fs.name} equals {same.name}: one row")
+    return out
+
+
+def run_evaluate(config: EvaluateConfig, log=print) -> dict:
+    """Runs the protocol; returns what results.json holds (plus "markdown").
+
+    Raises:
+      locks.DirectoryInUse: another live job writes to `output_dir`.
+    """
+    from m3bert_tf import locks
+
+    with locks.DirectoryLock(config.output_dir, "--output_dir"):
+        return _evaluate(config, log)
+
+
+def _evaluate(config: EvaluateConfig, log) -> dict:
+    from m3bert_tf.data import shards
+    from m3bert_tf.progress import Progress
+    from m3bert_tf.tasks import read_task_info
+
+    t0 = time.monotonic()
+    files = shards.list_shards(config.data)
+    manifests = shards.read_manifests(config.data)
+    specs, _ = read_task_info(manifests)
+    tasks = list(config.tasks) or sorted(specs)
+    unknown = [t for t in tasks if t not in specs]
+    if unknown or not tasks:
+        raise ValueError(
+            f"--tasks: {unknown or 'none'} not in the data's manifests (tasks there: "
+            f"{sorted(specs) or 'none: unlabeled data'})"
+        )
+    # Every task's examples are embedded (and cached), whichever are probed now.
+    label_sizes = {t: specs[t].size for t in sorted(specs)}
+    manifest_spec = next(iter(manifests.values())).get("feature_spec")
+    os.makedirs(config.output_dir, exist_ok=True)
+    cache_dir = os.path.join(config.output_dir, "embeddings")
+    examples = feature_sets.load_examples(files, label_sizes, cache_dir, log)
+
+    sets, first = [], None
+    for entry in config.models:
+        found, model = model_sets(entry, config, files, label_sizes, manifest_spec, log)
+        sets += found
+        first = first or model
+    if "random" in config.baselines:
+        twin = feature_sets.random_twin(first)
+        key = feature_sets.digest(
+            feature_sets.data_description(files, label_sizes), first.info["encoder"],
+            first.info.get("config"), str(config.layer), first.window_frames, "seed 0",
+        )  # fmt: skip
+        x = feature_sets.cached(
+            cache_dir, "random", key,
+            lambda: feature_sets.embed_examples(
+                twin, files, label_sizes, twin.check_layer(config.layer), config.batch_size,
+                "random",
+            ), log,
+        )["embedding"]  # fmt: skip
+        sets.append(
+            feature_sets.FeatureSet("random", x, "first model's encoder, random weights")
+        )
+    for baseline, what in (
+        ("mfcc", "mean and std of the 20 raw MFCCs"),
+        ("features", "mean and std of the 324 raw input channels"),
+    ):
+        if baseline in config.baselines:
+            sets.append(
+                feature_sets.FeatureSet(baseline, examples.baselines[baseline], what)
+            )
+    for entry in config.embeddings:
+        name, path = named(entry)
+        sets.append(feature_sets.load_external(path, examples, name))
+
+    sets = _distinct(sets, log)
+    results = {"tasks": {}, "feature_sets": {s.name: s.what for s in sets}, "skipped": {}}
+    for task in list(tasks):
+        empty = [
+            split for split in ("train", "valid", "test")
+            if not np.any((examples.splits == split) & examples.has[task])
+        ]  # fmt: skip
+        if empty:
+            results["skipped"][task] = f"no {' or '.join(empty)} examples"
+            log(
+                f"task {task}: skipped, {results['skipped'][task]} (a probe needs all three)"
+            )
+            tasks.remove(task)
+    if not tasks:
+        raise ValueError(
+            f"--data={config.data}: no task has train, valid and test examples"
+        )
+    total = len(tasks) * len(sets) * len(config.probes) * config.seeds
+    progress = Progress("evaluate: probing", total, "probes")
+    done = 0
+    for task in tasks:
+        spec = specs[task]
+        rows = []
+        for fs in sets:
+            data = _probe_data(examples, task, fs.x, config.score_per)
+            for kind in config.probes:
+                seeds = []
+                for seed in range(config.seeds):
+                    r = probe.run_probe(spec, data, probe.GRIDS[kind], seed, config.epochs)
+                    seeds.append({
+                        "seed": seed, "chosen": dataclasses.asdict(r.chosen),
+                        "epoch": r.epoch, "valid": r.valid, "test": r.test,
+                    })  # fmt: skip
+                    done += 1
+                    progress.update(done)
+                mean, std = _summary(seeds)
+                rows.append({"set": fs.name, "probe": kind, "mean": mean, "std": std,
+                             "seeds": seeds, "dim": int(fs.x.shape[1])})  # fmt: skip
+        train = _probe_data(examples, task, examples.baselines["mfcc"], config.score_per)
+        test_labels, train_labels = (
+            probe.group_labels(spec, train.y[s], (train.groups or {}).get(s))
+            for s in ("test", "train")
+        )
+        results["tasks"][task] = {
+            "spec": spec.to_json(),
+            "per": config.score_per,
+            "test_examples": len(test_labels),
+            "chance": metrics.chance_score(spec, train_labels, test_labels),
+            "rows": rows,
+        }
+    results["settings"] = {
+        **dataclasses.asdict(config), "grids": {
+            k: [dataclasses.asdict(c) for c in probe.GRIDS[k]] for k in config.probes
+        },
+    }  # fmt: skip
+    results["seconds"] = time.monotonic() - t0
+    report.write(results, config.output_dir)
+    results["markdown"] = report.markdown(results)
+    return results
