@@ -1,0 +1,66 @@
+"""bin/correlate's table (correlations.md) and scatter plots (scatter_<descriptor>.png)."""
+
+import os
+
+from m3bert_tf.evaluate.correlate import DESCRIPTORS, SOURCES
+
+SOURCE_NAMES = {
+    "model": "encoder",
+    "random": "random-weight encoder",
+    "input": "best input channel",
+}
+
+
+def _where(row: dict) -> str:
+    if row["source"] == "input":
+        return row["cell"]
+    return f"layer {row['layer']} cell {row['cell']}"
+
+
+def markdown(best: dict, config, files: int, frames: int, skipped: list) -> str:
+    """Best |ρ| per descriptor for each source, side by side."""
+    lines = [
+        "# Correlations of encoder cells with audio descriptors",
+        "",
+        f"Model {config.model}; {files} files, {frames} encoder frames. Pearson's ρ over "
+        "every frame; the cell of largest |ρ| per descriptor.",
+        "",
+        "| descriptor | " + " | ".join(SOURCE_NAMES[s] for s in SOURCES) + " |",
+        "|" + " --- |" * (len(SOURCES) + 1),
+    ]
+    for d in DESCRIPTORS:
+        cells = [f"{best[s][d]['rho']:+.3f} ({_where(best[s][d])})" for s in SOURCES]
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    if skipped:
+        lines += ["", f"Skipped {len(skipped)} files:", ""] + [f"- {s}" for s in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def write_text(path: str, text: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def scatter(descriptor: str, best: dict, sums: dict, output_dir: str) -> str:
+    """One figure per descriptor: its best cell of each source against it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = DESCRIPTORS.index(descriptor)
+    fig, axes = plt.subplots(1, len(SOURCES), figsize=(4.2 * len(SOURCES), 3.6))
+    for ax, source in zip(axes, SOURCES, strict=True):
+        row = best[source][descriptor]
+        x, y = sums[source].sample()
+        ax.scatter(y[:, d], x[:, row["index"]], s=3, alpha=0.4)
+        ax.set_xlabel(descriptor)
+        ax.set_ylabel(_where(row))
+        ax.set_title(f"{SOURCE_NAMES[source]}: ρ = {row['rho']:+.3f}", fontsize=10)
+    fig.tight_layout()
+    path = os.path.join(output_dir, f"scatter_{descriptor}.png")
+    fig.savefig(path + ".tmp.png", dpi=110)
+    plt.close(fig)
+    os.replace(path + ".tmp.png", path)
+    return path
