@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/finetune_bench.py --output=benchmarks/results/finetune.json
 	$(BIN)/python benchmarks/embed_bench.py --output=benchmarks/results/embed.json
 	$(BIN)/python benchmarks/long_audio_bench.py --output=benchmarks/results/long_audio.json
+	$(BIN)/python benchmarks/evaluate_bench.py --output=benchmarks/results/evaluate.json
 
 clean:
 	rm -rf demo_output .pytest_cache build *.egg-info

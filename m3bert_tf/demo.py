@@ -13,7 +13,10 @@ Stages (each resumes if its output is already there):
 5. export the fine-tuned model as a SavedModel for TensorFlow Serving in
    <workdir>/export/<version> (a new version each run);
 6. embed one example file with it (`bin/embed`'s job) into <workdir>/embeddings/<version>
-   and print the shapes and the serving command.
+   and print the shapes and the serving command;
+7. judge both models the paper's way (`bin/evaluate`'s job: probes on frozen
+   clip embeddings against the baselines) in <workdir>/evaluate, and print
+   the tables.
 """
 
 import dataclasses
@@ -41,13 +44,13 @@ def run_demo(
     t0 = time.monotonic()
     corpus_dir = os.path.join(workdir, "corpus")
     if not os.path.exists(os.path.join(corpus_dir, "manifest.csv")):
-        print(f"[1/6] writing {num_tracks} synthesized tracks to {corpus_dir}", flush=True)
+        print(f"[1/7] writing {num_tracks} synthesized tracks to {corpus_dir}", flush=True)
         corpus.write_example_corpus(corpus_dir, num_tracks=num_tracks)
     else:
-        print(f"[1/6] example corpus already in {corpus_dir}", flush=True)
+        print(f"[1/7] example corpus already in {corpus_dir}", flush=True)
 
     shard_dir = os.path.join(workdir, "shards")
-    print(f"[2/6] extracting features to {shard_dir}", flush=True)
+    print(f"[2/7] extracting features to {shard_dir}", flush=True)
     manifest = extract.run_extract(
         extract.ExtractConfig(
             input=os.path.join(corpus_dir, "manifest.csv"),
@@ -63,7 +66,7 @@ def run_demo(
 
     model_dir = pretrain_config.model_dir
     print(
-        f"[3/6] pre-training the tiny encoder for {pretrain_config.train_steps} steps in "
+        f"[3/7] pre-training the tiny encoder for {pretrain_config.train_steps} steps in "
         f"{model_dir}",
         flush=True,
     )
@@ -83,7 +86,7 @@ def run_demo(
 
     finetune_config = dataclasses.replace(finetune_config, tasks=corpus.TASKS)
     print(
-        f"[4/6] fine-tuning on {', '.join(corpus.TASKS)} for up to "
+        f"[4/7] fine-tuning on {', '.join(corpus.TASKS)} for up to "
         f"{finetune_config.train_steps} steps in {finetune_config.model_dir}",
         flush=True,
     )
@@ -95,7 +98,7 @@ def run_demo(
     from m3bert_tf.serving import embed_job, export
 
     export_base = os.path.join(workdir, "export")
-    print(f"[5/6] exporting {finetune_config.model_dir} for TensorFlow Serving", flush=True)
+    print(f"[5/7] exporting {finetune_config.model_dir} for TensorFlow Serving", flush=True)
     version_dir = export.export_run(
         finetune_config.model_dir, export_base, log=lambda m: print(f"      {m}")
     )
@@ -103,7 +106,7 @@ def run_demo(
     example_path = os.path.join(corpus_dir, "audio", example)
     # One directory per export version: a directory never mixes two models.
     embeddings_dir = os.path.join(workdir, "embeddings", os.path.basename(version_dir))
-    print(f"[6/6] embedding {example_path} with {version_dir}", flush=True)
+    print(f"[6/7] embedding {example_path} with {version_dir}", flush=True)
     embedded = embed_job.run_embed(
         embed_job.EmbedConfig(
             model=version_dir, input=example_path, output_dir=embeddings_dir,
@@ -121,8 +124,30 @@ def run_demo(
         "      serve it: tensorflow_model_server --port=8500 --rest_api_port=8501 "
         f"--model_name={export.MODEL_NAME} --model_base_path={os.path.abspath(export_base)}"
     )
+    from m3bert_tf.evaluate import job as evaluate_job
+
+    evaluate_dir = os.path.join(workdir, "evaluate")
+    print(
+        f"[7/7] probing the pretrained (M2BERT) and fine-tuned (M3BERT) models against the "
+        f"baselines in {evaluate_dir}",
+        flush=True,
+    )
+    judged = evaluate_job.run_evaluate(
+        evaluate_job.EvaluateConfig(
+            data=shard_dir, output_dir=evaluate_dir, seeds=2, epochs=60,
+            models=(f"pretrained={model_dir}", f"fine-tuned={finetune_config.model_dir}"),
+        ),
+        log=lambda m: print(f"      {m}"),
+    )  # fmt: skip
+    print(judged["markdown"])
+    print(f"      tables: {evaluate_dir}/results.md, plots: {evaluate_dir}/plot_<task>.png")
     print(f"demo finished in {time.monotonic() - t0:.0f} s; results under {workdir}/")
-    return {"manifest": manifest, "pretrain": results, "finetune": tuned}
+    return {
+        "manifest": manifest,
+        "pretrain": results,
+        "finetune": tuned,
+        "evaluate": judged,
+    }
 
 
 def _afresh_if_changed(job, config):

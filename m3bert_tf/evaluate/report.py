@@ -96,12 +96,12 @@ def plot_task(task: str, r: dict, path: str) -> None:
     width = 0.8 / len(probes)
     kind = r["spec"]["kind"]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(sets) + 1.5), 3.6))
-    for j, kind in enumerate(probes):
-        values = {row["set"]: row for row in r["rows"] if row["probe"] == kind}
+    for j, name in enumerate(probes):
+        values = {row["set"]: row for row in r["rows"] if row["probe"] == name}
         x = np.arange(len(sets)) + (j - (len(probes) - 1) / 2) * width
         ax.bar(
             x, [values[s]["mean"]["score"] for s in sets], width,
-            yerr=[values[s]["std"]["score"] for s in sets], capsize=3, label=kind,
+            yerr=[values[s]["std"]["score"] for s in sets], capsize=3, label=name,
         )  # fmt: skip
     if kind == "regression":  # an R² far below 0 would squash the rest
         ax.set_ylim(bottom=max(ax.get_ylim()[0], min(-1.0, r["chance"] - 0.1)))

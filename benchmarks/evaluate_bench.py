@@ -1,0 +1,85 @@
+"""bin/evaluate's cost per 1000 clips: embedding + probes, against probes on
+cached embeddings (a rerun with another probe setting).
+
+    .venv/bin/python benchmarks/evaluate_bench.py [--clips=96] [--config=tiny] \
+        [--output=benchmarks/results/evaluate.json]
+
+In one process, on `--clips` synthesized labeled 30 s clips (the example
+corpus, one 1294-frame example each; its four tasks), with an encoder of
+`--config` (tiny: L=2, H=64; small: L=4, H=768; trained one step, so the
+weights are as good as random: speed only):
+
+1. a first `run_evaluate` (reads the examples, embeds them with the model and
+   its random twin, probes 5 feature sets x 4 tasks x 2 probes x `--seeds`);
+2. the same again, every embedding from the cache: the probe stage alone;
+3. seconds per 1000 clips of each, and their ratio.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from finetune_bench import CONFIGS, cpu_name, labeled_clips  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clips", type=int, default=96)
+    parser.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--output", default="")
+    args = parser.parse_args()
+
+    from m3bert_tf.evaluate import job
+    from m3bert_tf.train import configs, pretrain
+
+    with tempfile.TemporaryDirectory() as directory:
+        data = labeled_clips(directory, args.clips)
+        model_dir = os.path.join(directory, "model")
+        pretrain.run_pretrain(
+            configs.PretrainConfig(
+                data=data, model_dir=model_dir, model=configs.ModelConfig(**CONFIGS[args.config]),
+                train_steps=1, global_batch_size=2, max_frames=1294, eval_every=0,
+                eval_batches=1, checkpoint_every=1, log_every=1, holdout_percent=0,
+            ),
+            log=lambda m: None,
+        )  # fmt: skip
+        config = job.EvaluateConfig(
+            data=data, output_dir=os.path.join(directory, "eval"), models=(model_dir,),
+            seeds=args.seeds,
+        )  # fmt: skip
+        timings = {}
+        for name in ("embed_and_probe", "probe_only_cached"):
+            start = time.perf_counter()
+            result = job.run_evaluate(config, log=lambda m: None)
+            timings[name] = time.perf_counter() - start
+    per_1000 = {k: v * 1000 / args.clips for k, v in timings.items()}
+    results = {
+        "cpu": cpu_name(), "cpus": os.cpu_count(), "config": args.config, "clips": args.clips,
+        "seeds": args.seeds, "feature_sets": len(result["feature_sets"]),
+        "tasks": len(result["tasks"]), "seconds": timings,
+        "seconds_per_1000_clips": per_1000,
+        "embedding_share": 1 - timings["probe_only_cached"] / timings["embed_and_probe"],
+    }  # fmt: skip
+    print(f"{results['cpu']} ({results['cpus']} CPUs), {args.config} encoder, {args.clips} clips "
+          f"of 30 s, {results['feature_sets']} feature sets x {results['tasks']} tasks x 2 probes "
+          f"x {args.seeds} seeds")  # fmt: skip
+    for name, value in per_1000.items():
+        print(f"  {name:18s} {value:8.0f} s per 1000 clips")
+    print(f"  the cache saves {100 * results['embedding_share']:.0f} % of a rerun")
+    if args.output:
+        os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
+        with open(args.output, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
