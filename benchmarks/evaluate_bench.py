@@ -6,8 +6,9 @@ cached embeddings (a rerun with another probe setting).
 
 In one process, on `--clips` synthesized labeled 30 s clips (the example
 corpus, one 1294-frame example each; its four tasks), with an encoder of
-`--config` (tiny: L=2, H=64; small: L=4, H=768; trained one step, so the
-weights are as good as random: speed only):
+`--config` (tiny: L=2, H=64; small: L=4, H=768; trained one step from
+another seed than the random twin's, so its weights are as good as random:
+this measures speed only):
 
 1. a first `run_evaluate` (reads the examples, embeds them with the model and
    its random twin, probes 5 feature sets x 4 tasks x 2 probes x `--seeds`);
@@ -48,7 +49,7 @@ def main() -> None:
             configs.PretrainConfig(
                 data=data, model_dir=model_dir, model=configs.ModelConfig(**CONFIGS[args.config]),
                 train_steps=1, global_batch_size=2, max_frames=1294, eval_every=0,
-                eval_batches=1, checkpoint_every=1, log_every=1, holdout_percent=0,
+                eval_batches=1, checkpoint_every=1, log_every=1, holdout_percent=0, seed=1,
             ),
             log=lambda m: None,
         )  # fmt: skip
