@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import music_like
+
 from m3bert_tf import schema
 from m3bert_tf.features import frames as reference
 from m3bert_tf.frontend import FrontEnd
