@@ -117,9 +117,12 @@ def test_saved_model_cli_lists_named_signatures(exported):
     shown = subprocess.run(
         [cli, "show", "--dir", path, "--all"], capture_output=True, text=True, check=True
     ).stdout
-    for name in ("embed", "embed_all_layers", "predict", "predict_clip", "serving_default"):
+    for name in (
+        "embed", "embed_all_layers", "predict", "predict_clip", "serving_default",
+        "embed_waveform", "predict_waveform",
+    ):  # fmt: skip
         assert f"signature_def['{name}']" in shown
-    for name in ("features", "lengths"):
+    for name in ("features", "lengths", "waveform"):
         assert f"inputs['{name}']" in shown
     for name in (
         "frame_embeddings",
@@ -139,7 +142,7 @@ def test_warmup_records_parse_and_run(exported):
     _, path = exported["finetuned"]
     loaded = tf.saved_model.load(path)
     records = list(tf.data.TFRecordDataset(os.path.join(path, export.WARMUP_PATH)))
-    assert len(records) == 8  # 4 signatures x batch 1 and 4
+    assert len(records) == 12  # 6 signatures x batch 1 and 4
     for record in records:
         log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
         request = log.predict_log.request
@@ -190,6 +193,57 @@ class _Servicer:
         for name, value in out.items():
             response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
         return response
+
+
+def test_embed_waveform_equals_embed_on_librosa_features(exported):
+    """Raw audio through the exported front end gives what `embed` gives on
+    the librosa extractor's features of the same audio, to the front end's
+    tolerance carried through the encoder; a PredictRequest with a waveform
+    runs against the loaded SavedModel as TF Serving would run it."""
+    from conftest import music_like
+    from tensorflow_serving.apis import predict_pb2
+
+    from m3bert_tf.features import frames
+
+    _, path = exported["finetuned"]
+    loaded = tf.saved_model.load(path)
+    y = music_like(3.0, seed=2)
+    features = frames.cmvn(frames.FeatureExtractor()(y))
+    by_features = loaded.signatures["embed"](
+        features=tf.constant(features[None]), lengths=tf.constant([len(features)])
+    )
+    request = predict_pb2.PredictRequest()
+    request.model_spec.signature_name = "embed_waveform"
+    request.inputs["waveform"].CopyFrom(tf.make_tensor_proto(y[None]))
+    request.inputs["lengths"].CopyFrom(tf.make_tensor_proto(np.array([len(y)], np.int32)))
+    response = _Servicer(path).Predict(request, None)
+    worst = {}
+    for key in ("frame_embeddings", "clip_embedding", "clip_enrichment"):
+        got = tf.make_ndarray(response.outputs[key])
+        worst[key] = float(np.abs(got - by_features[key].numpy()).max())
+    print(f"\nembed_waveform vs embed on librosa features, max abs: {worst} "
+          f"(frame embeddings reach {np.abs(by_features['frame_embeddings']).max():.1f})")  # fmt: skip
+    assert worst["frame_embeddings"] < 0.1
+    assert worst["clip_embedding"] < 5e-3 and worst["clip_enrichment"] < 5e-3
+
+
+def test_waveform_export_runs_with_tensorflow_alone(exported):
+    """No librosa, soundfile or m3bert_tf needed to serve raw audio."""
+    _, path = exported["finetuned"]
+    code = (
+        "import sys\n"
+        "for name in ('librosa', 'soundfile', 'm3bert_tf', 'soxr'):\n"
+        "    sys.modules[name] = None\n"
+        "import numpy as np, tensorflow as tf\n"
+        f"model = tf.saved_model.load({path!r})\n"
+        "y = np.random.default_rng(0).standard_normal((2, 44100)).astype(np.float32) * 0.1\n"
+        "out = model.signatures['predict_waveform'](waveform=y, lengths=np.array([44100, 30000], np.int32))\n"
+        "print(sorted((k, v.shape.as_list()) for k, v in out.items()))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**user_env(), "PYTHONPATH": ""})  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "('genre', [2," in res.stdout
 
 
 def test_grpc_client_round_trip(exported):

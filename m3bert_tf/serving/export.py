@@ -7,7 +7,9 @@ version is never overwritten: the directory is written under a temporary name
 and renamed into place):
 
     saved_model.pb, variables/      signatures embed (= serving_default),
-                                    embed_all_layers, predict (fine-tuned)
+                                    embed_all_layers, predict and predict_clip
+                                    (fine-tuned), embed_waveform and
+                                    predict_waveform (raw audio in)
     assets/labels_<task>.txt        class (or output) names, one per line
     assets.extra/tf_serving_warmup_requests
                                     PredictionLog records TF Serving replays
@@ -17,7 +19,10 @@ and renamed into place):
                                     training crop, package version
 
 The signatures (`serving.graph`) take `features` [batch, time, 324] float32
-normalized as the model was trained, and `lengths` [batch] int32. Keras 3's
+normalized as the model was trained, and `lengths` [batch] int32; the
+waveform ones take `waveform` [batch, samples] float32 at 44.1 kHz and
+`lengths` [batch] int32 real samples, the features computed inside the graph
+by the TensorFlow front end (`frontend/`: core ops only). Keras 3's
 `ExportArchive` writes them with their input names and dtypes; no jit_compile
 (the time axis is `None`, XLA would recompile for every length).
 """
@@ -90,11 +95,26 @@ def export_info(model_dir: str, kind: str, computations) -> dict:
     }
 
 
+def waveform_specs():
+    """The waveform signatures' inputs: waveform [batch, samples] at 44.1 kHz,
+    lengths [batch] real samples."""
+    import tensorflow as tf
+
+    return [
+        tf.TensorSpec([None, None], tf.float32, name="waveform"),
+        tf.TensorSpec([None], tf.int32, name="lengths"),
+    ]
+
+
 def signature_names(computations) -> list[str]:
     names = ["embed", "embed_all_layers"]
-    return names + (
-        ["predict", "predict_clip"] if computations.multitask is not None else []
-    )
+    if computations.multitask is not None:
+        names += ["predict", "predict_clip"]
+    if computations.frontend is not None:
+        names += ["embed_waveform"]
+        if computations.multitask is not None:
+            names += ["predict_waveform"]
+    return names
 
 
 def clip_spec(computations):
@@ -139,6 +159,14 @@ def warmup_requests(computations, frames: int) -> list:
                 request.inputs["clip_enrichment"].CopyFrom(
                     tf.make_tensor_proto(clip.astype(np.float32))
                 )
+            elif name.endswith("_waveform"):  # up to 0.5 s of noise per row
+                seconds = np.array([0.5, 0.25, 0.375, 0.125][:batch])
+                samples = (seconds * schema.SAMPLE_RATE).astype(np.int32)
+                noise = 0.1 * rng.standard_normal((batch, samples.max()))
+                request.inputs["waveform"].CopyFrom(
+                    tf.make_tensor_proto(noise.astype(np.float32))
+                )
+                request.inputs["lengths"].CopyFrom(tf.make_tensor_proto(samples))
             else:
                 request.inputs["features"].CopyFrom(
                     tf.make_tensor_proto(features.astype(np.float32))
@@ -172,6 +200,15 @@ def write_savedmodel(computations, path: str) -> None:
             computations.predict_clip,
             input_signature=clip_spec(computations),
         )
+    if computations.frontend is not None:
+        archive.add_endpoint(
+            "embed_waveform", computations.embed_waveform, input_signature=waveform_specs()
+        )
+        if computations.multitask is not None:
+            archive.add_endpoint(
+                "predict_waveform", computations.predict_waveform,
+                input_signature=waveform_specs(),
+            )  # fmt: skip
     archive.write_out(path, verbose=False)
 
 
@@ -195,7 +232,7 @@ def export_run(
         model, kind = load_run_model(model_dir)
     except FileNotFoundError as e:
         raise ExportError(str(e)) from None
-    computations = Computations(model)
+    computations = Computations(model, runs.read_input_spec(model_dir))
     version = next_version(export_base) if version is None else version
     if version < 1:
         raise ExportError(f"--version={version}: versions are positive integers")

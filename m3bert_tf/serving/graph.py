@@ -17,6 +17,10 @@ with k the encoder's frame stack, and padded frames are zeros:
 - embed_all_layers: "frame_embeddings" [B, L, T', H], "clip_embedding"
   [B, L, H], "frame_lengths".
 - predict: one [B, outputs] tensor per task (probabilities or values).
+- embed_waveform / predict_waveform: embed / predict of `waveform` [B, S]
+  float32 at 44.1 kHz with `lengths` [B] int32 real samples, the features
+  computed by the TensorFlow front end (`frontend/`) as the model's training
+  data was extracted and normalized (models built with an input spec).
 - predict_clip: the same from `clip_enrichment` [B, E] (the heads alone),
   for a clip longer than a window: its frames' enrichment pooled over every
   window first, as fine-tuning scores whole clips.
@@ -56,6 +60,20 @@ def float32_copy(model: keras.Model) -> keras.Model:
     return copy
 
 
+def frontend_for(input_spec: dict):
+    """The `frontend.FrontEnd` computing a model's inputs from audio as its
+    training data was extracted and normalized, or None where the front end
+    cannot (the "authors" feature set's chroma-folded CQT)."""
+    from m3bert_tf.features.frames import FeatureConfig
+    from m3bert_tf.frontend import FrontEnd
+
+    spec = input_spec.get("feature_spec") or {}
+    if spec.get("feature_set", "paper") != "paper":
+        return None
+    config = FeatureConfig(feature_set="paper", tuning=spec.get("tuning", 0.0))
+    return FrontEnd(config, input_spec["normalization"], input_spec.get("stats"))
+
+
 class Computations:
     """The serving functions of an encoder or a fine-tuned multi-task model.
 
@@ -67,8 +85,11 @@ class Computations:
       enrichment_dim: E of a fine-tuned model, else None.
     """
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model: keras.Model, input_spec: dict | None = None):
         model = float32_copy(model)
+        # The TensorFlow front end (raw audio in) where the model's features are
+        # ones it computes: the "paper" feature set.
+        self.frontend = frontend_for(input_spec) if input_spec is not None else None
         self.multitask = model if hasattr(model, "tasks") else None
         self.encoder = model.encoder if self.multitask is not None else model
         self.tasks = list(self.multitask.tasks) if self.multitask is not None else []
@@ -136,6 +157,17 @@ class Computations:
         layers, mask, _ = self._encode(features, lengths)
         _, clip = self._enrich(layers[-1], mask)
         return self.predict_clip(clip)
+
+    def embed_waveform(self, waveform, lengths) -> dict:
+        """`embed` of 44.1 kHz waveforms [B, S] with [B] real samples, through
+        the TensorFlow front end (features normalized as in training)."""
+        features, frame_lengths = self.frontend(waveform, lengths)
+        return self.embed(features, frame_lengths)
+
+    def predict_waveform(self, waveform, lengths) -> dict:
+        """`predict` of 44.1 kHz waveforms, through the TensorFlow front end."""
+        features, frame_lengths = self.frontend(waveform, lengths)
+        return self.predict(features, frame_lengths)
 
     def predict_clip(self, clip_enrichment) -> dict:
         if self.multitask is None:
