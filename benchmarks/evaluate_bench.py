@@ -17,7 +17,6 @@ this measures speed only):
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -77,9 +76,10 @@ def main() -> None:
         print(f"  {name:18s} {value:8.0f} s per 1000 clips")
     print(f"  the cache saves {100 * results['embedding_share']:.0f} % of a rerun")
     if args.output:
-        os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(results, f, indent=1)
+        from m3bert_tf.data.shards import write_json_atomic
+
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        write_json_atomic(args.output, results)
 
 
 if __name__ == "__main__":

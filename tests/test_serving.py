@@ -119,10 +119,10 @@ def test_saved_model_cli_lists_named_signatures(exported):
     ).stdout
     for name in (
         "embed", "embed_all_layers", "predict", "predict_clip", "serving_default",
-        "embed_waveform", "predict_waveform",
+        "embed_waveform", "predict_waveform", "embed_wav_bytes",
     ):  # fmt: skip
         assert f"signature_def['{name}']" in shown
-    for name in ("features", "lengths", "waveform"):
+    for name in ("features", "lengths", "waveform", "wav_bytes"):
         assert f"inputs['{name}']" in shown
     for name in (
         "frame_embeddings",
@@ -142,7 +142,7 @@ def test_warmup_records_parse_and_run(exported):
     _, path = exported["finetuned"]
     loaded = tf.saved_model.load(path)
     records = list(tf.data.TFRecordDataset(os.path.join(path, export.WARMUP_PATH)))
-    assert len(records) == 12  # 6 signatures x batch 1 and 4
+    assert len(records) == 14  # 7 signatures x batch 1 and 4
     for record in records:
         log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
         request = log.predict_log.request
@@ -225,6 +225,24 @@ def test_embed_waveform_equals_embed_on_librosa_features(exported):
           f"(frame embeddings reach {np.abs(by_features['frame_embeddings']).max():.1f})")  # fmt: skip
     assert worst["frame_embeddings"] < 0.1
     assert worst["clip_embedding"] < 5e-3 and worst["clip_enrichment"] < 5e-3
+    # The same audio as WAV bytes (16-bit: quantized), two files of other lengths.
+    files = [
+        tf.audio.encode_wav(y[:, None], 44100),
+        tf.audio.encode_wav(y[:50000, None], 44100),
+    ]
+    by_bytes = loaded.signatures["embed_wav_bytes"](wav_bytes=tf.stack(files))
+    assert by_bytes["frame_lengths"].numpy().tolist() == [
+        1 + len(y) // 1024,
+        1 + 50000 // 1024,
+    ]
+    assert (
+        np.abs(by_bytes["clip_embedding"][0] - by_features["clip_embedding"][0]).max()
+        < 5e-3
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="44.1 kHz"):
+        loaded.signatures["embed_wav_bytes"](
+            wav_bytes=tf.stack([tf.audio.encode_wav(y[:, None], 22050)])
+        )
 
 
 def test_waveform_export_runs_with_tensorflow_alone(exported):

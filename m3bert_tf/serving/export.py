@@ -111,7 +111,7 @@ def signature_names(computations) -> list[str]:
     if computations.multitask is not None:
         names += ["predict", "predict_clip"]
     if computations.frontend is not None:
-        names += ["embed_waveform"]
+        names += ["embed_waveform", "embed_wav_bytes"]
         if computations.multitask is not None:
             names += ["predict_waveform"]
     return names
@@ -159,6 +159,12 @@ def warmup_requests(computations, frames: int) -> list:
                 request.inputs["clip_enrichment"].CopyFrom(
                     tf.make_tensor_proto(clip.astype(np.float32))
                 )
+            elif name == "embed_wav_bytes":  # WAV files of up to 0.5 s of noise
+                request.inputs["wav_bytes"].CopyFrom(
+                    tf.make_tensor_proto(
+                        [_wav_noise(rng, s) for s in (0.5, 0.25, 0.375, 0.125)[:batch]]
+                    )
+                )
             elif name.endswith("_waveform"):  # up to 0.5 s of noise per row
                 seconds = np.array([0.5, 0.25, 0.375, 0.125][:batch])
                 samples = (seconds * schema.SAMPLE_RATE).astype(np.int32)
@@ -180,9 +186,18 @@ def warmup_requests(computations, frames: int) -> list:
     return logs
 
 
+def _wav_noise(rng, seconds: float) -> bytes:
+    """A 44.1 kHz mono 16-bit WAV file of `seconds` of quiet noise."""
+    import tensorflow as tf
+
+    noise = 0.1 * rng.standard_normal((int(seconds * schema.SAMPLE_RATE), 1))
+    return tf.audio.encode_wav(noise.astype(np.float32), schema.SAMPLE_RATE).numpy()
+
+
 def write_savedmodel(computations, path: str) -> None:
     """The signatures of `computations` as a SavedModel at `path`."""
     import keras
+    import tensorflow as tf
 
     archive = keras.export.ExportArchive()
     for trackable in computations.trackables():
@@ -204,6 +219,10 @@ def write_savedmodel(computations, path: str) -> None:
         archive.add_endpoint(
             "embed_waveform", computations.embed_waveform, input_signature=waveform_specs()
         )
+        archive.add_endpoint(
+            "embed_wav_bytes", computations.embed_wav_bytes,
+            input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")],
+        )  # fmt: skip
         if computations.multitask is not None:
             archive.add_endpoint(
                 "predict_waveform", computations.predict_waveform,

@@ -21,6 +21,7 @@ with k the encoder's frame stack, and padded frames are zeros:
   float32 at 44.1 kHz with `lengths` [B] int32 real samples, the features
   computed by the TensorFlow front end (`frontend/`) as the model's training
   data was extracted and normalized (models built with an input spec).
+- embed_wav_bytes: embed_waveform of [B] WAV files' bytes (44.1 kHz).
 - predict_clip: the same from `clip_enrichment` [B, E] (the heads alone),
   for a clip longer than a window: its frames' enrichment pooled over every
   window first, as fine-tuning scores whole clips.
@@ -168,6 +169,24 @@ class Computations:
         """`predict` of 44.1 kHz waveforms, through the TensorFlow front end."""
         features, frame_lengths = self.frontend(waveform, lengths)
         return self.predict(features, frame_lengths)
+
+    def embed_wav_bytes(self, wav_bytes) -> dict:
+        """`embed_waveform` of a batch of WAV files' bytes ([B] string; 16-bit
+        PCM, any channel count, averaged to mono; 44.1 kHz, else an
+        InvalidArgument error), decoded by core `tf.audio.decode_wav`."""
+
+        def decode(contents):
+            audio, rate = tf.audio.decode_wav(contents)
+            tf.debugging.assert_equal(
+                rate, 44100, message="embed_wav_bytes takes 44.1 kHz WAV files"
+            )
+            return tf.RaggedTensor.from_tensor(tf.reduce_mean(audio, axis=1)[None])[0]
+
+        waves = tf.map_fn(
+            decode, wav_bytes, fn_output_signature=tf.RaggedTensorSpec([None], tf.float32)
+        )
+        lengths = tf.cast(waves.row_lengths(), tf.int32)
+        return self.embed_waveform(waves.to_tensor(), lengths)
 
     def predict_clip(self, clip_enrichment) -> dict:
         if self.multitask is None:
