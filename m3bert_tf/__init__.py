@@ -18,10 +18,11 @@ librosa. Each room imports what it needs:
 __version__ = "0.2.0"
 
 
-def load(path: str):
+def load(path: str, frontend: str = "auto"):
     """A trained model from an export (`bin/export`) or a run directory, with
     `embed(waveform, sample_rate)`, `embed_file(path)` and, for a fine-tuned
-    model, `predict(waveform, sample_rate)`. See `m3bert_tf.serving.api`."""
+    model, `predict(waveform, sample_rate)`; `frontend` "tf" | "librosa" |
+    "auto" says how audio becomes features. See `m3bert_tf.serving.api`."""
     from m3bert_tf.serving.api import load as _load
 
-    return _load(path)
+    return _load(path, frontend)

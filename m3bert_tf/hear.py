@@ -55,26 +55,26 @@ def load_model(model_file_path: str = "") -> HearModel:
 
 
 def _embed_batch(audio, model: HearModel, batch_size: int = 16) -> list[np.ndarray]:
-    """[n_sounds, n_samples] -> per sound [T', H] float32 frame embeddings."""
-    from m3bert_tf.features import streaming
+    """[n_sounds, n_samples] -> per sound [T', H] float32 frame embeddings
+    (features by the model's front end: TensorFlow's inside an export)."""
+    import contextlib
+
     from m3bert_tf.serving.api import select_frames
 
     audio = np.asarray(audio.numpy() if hasattr(audio, "numpy") else audio, np.float32)
     if audio.ndim != 2:
         raise ValueError(f"audio must be [n_sounds, n_samples], got shape {audio.shape}")
     inner = model.model
-    frames, tracks = [[] for _ in range(len(audio))], []
-    try:
-        for i, sound in enumerate(audio):
-            waveform = streaming.waveform_samples(sound, model.sample_rate)
-            tracks.append(streaming.spill(waveform, inner.extractor, f"audio[{i}]"))
+    frames = [[] for _ in range(len(audio))]
+    with contextlib.ExitStack() as stack:
+        tracks = [
+            stack.enter_context(inner.track(sound, model.sample_rate, f"audio[{i}]"))
+            for i, sound in enumerate(audio)
+        ]
         items = [(i, t, w) for i, t in enumerate(tracks) for w in inner.plan(t.num_frames)]
         for i, w, out in inner.batches(items, "embed", batch_size):
             kept = select_frames(out, w, inner.frame_stack, "embed")
             frames[i].append(kept["frame_embeddings"])
-    finally:
-        for track in tracks:
-            track.close()
     return [np.concatenate(f).astype(np.float32) for f in frames]
 
 

@@ -77,7 +77,7 @@ def test_pretrained_encoder_beats_random_weights_and_every_set_beats_chance(
     config = job.EvaluateConfig(
         data=pretrained_corpus["shards"], output_dir=str(tmp_path / "eval"),
         models=(f"tiny={pretrained_corpus['pretrained']}",),
-        embeddings=(f"channel means={external}",), seeds=2, epochs=60,
+        embeddings=(f"channel means={external}",), seeds=2, epochs=40,
     )  # fmt: skip
     result = job.run_evaluate(config, log=messages.append)
     tasks = result["tasks"]

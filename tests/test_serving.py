@@ -119,7 +119,7 @@ def test_saved_model_cli_lists_named_signatures(exported):
     ).stdout
     for name in (
         "embed", "embed_all_layers", "predict", "predict_clip", "serving_default",
-        "embed_waveform", "predict_waveform", "embed_wav_bytes",
+        "embed_waveform", "predict_waveform", "embed_wav_bytes", "waveform_features",
     ):  # fmt: skip
         assert f"signature_def['{name}']" in shown
     for name in ("features", "lengths", "waveform", "wav_bytes"):
@@ -142,7 +142,7 @@ def test_warmup_records_parse_and_run(exported):
     _, path = exported["finetuned"]
     loaded = tf.saved_model.load(path)
     records = list(tf.data.TFRecordDataset(os.path.join(path, export.WARMUP_PATH)))
-    assert len(records) == 14  # 7 signatures x batch 1 and 4
+    assert len(records) == 16  # 8 signatures x batch 1 and 4
     for record in records:
         log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
         request = log.predict_log.request
@@ -332,7 +332,8 @@ def test_python_api_from_run_and_export_agree(exported):
 
     run, path = exported["finetuned"]
     waveform = np.random.default_rng(0).standard_normal(22050 * 5).astype(np.float32) * 0.1
-    a, b = m3bert_tf.load(run), m3bert_tf.load(path)
+    # The same features both ways (librosa's); the TF front end is tested below.
+    a, b = m3bert_tf.load(run), m3bert_tf.load(path, frontend="librosa")
     for layer in ("last", "all", "mean", 0):
         ea, eb = (
             a.embed(waveform, 22050, layer=layer),
@@ -365,6 +366,46 @@ def test_python_api_from_run_and_export_agree(exported):
         )
 
 
+def test_python_and_hear_apis_of_an_export_need_neither_librosa_nor_soundfile(exported):
+    """An export's `m3bert_tf.load(...).embed` and the HEAR API run through the
+    TensorFlow front end inside it: equal to the librosa path within the front
+    end's tolerance, and in a process where librosa and soundfile cannot load."""
+    import m3bert_tf
+
+    _, path = exported["finetuned"]
+    waveform = np.random.default_rng(3).standard_normal(44100 * 5).astype(np.float32) * 0.1
+    by_tf, by_librosa = m3bert_tf.load(path), m3bert_tf.load(path, frontend="librosa")
+    assert (by_tf.frontend, by_librosa.frontend) == ("tf", "librosa")
+    a, b = by_tf.embed(waveform, 44100), by_librosa.embed(waveform, 44100)
+    assert a["frame_embeddings"].shape == b["frame_embeddings"].shape
+    worst = float(np.abs(a["clip_enrichment"] - b["clip_enrichment"]).max())
+    print(f"\nclip enrichment, TF front end vs librosa: max abs {worst:.1e}")
+    assert worst < 5e-3
+    code = (
+        "import sys\n"
+        "for name in ('librosa', 'soundfile'):\n"
+        "    sys.modules[name] = None\n"
+        "import numpy as np, m3bert_tf, m3bert_tf.hear as hear\n"
+        "y = (np.random.default_rng(3).standard_normal(44100 * 5) * 0.1).astype(np.float32)\n"
+        f"model = m3bert_tf.load({path!r})\n"
+        "print('clip', np.round(model.embed(y, 44100)['clip_enrichment'][:3], 4).tolist())\n"
+        "print('predict', sorted(model.predict(y, 44100)))\n"
+        f"scene = hear.get_scene_embeddings(y[None], hear.load_model({path!r}))\n"
+        "print('scene', scene.shape.as_list())\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=user_env())  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"clip {np.round(a['clip_enrichment'][:3], 4).tolist()}" in res.stdout
+    assert "predict ['genre'," in res.stdout and "scene [1, " in res.stdout
+    # A run directory runs the same front end when asked (librosa by default).
+    run_tf = m3bert_tf.load(exported["finetuned"][0], frontend="tf")
+    np.testing.assert_allclose(
+        run_tf.embed(waveform, 44100)["clip_enrichment"], a["clip_enrichment"], atol=1e-5
+    )
+    assert m3bert_tf.load(exported["finetuned"][0]).frontend == "librosa"
+
+
 def test_windows_are_stitched_and_equal_each_window_alone(exported, tmp_path):
     """A 70 s file in 64-frame windows (and overlapping ones): every window's
     frames equal embedding that window's features alone; overlap keeps the
@@ -376,7 +417,7 @@ def test_windows_are_stitched_and_equal_each_window_alone(exported, tmp_path):
     from m3bert_tf.features import frames, streaming
 
     _, path = exported["pretrained"]
-    model = m3bert_tf.load(path)
+    model = m3bert_tf.load(path, frontend="librosa")
     audio = write_audio(str(tmp_path / "long.wav"), 70.0, 44100, seed=5)
     out = model.embed_file(audio)
     with streaming.spill_file(audio, model.extractor) as track:

@@ -13,6 +13,7 @@ trained with -> windows of at most 30 s (`serving.windows`) -> the model ->
 frames stitched, clip embedding = mean over the track's frames.
 """
 
+import contextlib
 import json
 import os
 
@@ -22,6 +23,7 @@ from m3bert_tf import runs, schema
 from m3bert_tf import windows as windows_lib
 
 LAYERS = ("last", "all", "mean")  # or an integer, 0 = the first transformer block
+FRONTENDS = ("auto", "tf", "librosa")
 
 
 def parse_layer(layer) -> str | int:
@@ -51,6 +53,14 @@ class SavedModelBackend:
         )
         return {k: v.numpy() for k, v in out.items()}
 
+    def waveform_features(self, waveform: np.ndarray, lengths: np.ndarray) -> dict:
+        fn = self._model.signatures["waveform_features"]
+        out = fn(
+            waveform=self._tf.constant(waveform, self._tf.float32),
+            lengths=self._tf.constant(lengths, self._tf.int32),
+        )
+        return {k: v.numpy() for k, v in out.items()}
+
     def predict_clip(self, clip_enrichment: np.ndarray) -> dict:
         fn = self._model.signatures["predict_clip"]
         out = fn(clip_enrichment=self._tf.constant(clip_enrichment, self._tf.float32))
@@ -60,16 +70,18 @@ class SavedModelBackend:
 class KerasBackend:
     """Runs a run directory's Keras model through the same computations an export serves."""
 
-    def __init__(self, model):
+    def __init__(self, model, input_spec: dict | None = None):
         import tensorflow as tf
 
         from m3bert_tf.serving.graph import Computations
 
         self._tf = tf
-        self.computations = Computations(model)
+        self.computations = Computations(model, input_spec)
         names = ["embed", "embed_all_layers"]
         if self.computations.multitask is not None:
             names += ["predict", "predict_clip"]
+        if self.computations.frontend is not None:
+            names += ["waveform_features"]
         self._fns = {
             n: tf.function(getattr(self.computations, n), reduce_retracing=True)
             for n in names
@@ -79,6 +91,13 @@ class KerasBackend:
     def __call__(self, signature: str, features: np.ndarray, lengths: np.ndarray) -> dict:
         out = self._fns[signature](
             self._tf.constant(features, self._tf.float32),
+            self._tf.constant(lengths, self._tf.int32),
+        )
+        return {k: v.numpy() for k, v in out.items()}
+
+    def waveform_features(self, waveform: np.ndarray, lengths: np.ndarray) -> dict:
+        out = self._fns["waveform_features"](
+            self._tf.constant(waveform, self._tf.float32),
             self._tf.constant(lengths, self._tf.int32),
         )
         return {k: v.numpy() for k, v in out.items()}
@@ -106,9 +125,7 @@ class Model:
 
     sample_rate = schema.SAMPLE_RATE
 
-    def __init__(self, backend, info: dict, source: str):
-        from m3bert_tf.features import frames as frames_lib
-
+    def __init__(self, backend, info: dict, source: str, frontend: str = "auto"):
         self.backend = backend
         self.info = info
         self.source = source
@@ -123,12 +140,16 @@ class Model:
             info["training_frames"], self.frame_stack
         )
         spec = info["input_spec"]
-        feature_spec = spec.get("feature_spec") or {}
-        self.extractor = frames_lib.FeatureExtractor(
-            frames_lib.FeatureConfig(
-                feature_set=feature_spec.get("feature_set", "paper"),
-                tuning=feature_spec.get("tuning", 0.0),
+        self._feature_spec = spec.get("feature_spec") or {}
+        self._extractor = None
+        has_tf = "waveform_features" in backend.signatures
+        if frontend not in FRONTENDS or (frontend == "tf" and not has_tf):
+            raise ValueError(
+                f"frontend={frontend!r}: use one of {FRONTENDS}"
+                + ("" if has_tf else f" ({source} has no TensorFlow front end: librosa)")
             )
+        self.frontend = (
+            "tf" if frontend == "tf" or (frontend == "auto" and has_tf) else "librosa"
         )
         self.normalization = spec["normalization"]
         if self.normalization == "global":
@@ -144,9 +165,48 @@ class Model:
 
     # --- features ------------------------------------------------------------
 
+    @property
+    def extractor(self):
+        """The librosa `FeatureExtractor` of the model's feature spec (built on first use)."""
+        if self._extractor is None:
+            from m3bert_tf.features import frames as frames_lib
+
+            self._extractor = frames_lib.FeatureExtractor(
+                frames_lib.FeatureConfig(
+                    feature_set=self._feature_spec.get("feature_set", "paper"),
+                    tuning=self._feature_spec.get("tuning", 0.0),
+                )
+            )
+        return self._extractor
+
+    @contextlib.contextmanager
+    def track(self, waveform, sample_rate: int, name: str = "waveform"):
+        """A mono waveform at any rate as a track `embed_track` reads: through
+        the TensorFlow front end (`ModelInputs`, in memory) or librosa's
+        block-wise features (`features.streaming`, spilled to a temporary file)."""
+        if self.frontend == "librosa":
+            from m3bert_tf.features import streaming
+
+            with streaming.spill_waveform(waveform, sample_rate, self.extractor, name) as t:
+                yield t
+            return
+        y = np.asarray(waveform, np.float32)
+        if y.ndim != 1 or not len(y):
+            raise ValueError(f"{name}: a mono waveform [samples] is needed, got {y.shape}")
+        if sample_rate != schema.SAMPLE_RATE:
+            import soxr
+
+            y = soxr.resample(y, sample_rate, schema.SAMPLE_RATE, quality="HQ").astype(
+                np.float32
+            )
+        out = self.backend.waveform_features(y[None], np.array([len(y)], np.int32))
+        yield ModelInputs(out["features"][0, : int(out["frame_lengths"][0])], name)
+
     def window_features(self, track, start: int, stop: int) -> np.ndarray:
         """[stop - start, 324] model inputs of a spilled track (`features.streaming`),
-        normalized as in training (`data.normalization`)."""
+        normalized as in training (`data.normalization`), or of `ModelInputs`."""
+        if isinstance(track, ModelInputs):
+            return track.inputs[start:stop]
         if self.normalization == "track":
             return track.normalized(start, stop)
         raw = track.raw(start, stop)
@@ -248,13 +308,18 @@ class Model:
         plus "frame_enrichment" [T', E] / "clip_enrichment" [E] for a fine-tuned
         model at layer="last". T' = ceil(T / k), T = 1 + samples at 44.1 kHz // 1024.
         """
-        from m3bert_tf.features import streaming
-
-        with streaming.spill_waveform(waveform, sample_rate, self.extractor) as track:
+        with self.track(waveform, sample_rate) as track:
             return self.embed_track(track, layer, window_seconds, hop_seconds)
 
     def embed_file(self, path: str, **kwargs) -> dict:
-        """`embed` of an audio file (any format bin/extract reads)."""
+        """`embed` of an audio file (any format bin/extract reads; decoded with
+        soundfile, block-wise for the librosa front end)."""
+        if self.frontend == "tf":
+            from m3bert_tf.features import audio
+
+            y = audio.load_audio(path)
+            with self.track(y, schema.SAMPLE_RATE, path) as track:
+                return self.embed_track(track, **kwargs)
         from m3bert_tf.features import streaming
 
         with streaming.spill_file(path, self.extractor) as track:
@@ -269,10 +334,8 @@ class Model:
             raise ValueError(
                 f"{self.source}: predict needs a fine-tuned model exported by this release"
             )
-        from m3bert_tf.features import streaming
-
         total, count = 0.0, 0
-        with streaming.spill_waveform(waveform, sample_rate, self.extractor) as track:
+        with self.track(waveform, sample_rate) as track:
             items = [(None, track, w) for w in self.plan(track.num_frames)]
             for _, w, out in self.batches(items, "embed", batch_size):
                 kept = select_frames(out, w, self.frame_stack, "embed")["frame_enrichment"]
@@ -287,6 +350,16 @@ class Model:
                 zip(names, out[task["name"]][0].astype(float).tolist(), strict=False)
             )
         return result
+
+
+class ModelInputs:
+    """A track's model inputs held in memory ([T, 324], normalized), from the
+    TensorFlow front end; read as a spilled track is (`Model.window_features`)."""
+
+    def __init__(self, inputs: np.ndarray, name: str = "waveform"):
+        self.inputs = inputs
+        self.name = name
+        self.num_frames = len(inputs)
 
 
 def _padded(batch):
@@ -346,9 +419,16 @@ def reduce_layers(frames: dict, layer) -> dict:
     return {"frame_embeddings": value.mean(axis=1) if layer == "mean" else value[:, layer]}
 
 
-def load(path: str) -> Model:
+def load(path: str, frontend: str = "auto") -> Model:
     """A trained model from an export version directory (`bin/export`) or a
-    finished bin/pretrain or bin/finetune run directory."""
+    finished bin/pretrain or bin/finetune run directory.
+
+    Args:
+      frontend: how audio becomes features: "tf" (the TensorFlow front end
+        inside an export; neither librosa nor soundfile is imported), "librosa"
+        (the extractor itself, block-wise: memory bounded on long tracks), or
+        "auto": "tf" where the export has it, else "librosa".
+    """
     from m3bert_tf.serving import export
 
     if not os.path.isdir(path):
@@ -356,11 +436,13 @@ def load(path: str) -> Model:
     if os.path.exists(os.path.join(path, "saved_model.pb")):
         with open(os.path.join(path, export.EXPORT_INFO_NAME)) as f:
             info = json.load(f)
-        return Model(SavedModelBackend(path), info, path)
+        return Model(SavedModelBackend(path), info, path, frontend)
     if not os.path.exists(os.path.join(path, runs.CONFIG_NAME)):
         raise FileNotFoundError(
             f"{path}: neither an export (saved_model.pb) nor a run directory ({runs.CONFIG_NAME})"
         )
     model, kind = export.load_run_model(path)
-    backend = KerasBackend(model)
-    return Model(backend, export.export_info(path, kind, backend.computations), path)
+    # A run directory keeps librosa unless the TF front end is asked for.
+    backend = KerasBackend(model, runs.read_input_spec(path) if frontend == "tf" else None)
+    info = export.export_info(path, kind, backend.computations)
+    return Model(backend, info, path, frontend)

@@ -38,6 +38,8 @@ EXPORT_INFO_NAME = "export.json"
 LABELS_NAME = "labels.json"
 WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MODEL_NAME = "m3bert"  # the model name the README's serving command uses
+# Signatures taking `waveform` and `lengths` (raw audio through the front end).
+WAVEFORM_SIGNATURES = ("embed_waveform", "predict_waveform", "waveform_features")
 
 
 class ExportError(ValueError):
@@ -111,7 +113,7 @@ def signature_names(computations) -> list[str]:
     if computations.multitask is not None:
         names += ["predict", "predict_clip"]
     if computations.frontend is not None:
-        names += ["embed_waveform", "embed_wav_bytes"]
+        names += ["embed_waveform", "embed_wav_bytes", "waveform_features"]
         if computations.multitask is not None:
             names += ["predict_waveform"]
     return names
@@ -165,7 +167,7 @@ def warmup_requests(computations, frames: int) -> list:
                         [_wav_noise(rng, s) for s in (0.5, 0.25, 0.375, 0.125)[:batch]]
                     )
                 )
-            elif name.endswith("_waveform"):  # up to 0.5 s of noise per row
+            elif name in WAVEFORM_SIGNATURES:  # up to 0.5 s of noise per row
                 seconds = np.array([0.5, 0.25, 0.375, 0.125][:batch])
                 samples = (seconds * schema.SAMPLE_RATE).astype(np.int32)
                 noise = 0.1 * rng.standard_normal((batch, samples.max()))
@@ -219,6 +221,10 @@ def write_savedmodel(computations, path: str) -> None:
         archive.add_endpoint(
             "embed_waveform", computations.embed_waveform, input_signature=waveform_specs()
         )
+        archive.add_endpoint(
+            "waveform_features", computations.waveform_features,
+            input_signature=waveform_specs(),
+        )  # fmt: skip
         archive.add_endpoint(
             "embed_wav_bytes", computations.embed_wav_bytes,
             input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")],

@@ -22,6 +22,7 @@ with k the encoder's frame stack, and padded frames are zeros:
   computed by the TensorFlow front end (`frontend/`) as the model's training
   data was extracted and normalized (models built with an input spec).
 - embed_wav_bytes: embed_waveform of [B] WAV files' bytes (44.1 kHz).
+- waveform_features: the front end alone (features and frame lengths).
 - predict_clip: the same from `clip_enrichment` [B, E] (the heads alone),
   for a clip longer than a window: its frames' enrichment pooled over every
   window first, as fine-tuning scores whole clips.
@@ -158,6 +159,13 @@ class Computations:
         layers, mask, _ = self._encode(features, lengths)
         _, clip = self._enrich(layers[-1], mask)
         return self.predict_clip(clip)
+
+    def waveform_features(self, waveform, lengths) -> dict:
+        """The model's inputs from 44.1 kHz waveforms: "features" [B, T, 324]
+        (normalized as in training), "frame_lengths" [B]; for clients that
+        window a long track themselves (the Python and HEAR APIs)."""
+        features, frame_lengths = self.frontend(waveform, lengths)
+        return {"features": features, "frame_lengths": frame_lengths}
 
     def embed_waveform(self, waveform, lengths) -> dict:
         """`embed` of 44.1 kHz waveforms [B, S] with [B] real samples, through
