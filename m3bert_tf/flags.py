@@ -372,6 +372,11 @@ def define_embed_flags() -> None:
     flags.DEFINE_integer(
         "num_workers", 1, "Decoding/feature processes; 0 = in the main process."
     )
+    flags.DEFINE_enum(
+        "frontend", "librosa", ["librosa", "tf"],
+        "Features by the librosa extractor (the reference, block-wise) or by the model's "
+        "TensorFlow front end (workers decode; the front end runs beside the model).",
+    )  # fmt: skip
 
 
 def embed_config_from_flags():
@@ -383,5 +388,5 @@ def embed_config_from_flags():
     return EmbedConfig(
         model=FLAGS.model, input=FLAGS.input, output_dir=FLAGS.output_dir, layer=FLAGS.layer,
         window_seconds=FLAGS.window_seconds, hop_seconds=FLAGS.hop_seconds,
-        batch_size=FLAGS.batch_size, num_workers=FLAGS.num_workers,
+        batch_size=FLAGS.batch_size, num_workers=FLAGS.num_workers, frontend=FLAGS.frontend,
     )  # fmt: skip

@@ -541,6 +541,28 @@ def test_bin_embed_skips_bad_files_resumes_and_refuses_other_settings(exported, 
     assert proc.returncode == 2 and "the model has 2 blocks" in proc.stderr
     assert not (tmp_path / "x").exists()  # refused before anything is written
 
+    # --frontend=tf: the workers decode, the export's front end makes the
+    # features; the same files fail, the embeddings agree with librosa's.
+    from m3bert_tf.serving import embed_job
+
+    config = embed_job.EmbedConfig(
+        model=path, input=str(music), output_dir=str(tmp_path / "tf"), frontend="tf",
+        num_workers=1, progress_interval=1e9,
+    )  # fmt: skip
+    result = embed_job.run_embed(config)
+    assert result["embedded"] == 2 and [p["path"] for p in result["failed"]] == [
+        str(music / "broken.wav")
+    ]
+    with (
+        np.load(tmp_path / "tf" / "sub" / "b.npz") as a,
+        np.load(out / "sub" / "b.npz") as b,
+    ):
+        assert a["frame_embeddings"].shape == b["frame_embeddings"].shape
+        assert np.abs(a["clip_enrichment"] - b["clip_enrichment"]).max() < 5e-3
+    proc = subprocess.run(argv + ["--frontend=tf"], env=user_env(), capture_output=True,
+                          text=True)  # fmt: skip
+    assert proc.returncode == 2 and "frontend: librosa -> tf" in proc.stderr
+
 
 def test_global_normalization_feeds_the_model_as_training_did(tmp_path):
     """A run trained on "global" features: the API normalizes with the same

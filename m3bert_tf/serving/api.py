@@ -21,6 +21,7 @@ import numpy as np
 
 from m3bert_tf import runs, schema
 from m3bert_tf import windows as windows_lib
+from m3bert_tf.serving.backends import KerasBackend, SavedModelBackend
 
 LAYERS = ("last", "all", "mean")  # or an integer, 0 = the first transformer block
 FRONTENDS = ("auto", "tf", "librosa")
@@ -33,80 +34,6 @@ def parse_layer(layer) -> str | int:
     if layer not in LAYERS:
         raise ValueError(f"layer must be one of {LAYERS} or a block index, got {layer!r}")
     return layer
-
-
-class SavedModelBackend:
-    """Calls an exported SavedModel's signatures."""
-
-    def __init__(self, path: str):
-        import tensorflow as tf
-
-        self._tf = tf
-        self._model = tf.saved_model.load(path)
-        self.signatures = set(self._model.signatures.keys())
-
-    def __call__(self, signature: str, features: np.ndarray, lengths: np.ndarray) -> dict:
-        fn = self._model.signatures[signature]
-        out = fn(
-            features=self._tf.constant(features, self._tf.float32),
-            lengths=self._tf.constant(lengths, self._tf.int32),
-        )
-        return {k: v.numpy() for k, v in out.items()}
-
-    def waveform_features(self, waveform: np.ndarray, lengths: np.ndarray) -> dict:
-        fn = self._model.signatures["waveform_features"]
-        out = fn(
-            waveform=self._tf.constant(waveform, self._tf.float32),
-            lengths=self._tf.constant(lengths, self._tf.int32),
-        )
-        return {k: v.numpy() for k, v in out.items()}
-
-    def predict_clip(self, clip_enrichment: np.ndarray) -> dict:
-        fn = self._model.signatures["predict_clip"]
-        out = fn(clip_enrichment=self._tf.constant(clip_enrichment, self._tf.float32))
-        return {k: v.numpy() for k, v in out.items()}
-
-
-class KerasBackend:
-    """Runs a run directory's Keras model through the same computations an export serves."""
-
-    def __init__(self, model, input_spec: dict | None = None):
-        import tensorflow as tf
-
-        from m3bert_tf.serving.graph import Computations
-
-        self._tf = tf
-        self.computations = Computations(model, input_spec)
-        names = ["embed", "embed_all_layers"]
-        if self.computations.multitask is not None:
-            names += ["predict", "predict_clip"]
-        if self.computations.frontend is not None:
-            names += ["waveform_features"]
-        self._fns = {
-            n: tf.function(getattr(self.computations, n), reduce_retracing=True)
-            for n in names
-        }
-        self.signatures = set(names)
-
-    def __call__(self, signature: str, features: np.ndarray, lengths: np.ndarray) -> dict:
-        out = self._fns[signature](
-            self._tf.constant(features, self._tf.float32),
-            self._tf.constant(lengths, self._tf.int32),
-        )
-        return {k: v.numpy() for k, v in out.items()}
-
-    def waveform_features(self, waveform: np.ndarray, lengths: np.ndarray) -> dict:
-        out = self._fns["waveform_features"](
-            self._tf.constant(waveform, self._tf.float32),
-            self._tf.constant(lengths, self._tf.int32),
-        )
-        return {k: v.numpy() for k, v in out.items()}
-
-    def predict_clip(self, clip_enrichment: np.ndarray) -> dict:
-        out = self._fns["predict_clip"](
-            self._tf.constant(clip_enrichment, self._tf.float32)
-        )
-        return {k: v.numpy() for k, v in out.items()}
 
 
 class Model:
@@ -190,17 +117,21 @@ class Model:
             with streaming.spill_waveform(waveform, sample_rate, self.extractor, name) as t:
                 yield t
             return
+        yield self.model_inputs(waveform, sample_rate, name)
+
+    def model_inputs(self, waveform, sample_rate: int, name: str = "waveform"):
+        """`ModelInputs` of a mono waveform at any rate, by the TensorFlow front end."""
         y = np.asarray(waveform, np.float32)
         if y.ndim != 1 or not len(y):
             raise ValueError(f"{name}: a mono waveform [samples] is needed, got {y.shape}")
         if sample_rate != schema.SAMPLE_RATE:
             import soxr
 
-            y = soxr.resample(y, sample_rate, schema.SAMPLE_RATE, quality="HQ").astype(
-                np.float32
-            )
+            y = soxr.resample(y, sample_rate, schema.SAMPLE_RATE, quality="HQ")
+        y = y.astype(np.float32)
         out = self.backend.waveform_features(y[None], np.array([len(y)], np.int32))
-        yield ModelInputs(out["features"][0, : int(out["frame_lengths"][0])], name)
+        frames = out["features"][0, : int(out["frame_lengths"][0])]
+        return ModelInputs(frames, name, len(y) / schema.SAMPLE_RATE)
 
     def window_features(self, track, start: int, stop: int) -> np.ndarray:
         """[stop - start, 324] model inputs of a spilled track (`features.streaming`),
@@ -356,10 +287,14 @@ class ModelInputs:
     """A track's model inputs held in memory ([T, 324], normalized), from the
     TensorFlow front end; read as a spilled track is (`Model.window_features`)."""
 
-    def __init__(self, inputs: np.ndarray, name: str = "waveform"):
+    def __init__(self, inputs: np.ndarray, name: str = "waveform", duration_s: float = 0.0):
         self.inputs = inputs
         self.name = name
         self.num_frames = len(inputs)
+        self.duration_s = duration_s
+
+    def close(self) -> None:
+        """Nothing to delete (a spilled track's interface)."""
 
 
 def _padded(batch):

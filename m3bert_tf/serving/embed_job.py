@@ -46,11 +46,14 @@ class EmbedConfig:
     batch_size: int = 8
     num_workers: int = 1
     progress_interval: float = 5.0
+    frontend: str = "librosa"  # or "tf": the model's TensorFlow front end
 
     def __post_init__(self):
         from m3bert_tf.serving.api import parse_layer
 
         parse_layer(self.layer)
+        if self.frontend not in ("librosa", "tf"):
+            raise ValueError(f"--frontend must be librosa or tf, got {self.frontend!r}")
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:
@@ -97,32 +100,60 @@ def _featurize(track: Track):
         return track, Problem(track.path, f"{type(e).__name__}: {e}")
 
 
-def _featurized(tracks, model, tmp_dir, num_workers):
-    """Yields (track, SpilledTrack | Problem) in order, at most 2 x workers ahead."""
-    from m3bert_tf.features.streaming import SpilledTrack
+def _decode(track: Track):
+    """track -> (track, [samples] float32 at 44.1 kHz or Problem), for the TF front end."""
+    from m3bert_tf.features import audio as audio_lib
 
-    feature_config = model.extractor.config
+    try:
+        y = audio_lib.load_audio(track.path)
+        audio_lib.check_usable(track.path, y, schema.SAMPLE_RATE, 0.0)
+        return track, y
+    except audio_lib.AudioError as e:
+        return track, Problem(track.path, str(e).removeprefix(f"{track.path}: "))
+    except Exception as e:  # an odd file must not end a long job
+        return track, Problem(track.path, f"{type(e).__name__}: {e}")
+
+
+def _init_decoder() -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def _in_order(tracks, work, init, init_args, num_workers):
+    """Yields `work(track)` of every track in order, in `num_workers` processes
+    (at most 2 x workers ahead), or in this one for 0."""
     if num_workers == 0:
-        _init_worker(feature_config, tmp_dir)
-        for track in tracks:
-            track, result = _featurize(track)
-            yield (
-                track,
-                result if isinstance(result, Problem) else SpilledTrack.attach(result),
-            )
+        init(*init_args)
+        yield from map(work, tracks)
         return
     context = multiprocessing.get_context("spawn")
-    with context.Pool(num_workers, _init_worker, (feature_config, tmp_dir)) as pool:
+    with context.Pool(num_workers, init, init_args) as pool:
         pending = []
         for track in tracks + [None] * (2 * num_workers):
             if track is not None:
-                pending.append(pool.apply_async(_featurize, (track,)))
+                pending.append(pool.apply_async(work, (track,)))
             if len(pending) > 2 * num_workers or (track is None and pending):
-                done, result = pending.pop(0).get()
-                yield (
-                    done,
-                    result if isinstance(result, Problem) else SpilledTrack.attach(result),
-                )
+                yield pending.pop(0).get()
+
+
+def _featurized(tracks, model, tmp_dir, num_workers):
+    """Yields (track, SpilledTrack | ModelInputs | Problem) in order: librosa's
+    features spilled by the workers, or (`frontend` "tf") the workers' decoded
+    audio through the model's TensorFlow front end here."""
+    from m3bert_tf.features.streaming import SpilledTrack
+
+    if model.frontend == "tf":
+        for track, result in _in_order(tracks, _decode, _init_decoder, (), num_workers):
+            if not isinstance(result, Problem):
+                result = model.model_inputs(result, schema.SAMPLE_RATE, track.path)
+            yield track, result
+        return
+    init_args = (model.extractor.config, tmp_dir)
+    for track, result in _in_order(
+        tracks, _featurize, _init_worker, init_args, num_workers
+    ):
+        yield track, result if isinstance(result, Problem) else SpilledTrack.attach(result)
 
 
 # --- parent side ------------------------------------------------------------------
@@ -216,7 +247,7 @@ def run_embed(config: EmbedConfig) -> dict:
     from m3bert_tf.serving.api import load
 
     loaded = extract.find_tracks(extract.ExtractConfig(input=config.input, output_dir="-"))
-    model = load(config.model)
+    model = load(config.model, frontend=config.frontend)
     layer = model.check_layer(config.layer)  # a block index the model lacks: refused now
     window = config.window_seconds or None
     hop = config.hop_seconds or None
@@ -226,6 +257,7 @@ def run_embed(config: EmbedConfig) -> dict:
         settings = {
             "model": os.path.abspath(config.model), "layer": str(layer),
             "window_seconds": config.window_seconds, "hop_seconds": config.hop_seconds,
+            "frontend": config.frontend,
         }  # fmt: skip
         _check_job(
             config.output_dir, {"settings": settings, "package_version": __version__}
