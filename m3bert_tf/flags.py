@@ -350,6 +350,10 @@ def define_export_flags() -> None:
     flags.DEFINE_integer(
         "version", None, "Version number; default: one more than the largest there."
     )
+    flags.DEFINE_integer(
+        "input_sample_rate", 44100,
+        "Hz of the audio the waveform signatures take (resampled in the graph).",
+    )  # fmt: skip
 
 
 def define_embed_flags() -> None:

@@ -24,7 +24,7 @@ class HearModel(tf.Module):
     """A loaded M3BERT with the attributes HEAR reads.
 
     Attributes:
-      sample_rate: 44100.
+      sample_rate: 44100, or an export's --input_sample_rate.
       scene_embedding_size, timestamp_embedding_size: H, the encoder width.
       model: the `m3bert_tf.serving.api.Model` doing the work.
     """
@@ -34,6 +34,8 @@ class HearModel(tf.Module):
     def __init__(self, model):
         super().__init__(name="m3bert")
         self.model = model
+        # An export built for another client rate takes audio at that rate.
+        self.sample_rate = int(model.input_rate)
         self.scene_embedding_size = int(model.hidden_dim)
         self.timestamp_embedding_size = int(model.hidden_dim)
 

@@ -239,10 +239,49 @@ def test_embed_waveform_equals_embed_on_librosa_features(exported):
         np.abs(by_bytes["clip_embedding"][0] - by_features["clip_embedding"][0]).max()
         < 5e-3
     )
-    with pytest.raises(tf.errors.InvalidArgumentError, match="44.1 kHz"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="WAV files at 44100 Hz"):
         loaded.signatures["embed_wav_bytes"](
             wav_bytes=tf.stack([tf.audio.encode_wav(y[:, None], 22050)])
         )
+
+
+def test_an_export_for_48_khz_clients_resamples_in_the_graph(exported, tmp_path):
+    """bin/export --input_sample_rate=48000: the waveform signatures take 48 kHz
+    audio; their output equals the librosa path's on the same audio (soxr to
+    44.1 kHz) within the front end's tolerance; the APIs hand audio at 48 kHz."""
+    import m3bert_tf
+    import m3bert_tf.hear as hear
+
+    run, _ = exported["finetuned"]
+    base = tmp_path / "export48"
+    proc = subprocess.run(
+        run_bin("export", f"--model_dir={run}", f"--export_dir={base}",
+                "--input_sample_rate=48000"),
+        env=user_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    path = str(base / "1")
+    assert json.load(open(os.path.join(path, "export.json")))["input_sample_rate"] == 48000
+    from conftest import music_like
+
+    y = music_like(4.0, sample_rate=48000, seed=4)
+    model = m3bert_tf.load(path)
+    assert (model.frontend, model.input_rate, hear.load_model(path).sample_rate) == (
+        "tf",
+        48000,
+        48000,
+    )
+    by_tf = model.embed(y, 48000)
+    by_librosa = m3bert_tf.load(path, frontend="librosa").embed(y, 48000)
+    worst = float(np.abs(by_tf["clip_enrichment"] - by_librosa["clip_enrichment"]).max())
+    print(f"\n48 kHz export vs the librosa path: clip enrichment max abs {worst:.1e}")
+    assert by_tf["frame_embeddings"].shape == by_librosa["frame_embeddings"].shape
+    # Two resamplers (soxr, ours: 7.8e-4 relative rms apart) and two front ends.
+    assert worst < 1e-2
+    loaded = tf.saved_model.load(path)
+    wav = tf.audio.encode_wav(y[:, None], 48000)
+    out = loaded.signatures["embed_wav_bytes"](wav_bytes=tf.stack([wav]))
+    assert int(out["frame_lengths"][0]) == len(by_tf["timestamps"])
 
 
 def test_waveform_export_runs_with_tensorflow_alone(exported):

@@ -22,6 +22,7 @@ import tensorflow as tf
 from m3bert_tf import schema
 from m3bert_tf.features import frames as reference
 from m3bert_tf.frontend.cqt import TFConstantQ
+from m3bert_tf.frontend.resample import Resampler
 
 NORMALIZATIONS = ("track", "global", "none")
 
@@ -40,10 +41,15 @@ class FrontEnd(tf.Module):
       normalization: "track" (per-row CMVN over its real frames), "global"
         (with `stats`) or "none" (raw features).
       stats: the manifest's global statistics ({"mean", "std"}) for "global".
+      input_rate: Hz of the waveforms it is given; other than 44100, they
+        are resampled first (`resample.Resampler`), lengths in input samples.
     """
 
-    def __init__(self, config=reference.FeatureConfig(), normalization="track", stats=None):
+    def __init__(self, config=reference.FeatureConfig(), normalization="track", stats=None,
+                 input_rate: int = schema.SAMPLE_RATE):  # fmt: skip
         super().__init__(name="frontend")
+        self.input_rate = int(input_rate)
+        self.resample = Resampler(self.input_rate)
         if config.feature_set != "paper":
             raise ValueError(
                 f"feature_set {config.feature_set!r}: the TensorFlow front end computes "
@@ -94,8 +100,7 @@ class FrontEnd(tf.Module):
 
     def raw(self, waveform, lengths):
         """([B, T, 324] float32 features before normalization, [B] frame lengths)."""
-        waveform = tf.convert_to_tensor(waveform, tf.float32)
-        lengths = tf.convert_to_tensor(lengths, tf.int32)
+        waveform, lengths = self.resample(waveform, lengths)
         frame_lengths = 1 + lengths // schema.HOP_LENGTH
         power = self.power_spectrogram(waveform)
         t = tf.shape(power)[1]

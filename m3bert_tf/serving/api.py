@@ -78,6 +78,13 @@ class Model:
         self.frontend = (
             "tf" if frontend == "tf" or (frontend == "auto" and has_tf) else "librosa"
         )
+        # The rate audio is handed to the features at: an export's TF front end
+        # takes its --input_sample_rate; librosa's path resamples to 44.1 kHz.
+        self.input_rate = (
+            int(info.get("input_sample_rate") or schema.SAMPLE_RATE)
+            if self.frontend == "tf"
+            else schema.SAMPLE_RATE
+        )
         self.normalization = spec["normalization"]
         if self.normalization == "global":
             from m3bert_tf.data.normalization import global_scale
@@ -124,14 +131,15 @@ class Model:
         y = np.asarray(waveform, np.float32)
         if y.ndim != 1 or not len(y):
             raise ValueError(f"{name}: a mono waveform [samples] is needed, got {y.shape}")
-        if sample_rate != schema.SAMPLE_RATE:
+        rate = self.input_rate  # what the front end takes (it resamples to 44.1 kHz)
+        if sample_rate != rate:
             import soxr
 
-            y = soxr.resample(y, sample_rate, schema.SAMPLE_RATE, quality="HQ")
+            y = soxr.resample(y, sample_rate, rate, quality="HQ")
         y = y.astype(np.float32)
         out = self.backend.waveform_features(y[None], np.array([len(y)], np.int32))
         frames = out["features"][0, : int(out["frame_lengths"][0])]
-        return ModelInputs(frames, name, len(y) / schema.SAMPLE_RATE)
+        return ModelInputs(frames, name, len(y) / rate)
 
     def window_features(self, track, start: int, stop: int) -> np.ndarray:
         """[stop - start, 324] model inputs of a spilled track (`features.streaming`),

@@ -91,6 +91,7 @@ def export_info(model_dir: str, kind: str, computations) -> dict:
             "frame_stack": computations.frame_stack,
         },
         "enrichment_dim": computations.enrichment_dim,
+        "input_sample_rate": computations.input_sample_rate,
         "tasks": computations.tasks,
         "signatures": signature_names(computations),
         "dtype": "float32",
@@ -164,12 +165,15 @@ def warmup_requests(computations, frames: int) -> list:
             elif name == "embed_wav_bytes":  # WAV files of up to 0.5 s of noise
                 request.inputs["wav_bytes"].CopyFrom(
                     tf.make_tensor_proto(
-                        [_wav_noise(rng, s) for s in (0.5, 0.25, 0.375, 0.125)[:batch]]
+                        [
+                            _wav_noise(rng, s, computations.input_sample_rate)
+                            for s in (0.5, 0.25, 0.375, 0.125)[:batch]
+                        ]
                     )
                 )
             elif name in WAVEFORM_SIGNATURES:  # up to 0.5 s of noise per row
                 seconds = np.array([0.5, 0.25, 0.375, 0.125][:batch])
-                samples = (seconds * schema.SAMPLE_RATE).astype(np.int32)
+                samples = (seconds * computations.input_sample_rate).astype(np.int32)
                 noise = 0.1 * rng.standard_normal((batch, samples.max()))
                 request.inputs["waveform"].CopyFrom(
                     tf.make_tensor_proto(noise.astype(np.float32))
@@ -188,12 +192,12 @@ def warmup_requests(computations, frames: int) -> list:
     return logs
 
 
-def _wav_noise(rng, seconds: float) -> bytes:
-    """A 44.1 kHz mono 16-bit WAV file of `seconds` of quiet noise."""
+def _wav_noise(rng, seconds: float, rate: int) -> bytes:
+    """A mono 16-bit WAV file of `seconds` of quiet noise at `rate` Hz."""
     import tensorflow as tf
 
-    noise = 0.1 * rng.standard_normal((int(seconds * schema.SAMPLE_RATE), 1))
-    return tf.audio.encode_wav(noise.astype(np.float32), schema.SAMPLE_RATE).numpy()
+    noise = 0.1 * rng.standard_normal((int(seconds * rate), 1))
+    return tf.audio.encode_wav(noise.astype(np.float32), rate).numpy()
 
 
 def write_savedmodel(computations, path: str) -> None:
@@ -238,9 +242,13 @@ def write_savedmodel(computations, path: str) -> None:
 
 
 def export_run(
-    model_dir: str, export_base: str, version: int | None = None, log=print
-) -> str:
+    model_dir: str, export_base: str, version: int | None = None, log=print,
+    input_sample_rate: int = schema.SAMPLE_RATE,
+) -> str:  # fmt: skip
     """Exports a finished bin/pretrain or bin/finetune run; returns `<base>/<N>`.
+
+    `input_sample_rate`: Hz of the waveforms the waveform signatures take
+    (resampled to 44.1 kHz inside the graph when other).
 
     Raises:
       ExportError: `version` exists already, or `model_dir` is no finished run.
@@ -257,7 +265,11 @@ def export_run(
         model, kind = load_run_model(model_dir)
     except FileNotFoundError as e:
         raise ExportError(str(e)) from None
-    computations = Computations(model, runs.read_input_spec(model_dir))
+    if input_sample_rate <= 0:
+        raise ExportError(
+            f"--input_sample_rate={input_sample_rate}: a rate in Hz is needed"
+        )
+    computations = Computations(model, runs.read_input_spec(model_dir), input_sample_rate)
     version = next_version(export_base) if version is None else version
     if version < 1:
         raise ExportError(f"--version={version}: versions are positive integers")

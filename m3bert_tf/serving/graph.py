@@ -18,10 +18,11 @@ with k the encoder's frame stack, and padded frames are zeros:
   [B, L, H], "frame_lengths".
 - predict: one [B, outputs] tensor per task (probabilities or values).
 - embed_waveform / predict_waveform: embed / predict of `waveform` [B, S]
-  float32 at 44.1 kHz with `lengths` [B] int32 real samples, the features
+  float32 at the input sample rate (44.1 kHz unless built for another) with
+  `lengths` [B] int32 real samples, the features
   computed by the TensorFlow front end (`frontend/`) as the model's training
   data was extracted and normalized (models built with an input spec).
-- embed_wav_bytes: embed_waveform of [B] WAV files' bytes (44.1 kHz).
+- embed_wav_bytes: embed_waveform of [B] WAV files' bytes (at the input rate).
 - waveform_features: the front end alone (features and frame lengths).
 - predict_clip: the same from `clip_enrichment` [B, E] (the heads alone),
   for a clip longer than a window: its frames' enrichment pooled over every
@@ -62,7 +63,7 @@ def float32_copy(model: keras.Model) -> keras.Model:
     return copy
 
 
-def frontend_for(input_spec: dict):
+def frontend_for(input_spec: dict, input_rate: int = 44100):
     """The `frontend.FrontEnd` computing a model's inputs from audio as its
     training data was extracted and normalized, or None where the front end
     cannot (the "authors" feature set's chroma-folded CQT)."""
@@ -73,7 +74,9 @@ def frontend_for(input_spec: dict):
     if spec.get("feature_set", "paper") != "paper":
         return None
     config = FeatureConfig(feature_set="paper", tuning=spec.get("tuning", 0.0))
-    return FrontEnd(config, input_spec["normalization"], input_spec.get("stats"))
+    return FrontEnd(
+        config, input_spec["normalization"], input_spec.get("stats"), input_rate
+    )
 
 
 class Computations:
@@ -87,11 +90,17 @@ class Computations:
       enrichment_dim: E of a fine-tuned model, else None.
     """
 
-    def __init__(self, model: keras.Model, input_spec: dict | None = None):
+    def __init__(self, model: keras.Model, input_spec: dict | None = None,
+                 input_sample_rate: int = 44100):  # fmt: skip
         model = float32_copy(model)
-        # The TensorFlow front end (raw audio in) where the model's features are
-        # ones it computes: the "paper" feature set.
-        self.frontend = frontend_for(input_spec) if input_spec is not None else None
+        # The TensorFlow front end (raw audio in at `input_sample_rate`) where
+        # the model's features are ones it computes: the "paper" feature set.
+        self.input_sample_rate = int(input_sample_rate)
+        self.frontend = (
+            frontend_for(input_spec, self.input_sample_rate)
+            if input_spec is not None
+            else None
+        )
         self.multitask = model if hasattr(model, "tasks") else None
         self.encoder = model.encoder if self.multitask is not None else model
         self.tasks = list(self.multitask.tasks) if self.multitask is not None else []
@@ -161,33 +170,34 @@ class Computations:
         return self.predict_clip(clip)
 
     def waveform_features(self, waveform, lengths) -> dict:
-        """The model's inputs from 44.1 kHz waveforms: "features" [B, T, 324]
+        """The model's inputs from waveforms at the input rate: "features" [B, T, 324]
         (normalized as in training), "frame_lengths" [B]; for clients that
         window a long track themselves (the Python and HEAR APIs)."""
         features, frame_lengths = self.frontend(waveform, lengths)
         return {"features": features, "frame_lengths": frame_lengths}
 
     def embed_waveform(self, waveform, lengths) -> dict:
-        """`embed` of 44.1 kHz waveforms [B, S] with [B] real samples, through
+        """`embed` of waveforms [B, S] at the input rate, [B] real samples, through
         the TensorFlow front end (features normalized as in training)."""
         features, frame_lengths = self.frontend(waveform, lengths)
         return self.embed(features, frame_lengths)
 
     def predict_waveform(self, waveform, lengths) -> dict:
-        """`predict` of 44.1 kHz waveforms, through the TensorFlow front end."""
+        """`predict` of waveforms at the input rate, through the TensorFlow front end."""
         features, frame_lengths = self.frontend(waveform, lengths)
         return self.predict(features, frame_lengths)
 
     def embed_wav_bytes(self, wav_bytes) -> dict:
         """`embed_waveform` of a batch of WAV files' bytes ([B] string; 16-bit
-        PCM, any channel count, averaged to mono; 44.1 kHz, else an
-        InvalidArgument error), decoded by core `tf.audio.decode_wav`."""
+        PCM, any channel count, averaged to mono; at the input sample rate,
+        else an InvalidArgument error), decoded by core `tf.audio.decode_wav`."""
 
         def decode(contents):
             audio, rate = tf.audio.decode_wav(contents)
             tf.debugging.assert_equal(
-                rate, 44100, message="embed_wav_bytes takes 44.1 kHz WAV files"
-            )
+                rate, self.input_sample_rate,
+                message=f"embed_wav_bytes takes WAV files at {self.input_sample_rate} Hz",
+            )  # fmt: skip
             return tf.RaggedTensor.from_tensor(tf.reduce_mean(audio, axis=1)[None])[0]
 
         waves = tf.map_fn(
