@@ -117,3 +117,32 @@ def test_the_resampler_matches_soxr(rate):
           f"relative rms {relative:.1e}")  # fmt: skip
     assert difference.max() < 5e-3 and relative < 2e-3
     assert np.all(got[1, int(lengths[1]) :] == 0.0)
+
+
+def test_global_and_no_normalization_and_a_tf_data_pipeline():
+    """ "global" uses the stored statistics, "none" gives the raw features;
+    the front end maps over a tf.data pipeline of waveforms."""
+    y = music_like(3.0, seed=7)
+    raw = reference.FeatureExtractor()(y)
+    stats = {"mean": raw.mean(0).tolist(), "std": (raw.std(0) + 0.5).tolist()}
+    lengths = np.array([len(y)], np.int32)
+    from m3bert_tf.data.normalization import global_scale
+
+    mean, std = global_scale(stats)
+    expected = (raw - mean) / std
+    got = FrontEnd(normalization="global", stats=stats)(y[None], lengths)[0].numpy()[0]
+    cqt = schema.BLOCK["cqt"].start
+    assert np.abs(got[:, :cqt] - expected[:, :cqt]).max() < 1e-3
+    assert np.abs(got[:, cqt:] - expected[:, cqt:]).max() < 0.2
+    none = FrontEnd(normalization="none")(y[None], lengths)[0].numpy()[0]
+    assert np.abs(none[:, :cqt] - raw[:, :cqt]).max() < 1e-3
+    with pytest.raises(ValueError, match="statistics"):
+        FrontEnd(normalization="global")
+
+    front = FrontEnd(normalization="track")
+    clips = [music_like(1.0, seed=1), _noise(2.0, seed=2)]
+    dataset = tf.data.Dataset.from_generator(
+        lambda: iter(clips), output_signature=tf.TensorSpec([None], tf.float32)
+    ).map(lambda w: front(w[None], tf.shape(w)[:1])[0][0])
+    shapes = [x.shape for x in dataset]
+    assert shapes == [(1 + len(c) // schema.HOP_LENGTH, schema.NUM_FEATURES) for c in clips]
