@@ -35,19 +35,15 @@ def _rows(work):
     return {row["set"] for task in results["tasks"].values() for row in task["rows"]}
 
 
-def test_table5_pretrains_every_masking_policy_then_evaluates_them(small_corpus):
+def test_table5_pretrains_each_masking_policy_then_evaluates_them(small_corpus):
     root, shards = small_corpus
     work = root / "table5"
-    _run("table5_masking.sh", shards, shards, work, *STEPS.split())
-    assert _rows(work) == {
-        "M2BERT pm",
-        "M2BERT cfm",
-        "M2BERT ccm",
-        "M2BERT cfm+ccm",
-        "mfcc",
-    }
-    with open(work / "pretrain-cfm_ccm" / "config.json") as f:
-        assert json.load(f)["masking"] == "cfm+ccm"
+    # Two of the four policies (the script's default runs all four): the suite's time.
+    _run("table5_masking.sh", shards, shards, work, *STEPS.split(), POLICIES="pm cfm+ccm")
+    assert _rows(work) == {"M2BERT pm", "M2BERT cfm+ccm", "mfcc"}
+    for policy, directory in (("pm", "pretrain-pm"), ("cfm+ccm", "pretrain-cfm_ccm")):
+        with open(work / directory / "config.json") as f:
+            assert json.load(f)["masking"] == policy
 
 
 def test_tables6_10_pretrain_finetune_and_evaluate_m2bert_against_m3bert(small_corpus):

@@ -586,7 +586,7 @@ def test_bin_embed_skips_bad_files_resumes_and_refuses_other_settings(exported, 
 
     config = embed_job.EmbedConfig(
         model=path, input=str(music), output_dir=str(tmp_path / "tf"), frontend="tf",
-        num_workers=1, progress_interval=1e9,
+        num_workers=0, progress_interval=1e9,
     )  # fmt: skip
     result = embed_job.run_embed(config)
     assert result["embedded"] == 2 and [p["path"] for p in result["failed"]] == [

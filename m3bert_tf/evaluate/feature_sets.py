@@ -88,8 +88,8 @@ class RecordTrack:
 
 
 def digest(*parts) -> str:
-    """A short hex digest of JSON-able parts (file paths among them are hashed
-    by content when they are files)."""
+    """A short hex digest of JSON-able parts and the cache format (model files
+    enter through `model_files_digest`, shards through `data_description`)."""
     h = hashlib.sha256(json.dumps([FORMAT, parts], sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
