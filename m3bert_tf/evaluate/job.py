@@ -152,9 +152,10 @@ def _probe_data(examples, task: str, x: np.ndarray, score_per: str) -> probe.Pro
     return data
 
 
-def _summary(runs_: list[dict]) -> tuple[dict, dict]:
-    keys = [k for k in runs_[0]["test"] if k != "examples"]
-    values = {k: np.array([r["test"].get(k, np.nan) for r in runs_]) for k in keys}
+def _summary(seeds: list[dict]) -> tuple[dict, dict]:
+    """(mean, std) over the seeds of each test metric."""
+    keys = [k for k in seeds[0]["test"] if k != "examples"]
+    values = {k: np.array([r["test"].get(k, np.nan) for r in seeds]) for k in keys}
     return (
         {k: float(np.mean(v)) for k, v in values.items()},
         {k: float(np.std(v)) for k, v in values.items()},

@@ -112,8 +112,7 @@ class _Stack:
         self.v = [np.zeros_like(p) for p in self.params]
         self.tmp = [np.zeros_like(p) for p in self.params]
         self.t = 0
-        column = np.array([c.learning_rate for c in configs], np.float32)[:, None, None]
-        self.lr = column
+        self.lr = np.array([c.learning_rate for c in configs], np.float32)[:, None, None]
         self.wd = np.array([c.weight_decay for c in configs], np.float32)[:, None, None]
         self.keep = 1.0 - np.array([c.dropout for c in configs], np.float32)[:, None, None]
 

@@ -74,11 +74,9 @@ _TMP = None
 
 def _init_worker(feature_config, tmp_dir) -> None:
     global _EXTRACTOR, _TMP
-    from threadpoolctl import threadpool_limits
-
     from m3bert_tf.features import frames as frames_lib
 
-    threadpool_limits(1)
+    _init_decoder()
     _EXTRACTOR, _TMP = frames_lib.FeatureExtractor(feature_config), tmp_dir
 
 
@@ -115,6 +113,7 @@ def _decode(track: Track):
 
 
 def _init_decoder() -> None:
+    """One BLAS thread per worker process."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
