@@ -87,7 +87,7 @@ def build_ours(layers, batch, frames, mixed, xla):
         model=pretrain.ModelConfig(num_layers=layers, hidden_dim=H, num_heads=A, ffn_dim=FFN),
         mixed_precision="bf16" if mixed else "fp32", xla=xla, train_steps=1000,
     )  # fmt: skip
-    trainer = pretrain.Trainer(config, distribute.make_strategy(1))
+    trainer = pretrain.Trainer(config, distribute.make_strategy("mirrored", 1))
     iterator = iter(tf.data.Dataset.from_tensors(synthetic_batch(batch, frames)).repeat())
     return trainer, iterator
 

@@ -225,6 +225,14 @@ def define_pretrain_flags(with_paths: bool = True) -> None:
         "arithmetic (GPU 8.0+, TPU, CPU with avx512_bf16/amx_bf16), else float32.",
     )  # fmt: skip
     flags.DEFINE_bool("xla", False, "Compile the forward/backward pass with XLA.")
+    flags.DEFINE_enum(
+        "strategy", "auto", ["auto", "mirrored", "multi_worker", "one_device", "tpu"],
+        "auto = multi_worker when TF_CONFIG names a cluster, else mirrored (local GPUs "
+        "or --num_cpu_replicas CPUs).",
+    )  # fmt: skip
+    flags.DEFINE_string(
+        "tpu", "", "--strategy=tpu: the TPU's name or grpc:// address; empty = local."
+    )
     flags.DEFINE_integer(
         "num_cpu_replicas", 1, "With no GPU: logical CPU devices for MirroredStrategy."
     )
@@ -263,6 +271,8 @@ def pretrain_config_from_flags(**paths):
         clip_norm=FLAGS.clip_norm,
         mixed_precision=FLAGS.mixed_precision,
         xla=FLAGS.xla,
+        strategy=FLAGS.strategy,
+        tpu=FLAGS.tpu,
         num_cpu_replicas=FLAGS.num_cpu_replicas,
         checkpoint_every=FLAGS.checkpoint_every,
         keep_checkpoints=FLAGS.keep_checkpoints,

@@ -24,7 +24,7 @@ def main(shards, replicas, accumulation):
         model=pretrain.ModelConfig(num_layers=1, hidden_dim=16, num_heads=2, ffn_dim=32, dropout=0.0),
         learning_rate=1e-2, warmup_fraction=0.1,
     )  # fmt: skip
-    strategy = distribute.make_strategy(replicas)
+    strategy = distribute.make_strategy("mirrored", replicas)
     keras.utils.set_random_seed(1)
     trainer = pretrain.Trainer(config, strategy)
     context = tf.distribute.InputContext(1, 0, strategy.num_replicas_in_sync)

@@ -220,6 +220,6 @@ def test_mixed_precision_does_not_leak_into_the_next_job():
         model=pretrain.ModelConfig(num_layers=1, hidden_dim=16, num_heads=2, ffn_dim=32),
         mixed_precision="bf16",
     )  # fmt: skip
-    trainer = pretrain.Trainer(config, distribute.make_strategy(1))
+    trainer = pretrain.Trainer(config, distribute.make_strategy("mirrored", 1))
     assert trainer.encoder.blocks[0].dtype_policy.name == "mixed_bfloat16"
     assert keras.mixed_precision.dtype_policy().name == "float32"

@@ -216,6 +216,20 @@ def training_stream(
     return first.concatenate(rest).skip(within)
 
 
+def shards_by_record(num_files: int, num_pipelines: int) -> bool:
+    """Whether `num_pipelines` input pipelines split the data by example (fewer
+    files than pipelines: each reads every file) rather than by file."""
+    return 1 < num_pipelines and num_files < num_pipelines
+
+
+def pipeline_files(files: list[str], num_pipelines: int, index: int) -> list[str]:
+    """The shard files input pipeline `index` of `num_pipelines` reads: every
+    Nth from its index on, or all of them when they split by record."""
+    if num_pipelines > 1 and not shards_by_record(len(files), num_pipelines):
+        return files[index::num_pipelines]
+    return list(files)
+
+
 def make_pretrain_dataset(
     config: PipelineConfig, training: bool = True, input_context=None, start: int = 0
 ) -> tf.data.Dataset:
@@ -226,20 +240,30 @@ def make_pretrain_dataset(
       training: True: the non-held-out tracks, shuffled, repeated forever.
         False: the held-out tracks, in file order, once (evaluation).
       input_context: a `tf.distribute.InputContext`: shard files across input
-        pipelines (each worker reads different files).
+        pipelines (each worker reads different files; with fewer files than
+        pipelines, every pipeline reads all of them and keeps every Nth
+        example of the stream, `shards_by_record`).
       start: training only: the first example of this pipeline's stream
-        (examples consumed before; a resumed run passes step x global batch).
+        (examples it consumed before; a resumed run passes step x global
+        batch / pipelines).
     """
-    files = list_shards(config.data)
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        if len(files) < input_context.num_input_pipelines:
-            raise ValueError(
-                f"--data has {len(files)} shards for {input_context.num_input_pipelines} "
-                "input pipelines: write smaller shards (bin/extract --shard_size)"
-            )
-        files = files[input_context.input_pipeline_id :: input_context.num_input_pipelines]
+    pipelines, index = 1, 0
+    if input_context is not None:
+        pipelines, index = (
+            input_context.num_input_pipelines,
+            input_context.input_pipeline_id,
+        )
+    files = pipeline_files(list_shards(config.data), pipelines, index)
+    by_record = shards_by_record(len(list_shards(config.data)), pipelines)
     if training:
-        ds = training_stream(files, config, start).enumerate(start=start)
+        if by_record:  # every pipeline reads every file and keeps every Nth example
+            ds = training_stream(files, config, start * pipelines + index).shard(
+                pipelines, 0
+            )
+        else:
+            ds = training_stream(files, config, start)
+        # Crop and mask seeds from a position unique across pipelines.
+        ds = ds.enumerate(start=start).map(lambda p, s: (p * pipelines + index, s))
     else:
         ds = tf.data.Dataset.from_tensor_slices(files).interleave(
             tf.data.TFRecordDataset, cycle_length=min(len(files), GROUP_FILES),

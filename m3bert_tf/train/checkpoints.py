@@ -2,11 +2,42 @@
 position follows from the step: the inputs are addressed by it)."""
 
 import math
+import shutil
+import tempfile
 
 import tensorflow as tf
 
 
-def open_checkpoints(directory, keep, objects: dict, log):
+class WorkerCheckpoints:
+    """A CheckpointManager's save as TensorFlow's multi-worker pattern has it.
+
+    Saving is collective (every worker calls `save`): the chief writes the
+    run's checkpoints; every other worker writes into a temporary directory
+    of its own, removed after each save. Every worker restores from the
+    chief's directory (a file system all workers see).
+    """
+
+    def __init__(self, manager: tf.train.CheckpointManager, is_chief: bool):
+        self.manager, self.is_chief = manager, is_chief
+
+    @property
+    def latest_checkpoint(self):
+        return self.manager.latest_checkpoint
+
+    def save(self, checkpoint_number: int):
+        if self.is_chief:
+            return self.manager.save(checkpoint_number=checkpoint_number)
+        scratch = tempfile.mkdtemp(prefix="m3bert-worker-checkpoint-")
+        try:
+            tf.train.CheckpointManager(self.manager.checkpoint, scratch, 1).save(
+                checkpoint_number=checkpoint_number
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return None
+
+
+def open_checkpoints(directory, keep, objects: dict, log, is_chief: bool = True):
     """Restores the newest readable checkpoint in `directory`, if any.
 
     Args:
@@ -17,7 +48,7 @@ def open_checkpoints(directory, keep, objects: dict, log):
       log: one-line messages.
 
     Returns:
-      A tf.train.CheckpointManager of `objects`. A checkpoint whose files
+      A `WorkerCheckpoints` of `objects` (saves where `is_chief` says). A checkpoint whose files
       cannot be read (truncated, corrupted) is reported by name and the next
       older one is used.
 
@@ -38,13 +69,13 @@ def open_checkpoints(directory, keep, objects: dict, log):
             )
             continue
         log(f"resumed from {path}")
-        return manager
+        return WorkerCheckpoints(manager, is_chief)
     if candidates:
         raise RuntimeError(
             f"{directory}: none of the checkpoints {', '.join(candidates)} can be read; "
             "move them away to start the run from scratch"
         )
-    return manager
+    return WorkerCheckpoints(manager, is_chief)
 
 
 def random_states(model) -> tf.train.Checkpoint:

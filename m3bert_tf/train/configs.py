@@ -9,7 +9,7 @@ import dataclasses
 
 from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data.normalization import MODES as NORMALIZATIONS
-from m3bert_tf.train.distribute import PRECISIONS
+from m3bert_tf.train.distribute import PRECISIONS, STRATEGIES
 
 
 def _check_positive(config, *names: str) -> None:
@@ -71,8 +71,12 @@ class PretrainConfig:
         a TPU, a CPU with avx512_bf16 or amx_bf16; else float32), "bf16"
         (always; slower where emulated, with a warning) or "fp32".
       xla: compile the forward/backward pass with XLA.
+      strategy: "auto" (multi_worker when TF_CONFIG names a cluster, else
+        mirrored), "mirrored", "multi_worker", "one_device" or "tpu"
+        (`distribute.make_strategy`).
+      tpu: the TPU to use under strategy=tpu ("" = the local one).
       num_cpu_replicas: with no GPU, split the CPU into this many logical
-        devices (exercises the distributed path).
+        devices (mirrored; exercises the distributed path).
       checkpoint_every, keep_checkpoints: checkpoint cadence and retention.
       eval_every, eval_batches: evaluation cadence and size (0 = at the end only).
       log_every: steps between progress lines and TensorBoard scalars.
@@ -95,6 +99,8 @@ class PretrainConfig:
     clip_norm: float = 1.0
     mixed_precision: str = "auto"
     xla: bool = False
+    strategy: str = "auto"
+    tpu: str = ""
     num_cpu_replicas: int = 1
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
@@ -115,6 +121,8 @@ class PretrainConfig:
             raise ValueError(
                 f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}"
             )
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.mixed_precision not in PRECISIONS:
             raise ValueError(
                 f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}"
@@ -137,7 +145,7 @@ class PretrainConfig:
 PRETRAIN_MAY_CHANGE = (
     "train_steps", "data", "eval_data", "checkpoint_every", "keep_checkpoints", "eval_every",
     "eval_batches", "log_every", "mixed_precision", "xla", "num_cpu_replicas",
-    "gradient_accumulation_steps",
+    "gradient_accumulation_steps", "strategy", "tpu",
 )  # fmt: skip
 
 

@@ -1,20 +1,78 @@
 """Distribution strategies, batch arithmetic and the precision policy of a job.
 
-The strategy is built here and nowhere else, so that more strategies
-(multi-worker, TPU) are added in one place.
+The strategy is built here and nowhere else: one device, local mirrored
+replicas, a multi-worker cluster from TF_CONFIG, or a TPU.
 """
 
 import contextlib
+import dataclasses
+import json
+import os
 
 import tensorflow as tf
 
+STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device", "tpu")
 
-def make_strategy(num_cpu_replicas: int = 1) -> tf.distribute.Strategy:
-    """MirroredStrategy over all GPUs; else over `num_cpu_replicas` logical CPUs.
 
-    Splitting the CPU must happen before TensorFlow initializes its devices.
+def cluster_config() -> dict | None:
+    """TF_CONFIG's {"cluster": ..., "task": ...} when it names a cluster of
+    more than one task (a multi-worker job), else None.
+
+    Raises:
+      ValueError: TF_CONFIG is set but is not such JSON.
     """
+    text = os.environ.get("TF_CONFIG", "")
+    if not text.strip():
+        return None
+    try:
+        config = json.loads(text)
+        cluster = config.get("cluster", {})
+        tasks = sum(len(cluster.get(k, [])) for k in ("chief", "worker"))
+    except (ValueError, AttributeError, TypeError) as e:
+        raise ValueError(f"TF_CONFIG is not a cluster spec in JSON: {e}") from None
+    return config if tasks > 1 else None
+
+
+def make_strategy(
+    kind: str = "auto", num_cpu_replicas: int = 1, tpu: str = ""
+) -> tf.distribute.Strategy:
+    """The job's strategy.
+
+    Args:
+      kind: "auto" (multi_worker when TF_CONFIG names a cluster, else
+        mirrored), "mirrored" (all local GPUs; with none, `num_cpu_replicas`
+        logical CPUs), "multi_worker" (MultiWorkerMirroredStrategy over
+        TF_CONFIG's cluster, each worker mirrored over its local GPUs or one
+        CPU), "one_device" (the first GPU, else the CPU) or "tpu"
+        (TPUStrategy on the TPU named by `tpu`; "" = the local one).
+      num_cpu_replicas: with no GPU, split the CPU into this many logical
+        devices (mirrored only). Must happen before TensorFlow initializes
+        its devices.
+
+    Raises:
+      ValueError: an unknown `kind`, or multi_worker without a TF_CONFIG
+        cluster.
+    """
+    if kind not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {kind!r}")
+    if kind == "auto":
+        kind = "multi_worker" if cluster_config() else "mirrored"
+    if kind == "multi_worker":
+        if cluster_config() is None:
+            raise ValueError(
+                "strategy=multi_worker: TF_CONFIG does not name a cluster of two or more "
+                'tasks ({"cluster": {"worker": ["host:port", ...]}, "task": {"type": '
+                '"worker", "index": i}})'
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if kind == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or None)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
     gpus = tf.config.list_physical_devices("GPU")
+    if kind == "one_device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if gpus:
         return tf.distribute.MirroredStrategy()
     if num_cpu_replicas > 1:
@@ -34,6 +92,44 @@ def make_strategy(num_cpu_replicas: int = 1) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
+@dataclasses.dataclass(frozen=True)
+class Worker:
+    """This process's place in the job: which worker, of how many, and
+    whether it is the chief (the one that writes the run directory)."""
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def is_chief(self) -> bool:
+        return self.index == 0
+
+    def label(self) -> str:
+        return f"[worker {self.index}/{self.count}]" if self.count > 1 else ""
+
+
+def worker_of(strategy: tf.distribute.Strategy) -> Worker:
+    """The `Worker` of this process under `strategy` (index 0 of 1 off a cluster).
+
+    Workers are numbered as MultiWorkerMirroredStrategy numbers them: the
+    chief (if the cluster has one) first, then "worker" 0, 1, ...
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or not resolver:
+        return Worker()
+    spec = resolver.cluster_spec().as_dict()
+    chiefs = len(spec.get("chief", []))
+    count = chiefs + len(spec.get("worker", []))
+    task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
+    index = task_id if task_type == "chief" else chiefs + task_id
+    return Worker(index, count)
+
+
+def local_replicas(strategy: tf.distribute.Strategy) -> int:
+    """Replicas on this host (all of them off a cluster)."""
+    return len(strategy.extended.worker_devices)
+
+
 def per_replica_batch_size(
     global_batch_size: int, num_replicas: int, gradient_accumulation_steps: int
 ) -> int:
@@ -49,10 +145,12 @@ def per_replica_batch_size(
 
 
 def host_input_context(strategy: tf.distribute.Strategy) -> tf.distribute.InputContext:
-    """The InputContext of this host's input pipeline (one pipeline per host)."""
+    """The InputContext of this host's input pipeline: one pipeline per worker,
+    numbered as `worker_of` numbers the workers."""
+    worker = worker_of(strategy)
     return tf.distribute.InputContext(
-        num_input_pipelines=1,
-        input_pipeline_id=0,
+        num_input_pipelines=worker.count,
+        input_pipeline_id=worker.index,
         num_replicas_in_sync=strategy.num_replicas_in_sync,
     )
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from m3bert_tf import runs
 from m3bert_tf.progress import Progress
-from m3bert_tf.train.checkpoints import LossGuard, open_checkpoints
+from m3bert_tf.train.checkpoints import LossGuard, WorkerCheckpoints, open_checkpoints
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Session:
 
     run: runs.RunDir
     iterator: object
-    manager: tf.train.CheckpointManager
+    manager: WorkerCheckpoints
     step: int
     train_writer: object
     eval_writer: object
@@ -96,8 +96,9 @@ def open_session(
             + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items())
         )
     manager = open_checkpoints(
-        run.file(runs.CHECKPOINTS_DIR), config["keep_checkpoints"], objects, log
-    )
+        run.file(runs.CHECKPOINTS_DIR), config["keep_checkpoints"], objects, log,
+        run.is_chief(),
+    )  # fmt: skip
     step = step_of()
     iterator = make_stream().seek(step)
     return Session(

@@ -174,11 +174,13 @@ class Trainer:
 
     @tf.function
     def train_step(self, iterator):
-        # One batch per replica from the host pipeline (see run_pretrain for
-        # why this is not a tf.distribute iterator).
-        batches = [next(iterator) for _ in range(self.num_replicas)]
+        # One batch per local replica from this host's pipeline (see
+        # _pretrain for why this is not a tf.distribute iterator); replicas
+        # are numbered across workers, the local ones consecutively.
+        local = distribute.local_replicas(self.strategy)
+        batches = [next(iterator) for _ in range(local)]
         per_replica = self.strategy.experimental_distribute_values_from_function(
-            lambda ctx: batches[ctx.replica_id_in_sync_group]
+            lambda ctx: batches[ctx.replica_id_in_sync_group % local]
         )
         metrics = self.strategy.run(self._replica_step, args=(per_replica,))
         # Every replica holds the same all-reduced values.
@@ -277,6 +279,25 @@ def resolve_input_spec(config: PretrainConfig, run: runs.RunDir) -> dict:
     return runs.input_spec(feature_spec, config.normalization, stats)
 
 
+def _log_worker_files(data: str, worker: distribute.Worker, log) -> None:
+    files = shards.list_shards(data)
+    if pipeline.shards_by_record(len(files), worker.count):
+        log(
+            f"warning: data has {len(files)} shard file(s) for {worker.count} workers: "
+            "every worker reads all of them and keeps every "
+            f"{worker.count}th example (write more, smaller shards: bin/extract --shard_size)"
+        )
+        return
+    mine = pipeline.pipeline_files(files, worker.count, worker.index)
+    names = [f.rsplit("/", 1)[-1] for f in mine]
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    log(f"reads {len(mine)} of {len(files)} shard files: {shown}")
+
+
+class WorkerLost(RuntimeError):
+    """A worker of a multi-worker run stopped (killed, preempted, unreachable)."""
+
+
 def run_pretrain(config: PretrainConfig, flags_text: str = "", log=None) -> dict:
     """Trains (or resumes) to `config.train_steps`; returns the final results.
 
@@ -284,17 +305,39 @@ def run_pretrain(config: PretrainConfig, flags_text: str = "", log=None) -> dict
       runs.ConfigMismatch: `model_dir` holds a run with another config, or the
         data is of another feature spec than the run's.
       locks.DirectoryInUse: another job is running in `model_dir`.
+      WorkerLost: under multi-worker, another worker stopped.
       FloatingPointError: the loss became NaN or infinite (nothing is saved
         after the last good checkpoint).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    run = runs.RunDir(config.model_dir)
-    with run.lock(lambda msg: log(f"pretrain: {msg}")):
-        return _pretrain(config, run, flags_text, log)
+    strategy = distribute.make_strategy(
+        config.strategy, config.num_cpu_replicas, config.tpu
+    )
+    worker = distribute.worker_of(strategy)
+    job = f"pretrain{worker.label()}"
+    run = runs.RunDir(config.model_dir, lambda: worker.is_chief)
+    with run.lock(lambda msg: log(f"{job}: {msg}")):
+        try:
+            return _pretrain(
+                config, strategy, run, flags_text, lambda msg: log(f"{job}: {msg}")
+            )
+        except (tf.errors.UnavailableError, tf.errors.CancelledError) as e:
+            if worker.count == 1:
+                raise
+            lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+            told = [x for x in lines if "aborted" in x or "onnection" in x]
+            reason = (told or lines or [type(e).__name__])[0][:160]
+            raise WorkerLost(
+                f"{job}: a worker of the cluster stopped ({reason}). Start every worker "
+                "again with the same command: all resume from the last checkpoint in "
+                f"{run.file(runs.CHECKPOINTS_DIR)}"
+            ) from None
 
 
-def _pretrain(config: PretrainConfig, run: runs.RunDir, flags_text: str, log) -> dict:
-    strategy = distribute.make_strategy(config.num_cpu_replicas)
+def _pretrain(
+    config: PretrainConfig, strategy, run: runs.RunDir, flags_text: str, log
+) -> dict:
+    worker = distribute.worker_of(strategy)
     inputs = resolve_input_spec(config, run)
     stats = inputs["stats"]
 
@@ -308,12 +351,17 @@ def _pretrain(config: PretrainConfig, run: runs.RunDir, flags_text: str, log) ->
     # iterator (each replica gets its own batch), and it is addressed by
     # position: a resumed run starts it at step x global batch, and no input
     # buffer goes into a checkpoint.
+    # Under multi-worker each worker builds its own pipeline from its
+    # InputContext (files sharded by worker) and reads global batch / workers
+    # examples a step, so a resumed run starts each at step x that.
     data_config = pipeline_config(config, trainer.batch_size, stats=stats)
     context = distribute.host_input_context(strategy)
     stream = DatasetStream(
         lambda start: pipeline.make_pretrain_dataset(data_config, True, context, start),
-        config.global_batch_size,
+        config.global_batch_size // worker.count,
     )
+    if worker.count > 1:
+        _log_worker_files(config.data, worker, log)
     eval_dataset = make_eval_dataset(
         config, trainer.batch_size * trainer.num_replicas, stats
     )
@@ -321,13 +369,14 @@ def _pretrain(config: PretrainConfig, run: runs.RunDir, flags_text: str, log) ->
         "pretrain", run, dataclasses.asdict(config), flags_text, PRETRAIN_MAY_CHANGE,
         {"model": trainer.model, "optimizer": trainer.optimizer,
          "random": random_states(trainer.model)}, lambda: stream,
-        lambda: int(trainer.optimizer.iterations.numpy()), lambda msg: log(f"pretrain: {msg}"),
+        lambda: int(trainer.optimizer.iterations.numpy()), log,
     )  # fmt: skip
     run.write_json(runs.INPUT_SPEC_NAME, inputs)
     if trainer.precision_warning:
-        log(f"pretrain: warning: {trainer.precision_warning}")
+        log(f"warning: {trainer.precision_warning}")
+    where = f" on {worker.count} workers" if worker.count > 1 else ""
     log(
-        f"pretrain: {strategy.num_replicas_in_sync} replica(s), per-replica batch "
+        f"{strategy.num_replicas_in_sync} replica(s){where}, per-replica batch "
         f"{trainer.batch_size} x {config.gradient_accumulation_steps} accumulation = global "
         f"{config.global_batch_size}, {trainer.policy or 'float32'} "
         f"(mixed_precision={config.mixed_precision}); step {session.step} of {config.train_steps}"
@@ -347,7 +396,7 @@ def _pretrain(config: PretrainConfig, run: runs.RunDir, flags_text: str, log) ->
         if last_eval:
             _write_eval(eval_writer, step, last_eval)
             log(
-                f"pretrain: eval at step {step}: masked Huber {last_eval['loss_total']:.4f}, "
+                f"eval at step {step}: masked Huber {last_eval['loss_total']:.4f}, "
                 f"predict-zero {last_eval['zero_loss_total']:.4f} "
                 f"(ratio {last_eval['loss_vs_zero']:.3f})"
             )
@@ -356,7 +405,9 @@ def _pretrain(config: PretrainConfig, run: runs.RunDir, flags_text: str, log) ->
     cadence = Cadence(
         config.train_steps, config.log_every, config.checkpoint_every, config.eval_every
     )
-    result = run_loop("pretrain", session, cadence, trainer.train_step, evaluate, on_log)
+    result = run_loop(
+        f"pretrain{worker.label()}", session, cadence, trainer.train_step, evaluate, on_log
+    )
     if not result.evaluated_at_end:  # resumed at the last step: evaluate what was restored
         last_eval.update(trainer.evaluate(eval_dataset))
     if run.is_chief():

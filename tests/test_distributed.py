@@ -1,0 +1,128 @@
+"""Multi-worker pretraining on real worker processes (127.0.0.1, TF_CONFIG)."""
+
+import glob
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, run_bin, user_env
+
+pytestmark = pytest.mark.slow
+
+TINY = os.path.join(ROOT, "configs", "tiny.flags")
+
+
+def free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def start_workers(flags, log_dir, tag):
+    """Two bin/pretrain workers of one cluster; each with its own TMPDIR."""
+    addresses = [f"127.0.0.1:{p}" for p in free_ports(2)]
+    procs = []
+    for i in range(2):
+        tmp = os.path.join(log_dir, f"tmp-{tag}-{i}")
+        os.makedirs(tmp, exist_ok=True)
+        tf_config = {
+            "cluster": {"worker": addresses},
+            "task": {"type": "worker", "index": i},
+        }
+        env = {**user_env(), "TF_CONFIG": json.dumps(tf_config), "TMPDIR": tmp}
+        log = open(os.path.join(log_dir, f"{tag}-{i}.log"), "w")
+        procs.append(
+            subprocess.Popen(run_bin("pretrain", *flags), env=env, stdout=log, stderr=log)
+        )
+    return procs
+
+
+def logs(log_dir, tag):
+    return [open(os.path.join(log_dir, f"{tag}-{i}.log")).read() for i in range(2)]
+
+
+def run_flags(shards, model_dir, steps, **extra):
+    flags = {
+        "flagfile": TINY, "data": shards, "model_dir": model_dir, "train_steps": steps,
+        "max_frames": 64, "log_every": 1, "checkpoint_every": 3, "eval_every": 0,
+        "eval_batches": 1, "holdout_percent": 0, **extra,
+    }  # fmt: skip
+    return [f"--{k}={v}" for k, v in flags.items()]
+
+
+def test_two_workers_train_like_two_replicas_of_one_process(corpus_shards, tmp_path):
+    model_dir = str(tmp_path / "run")
+    flags = run_flags(corpus_shards, model_dir, 6)
+    procs = start_workers(flags, str(tmp_path), "run")
+    twin = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "multi_worker_twin.py"), *flags],
+        env=user_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    codes = [p.wait(timeout=300) for p in procs]
+    chief, other = logs(str(tmp_path), "run")
+    assert codes == [0, 0], chief[-2000:] + other[-2000:]
+    assert twin.returncode == 0, twin.stderr[-3000:]
+
+    # Each worker read its own shards, together all of them.
+    read = [
+        set(re.search(r"shard files: (.*)", text).group(1).split(", "))
+        for text in (chief, other)
+    ]
+    every = {os.path.basename(p) for p in glob.glob(f"{corpus_shards}/*.tfrecord")}
+    assert read[0] and read[1] and not read[0] & read[1] and read[0] | read[1] == every
+
+    # The same steps as one process with two replicas fed the same batches.
+    results = json.load(open(os.path.join(model_dir, "results.json")))
+    losses = json.loads(twin.stdout.strip().splitlines()[-1])["losses"]
+    assert results["step"] == 6 and results["num_replicas"] == 2
+    assert results["train"]["loss"] == pytest.approx(losses[-1], rel=1e-4)
+    assert losses[-1] < losses[0]
+
+    # Only the chief wrote: one set of checkpoints, the other's scratch removed.
+    assert sorted(os.listdir(model_dir)) == sorted(
+        [".m3bert.lock", "checkpoints", "config.json", "encoder.keras", "eval", "flags.txt",
+         "input_spec.json", "results.json", "train"]
+    )  # fmt: skip
+    assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == sorted(
+        ["checkpoint"] + [f"ckpt-{s}.{x}" for s in (3, 6)
+                          for x in ("index", "data-00000-of-00001")]
+    )  # fmt: skip
+    assert os.listdir(tmp_path / "tmp-run-1") == []
+
+
+def test_a_killed_worker_resumes_with_the_cluster_from_the_checkpoint(
+    corpus_shards, tmp_path
+):
+    model_dir = str(tmp_path / "run")
+    flags = run_flags(corpus_shards, model_dir, 100, checkpoint_every=10, log_every=10)
+    chief, other = start_workers(flags, str(tmp_path), "first")
+    deadline = time.monotonic() + 240
+    while not glob.glob(f"{model_dir}/checkpoints/ckpt-*.index"):
+        assert time.monotonic() < deadline and chief.poll() is None
+        time.sleep(0.05)
+    other.kill()
+    assert chief.wait(timeout=120) == 1  # its collective fails: it stops, saying why
+    assert "a worker of the cluster stopped" in logs(str(tmp_path), "first")[0]
+    saved = max(
+        int(p.split("ckpt-")[1].split(".")[0])
+        for p in glob.glob(f"{model_dir}/checkpoints/ckpt-*.index")
+    )
+    assert saved < 100
+
+    procs = start_workers(flags, str(tmp_path), "again")
+    codes = [p.wait(timeout=300) for p in procs]
+    texts = logs(str(tmp_path), "again")
+    assert codes == [0, 0], texts[0][-2000:] + texts[1][-2000:]
+    for text in texts:
+        assert f"resumed from {model_dir}/checkpoints/ckpt-{saved}" in text
+        assert f"step {saved} of 100" in text
+    assert json.load(open(os.path.join(model_dir, "results.json")))["step"] == 100
