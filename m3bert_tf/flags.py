@@ -233,6 +233,11 @@ def define_pretrain_flags(with_paths: bool = True) -> None:
     flags.DEFINE_string(
         "tpu", "", "--strategy=tpu: the TPU's name or grpc:// address; empty = local."
     )
+    flags.DEFINE_string(
+        "data_service", "",
+        "grpc://host:port of a tf.data service dispatcher (bin/data_service): the "
+        "pipeline's parse/crop/mask/batch runs on its workers.",
+    )  # fmt: skip
     flags.DEFINE_integer(
         "num_cpu_replicas", 1, "With no GPU: logical CPU devices for MirroredStrategy."
     )
@@ -273,6 +278,7 @@ def pretrain_config_from_flags(**paths):
         xla=FLAGS.xla,
         strategy=FLAGS.strategy,
         tpu=FLAGS.tpu,
+        data_service=FLAGS.data_service,
         num_cpu_replicas=FLAGS.num_cpu_replicas,
         checkpoint_every=FLAGS.checkpoint_every,
         keep_checkpoints=FLAGS.keep_checkpoints,

@@ -1,10 +1,11 @@
 """The pre-training input pipeline (TensorFlow, no Keras).
 
     shard files -> shard across input pipelines -> per pass: a permutation of
-      the files, read 8 at a time (interleaved) -> hold out tracks
-      -> permute each window of `shuffle_buffer` examples -> parse
-      -> crop/pad -> mask -> batch (per replica)
-      -> [batch again for gradient accumulation] -> prefetch
+      the files, cut in groups of 8 (units) -> per unit: its files read
+      interleaved -> hold out tracks -> permute each window of
+      `shuffle_buffer` examples -> parse -> crop/pad -> mask
+      -> batch (per replica) -> [batch again for gradient accumulation]
+      -> [tf.data service] -> prefetch
 
 Each element is `(inputs, targets, masks)`:
   inputs  {"features": [B, T, 324] float32 masked, "padding_mask": [B, T] bool}
@@ -16,12 +17,13 @@ with T = max_frames. With gradient accumulation every tensor gets a leading
 [accumulation_steps] axis.
 
 The training stream is addressed by position: the file order of pass e, the
-permutation of window j and each example's crop and masks all draw from
-stateless seeds ((seed, e), (seed, e, j), (seed, position)), and every
-shard's count of training examples is known from its index. So
+permutation of window j of group g and each example's crop and masks all
+draw from stateless seeds ((seed, e), (seed, e, g, j), (seed, position)),
+and every shard's count of training examples is known from its index. So
 `make_pretrain_dataset(config, start=p)` begins exactly at example p of the
 stream, reading at most one group of files to get there, and a checkpoint
-needs only the step, not the input's buffers.
+needs only the step, not the input's buffers. Units are independent of
+each other, so tf.data service workers can each take whole units.
 """
 
 import dataclasses
@@ -66,6 +68,16 @@ class PipelineConfig:
     seed: int = 0
     normalization: str = "track"
     normalization_stats: dict | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DataService:
+    """Where the training pipeline runs: a tf.data service dispatcher
+    ("grpc://host:port") and the job name its workers serve (one per input
+    pipeline and start, so a resumed run starts a new job)."""
+
+    address: str
+    job_name: str
 
 
 def is_heldout(serialized, holdout_percent):
@@ -154,66 +166,87 @@ def _file_order(num_files: int, seed, epoch):
     return tf.argsort(tf.random.stateless_uniform([num_files], key))
 
 
-def _epoch_stream(files, epoch, config, first_group=0, skip=0, first_window=0):
-    """The serialized training examples of one pass, from group `first_group`
-    of its file order on, less `skip` examples, windows numbered from
-    `first_window`."""
-    group = min(len(files), GROUP_FILES)
-    ordered = tf.gather(tf.constant(files), _file_order(len(files), config.seed, epoch))
-    ds = tf.data.Dataset.from_tensor_slices(ordered[first_group * group :]).batch(group)
-    ds = ds.flat_map(
-        lambda names: tf.data.Dataset.from_tensor_slices(names).interleave(
-            tf.data.TFRecordDataset,
-            cycle_length=group,
-            block_length=1,
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
+class _Units:
+    """The training stream cut into units: unit u is group g of pass e
+    (u = e x groups + g), the group being `GROUP_FILES` consecutive files of
+    the pass's file order. A unit's examples are its files interleaved, the
+    held-out tracks dropped, each window of `shuffle_buffer` permuted; its
+    first example is at stream position `start(u)`. Units are independent,
+    which lets tf.data service hand them to its workers (dynamic sharding)."""
+
+    def __init__(self, files: list[str], config: PipelineConfig):
+        self.files, self.config = files, config
+        self.counts = training_counts(files, config.holdout_percent)
+        self.per_pass = sum(self.counts)
+        self.group = min(len(files), GROUP_FILES)
+        self.groups = -(-len(files) // self.group)
+
+    def group_counts(self, epoch):
+        """[groups] int64: training examples per group of pass `epoch`."""
+        order = _file_order(len(self.files), self.config.seed, epoch)
+        counts = tf.gather(tf.constant(self.counts, tf.int64), order)
+        padded = tf.pad(counts, [[0, self.groups * self.group - len(self.files)]])
+        return tf.reduce_sum(tf.reshape(padded, [self.groups, self.group]), axis=1)
+
+    def examples(self, unit):
+        """(position, serialized) of unit `unit`'s training examples."""
+        config, unit = self.config, tf.cast(unit, tf.int64)
+        epoch, g = unit // self.groups, unit % self.groups
+        order = _file_order(len(self.files), config.seed, epoch)
+        names = tf.gather(tf.constant(self.files), order)[
+            g * self.group : (g + 1) * self.group
+        ]
+        ds = tf.data.Dataset.from_tensor_slices(names).interleave(
+            tf.data.TFRecordDataset, cycle_length=self.group, block_length=1,
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         )  # fmt: skip
-    )
-    ds = ds.filter(lambda s: tf.logical_not(is_heldout(s, config.holdout_percent))).skip(
-        skip
-    )
+        ds = ds.filter(lambda s: tf.logical_not(is_heldout(s, config.holdout_percent)))
 
-    def permute(j, window):
-        key = tf.stack([tf.constant(config.seed + 1, tf.int64), tf.cast(epoch, tf.int64)])
-        key = tf.random.experimental.stateless_fold_in(key, j)
-        order = tf.argsort(tf.random.stateless_uniform([tf.shape(window)[0]], key))
-        return tf.gather(window, order)
+        def permute(j, window):
+            key = tf.stack([tf.constant(config.seed + 1, tf.int64), epoch])
+            key = tf.random.experimental.stateless_fold_in(key, g)
+            key = tf.random.experimental.stateless_fold_in(key, j)
+            order = tf.argsort(tf.random.stateless_uniform([tf.shape(window)[0]], key))
+            return tf.gather(window, order)
 
-    windows = ds.batch(config.shuffle_buffer).enumerate(start=first_window)
-    return windows.map(permute).unbatch()
+        ds = ds.batch(config.shuffle_buffer).enumerate().map(permute).unbatch()
+        first = epoch * self.per_pass + tf.reduce_sum(self.group_counts(epoch)[:g])
+        return ds.enumerate().map(lambda k, s: (first + k, s))
+
+    def first_unit(self, position: int) -> int:
+        """The unit holding stream position `position`."""
+        epoch, offset = divmod(position, self.per_pass)
+        counts = self.group_counts(epoch).numpy()
+        g = 0
+        while g < self.groups - 1 and offset >= counts[g]:
+            offset -= counts[g]
+            g += 1
+        return epoch * self.groups + g
+
+
+def positioned_stream(
+    files: list[str], config: PipelineConfig, start: int, passes: int | None = None
+) -> tf.data.Dataset:
+    """(position, serialized) of the training stream from position `start`:
+    endless, or `passes` passes over the data (tests). Its source is the
+    range of unit numbers, so tf.data service's dynamic sharding splits it
+    by unit."""
+    units = _Units(files, config)
+    if units.per_pass == 0:
+        raise DataError(
+            f"data={config.data}: every example is held out (holdout_percent="
+            f"{config.holdout_percent}); nothing to train on"
+        )
+    end = units.groups * passes if passes else 2**62
+    ds = tf.data.Dataset.range(units.first_unit(start), end).flat_map(units.examples)
+    return ds.filter(lambda p, s: p >= start)
 
 
 def training_stream(
     files: list[str], config: PipelineConfig, start: int
 ) -> tf.data.Dataset:
     """Serialized training examples from position `start` of the endless stream."""
-    counts = training_counts(files, config.holdout_percent)
-    per_pass = sum(counts)
-    if per_pass == 0:
-        raise DataError(
-            f"data={config.data}: every example is held out (holdout_percent="
-            f"{config.holdout_percent}); nothing to train on"
-        )
-    epoch, offset = divmod(start, per_pass)
-    window, within = divmod(offset, config.shuffle_buffer)
-    to_skip = window * config.shuffle_buffer  # examples before the window, this pass
-    group = min(len(files), GROUP_FILES)
-    order = _file_order(len(files), config.seed, epoch).numpy()
-    first_group = 0
-    while True:
-        in_group = sum(
-            counts[i] for i in order[first_group * group : (first_group + 1) * group]
-        )
-        if to_skip < in_group:
-            break
-        to_skip -= in_group
-        first_group += 1
-    first = _epoch_stream(files, epoch, config, first_group, to_skip, window)
-    rest = tf.data.Dataset.range(epoch + 1, 2**62).flat_map(
-        lambda e: _epoch_stream(files, e, config)
-    )
-    return first.concatenate(rest).skip(within)
+    return positioned_stream(files, config, start).map(lambda p, s: s)
 
 
 def shards_by_record(num_files: int, num_pipelines: int) -> bool:
@@ -231,7 +264,12 @@ def pipeline_files(files: list[str], num_pipelines: int, index: int) -> list[str
 
 
 def make_pretrain_dataset(
-    config: PipelineConfig, training: bool = True, input_context=None, start: int = 0
+    config: PipelineConfig,
+    training: bool = True,
+    input_context=None,
+    start: int = 0,
+    service: DataService | None = None,
+    passes: int | None = None,
 ) -> tf.data.Dataset:
     """The batched dataset for one input pipeline.
 
@@ -246,6 +284,11 @@ def make_pretrain_dataset(
       start: training only: the first example of this pipeline's stream
         (examples it consumed before; a resumed run passes step x global
         batch / pipelines).
+      service: training only: run everything up to the batches on these
+        tf.data service workers, each taking whole units of the stream
+        (dynamic sharding: every example once, in an order that depends on
+        which worker answers first; with one worker, the local order).
+      passes: training only: stop after this many passes (None = endless).
     """
     pipelines, index = 1, 0
     if input_context is not None:
@@ -257,13 +300,11 @@ def make_pretrain_dataset(
     by_record = shards_by_record(len(list_shards(config.data)), pipelines)
     if training:
         if by_record:  # every pipeline reads every file and keeps every Nth example
-            ds = training_stream(files, config, start * pipelines + index).shard(
-                pipelines, 0
-            )
-        else:
-            ds = training_stream(files, config, start)
-        # Crop and mask seeds from a position unique across pipelines.
-        ds = ds.enumerate(start=start).map(lambda p, s: (p * pipelines + index, s))
+            ds = positioned_stream(files, config, start * pipelines + index, passes)
+            ds = ds.filter(lambda p, s: p % pipelines == index)
+        else:  # crop and mask seeds from a position unique across pipelines
+            ds = positioned_stream(files, config, start, passes)
+            ds = ds.map(lambda p, s: (p * pipelines + index, s))
     else:
         ds = tf.data.Dataset.from_tensor_slices(files).interleave(
             tf.data.TFRecordDataset, cycle_length=min(len(files), GROUP_FILES),
@@ -278,4 +319,12 @@ def make_pretrain_dataset(
     ds = ds.batch(config.batch_size, drop_remainder=training)
     if config.accumulation_steps > 1:
         ds = ds.batch(config.accumulation_steps, drop_remainder=True)
+    if training and service is not None:
+        ds = ds.apply(
+            tf.data.experimental.service.distribute(
+                processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
+                service=service.address,
+                job_name=service.job_name,
+            )
+        )
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -75,6 +75,9 @@ class PretrainConfig:
         mirrored), "mirrored", "multi_worker", "one_device" or "tpu"
         (`distribute.make_strategy`).
       tpu: the TPU to use under strategy=tpu ("" = the local one).
+      data_service: "grpc://host:port" of a tf.data service dispatcher
+        (bin/data_service): the training pipeline up to the batches runs on
+        its workers ("" = in this process).
       num_cpu_replicas: with no GPU, split the CPU into this many logical
         devices (mirrored; exercises the distributed path).
       checkpoint_every, keep_checkpoints: checkpoint cadence and retention.
@@ -101,6 +104,7 @@ class PretrainConfig:
     xla: bool = False
     strategy: str = "auto"
     tpu: str = ""
+    data_service: str = ""
     num_cpu_replicas: int = 1
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
@@ -123,6 +127,10 @@ class PretrainConfig:
             )
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.data_service and "://" not in self.data_service:
+            raise ValueError(
+                f"data_service must be grpc://host:port, got {self.data_service!r}"
+            )
         if self.mixed_precision not in PRECISIONS:
             raise ValueError(
                 f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}"
@@ -145,7 +153,7 @@ class PretrainConfig:
 PRETRAIN_MAY_CHANGE = (
     "train_steps", "data", "eval_data", "checkpoint_every", "keep_checkpoints", "eval_every",
     "eval_batches", "log_every", "mixed_precision", "xla", "num_cpu_replicas",
-    "gradient_accumulation_steps", "strategy", "tpu",
+    "gradient_accumulation_steps", "strategy", "tpu", "data_service",
 )  # fmt: skip
 
 

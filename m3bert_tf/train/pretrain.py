@@ -279,6 +279,19 @@ def resolve_input_spec(config: PretrainConfig, run: runs.RunDir) -> dict:
     return runs.input_spec(feature_spec, config.normalization, stats)
 
 
+def _service(config: PretrainConfig, run, worker, start: int):
+    """The tf.data service job of this input pipeline: one per run directory,
+    worker and start, so a resumed or restarted run starts a fresh job."""
+    if not config.data_service:
+        return None
+    import hashlib
+
+    run_key = hashlib.sha1(run.path.encode()).hexdigest()[:10]
+    return pipeline.DataService(
+        config.data_service, f"m3bert-pretrain-{run_key}-w{worker.index}-s{start}"
+    )
+
+
 def _log_worker_files(data: str, worker: distribute.Worker, log) -> None:
     files = shards.list_shards(data)
     if pipeline.shards_by_record(len(files), worker.count):
@@ -357,7 +370,9 @@ def _pretrain(
     data_config = pipeline_config(config, trainer.batch_size, stats=stats)
     context = distribute.host_input_context(strategy)
     stream = DatasetStream(
-        lambda start: pipeline.make_pretrain_dataset(data_config, True, context, start),
+        lambda start: pipeline.make_pretrain_dataset(
+            data_config, True, context, start, _service(config, run, worker, start)
+        ),
         config.global_batch_size // worker.count,
     )
     if worker.count > 1:
@@ -372,6 +387,18 @@ def _pretrain(
         lambda: int(trainer.optimizer.iterations.numpy()), log,
     )  # fmt: skip
     run.write_json(runs.INPUT_SPEC_NAME, inputs)
+    if config.data_service:
+        log(
+            f"input pipeline on the tf.data service at {config.data_service}: its workers "
+            "take whole units of the stream in the order they answer, so the example "
+            "order is not reproduced exactly"
+            + (
+                f"; resumed: the stream restarts at example {session.step} x "
+                f"{stream.examples_per_step} (re-seeded from the step)"
+                if session.step
+                else ""
+            )
+        )
     if trainer.precision_warning:
         log(f"warning: {trainer.precision_warning}")
     where = f" on {worker.count} workers" if worker.count > 1 else ""
