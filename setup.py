@@ -7,6 +7,11 @@ from setuptools import find_packages, setup
 with open("m3bert_tf/__init__.py") as f:
     version = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
 
+# bin/extract --runner=beam. Unconstrained, Beam moves protobuf to 6.x, which
+# TensorFlow 2.17 cannot import: the range keeps TensorFlow's (checked by
+# `pip check` in tests/test_beam.py).
+BEAM = ["apache-beam[tfrecord]==2.77.0", "protobuf>=3.20.3,<5"]
+
 setup(
     name="m3bert_tf",
     version=version,
@@ -23,6 +28,7 @@ setup(
         "bin/evaluate",
         "bin/correlate",
         "bin/demo",
+        "bin/data_service",
     ],  # fmt: skip
     python_requires=">=3.10",
     # Pinned together: only this set was checked to work.
@@ -60,8 +66,10 @@ setup(
             "jax[cpu]==0.5.3",
             "hearvalidator==2021.0.2",
             "torch==2.13.0",
+            *BEAM,
         ],  # fmt: skip
         # benchmarks/pretrain_bench.py's PyTorch twin (the CPU wheel).
         "bench": ["torch==2.13.0"],
+        "beam": BEAM,
     },
 )

@@ -186,6 +186,15 @@ def track_labels(genre, instrument, mode, info) -> dict:
     }
 
 
+def _write_audio(path, audio, sample_rate, subtype, block=1 << 16):
+    """soundfile.write, a block of frames at a time: libsndfile's Vorbis and
+    MP3 encoders crash (SIGSEGV) on one write of about a minute of audio."""
+    channels = 1 if audio.ndim == 1 else audio.shape[1]
+    with soundfile.SoundFile(path, "w", sample_rate, channels, subtype=subtype) as f:
+        for start in range(0, len(audio), block):
+            f.write(audio[start : start + block])
+
+
 def write_example_corpus(
     out_dir: str,
     num_tracks: int = 160,
@@ -230,7 +239,7 @@ def write_example_corpus(
             audio = np.stack([audio, 0.9 * audio], axis=1)
         track_id = f"track-{i:03d}"
         path = os.path.join(audio_dir, track_id + ext)
-        soundfile.write(path, audio, sample_rate, subtype=subtype)
+        _write_audio(path, audio, sample_rate, subtype)
         rows.append(
             {
                 "path": os.path.relpath(path, out_dir),

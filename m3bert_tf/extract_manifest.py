@@ -60,6 +60,8 @@ def build_manifest(config, spec, task_specs, finished, failures) -> dict:
             per_split = label_counts.setdefault(task, {})
             per_split[t["split"]] = per_split.get(t["split"], 0) + t["num_chunks"]
     frames = sum(t["num_frames"] for t in tracks)
+    # A track whose chunks lie in several shards (Beam decides) is listed in each.
+    unique = {(t["track_id"], t["source_path"]): t for t in tracks}
     return {
         "package": "m3bert_tf",
         "package_version": __version__,
@@ -71,11 +73,11 @@ def build_manifest(config, spec, task_specs, finished, failures) -> dict:
         "tasks": task_specs,
         "label_counts": label_counts,
         "counts": {
-            "tracks": len(tracks),
+            "tracks": len(unique),
             "chunks": sum(t["num_chunks"] for t in tracks),
             "frames": frames,
             "hours": round(frames / schema.FRAMES_PER_SECOND / 3600, 4),
-            "audio_hours": round(sum(t["duration_s"] for t in tracks) / 3600, 4),
+            "audio_hours": round(sum(t["duration_s"] for t in unique.values()) / 3600, 4),
             "failures": len(failures),
         },
         "normalization_stats": (
@@ -100,7 +102,8 @@ def summarize(manifest: dict) -> str:
     if run and run["seconds"] > 0 and run["audio_seconds"] > 0:
         lines.append(
             f"this run: {run['files']} files in {run['seconds']:.1f} s with "
-            f"{run['num_workers']} workers = {run['audio_seconds'] / run['seconds']:.0f}x "
+            f"{run.get('runner') or str(run['num_workers']) + ' workers'} = "
+            f"{run['audio_seconds'] / run['seconds']:.0f}x "
             f"real time ({run['audio_seconds'] / 3600 / run['seconds']:.4f} audio-h/s)"
         )
     for f in manifest["failures"]:

@@ -47,6 +47,16 @@ def define_extract_flags() -> None:
         "rwc_instrument: regex on the file name with a group named 'instrument'.",
     )  # fmt: skip
     flags.DEFINE_integer("split_seed", 0, "Seed of the 60/20/20 splits by track.")
+    flags.DEFINE_enum(
+        "runner", "local", ["local", "beam"],
+        "local: a process pool on this machine; beam: Apache Beam "
+        "(pip install 'm3bert_tf[beam]'; DirectRunner unless --beam_options names one).",
+    )  # fmt: skip
+    flags.DEFINE_string(
+        "beam_options", "",
+        'Beam pipeline options, e.g. "--runner=DataflowRunner --project=P --region=R '
+        '--temp_location=gs://B/tmp".',
+    )  # fmt: skip
     flags.mark_flags_as_required(["output_dir"])
 
 
@@ -56,6 +66,10 @@ def extract_config_from_flags():
 
     if bool(FLAGS.input) == bool(FLAGS.dataset):
         raise ValueError("give either --input, or --dataset with --dataset_root")
+    if FLAGS.runner == "beam" and FLAGS.strict:
+        raise ValueError("--strict stops at the first failure: only with --runner=local")
+    if FLAGS.beam_options and FLAGS.runner != "beam":
+        raise ValueError("--beam_options needs --runner=beam")
     if FLAGS.dataset and not FLAGS.dataset_root:
         raise ValueError(f"--dataset={FLAGS.dataset} needs --dataset_root")
     options = {"seed": FLAGS.split_seed}
