@@ -27,6 +27,8 @@ import os
 import numpy as np
 import soundfile
 
+from m3bert_tf import storage
+
 # style: (tempo range in bpm, grid steps per bar, {drum: grid steps hit})
 STYLES = {
     "ballad": ((60, 76), 16, {"kick": [0], "snare": [8]}),
@@ -250,11 +252,11 @@ def write_example_corpus(
                 **track_labels(genre, instrument, mode, info),
             }
         )
-    with open(os.path.join(out_dir, "metadata.csv"), "w", newline="") as f:
+    with storage.open(os.path.join(out_dir, "metadata.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    with open(os.path.join(out_dir, "manifest.csv"), "w", newline="") as f:
+    with storage.open(os.path.join(out_dir, "manifest.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "track_id", "split", "task", "label"])
         for row in rows:

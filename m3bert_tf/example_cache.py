@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from m3bert_tf import schema, windows
+from m3bert_tf import schema, storage, windows
 from m3bert_tf.progress import Progress
 
 SPLITS = ("train", "valid", "test")
@@ -347,7 +347,7 @@ def count_records(files: list[str]) -> int:
     counts = {}
     for d in {os.path.dirname(f) for f in files}:
         try:
-            with open(os.path.join(d, schema.MANIFEST_NAME)) as f:
+            with storage.open(os.path.join(d, schema.MANIFEST_NAME)) as f:
                 manifest = json.load(f)
         except (OSError, ValueError):
             continue

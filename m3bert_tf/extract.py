@@ -11,13 +11,13 @@ skipped. A file that cannot be used is reported in one line, appended to
 """
 
 import dataclasses
-import glob
 import json
 import multiprocessing
 import os
 import sys
+import tempfile
 
-from m3bert_tf import datasets, schema
+from m3bert_tf import datasets, schema, storage
 from m3bert_tf.datasets.base import AUDIO_EXTENSIONS, LoadResult, Problem, Track
 from m3bert_tf.encode import TrackProblem, featurize_track, label_vectors, serialize_track
 from m3bert_tf.extract_manifest import build_manifest, write_splits
@@ -77,8 +77,8 @@ def _unique_files(paths: list[str]) -> list[str]:
     symlinks, so a loop (dir/loop -> ..) would list every file again and again."""
     seen, out = set(), []
     for p in sorted(paths, key=lambda p: (p.count(os.sep), p)):  # shortest path wins
-        real = os.path.realpath(p)
-        if os.path.isfile(p) and real not in seen:
+        real = p if storage.is_url(p) else os.path.realpath(p)
+        if storage.isfile(p) and real not in seen:
             seen.add(real)
             out.append(p)
     return out
@@ -89,18 +89,18 @@ def find_tracks(config: ExtractConfig) -> LoadResult:
     spec = config.input
     if config.dataset:
         return datasets.load(config.dataset, spec, **config.dataset_options)
-    if spec.lower().endswith(".csv") and os.path.isfile(spec):
+    if spec.lower().endswith(".csv") and storage.isfile(spec):
         return datasets.load("csv", spec, **config.dataset_options)
-    if os.path.isdir(spec):
+    if storage.isdir(spec):
         paths = [
             os.path.join(d, name)
-            for d, _, names in os.walk(spec)
+            for d, _, names in storage.walk(spec)
             for name in names
             if name.lower().endswith(AUDIO_EXTENSIONS)
         ]
         root = spec
     else:
-        paths = _unique_files(glob.glob(spec, recursive=True))
+        paths = _unique_files(storage.glob(spec, recursive=True))
         root = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else ""
     if not paths:
         raise FileNotFoundError(f"input={spec}: no audio files found")
@@ -138,8 +138,8 @@ def _featurize_in_worker(job: tuple[Track, dict]):
 
 def _read_failures(path: str) -> list[dict]:
     out = []
-    if os.path.exists(path):
-        with open(path) as f:
+    if storage.exists(path):
+        with storage.open(path) as f:
             for line in f:
                 try:
                     out.append(json.loads(line))
@@ -153,8 +153,8 @@ def _check_same(output_dir: str, name: str, value: dict, advice: str) -> None:
     from m3bert_tf.data.shards import write_json_atomic
 
     path = os.path.join(output_dir, name)
-    if os.path.exists(path):
-        with open(path) as f:
+    if storage.exists(path):
+        with storage.open(path) as f:
             old = json.load(f)
         if old != json.loads(json.dumps(value)):
             if old.get("version", value.get("version")) != value.get("version"):
@@ -189,19 +189,29 @@ class _Failures:
     """failures.jsonl, appended one structured problem per line as they happen."""
 
     def __init__(self, path: str, log):
-        self.file = open(path, "a")
+        self.path, self.lines = path, []
+        if storage.is_url(path):  # object stores cannot append: rewritten whole
+            self.lines = [json.dumps(r) for r in _read_failures(path)]
+            self.file = None
+        else:
+            self.file = storage.open(path, "a")
         self.log = log
         self.new: list[dict] = []
 
     def add(self, problem: Problem) -> None:
         record = problem.to_json()
         self.log(f"extract: skipped {record['reason']}")
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        if self.file is None:
+            self.lines.append(json.dumps(record))
+            storage.write_atomic(self.path, "".join(x + "\n" for x in self.lines))
+        else:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
         self.new.append(record)
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def run_extract(config: ExtractConfig, log=None) -> dict:
@@ -237,7 +247,7 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
     failures_path = os.path.join(config.output_dir, FAILURES_NAME)
     old_failures = _read_failures(failures_path)
     if config.retry_failed and old_failures:
-        os.remove(failures_path)
+        storage.remove(failures_path)
         old_failures = []
     done = {t["source_path"] for s in finished for t in s["tracks"]}
     done |= {f["path"] for f in old_failures}
@@ -254,6 +264,10 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
             jobs.append((track, label_vectors(track, loaded.specs)))
         except TrackProblem as e:
             failures.add(e.problem)
+    # Features wait in a local file between the passes: the output dir when
+    # it is on this machine (a killed run's debris is removed with its
+    # shards'), else the temporary directory.
+    spill_dir = storage.local_path(config.output_dir) or tempfile.gettempdir()
     num_workers = config.num_workers or os.cpu_count() or 1
     num_workers = max(1, min(num_workers, len(jobs)))
     audio_seconds = 0.0
@@ -261,13 +275,13 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
     writer, pool = None, None
     try:
         if num_workers == 1:
-            _init_worker(config.features, config.output_dir)
+            _init_worker(config.features, spill_dir)
             results = (_featurize_in_worker(j) for j in jobs)
         else:
             pool = multiprocessing.get_context("spawn").Pool(
                 num_workers,
                 initializer=_init_worker,
-                initargs=(config.features, config.output_dir),
+                initargs=(config.features, spill_dir),
             )
             # In input order, so the shards are the same for any worker count
             # (workers run ahead; only the writing waits).

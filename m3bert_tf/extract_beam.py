@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 
-from m3bert_tf import schema
+from m3bert_tf import schema, storage
 from m3bert_tf.encode import TrackProblem, encode_track
 from m3bert_tf.extract import (
     FAILURES_NAME,
@@ -164,8 +164,8 @@ def _run_beam(config: ExtractConfig, tracks, specs, staging: str, beam_options: 
 
 def _read_lines(pattern: str) -> list[dict]:
     out = []
-    for path in sorted(glob.glob(pattern)):
-        with open(path) as f:
+    for path in storage.glob(pattern):
+        with storage.open(path) as f:
             out.extend(json.loads(line) for line in f if line.strip())
     return out
 

@@ -4,9 +4,10 @@ summary lines it prints."""
 
 import csv
 import datetime
+import io
 import os
 
-from m3bert_tf import __version__, schema
+from m3bert_tf import __version__, schema, storage
 from m3bert_tf.datasets.base import Track
 
 SPLITS_NAME = "splits.csv"
@@ -20,17 +21,16 @@ def write_splits(output_dir: str, tracks: list[Track]) -> None:
     """
     path = os.path.join(output_dir, SPLITS_NAME)
     rows = {}
-    if os.path.exists(path):
-        with open(path, newline="") as f:
+    if storage.exists(path):
+        with storage.open(path, newline="") as f:
             rows = {r["path"]: r for r in csv.DictReader(f)}
     for t in tracks:
         rows[t.path] = {"track_id": t.track_id, "split": t.split, "path": t.path}
-    tmp = path + schema.TMP_SUFFIX
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["track_id", "split", "path"])
-        writer.writeheader()
-        writer.writerows(sorted(rows.values(), key=lambda r: (r["track_id"], r["path"])))
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["track_id", "split", "path"])
+    writer.writeheader()
+    writer.writerows(sorted(rows.values(), key=lambda r: (r["track_id"], r["path"])))
+    storage.write_atomic(path, text.getvalue(), schema.TMP_SUFFIX)
 
 
 def build_manifest(config, spec, task_specs, finished, failures) -> dict:

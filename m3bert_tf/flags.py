@@ -139,16 +139,17 @@ def finetune_config_from_flagfile(path: str, **fields):
     import dataclasses
     import os
 
+    from m3bert_tf import storage
     from m3bert_tf.train.configs import FinetuneConfig
 
     types = {f.name: f.type for f in dataclasses.fields(FinetuneConfig)}
     values = {}
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if not os.path.exists(path) and os.path.exists(os.path.join(repo, path)):
+    if not storage.exists(path) and os.path.exists(os.path.join(repo, path)):
         path = os.path.join(repo, path)
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise ValueError(f"finetune_flagfile={path}: no such file")
-    with open(path) as f:
+    with storage.open(path) as f:
         for line in f:
             line = line.strip()
             if not line.startswith("--"):

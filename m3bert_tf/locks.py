@@ -4,7 +4,8 @@
         ...   # a second job on the same directory is refused at once
 
 The lock is `fcntl.flock` on `<dir>/.m3bert.lock`, which holds the holder's
-pid. The kernel drops it when the holder dies, so a lock left by a killed
+pid (local directories and file:// URLs; an object store such as gs:// has
+no file locks: the job says so and goes on unlocked). The kernel drops it when the holder dies, so a lock left by a killed
 run is taken over by the next one (and said so); a live holder's is never
 broken.
 """
@@ -39,8 +40,17 @@ class DirectoryLock:
         return os.path.join(self.directory, LOCK_NAME)
 
     def acquire(self) -> "DirectoryLock":
-        os.makedirs(self.directory, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        from m3bert_tf import storage
+
+        local = storage.local_path(self.directory)
+        if local is None:  # gs://, s3://...: no file locks on object stores
+            storage.makedirs(self.directory)
+            self.log(
+                f"{self.directory} is remote: not locked (run one job on it at a time)"
+            )
+            return self
+        os.makedirs(local, exist_ok=True)
+        fd = os.open(os.path.join(local, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -26,12 +26,11 @@ on every worker but one in multi-worker training.
 """
 
 import dataclasses
-import glob
 import json
 import os
 from collections.abc import Callable
 
-from m3bert_tf import schema
+from m3bert_tf import schema, storage
 
 CONFIG_NAME = "config.json"
 FLAGS_NAME = "flags.txt"
@@ -73,12 +72,7 @@ def config_changes(old: dict, new: dict) -> dict:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    tmp = path + schema.TMP_SUFFIX
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    storage.write_atomic(path, text, schema.TMP_SUFFIX)
 
 
 def write_json(path: str, value) -> None:
@@ -87,7 +81,7 @@ def write_json(path: str, value) -> None:
 
 
 def read_json(path: str):
-    with open(path) as f:
+    with storage.open(path) as f:
         return json.load(f)
 
 
@@ -119,7 +113,7 @@ class RunDir:
         return DirectoryLock(self.path, "model_dir", log)
 
     def exists(self, name: str) -> bool:
-        return os.path.exists(self.file(name))
+        return storage.exists(self.file(name))
 
     def write_json(self, name: str, value) -> None:
         if self.is_chief():
@@ -143,7 +137,7 @@ class RunDir:
           ConfigMismatch: naming every field that may not change.
         """
         if self.is_chief():
-            os.makedirs(self.path, exist_ok=True)
+            storage.makedirs(self.path)
         stored = read_config(self.path) if self.exists(CONFIG_NAME) else None
         if stored is None:
             self.write_json(CONFIG_NAME, config)
@@ -164,7 +158,7 @@ class RunDir:
                 f"{', '.join(may_change) or 'none'}"
             )
         if changes:
-            number = len(glob.glob(self.file(RESUME_PATTERN.replace("{:03d}", "*")))) + 1
+            number = len(storage.glob(self.file(RESUME_PATTERN.replace("{:03d}", "*")))) + 1
             self.write_json(
                 RESUME_PATTERN.format(number),
                 {"config": config, "changed": changes, "flags": flags_text},
@@ -174,13 +168,11 @@ class RunDir:
 
 def read_config(run_dir: str) -> dict:
     """The latest config of a run: config.json, or its last config.resume-NNN.json."""
-    resumes = sorted(
-        glob.glob(os.path.join(run_dir, RESUME_PATTERN.replace("{:03d}", "*")))
-    )
+    resumes = storage.glob(os.path.join(run_dir, RESUME_PATTERN.replace("{:03d}", "*")))
     if resumes:
         return read_json(resumes[-1])["config"]
     path = os.path.join(run_dir, CONFIG_NAME)
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise FileNotFoundError(
             f"{run_dir}: no {CONFIG_NAME} (not a bin/pretrain or bin/finetune run)"
         )
@@ -195,7 +187,7 @@ def training_frames(run_dir: str) -> int:
     if config.get("max_frames"):
         return int(config["max_frames"])
     pretrained = config.get("pretrained")
-    if pretrained and os.path.exists(pretrained):
+    if pretrained and storage.exists(pretrained):
         return training_frames(pretrained)
     return schema.CHUNK_FRAMES
 
@@ -212,7 +204,7 @@ def read_input_spec(run_dir: str) -> dict:
     Runs of release 0.1.0 have no input_spec.json: per-track CMVN, spec unknown.
     """
     path = os.path.join(run_dir, INPUT_SPEC_NAME)
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return input_spec(None, "track", None)
     return read_json(path)
 
@@ -241,9 +233,9 @@ def load_encoder(run_dir: str):
     """The `M3BertEncoder` of a run: a pretraining run's encoder.keras, or the
     encoder inside a fine-tuning run's multitask.keras."""
     path = os.path.join(run_dir, ENCODER_NAME)
-    if os.path.exists(path):
+    if storage.exists(path):
         return _load_keras(path)
-    if os.path.exists(os.path.join(run_dir, MULTITASK_NAME)):
+    if storage.exists(os.path.join(run_dir, MULTITASK_NAME)):
         return load_multitask(run_dir).encoder
     raise FileNotFoundError(
         f"{run_dir}: no {ENCODER_NAME} or {MULTITASK_NAME} (not a finished bin/pretrain "
@@ -254,7 +246,7 @@ def load_encoder(run_dir: str):
 def load_multitask(run_dir: str):
     """The `M3BertMultiTask` model of a finished bin/finetune run."""
     path = os.path.join(run_dir, MULTITASK_NAME)
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise FileNotFoundError(
             f"{run_dir}: no {MULTITASK_NAME} (not a finished bin/finetune run)"
         )

@@ -17,11 +17,10 @@ split ({"frames", "sum", "sum_sq"}), from which the manifest's global
 normalization statistics are made.
 """
 
-import glob
 import json
 import os
 
-from m3bert_tf import schema
+from m3bert_tf import schema, storage
 
 SHARD_PATTERN = "shard-{:05d}" + schema.SHARD_SUFFIX
 INDEX_SUFFIX = ".index.json"
@@ -30,12 +29,7 @@ TMP_SUFFIX = schema.TMP_SUFFIX
 
 def write_json_atomic(path: str, value) -> None:
     """Writes JSON to `path` via a temporary file and a rename."""
-    tmp = path + TMP_SUFFIX
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    storage.write_atomic(path, json.dumps(value, indent=1), TMP_SUFFIX)
 
 
 def index_path(shard_path: str) -> str:
@@ -75,7 +69,7 @@ class ShardWriter:
 
     def close(self) -> None:
         self._writer.close()
-        self.bytes = os.path.getsize(self.path + TMP_SUFFIX)
+        self.bytes = storage.size(self.path + TMP_SUFFIX)
         write_json_atomic(
             index_path(self.path),
             {
@@ -85,7 +79,7 @@ class ShardWriter:
                 "stats": self.stats,
             },
         )
-        os.replace(self.path + TMP_SUFFIX, self.path)
+        storage.replace(self.path + TMP_SUFFIX, self.path)
 
 
 def scan_output_dir(output_dir: str) -> tuple[list[dict], int]:
@@ -95,17 +89,19 @@ def scan_output_dir(output_dir: str) -> tuple[list[dict], int]:
       ([{"shard": name, "num_examples": n, "tracks": [...]}] sorted by name,
        the next free shard number).
     """
-    for tmp in glob.glob(os.path.join(output_dir, "*" + TMP_SUFFIX)):
-        os.remove(tmp)
+    if not storage.isdir(output_dir):
+        return [], 0
+    for tmp in storage.glob(os.path.join(output_dir, "*" + TMP_SUFFIX)):
+        storage.remove(tmp)
     finished, next_number = [], 0
-    for idx in sorted(glob.glob(os.path.join(output_dir, "shard-*" + INDEX_SUFFIX))):
+    for idx in storage.glob(os.path.join(output_dir, "shard-*" + INDEX_SUFFIX)):
         shard = idx[: -len(INDEX_SUFFIX)] + schema.SHARD_SUFFIX
         number = int(os.path.basename(idx)[len("shard-") :][:5])
         next_number = max(next_number, number + 1)
-        if not os.path.exists(shard):
-            os.remove(idx)  # killed between the index and the shard rename
+        if not storage.exists(shard):
+            storage.remove(idx)  # killed between the index and the shard rename
             continue
-        with open(idx) as f:
+        with storage.open(idx) as f:
             info = json.load(f)
         finished.append({"shard": os.path.basename(shard), **info})
     return finished, next_number

@@ -4,6 +4,7 @@ import dataclasses
 import os
 import random
 
+from m3bert_tf import storage
 from m3bert_tf.tasks import TaskSpec
 
 SPLITS = ("train", "valid", "test")
@@ -62,7 +63,7 @@ def audio_files(directory: str) -> list[str]:
     """Audio files directly in `directory`, sorted."""
     return sorted(
         os.path.join(directory, n)
-        for n in os.listdir(directory)
+        for n in storage.listdir(directory)
         if n.lower().endswith(AUDIO_EXTENSIONS)
     )
 
@@ -101,9 +102,9 @@ def class_directories(root: str, classes: tuple[str, ...], what: str):
     directory, skipped"); plain files in `root` are ignored.
     """
     found, problems = [], []
-    for entry in sorted(os.listdir(root)):
+    for entry in sorted(storage.listdir(root)):
         directory = os.path.join(root, entry)
-        if not os.path.isdir(directory):
+        if not storage.isdir(directory):
             continue
         if entry in classes:
             found.append((entry, directory))

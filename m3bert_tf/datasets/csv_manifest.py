@@ -11,16 +11,17 @@ track id has one split: other rows are reported (file and line) and skipped.
 import csv
 import os
 
+from m3bert_tf import storage
 from m3bert_tf.datasets.base import SPLITS, LoadResult, Problem, Track, split_by_track
 from m3bert_tf.tasks import infer_spec
 
 
 def load(csv_path: str, seed: int = 0, check_audio: bool = True) -> LoadResult:
-    base = os.path.dirname(os.path.abspath(csv_path))
+    base = os.path.dirname(storage.abspath(csv_path))
     tracks: dict[str, Track] = {}
     split_of: dict[str, tuple[str, int]] = {}  # track_id -> (split, first line)
     problems = []
-    with open(csv_path, newline="") as f:
+    with storage.open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
         if "path" not in (reader.fieldnames or []):
             raise ValueError(f"{csv_path}: needs a 'path' column, has {reader.fieldnames}")
@@ -37,8 +38,8 @@ def load(csv_path: str, seed: int = 0, check_audio: bool = True) -> LoadResult:
                     )
                 )
                 continue
-            path = os.path.normpath(os.path.join(base, rel))
-            if check_audio and not os.path.exists(path):
+            path = storage.join_normalized(base, rel)
+            if check_audio and not storage.exists(path):
                 problems.append(Problem(csv_path, f"audio file missing: {path}", line))
                 continue
             default_id = os.path.splitext(os.path.relpath(path, base))[0].replace(

@@ -7,9 +7,9 @@ Valence and arousal are rated on 1-9; they are scaled to [-1, 1] as
 """
 
 import csv
-import glob
 import os
 
+from m3bert_tf import storage
 from m3bert_tf.datasets.base import LoadResult, Problem, Track, split_by_track
 from m3bert_tf.tasks import TaskSpec
 
@@ -24,11 +24,11 @@ def scale(rating: float) -> float:
 def load(root: str, seed: int = 0) -> LoadResult:
     tracks, problems = [], []
     pattern = os.path.join(root, "**", "static_annotations_averaged_songs_*.csv")
-    files = sorted(glob.glob(pattern, recursive=True))
+    files = storage.glob(pattern, recursive=True)
     if not files:
         raise FileNotFoundError(f"{root}: no static_annotations_averaged_songs_*.csv found")
     for path in files:
-        with open(path, newline="") as f:
+        with storage.open(path, newline="") as f:
             reader = csv.DictReader(f, skipinitialspace=True)
             reader.fieldnames = [n.strip() for n in reader.fieldnames or []]
             for line_no, row in enumerate(reader, start=2):
@@ -48,7 +48,7 @@ def load(root: str, seed: int = 0) -> LoadResult:
                     )
                     continue
                 audio = os.path.join(root, "MEMD_audio", f"{song}.mp3")
-                if not os.path.exists(audio):
+                if not storage.exists(audio):
                     problems.append(Problem(path, f"audio file missing: {audio}", line_no))
                     continue
                 tracks.append(Track(audio, f"deam/{song}", labels={"emotion": values}))

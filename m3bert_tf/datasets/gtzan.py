@@ -8,6 +8,7 @@ stratified by genre, with a warning among the problems.
 
 import os
 
+from m3bert_tf import storage
 from m3bert_tf.datasets.base import (
     LoadResult,
     Problem,
@@ -54,14 +55,14 @@ def load(root: str, split_dir: str = "", seed: int = 0) -> LoadResult:
             found = [
                 os.path.join(split_dir, n)
                 for n in names
-                if os.path.exists(os.path.join(split_dir, n))
+                if storage.exists(os.path.join(split_dir, n))
             ]
             if not found:
                 problems.append(
                     Problem(split_dir, f"no {split} list ({' or '.join(names)})")
                 )
                 continue
-            with open(found[0]) as f:
+            with storage.open(found[0]) as f:
                 for line_no, line in enumerate(f, start=1):
                     if not line.strip():
                         continue

@@ -9,6 +9,7 @@ taken when only it exists). 56 tags, multi-label.
 
 import os
 
+from m3bert_tf import storage
 from m3bert_tf.datasets.base import LoadResult, Problem, Track
 from m3bert_tf.tasks import TaskSpec
 
@@ -26,10 +27,10 @@ FILES = {"train": "train", "valid": "validation", "test": "test"}
 
 def _audio(root, rel):
     path = os.path.join(root, rel)
-    if os.path.exists(path):
+    if storage.exists(path):
         return path
     low = os.path.splitext(path)[0] + ".low.mp3"
-    return low if os.path.exists(low) else ""
+    return low if storage.exists(low) else ""
 
 
 def load(root: str, split_dir: str = "") -> LoadResult:
@@ -37,10 +38,10 @@ def load(root: str, split_dir: str = "") -> LoadResult:
     tracks, problems = [], []
     for split, part in FILES.items():
         tsv = os.path.join(split_dir, f"autotagging_moodtheme-{part}.tsv")
-        if not os.path.exists(tsv):
+        if not storage.exists(tsv):
             problems.append(Problem(tsv, f"missing, no {split} tracks"))
             continue
-        with open(tsv) as f:
+        with storage.open(tsv) as f:
             for line_no, line in enumerate(f, start=1):
                 cols = line.rstrip("\n").split("\t")
                 if line_no == 1 and cols[0] == "TRACK_ID":

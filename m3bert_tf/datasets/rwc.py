@@ -10,6 +10,7 @@ stratified by instrument.
 import os
 import re
 
+from m3bert_tf import storage
 from m3bert_tf.datasets.base import (
     AUDIO_EXTENSIONS,
     LoadResult,
@@ -27,7 +28,7 @@ def load(root: str, pattern: str = DEFAULT_PATTERN, seed: int = 0) -> LoadResult
     if "instrument" not in regex.groupindex:
         raise ValueError(f"--rwc_pattern={pattern!r} needs a group named 'instrument'")
     tracks, problems = [], []
-    for directory, _, names in sorted(os.walk(root)):
+    for directory, _, names in sorted(storage.walk(root)):
         for name in sorted(names):
             if not name.lower().endswith(AUDIO_EXTENSIONS):
                 continue

@@ -21,12 +21,13 @@ descriptor, on a sample of at most `SAMPLE` frames; ρ over all frames).
 
 import csv
 import dataclasses
+import io
 import os
 import time
 
 import numpy as np
 
-from m3bert_tf import schema
+from m3bert_tf import schema, storage
 
 DESCRIPTORS = (
     "spectral_centroid", "spectral_bandwidth", "spectral_rolloff", "spectral_flux",
@@ -217,11 +218,11 @@ def _write(config, sums, hidden, skipped, files, t0, log) -> dict:
                 if rank == 1:
                     best[source][descriptor] = row
     path = os.path.join(config.output_dir, "top_cells.csv")
-    with open(path + schema.TMP_SUFFIX, "w", newline="") as f:
-        writer = csv.DictWriter(f, ["source", "descriptor", "rank", "layer", "cell", "rho"])
-        writer.writeheader()
-        writer.writerows({k: v for k, v in r.items() if k != "index"} for r in rows)
-    os.replace(path + schema.TMP_SUFFIX, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, ["source", "descriptor", "rank", "layer", "cell", "rho"])
+    writer.writeheader()
+    writer.writerows({k: v for k, v in r.items() if k != "index"} for r in rows)
+    storage.write_atomic(path, text.getvalue(), schema.TMP_SUFFIX)
     frames = sums["model"].n
     text = correlate_report.markdown(best, config, files, frames, skipped)
     correlate_report.write_text(os.path.join(config.output_dir, "correlations.md"), text)

@@ -2,6 +2,7 @@
 
 import os
 
+from m3bert_tf import storage
 from m3bert_tf.evaluate.correlate import DESCRIPTORS, SOURCES
 
 SOURCE_NAMES = {
@@ -37,9 +38,7 @@ def markdown(best: dict, config, files: int, frames: int, skipped: list) -> str:
 
 
 def write_text(path: str, text: str) -> None:
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    storage.write_atomic(path, text)
 
 
 def scatter(descriptor: str, best: dict, sums: dict, output_dir: str) -> str:

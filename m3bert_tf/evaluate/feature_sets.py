@@ -27,14 +27,14 @@ the layer, the tasks and every shard's name and size.
 """
 
 import dataclasses
-import glob
 import hashlib
+import io
 import json
 import os
 
 import numpy as np
 
-from m3bert_tf import schema
+from m3bert_tf import schema, storage
 from m3bert_tf.example_cache import count_records, labeled_records
 from m3bert_tf.progress import Progress
 
@@ -104,9 +104,9 @@ def model_files_digest(path: str) -> str:
     h = hashlib.sha256()
     names = ["encoder.keras", "multitask.keras", "saved_model.pb", "variables/*"]
     for pattern in names:
-        for f in sorted(glob.glob(os.path.join(path, pattern))):
+        for f in storage.glob(os.path.join(path, pattern)):
             h.update(os.path.relpath(f, path).encode())
-            with open(f, "rb") as handle:
+            with storage.open(f, "rb") as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     h.update(block)
     return h.hexdigest()[:16]
@@ -116,18 +116,17 @@ def cached(directory: str, name: str, key: str, compute, log) -> dict:
     """The arrays of `compute()` stored as `<directory>/<name>-<key>.npz`
     (written atomically; another key's file of `name` is replaced)."""
     path = os.path.join(directory, f"{name}-{key}.npz")
-    if os.path.exists(path):
-        with np.load(path) as data:
+    if storage.exists(path):
+        with storage.open(path, "rb") as f, np.load(f) as data:
             log(f"{name}: from the cache {path}")
             return {k: data[k] for k in data.files}
     arrays = compute()
-    os.makedirs(directory, exist_ok=True)
-    for old in glob.glob(os.path.join(directory, f"{name}-*.npz")):
-        os.remove(old)
-    tmp = path + schema.TMP_SUFFIX
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    storage.makedirs(directory)
+    for old in storage.glob(os.path.join(directory, f"{name}-*.npz")):
+        storage.remove(old)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    storage.write_atomic(path, buffer.getvalue(), schema.TMP_SUFFIX)
     return arrays
 
 
@@ -307,9 +306,9 @@ def _index(directory: str) -> dict:
     import csv
 
     path = os.path.join(directory, "index.csv")
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return {}
-    with open(path, newline="") as f:
+    with storage.open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     return {
         r["track_id"]: os.path.join(directory, r["file"])

@@ -4,7 +4,7 @@ paper's Tables 6-10) and one bar chart per task (plot_<task>.png)."""
 import collections
 import os
 
-from m3bert_tf import runs
+from m3bert_tf import runs, storage
 
 METRIC_NAMES = {
     "accuracy": "accuracy",
@@ -123,9 +123,6 @@ def write(results: dict, output_dir: str) -> None:
     """results.json, results.md and plot_<task>.png, each written atomically."""
     runs.write_json(os.path.join(output_dir, "results.json"), results)
     text = markdown(results)
-    tmp = os.path.join(output_dir, "results.md.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, os.path.join(output_dir, "results.md"))
+    storage.write_atomic(os.path.join(output_dir, "results.md"), text)
     for task, r in results["tasks"].items():
         plot_task(task, r, os.path.join(output_dir, f"plot_{task}.png"))

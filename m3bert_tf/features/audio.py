@@ -5,8 +5,6 @@ rate, any channel count, integer or float samples. Channels are averaged to
 mono; resampling uses soxr at high quality ("HQ").
 """
 
-import os
-
 import numpy as np
 import soundfile
 import soxr
@@ -24,6 +22,32 @@ class AudioError(ValueError):
     """
 
 
+def open_sound(path: str) -> soundfile.SoundFile:
+    """`path` opened for decoding: a local file, or any URL `storage` reads
+    (gs://, s3://, file://...) through a file object.
+
+    Raises:
+      AudioError: missing or empty (0 bytes) file.
+      Exception: whatever libsndfile raises for data it cannot decode.
+    """
+    from m3bert_tf import storage
+
+    try:
+        size = storage.size(path)
+    except OSError as e:
+        raise AudioError(f"{path}: cannot open ({e.strerror or e})") from None
+    if size == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+    if not storage.is_url(path):
+        return soundfile.SoundFile(path)
+    handle = storage.open(path, "rb")
+    try:
+        return soundfile.SoundFile(handle)
+    except Exception:
+        handle.close()
+        raise
+
+
 def load_audio(path: str, sample_rate: int = schema.SAMPLE_RATE) -> np.ndarray:
     """Reads `path` as mono float32 at `sample_rate` Hz.
 
@@ -35,13 +59,11 @@ def load_audio(path: str, sample_rate: int = schema.SAMPLE_RATE) -> np.ndarray:
         samples.
     """
     try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        raise AudioError(f"{path}: cannot open ({e.strerror})") from None
-    if size == 0:
-        raise AudioError(f"{path}: empty file (0 bytes)")
-    try:
-        audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        with open_sound(path) as sound:
+            rate = sound.samplerate
+            audio = sound.read(dtype="float32", always_2d=True)
+    except AudioError:
+        raise
     except Exception as e:  # libsndfile raises several types for bad data
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise AudioError(f"{path}: not decodable audio ({reason})") from None

@@ -39,7 +39,6 @@ import warnings
 from collections.abc import Iterator
 
 import numpy as np
-import soundfile
 import soxr
 
 from m3bert_tf import schema
@@ -67,13 +66,9 @@ def file_samples(
       AudioError: missing, empty or undecodable file, or no samples.
     """
     try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        raise audio_lib.AudioError(f"{path}: cannot open ({e.strerror})") from None
-    if size == 0:
-        raise audio_lib.AudioError(f"{path}: empty file (0 bytes)")
-    try:
-        sound = soundfile.SoundFile(path)
+        sound = audio_lib.open_sound(path)
+    except audio_lib.AudioError:
+        raise
     except Exception as e:  # libsndfile raises several types for bad data
         raise audio_lib.AudioError(f"{path}: not decodable audio ({_reason(e)})") from None
     with sound:

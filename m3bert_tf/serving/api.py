@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from m3bert_tf import runs, schema
+from m3bert_tf import runs, schema, storage
 from m3bert_tf import windows as windows_lib
 from m3bert_tf.serving.backends import KerasBackend, SavedModelBackend
 
@@ -374,13 +374,13 @@ def load(path: str, frontend: str = "auto") -> Model:
     """
     from m3bert_tf.serving import export
 
-    if not os.path.isdir(path):
+    if not storage.isdir(path):
         raise FileNotFoundError(f"{path}: no such directory (an export or a run directory)")
-    if os.path.exists(os.path.join(path, "saved_model.pb")):
-        with open(os.path.join(path, export.EXPORT_INFO_NAME)) as f:
+    if storage.exists(os.path.join(path, "saved_model.pb")):
+        with storage.open(os.path.join(path, export.EXPORT_INFO_NAME)) as f:
             info = json.load(f)
         return Model(SavedModelBackend(path), info, path, frontend)
-    if not os.path.exists(os.path.join(path, runs.CONFIG_NAME)):
+    if not storage.exists(os.path.join(path, runs.CONFIG_NAME)):
         raise FileNotFoundError(
             f"{path}: neither an export (saved_model.pb) nor a run directory ({runs.CONFIG_NAME})"
         )

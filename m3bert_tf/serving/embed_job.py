@@ -17,6 +17,7 @@ file that cannot be decoded (or is silent) is reported and skipped.
 
 import csv
 import dataclasses
+import io
 import multiprocessing
 import os
 import shutil
@@ -24,7 +25,7 @@ import zipfile
 
 import numpy as np
 
-from m3bert_tf import __version__, locks, runs, schema
+from m3bert_tf import __version__, locks, runs, schema, storage
 from m3bert_tf.datasets.base import Problem, Track
 from m3bert_tf.progress import Progress
 
@@ -338,12 +339,13 @@ def _write_index(output_dir: str, tracks) -> list[dict]:
             "duration_s": round(duration, 3), "frames": frames,
             "file": os.path.relpath(path, output_dir),
         })  # fmt: skip
-    temporary = os.path.join(output_dir, INDEX_NAME + schema.TMP_SUFFIX)
-    with open(temporary, "w", newline="") as f:
-        writer = csv.DictWriter(
-            f, ["track_id", "source_path", "duration_s", "frames", "file"]
-        )
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temporary, os.path.join(output_dir, INDEX_NAME))
+    text = io.StringIO()
+    writer = csv.DictWriter(
+        text, ["track_id", "source_path", "duration_s", "frames", "file"]
+    )
+    writer.writeheader()
+    writer.writerows(rows)
+    storage.write_atomic(
+        os.path.join(output_dir, INDEX_NAME), text.getvalue(), schema.TMP_SUFFIX
+    )
     return rows

@@ -32,7 +32,7 @@ import shutil
 
 import numpy as np
 
-from m3bert_tf import __version__, runs, schema
+from m3bert_tf import __version__, runs, schema, storage
 
 EXPORT_INFO_NAME = "export.json"
 LABELS_NAME = "labels.json"
@@ -286,7 +286,9 @@ def export_run(
         labels = labels_of(computations.tasks)
         os.makedirs(os.path.join(temporary, "assets"), exist_ok=True)
         for task, entry in labels.items():
-            with open(os.path.join(temporary, "assets", f"labels_{task}.txt"), "w") as f:
+            with storage.open(
+                os.path.join(temporary, "assets", f"labels_{task}.txt"), "w"
+            ) as f:
                 f.write("".join(f"{n}\n" for n in entry["names"]))
         os.makedirs(os.path.dirname(os.path.join(temporary, WARMUP_PATH)), exist_ok=True)
         with tf.io.TFRecordWriter(os.path.join(temporary, WARMUP_PATH)) as writer:

@@ -28,12 +28,14 @@ and the NaN stop are the shared skeleton's (`loop.py`), as in pre-training.
 """
 
 import dataclasses
+import os
 import sys
+import tempfile
 
 import numpy as np
 import tensorflow as tf
 
-from m3bert_tf import example_cache, runs, schema
+from m3bert_tf import example_cache, runs, schema, storage
 from m3bert_tf.data import shards
 from m3bert_tf.metrics import chance_score, score_task
 from m3bert_tf.tasks import mixing_probabilities, read_task_info
@@ -123,8 +125,11 @@ def _finetune(config, run, inputs, max_frames, all_specs, counts, flags_text, lo
 
     def make_stream():
         """The cache (built once the run's config is accepted) and its batches."""
+        # The cache is memory-mapped: on this machine's disk (a temporary
+        # directory when the run directory is remote; its key names the data).
+        local = storage.local_path(run.file(runs.CACHE_DIR))
         cache = opened["cache"] = example_cache.open_cache(
-            run.file(runs.CACHE_DIR),
+            local or os.path.join(tempfile.gettempdir(), "m3bert-cache"),
             source,
             lambda msg: log(f"finetune: {msg}"),
             "finetune",

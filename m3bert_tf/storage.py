@@ -1,0 +1,195 @@
+"""Every file the project reads or writes goes through here.
+
+    with storage.open("gs://bucket/shards/manifest.json") as f: ...
+    storage.write_atomic(path, text)      storage.glob("gs://bucket/*.tfrecord")
+
+A URL (`scheme://...`) goes through `tf.io.gfile`: gs:// (built into
+TensorFlow), s3:// and hdfs:// (tensorflow-io's file systems, loaded on
+first use), file:// (the local disk through TensorFlow). A plain path is
+the local file system through the OS, with the same semantics, so that
+processes that never touch a URL (extraction workers) do not load
+TensorFlow. Both sides behave alike; tests run whole jobs on file:// URLs.
+
+Renames on object stores (gs://, s3://) are a copy and a delete, not
+atomic: a reader never sees a half-written file under the final name, but
+a job killed between the copy and the delete leaves its temporary file,
+which the next run removes like any other debris.
+"""
+
+import builtins
+import contextlib
+import glob as glob_lib
+import os
+import posixpath
+import shutil
+
+# Schemes whose file systems tensorflow-io registers when imported.
+_TFIO_SCHEMES = ("s3", "hdfs", "viewfs", "az", "http", "https")
+_tfio_loaded = False
+
+
+def is_url(path) -> bool:
+    """Whether `path` names a file system by scheme ("gs://b/x", "file:///x")."""
+    return "://" in str(path)
+
+
+def scheme(path) -> str:
+    return str(path).split("://", 1)[0] if is_url(path) else ""
+
+
+def _gfile(path):
+    global _tfio_loaded
+    import tensorflow as tf
+
+    if scheme(path) in _TFIO_SCHEMES and not _tfio_loaded:
+        try:
+            import tensorflow_io  # noqa: F401 (registers s3://, hdfs://, az://, http://)
+        except ImportError as e:
+            raise OSError(
+                f"{path}: the {scheme(path)}:// file system needs tensorflow-io "
+                f"(pip install tensorflow-io==0.37.1): {e}"
+            ) from None
+        _tfio_loaded = True
+    return tf.io.gfile
+
+
+def local_path(path) -> str | None:
+    """The OS path of a plain path or a file:// URL; None for other URLs."""
+    path = str(path)
+    if path.startswith("file://"):
+        return path[len("file://") :]
+    return None if is_url(path) else path
+
+
+def abspath(path) -> str:
+    """An absolute form of `path` (a URL is one already)."""
+    return str(path) if is_url(path) else os.path.abspath(path)
+
+
+def join_normalized(base: str, relative: str) -> str:
+    """`relative` resolved against the directory `base` ("a/../b" collapsed;
+    an absolute `relative` or a URL stands alone), URLs kept intact."""
+    if is_url(relative) or os.path.isabs(relative) and not is_url(base):
+        return relative if is_url(relative) else os.path.normpath(relative)
+    if not is_url(base):
+        return os.path.normpath(os.path.join(base, relative))
+    head, rest = str(base).split("://", 1)
+    joined = posixpath.normpath(posixpath.join(rest, relative))
+    return f"{head}://{'/' if rest.startswith('/') and not joined.startswith('/') else ''}{joined}"
+
+
+def open(path, mode: str = "r", newline: str | None = None):  # noqa: A001
+    """A file object: the OS's for a plain path, `tf.io.gfile.GFile` for a URL
+    (text modes read and write str, binary modes bytes, both seekable for
+    reading)."""
+    if not is_url(path):
+        return builtins.open(path, mode, newline=newline)
+    return _gfile(path).GFile(str(path), mode)
+
+
+def exists(path) -> bool:
+    return _gfile(path).exists(str(path)) if is_url(path) else os.path.exists(path)
+
+
+def isdir(path) -> bool:
+    return _gfile(path).isdir(str(path)) if is_url(path) else os.path.isdir(path)
+
+
+def isfile(path) -> bool:
+    return exists(path) and not isdir(path)
+
+
+def makedirs(path) -> None:
+    if is_url(path):
+        _gfile(path).makedirs(str(path))
+    else:
+        os.makedirs(path, exist_ok=True)
+
+
+def listdir(path) -> list[str]:
+    names = _gfile(path).listdir(str(path)) if is_url(path) else os.listdir(path)
+    return [n.rstrip("/") for n in names]
+
+
+def glob(pattern: str, recursive: bool = False) -> list[str]:
+    """Matching paths. "**" (any depth) works on plain paths only; on a URL
+    it matches one directory level, as tf.io.gfile.glob does."""
+    if is_url(pattern):
+        return sorted(_gfile(pattern).glob(pattern))
+    return sorted(glob_lib.glob(pattern, recursive=recursive))
+
+
+def walk(top: str):
+    """(directory, subdirectories, files) as os.walk yields them."""
+    if is_url(top):
+        for directory, subdirs, files in _gfile(top).walk(top):
+            yield directory, [d.rstrip("/") for d in subdirs], files
+    else:
+        yield from os.walk(top)
+
+
+def size(path) -> int:
+    """Bytes in a file (OSError when it is missing)."""
+    if not is_url(path):
+        return os.path.getsize(path)
+    import tensorflow as tf
+
+    try:
+        return int(_gfile(path).stat(str(path)).length)
+    except tf.errors.NotFoundError:
+        raise FileNotFoundError(2, "No such file or directory", str(path)) from None
+
+
+def remove(path) -> None:
+    if is_url(path):
+        _gfile(path).remove(str(path))
+    else:
+        os.remove(path)
+
+
+def rmtree(path) -> None:
+    """Removes a directory and everything in it; nothing if it is missing."""
+    if is_url(path):
+        if _gfile(path).exists(str(path)):
+            _gfile(path).rmtree(str(path))
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def replace(source, target) -> None:
+    """Renames `source` to `target`, replacing it (atomic on local disks)."""
+    if is_url(source) or is_url(target):
+        _gfile(target).rename(str(source), str(target), overwrite=True)
+    else:
+        os.replace(source, target)
+
+
+def write_atomic(path, data: str | bytes, tmp_suffix: str = ".m3bert-tmp") -> None:
+    """Writes `data` under a temporary name, then renames it to `path`, so a
+    reader sees the old file or the whole new one."""
+    tmp = str(path) + tmp_suffix
+    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+        if not is_url(path):
+            f.flush()
+            os.fsync(f.fileno())
+    replace(tmp, path)
+
+
+def read_text(path) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+@contextlib.contextmanager
+def local_dir(path):
+    """A local directory standing for `path`: itself when it is local, else a
+    temporary one (for libraries that write only to the OS's file system)."""
+    local = local_path(path)
+    if local is not None:
+        yield local
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="m3bert-") as tmp:
+        yield tmp
