@@ -164,6 +164,19 @@ def replace(source, target) -> None:
         os.replace(source, target)
 
 
+def put_file(local: str, path) -> None:
+    """Moves the local file `local` to `path` (a rename on the local disk; a
+    copy under a temporary name, a rename and the local file removed for a
+    URL)."""
+    if not is_url(path):
+        os.replace(local, path)
+        return
+    tmp = str(path) + ".m3bert-tmp"
+    _gfile(path).copy(local, tmp, overwrite=True)
+    replace(tmp, path)
+    os.remove(local)
+
+
 def write_atomic(path, data: str | bytes, tmp_suffix: str = ".m3bert-tmp") -> None:
     """Writes `data` under a temporary name, then renames it to `path`, so a
     reader sees the old file or the whole new one."""

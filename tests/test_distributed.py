@@ -176,14 +176,14 @@ def test_the_tf_data_service_serves_the_pipeline_and_training(corpus_shards, tmp
         served_pass
     ) == sorted(local_pass)
 
-    # And a run trains through it.
+    # And a run trains through the one-worker service.
     results = pretrain.run_pretrain(
         pretrain.PretrainConfig(
             data=corpus_shards,
             model_dir=str(tmp_path / "run"),
-            data_service=two.target,
-            model=pretrain.ModelConfig(
-                num_layers=1, hidden_dim=16, num_heads=2, ffn_dim=32
+            data_service=one.target,
+            model=pretrain.ModelConfig(  # the tiny config's sizes
+                num_layers=2, hidden_dim=64, num_heads=2, ffn_dim=128, dropout=0.0
             ),
             max_frames=32,
             global_batch_size=4,

@@ -201,7 +201,7 @@ def _cell(source: str, index: int, hidden: int) -> tuple:
 def _write(config, sums, hidden, skipped, files, t0, log) -> dict:
     from m3bert_tf.evaluate import correlate_report
 
-    os.makedirs(config.output_dir, exist_ok=True)
+    storage.makedirs(config.output_dir)
     rows, best = [], {s: {} for s in SOURCES}
     for source in SOURCES:
         rho = sums[source].rho()

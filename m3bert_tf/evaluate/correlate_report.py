@@ -1,5 +1,6 @@
 """bin/correlate's table (correlations.md) and scatter plots (scatter_<descriptor>.png)."""
 
+import io
 import os
 
 from m3bert_tf import storage
@@ -59,7 +60,8 @@ def scatter(descriptor: str, best: dict, sums: dict, output_dir: str) -> str:
         ax.set_title(f"{SOURCE_NAMES[source]}: ρ = {row['rho']:+.3f}", fontsize=10)
     fig.tight_layout()
     path = os.path.join(output_dir, f"scatter_{descriptor}.png")
-    fig.savefig(path + ".tmp.png", dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    os.replace(path + ".tmp.png", path)
+    storage.write_atomic(path, buffer.getvalue())
     return path

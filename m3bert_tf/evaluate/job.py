@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from m3bert_tf import metrics, runs
+from m3bert_tf import metrics, runs, storage
 from m3bert_tf.evaluate import feature_sets, probe, report
 
 BASELINES = ("mfcc", "features", "random")
@@ -131,7 +131,7 @@ def model_sets(entry: str, config, files, label_sizes, manifest_spec, log) -> tu
         out.insert(
             0, feature_sets.FeatureSet(f"M2BERT {name}", x, what + " (frozen encoder)")
         )
-    elif os.path.exists(tuned.get("pretrained", "")):
+    elif tuned.get("pretrained") and storage.exists(tuned["pretrained"]):
         sets, _ = model_sets(
             tuned["pretrained"], config, files, label_sizes, manifest_spec, log
         )
@@ -208,7 +208,7 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
     # Every task's examples are embedded (and cached), whichever are probed now.
     label_sizes = {t: specs[t].size for t in sorted(specs)}
     manifest_spec = next(iter(manifests.values())).get("feature_spec")
-    os.makedirs(config.output_dir, exist_ok=True)
+    storage.makedirs(config.output_dir)
     cache_dir = os.path.join(config.output_dir, "embeddings")
     examples = feature_sets.load_examples(files, label_sizes, cache_dir, log)
 

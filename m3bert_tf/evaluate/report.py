@@ -2,6 +2,7 @@
 paper's Tables 6-10) and one bar chart per task (plot_<task>.png)."""
 
 import collections
+import io
 import os
 
 from m3bert_tf import runs, storage
@@ -113,10 +114,10 @@ def plot_task(task: str, r: dict, path: str) -> None:
     ax.set_title(f"{task}: test score, mean ± std over seeds")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
+    storage.write_atomic(path, buffer.getvalue())
 
 
 def write(results: dict, output_dir: str) -> None:

@@ -21,6 +21,7 @@ import io
 import multiprocessing
 import os
 import shutil
+import tempfile
 import zipfile
 
 import numpy as np
@@ -187,8 +188,8 @@ class _TrackOutput:
         from m3bert_tf.serving.api import clip_key
         from m3bert_tf.windows import timestamps
 
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        temporary = self.path + schema.TMP_SUFFIX
+        storage.makedirs(os.path.dirname(self.path) or ".")
+        temporary = os.path.join(self.tmp_dir, f"{os.getpid()}-{id(self)}.npz")
         num_frames = self.shapes["frame_embeddings"][0]
         with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
             small = {
@@ -210,7 +211,7 @@ class _TrackOutput:
                     np.lib.format.write_array_header_1_0(f, header)
                     handle.seek(0)
                     shutil.copyfileobj(handle, f, 1 << 22)
-        os.replace(temporary, self.path)
+        storage.put_file(temporary, self.path)
         self.close()
 
     def close(self) -> None:
@@ -228,7 +229,7 @@ def npz_path(output_dir: str, track_id: str) -> str:
 def _check_job(output_dir: str, job: dict) -> None:
     """Refuses to mix embeddings of another model, layer or windowing in one dir."""
     path = os.path.join(output_dir, JOB_NAME)
-    if os.path.exists(path):
+    if storage.exists(path):
         old = runs.read_json(path)
         changed = runs.config_changes(old["settings"], job["settings"])
         if changed:
@@ -252,17 +253,19 @@ def run_embed(config: EmbedConfig) -> dict:
     window = config.window_seconds or None
     hop = config.hop_seconds or None
     model.plan(1, window, hop)  # refuses a hop longer than the window now, not per track
-    os.makedirs(config.output_dir, exist_ok=True)
+    storage.makedirs(config.output_dir)
     with locks.DirectoryLock(config.output_dir, "--output_dir"):
         settings = {
-            "model": os.path.abspath(config.model), "layer": str(layer),
+            "model": storage.abspath(config.model), "layer": str(layer),
             "window_seconds": config.window_seconds, "hop_seconds": config.hop_seconds,
             "frontend": config.frontend,
         }  # fmt: skip
         _check_job(
             config.output_dir, {"settings": settings, "package_version": __version__}
         )
-        tmp_dir = os.path.join(config.output_dir, TMP_DIR)
+        # Outputs stream to local files there until a track's .npz is whole.
+        local = storage.local_path(config.output_dir)
+        tmp_dir = os.path.join(local or tempfile.gettempdir(), TMP_DIR)
         shutil.rmtree(tmp_dir, ignore_errors=True)  # leftovers of a killed run
         os.makedirs(tmp_dir)
         try:
@@ -276,7 +279,7 @@ def _embed_all(config, model, layer, window, hop, loaded, tmp_dir) -> dict:
 
     tracks = loaded.tracks
     todo = [
-        t for t in tracks if not os.path.exists(npz_path(config.output_dir, t.track_id))
+        t for t in tracks if not storage.exists(npz_path(config.output_dir, t.track_id))
     ]
     failed = [dataclasses.asdict(p) for p in loaded.problems]
     failed_now, in_flight = [], []  # outputs in flight: featurized, not yet written
@@ -330,9 +333,9 @@ def _write_index(output_dir: str, tracks) -> list[dict]:
     rows = []
     for track in tracks:
         path = npz_path(output_dir, track.track_id)
-        if not os.path.exists(path):
+        if not storage.exists(path):
             continue
-        with np.load(path) as data:
+        with storage.open(path, "rb") as f, np.load(f) as data:
             frames, duration = len(data["timestamps"]), float(data["duration_s"])
         rows.append({
             "track_id": track.track_id, "source_path": track.path,

@@ -28,7 +28,6 @@ by the TensorFlow front end (`frontend/`: core ops only). Keras 3's
 """
 
 import os
-import shutil
 
 import numpy as np
 
@@ -57,7 +56,9 @@ def load_run_model(model_dir: str):
 def next_version(base: str) -> int:
     """1 + the largest integer version directory under `base` (1 when none)."""
     versions = (
-        [int(n) for n in os.listdir(base) if n.isdigit()] if os.path.isdir(base) else []
+        [int(n) for n in storage.listdir(base) if n.isdigit()]
+        if storage.isdir(base)
+        else []
     )
     return max(versions, default=0) + 1
 
@@ -77,7 +78,7 @@ def export_info(model_dir: str, kind: str, computations) -> dict:
     config = runs.read_config(model_dir)
     return {
         "package_version": __version__,
-        "source_run": os.path.abspath(model_dir),
+        "source_run": storage.abspath(model_dir),
         "kind": kind,
         "config": config,
         "input_spec": runs.read_input_spec(model_dir),
@@ -259,7 +260,7 @@ def export_run(
     from m3bert_tf.serving.graph import Computations
     from m3bert_tf.windows import default_window_frames
 
-    if not os.path.isdir(model_dir):
+    if not storage.isdir(model_dir):
         raise ExportError(f"--model_dir={model_dir}: no such directory")
     try:
         model, kind = load_run_model(model_dir)
@@ -274,23 +275,23 @@ def export_run(
     if version < 1:
         raise ExportError(f"--version={version}: versions are positive integers")
     final = os.path.join(export_base, str(version))
-    if os.path.exists(final):
+    if storage.exists(final):
         raise ExportError(f"{final} exists: versions are never overwritten (omit --version "
                           "to take the next one)")  # fmt: skip
-    os.makedirs(export_base, exist_ok=True)
+    storage.makedirs(export_base)
     temporary = os.path.join(export_base, f".{version}{schema.TMP_SUFFIX}")
-    shutil.rmtree(temporary, ignore_errors=True)
+    storage.rmtree(temporary)
     info = export_info(model_dir, kind, computations)
     try:
         write_savedmodel(computations, temporary)
         labels = labels_of(computations.tasks)
-        os.makedirs(os.path.join(temporary, "assets"), exist_ok=True)
+        storage.makedirs(os.path.join(temporary, "assets"))
         for task, entry in labels.items():
             with storage.open(
                 os.path.join(temporary, "assets", f"labels_{task}.txt"), "w"
             ) as f:
                 f.write("".join(f"{n}\n" for n in entry["names"]))
-        os.makedirs(os.path.dirname(os.path.join(temporary, WARMUP_PATH)), exist_ok=True)
+        storage.makedirs(os.path.dirname(os.path.join(temporary, WARMUP_PATH)))
         with tf.io.TFRecordWriter(os.path.join(temporary, WARMUP_PATH)) as writer:
             frames = default_window_frames(
                 info["training_frames"], computations.frame_stack
@@ -299,9 +300,12 @@ def export_run(
                 writer.write(record.SerializeToString())
         runs.write_json(os.path.join(temporary, LABELS_NAME), labels)
         runs.write_json(os.path.join(temporary, EXPORT_INFO_NAME), info)
-        os.rename(temporary, final)  # fails rather than replace a version that appeared
+        if storage.is_url(final):
+            storage.replace(temporary, final)
+        else:
+            os.rename(temporary, final)  # fails rather than replace a version that appeared
     except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
+        storage.rmtree(temporary)
         raise
     log(f"exported {kind} model {model_dir} -> {final} "
         f"(signatures: {', '.join(info['signatures'])})")  # fmt: skip
