@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/embed_bench.py --output=benchmarks/results/embed.json
 	$(BIN)/python benchmarks/long_audio_bench.py --output=benchmarks/results/long_audio.json
 	$(BIN)/python benchmarks/evaluate_bench.py --output=benchmarks/results/evaluate.json
+	$(BIN)/python benchmarks/distributed_bench.py --output=benchmarks/results/distributed.json
 
 clean:
 	rm -rf demo_output .pytest_cache build *.egg-info
