@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf  # noqa: E402
+from pretrain_bench import write_shards  # noqa: E402
 
 from m3bert_tf import schema  # noqa: E402
 from m3bert_tf.data import pipeline, service  # noqa: E402
@@ -82,21 +83,6 @@ def profiled_train_flops(layers, frames):
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     return tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
-
-
-def write_shards(directory, count=64):
-    import numpy as np
-
-    from m3bert_tf.data import records
-
-    rng = np.random.default_rng(0)
-    for s in range(8):
-        with tf.io.TFRecordWriter(os.path.join(directory, f"shard-{s:05d}.tfrecord")) as w:
-            for i in range(count // 8):
-                x = rng.standard_normal((schema.CHUNK_FRAMES, C)).astype(np.float16)
-                w.write(
-                    records.encode_example(x, np.zeros(C), np.ones(C), f"t{s}-{i}", 0, "s")
-                )
 
 
 def rate(dataset, examples, batch):
@@ -229,7 +215,7 @@ def main():
     results = {"cpu": cpu, "cores": os.cpu_count()}
 
     with tempfile.TemporaryDirectory() as tmp:
-        write_shards(tmp)
+        write_shards(tmp, num_shards=8)
         rates = service_rates(tmp, args.examples)
     results["pipeline_examples_per_s"] = rates
     print(

@@ -205,11 +205,12 @@ def pipeline_rate(shard_dir, examples, threads):
     return (examples // 8) * 8 / (time.perf_counter() - t0)
 
 
-def write_shards(directory, count=64):
+def write_shards(directory, count=64, num_shards=4):
+    """`count` synthetic 1294-frame examples in `num_shards` shard files."""
     rng = np.random.default_rng(0)
-    for s in range(4):
+    for s in range(num_shards):
         with tf.io.TFRecordWriter(os.path.join(directory, f"shard-{s:05d}.tfrecord")) as w:
-            for i in range(count // 4):
+            for i in range(count // num_shards):
                 x = rng.standard_normal((schema.CHUNK_FRAMES, C)).astype(np.float16)
                 w.write(
                     records.encode_example(

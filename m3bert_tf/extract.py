@@ -185,7 +185,7 @@ class StrictStop(RuntimeError):
     """`strict` is set and a file failed (it is recorded in failures.jsonl)."""
 
 
-class _Failures:
+class FailureLog:
     """failures.jsonl, appended one structured problem per line as they happen."""
 
     def __init__(self, path: str, log):
@@ -228,7 +228,29 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
         return _run_locked(config, loaded, log)
 
 
-def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
+@dataclasses.dataclass
+class Resumed:
+    """What an output directory already holds, and what is left to do."""
+
+    spec: dict
+    task_specs: dict
+    finished: list
+    next_number: int
+    failures_path: str
+    old_failures: list
+    todo: list
+
+
+def resume_output(
+    config: ExtractConfig, loaded: LoadResult, log, runner: str = ""
+) -> Resumed:
+    """Checks the output directory's spec and tasks (or writes them), merges
+    splits.csv, finds finished shards (removing a killed run's debris) and
+    recorded failures, and lists the tracks left: the start of every runner.
+
+    Raises:
+      ValueError: the directory was made with another spec or other tasks.
+    """
     from m3bert_tf.data import shards
 
     spec = config.features.to_json()
@@ -255,9 +277,22 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
     log(
         f"extract: {len(loaded.tracks)} files in {config.input}; {len(loaded.tracks) - len(todo)} "
         f"already done ({len(finished)} shards, {len(old_failures)} failures), {len(todo)} to do"
+        + (f" on {runner}" if runner else "")
+    )
+    return Resumed(
+        spec, task_specs, finished, next_number, failures_path, old_failures, todo
     )
 
-    failures = _Failures(failures_path, log)
+
+def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
+    from m3bert_tf.data import shards
+
+    resumed = resume_output(config, loaded, log)
+    spec, task_specs, todo = resumed.spec, resumed.task_specs, resumed.todo
+    finished, next_number = resumed.finished, resumed.next_number
+    failures_path, old_failures = resumed.failures_path, resumed.old_failures
+
+    failures = FailureLog(failures_path, log)
     jobs = []
     for track in todo:  # labels first: a bad label costs no featurization
         try:

@@ -19,13 +19,11 @@ directory, removed by the next run.
 """
 
 import contextlib
-import glob
 import json
 import logging
 import os
 import re
 import shlex
-import shutil
 import sys
 import threading
 import time
@@ -33,16 +31,12 @@ import time
 from m3bert_tf import schema, storage
 from m3bert_tf.encode import TrackProblem, encode_track
 from m3bert_tf.extract import (
-    FAILURES_NAME,
-    SPEC_NAME,
-    TASKS_NAME,
     ExtractConfig,
-    _check_same,
-    _Failures,
-    _read_failures,
+    FailureLog,
     find_tracks,
-)  # fmt: skip
-from m3bert_tf.extract_manifest import build_manifest, write_splits
+    resume_output,
+)
+from m3bert_tf.extract_manifest import build_manifest
 from m3bert_tf.locks import DirectoryLock
 
 STAGING_DIR = "beam-staging"
@@ -197,7 +191,7 @@ def _move_in(
     from m3bert_tf.data.normalization import add_sums
 
     finished = []
-    for part in sorted(glob.glob(os.path.join(staging, "part*" + schema.SHARD_SUFFIX))):
+    for part in storage.glob(os.path.join(staging, "part*" + schema.SHARD_SUFFIX)):
         contents = _shard_contents(part)
         if not contents:
             continue
@@ -217,12 +211,12 @@ def _move_in(
         next_number += 1
         info = {
             "num_examples": sum(t["num_chunks"] for t in tracks),
-            "bytes": os.path.getsize(part),
+            "bytes": storage.size(part),
             "tracks": tracks,
             "stats": stats,
         }
         shards.write_json_atomic(shards.index_path(path), info)
-        os.replace(part, path)
+        storage.replace(part, path)
         finished.append({"shard": os.path.basename(path), **info})
     return finished
 
@@ -258,34 +252,11 @@ def run_extract_beam(config: ExtractConfig, beam_options: str = "", log=None) ->
 def _run_locked(config, loaded, beam_options, log) -> dict:
     from m3bert_tf.data import shards
 
-    spec = config.features.to_json()
-    _check_same(
-        config.output_dir, SPEC_NAME, spec, "use a new output_dir or the same feature_set"
-    )
-    task_specs = {name: s.to_json() for name, s in sorted(loaded.specs.items())}
-    _check_same(
-        config.output_dir, TASKS_NAME, task_specs,
-        "the labels' tasks or classes changed: use a new output_dir",
-    )  # fmt: skip
-    for problem in loaded.problems:
-        log(f"extract: {problem}")
-    write_splits(config.output_dir, loaded.tracks)
     staging = os.path.join(config.output_dir, STAGING_DIR)
-    shutil.rmtree(staging, ignore_errors=True)  # a killed run's
-    finished, next_number = shards.scan_output_dir(config.output_dir)
-    failures_path = os.path.join(config.output_dir, FAILURES_NAME)
-    old_failures = _read_failures(failures_path)
-    if config.retry_failed and old_failures:
-        os.remove(failures_path)
-        old_failures = []
-    done = {t["source_path"] for s in finished for t in s["tracks"]}
-    done |= {f["path"] for f in old_failures}
-    todo = [t for t in loaded.tracks if t.path not in done]
-    log(
-        f"extract: {len(loaded.tracks)} files in {config.input}; {len(loaded.tracks) - len(todo)} "
-        f"already done, {len(todo)} to do on Apache Beam"
-    )
-    failures = _Failures(failures_path, log)
+    storage.rmtree(staging)  # a killed run's
+    resumed = resume_output(config, loaded, log, "Apache Beam")
+    todo, finished, failures_path = resumed.todo, resumed.finished, resumed.failures_path
+    failures = FailureLog(failures_path, log)
     started, audio_seconds = time.monotonic(), 0.0
     try:
         if todo:
@@ -296,15 +267,16 @@ def _run_locked(config, loaded, beam_options, log) -> dict:
             }
             for record in _read_lines(os.path.join(staging, "failures*.jsonl")):
                 failures.add(_problem(record))
-            finished += _move_in(staging, config.output_dir, summaries, next_number)
+            finished += _move_in(staging, config.output_dir, summaries, resumed.next_number)
             audio_seconds = sum(s["entry"]["duration_s"] for s in summaries.values())
     finally:
         failures.close()
-    shutil.rmtree(staging, ignore_errors=True)
+    storage.rmtree(staging)
     problems = [p.to_json() for p in loaded.problems]
     manifest = build_manifest(
-        config, spec, task_specs, finished, problems + old_failures + failures.new
-    )
+        config, resumed.spec, resumed.task_specs, finished,
+        problems + resumed.old_failures + failures.new,
+    )  # fmt: skip
     shards.write_json_atomic(
         os.path.join(config.output_dir, schema.MANIFEST_NAME), manifest
     )
