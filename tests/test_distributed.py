@@ -228,3 +228,27 @@ def test_extraction_and_training_take_file_urls(tmp_path):
     for name in ("config.json", "input_spec.json", "results.json", "encoder.keras"):
         assert os.path.exists(tmp_path / "run" / name), name
     assert json.load(open(tmp_path / "run" / "results.json"))["step"] == 4
+
+
+def test_tf_config_decides_the_strategy_and_bad_settings_are_named(monkeypatch):
+    from m3bert_tf.train import distribute, pretrain
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert distribute.cluster_config() is None
+    one = {"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(one))
+    assert distribute.cluster_config() is None  # one task is no cluster
+    with pytest.raises(ValueError, match="TF_CONFIG does not name a cluster"):
+        distribute.make_strategy("multi_worker")
+    two = {"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker"}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(two))
+    assert distribute.cluster_config()["cluster"]["worker"] == ["b:1"]
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG is not a cluster spec"):
+        distribute.cluster_config()
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        distribute.make_strategy("parameter_server")
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        pretrain.PretrainConfig(data="d", model_dir="m", strategy="ps")
+    with pytest.raises(ValueError, match="data_service must be grpc://host:port"):
+        pretrain.PretrainConfig(data="d", model_dir="m", data_service="host:5050")

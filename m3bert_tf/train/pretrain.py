@@ -26,12 +26,13 @@ import tensorflow as tf
 from m3bert_tf import runs
 from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data import pipeline, shards
-from m3bert_tf.train import distribute
+from m3bert_tf.train import cluster, distribute
 from m3bert_tf.train.checkpoints import random_states
+from m3bert_tf.train.cluster import WorkerLost
 from m3bert_tf.train.configs import PRETRAIN_MAY_CHANGE, ModelConfig, PretrainConfig
 from m3bert_tf.train.loop import Cadence, DatasetStream, open_session, run_loop
 
-__all__ = ["ModelConfig", "PretrainConfig", "Trainer", "run_pretrain"]
+__all__ = ["ModelConfig", "PretrainConfig", "Trainer", "WorkerLost", "run_pretrain"]
 
 
 def build_models(config: PretrainConfig):
@@ -279,38 +280,6 @@ def resolve_input_spec(config: PretrainConfig, run: runs.RunDir) -> dict:
     return runs.input_spec(feature_spec, config.normalization, stats)
 
 
-def _service(config: PretrainConfig, run, worker, start: int):
-    """The tf.data service job of this input pipeline: one per run directory,
-    worker and start, so a resumed or restarted run starts a fresh job."""
-    if not config.data_service:
-        return None
-    import hashlib
-
-    run_key = hashlib.sha1(run.path.encode()).hexdigest()[:10]
-    return pipeline.DataService(
-        config.data_service, f"m3bert-pretrain-{run_key}-w{worker.index}-s{start}"
-    )
-
-
-def _log_worker_files(data: str, worker: distribute.Worker, log) -> None:
-    files = shards.list_shards(data)
-    if pipeline.shards_by_record(len(files), worker.count):
-        log(
-            f"warning: data has {len(files)} shard file(s) for {worker.count} workers: "
-            "every worker reads all of them and keeps every "
-            f"{worker.count}th example (write more, smaller shards: bin/extract --shard_size)"
-        )
-        return
-    mine = pipeline.pipeline_files(files, worker.count, worker.index)
-    names = [f.rsplit("/", 1)[-1] for f in mine]
-    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-    log(f"reads {len(mine)} of {len(files)} shard files: {shown}")
-
-
-class WorkerLost(RuntimeError):
-    """A worker of a multi-worker run stopped (killed, preempted, unreachable)."""
-
-
 def run_pretrain(config: PretrainConfig, flags_text: str = "", log=None) -> dict:
     """Trains (or resumes) to `config.train_steps`; returns the final results.
 
@@ -329,22 +298,13 @@ def run_pretrain(config: PretrainConfig, flags_text: str = "", log=None) -> dict
     worker = distribute.worker_of(strategy)
     job = f"pretrain{worker.label()}"
     run = runs.RunDir(config.model_dir, lambda: worker.is_chief)
-    with run.lock(lambda msg: log(f"{job}: {msg}")):
-        try:
-            return _pretrain(
-                config, strategy, run, flags_text, lambda msg: log(f"{job}: {msg}")
-            )
-        except (tf.errors.UnavailableError, tf.errors.CancelledError) as e:
-            if worker.count == 1:
-                raise
-            lines = [x.strip() for x in str(e).splitlines() if x.strip()]
-            told = [x for x in lines if "aborted" in x or "onnection" in x]
-            reason = (told or lines or [type(e).__name__])[0][:160]
-            raise WorkerLost(
-                f"{job}: a worker of the cluster stopped ({reason}). Start every worker "
-                "again with the same command: all resume from the last checkpoint in "
-                f"{run.file(runs.CHECKPOINTS_DIR)}"
-            ) from None
+    with (
+        run.lock(lambda msg: log(f"{job}: {msg}")),
+        cluster.lost_worker_named(worker, job, run.file(runs.CHECKPOINTS_DIR)),
+    ):
+        return _pretrain(
+            config, strategy, run, flags_text, lambda msg: log(f"{job}: {msg}")
+        )
 
 
 def _pretrain(
@@ -371,12 +331,16 @@ def _pretrain(
     context = distribute.host_input_context(strategy)
     stream = DatasetStream(
         lambda start: pipeline.make_pretrain_dataset(
-            data_config, True, context, start, _service(config, run, worker, start)
+            data_config,
+            True,
+            context,
+            start,
+            cluster.service_job(config.data_service, run.path, worker, start),
         ),
         config.global_batch_size // worker.count,
     )
     if worker.count > 1:
-        _log_worker_files(config.data, worker, log)
+        cluster.log_worker_files(config.data, worker, log)
     eval_dataset = make_eval_dataset(
         config, trainer.batch_size * trainer.num_replicas, stats
     )
