@@ -5,9 +5,9 @@
 
 The lock is `fcntl.flock` on `<dir>/.m3bert.lock`, which holds the holder's
 pid (local directories and file:// URLs; an object store such as gs:// has
-no file locks: the job says so and goes on unlocked). The kernel drops it when the holder dies, so a lock left by a killed
-run is taken over by the next one (and said so); a live holder's is never
-broken.
+no file locks: the job says so and goes on unlocked). The kernel drops it
+when the holder dies, so a lock left by a killed run is taken over by the
+next one (and said so); a live holder's is never broken.
 """
 
 import fcntl
