@@ -252,3 +252,33 @@ def test_tf_config_decides_the_strategy_and_bad_settings_are_named(monkeypatch):
         pretrain.PretrainConfig(data="d", model_dir="m", strategy="ps")
     with pytest.raises(ValueError, match="data_service must be grpc://host:port"):
         pretrain.PretrainConfig(data="d", model_dir="m", data_service="host:5050")
+
+
+def test_fewer_shards_than_workers_split_the_stream_by_example(corpus_shards):
+    """Four input pipelines over three shard files: each reads every file and
+    keeps every fourth example, so together they hold the one-pipeline
+    stream's examples once each, crops and masks included."""
+    import numpy as np
+    import tensorflow as tf
+
+    from m3bert_tf.data import pipeline
+
+    config = pipeline.PipelineConfig(
+        data=corpus_shards,
+        max_frames=32,
+        batch_size=1,
+        shuffle_buffer=8,
+        holdout_percent=20,
+    )
+    assert pipeline.shards_by_record(3, 4) and not pipeline.shards_by_record(4, 4)
+    whole = _examples(pipeline.make_pretrain_dataset(config).take(16))
+    parts = [
+        _examples(
+            pipeline.make_pretrain_dataset(
+                config, True, tf.distribute.InputContext(4, i, 4)
+            ).take(4)
+        )
+        for i in range(4)
+    ]
+    assert [parts[i % 4][i // 4] for i in range(16)] == whole
+    assert len(set(whole)) == 16 and np.all([len(p) == 4 for p in parts])
