@@ -14,8 +14,8 @@ import keras
 import tensorflow as tf
 from absl import flags as absl_flags
 
-from m3bert_tf import flags
 from m3bert_tf.data import pipeline
+from m3bert_tf.train import cli_flags as flags
 from m3bert_tf.train import distribute, pretrain
 
 
