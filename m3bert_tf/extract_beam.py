@@ -19,6 +19,7 @@ directory, removed by the next run.
 """
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import threading
 import time
 
 from m3bert_tf import schema, storage
+from m3bert_tf.datasets.base import Problem
 from m3bert_tf.encode import TrackProblem, encode_track
 from m3bert_tf.extract import (
     ExtractConfig,
@@ -40,15 +42,6 @@ from m3bert_tf.extract_manifest import build_manifest
 from m3bert_tf.locks import DirectoryLock
 
 STAGING_DIR = "beam-staging"
-
-
-def _numbers(value):
-    """JSON-able copy of a sums dict (numpy scalars and arrays as lists)."""
-    if isinstance(value, dict):
-        return {k: _numbers(v) for k, v in value.items()}
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return value
 
 
 def _encode_fn(feature_config, specs):
@@ -70,9 +63,10 @@ def _encode_fn(feature_config, specs):
             try:
                 encoded = encode_track(track, self.extractor, specs)
             except TrackProblem as e:
-                yield beam.pvalue.TaggedOutput("failures", json.dumps(e.problem.to_json()))
+                failure = dataclasses.asdict(e.problem)
+                yield beam.pvalue.TaggedOutput("failures", json.dumps(failure))
                 return
-            summary = {"entry": encoded.entry, "sums": _numbers(encoded.sums)}
+            summary = {"entry": encoded.entry, "sums": encoded.sums}  # JSON already
             yield beam.pvalue.TaggedOutput("tracks", json.dumps(summary))
             yield from encoded.records
 
@@ -266,7 +260,7 @@ def _run_locked(config, loaded, beam_options, log) -> dict:
                 for s in _read_lines(os.path.join(staging, "tracks*.jsonl"))
             }
             for record in _read_lines(os.path.join(staging, "failures*.jsonl")):
-                failures.add(_problem(record))
+                failures.add(Problem(**record))
             finished += _move_in(staging, config.output_dir, summaries, resumed.next_number)
             audio_seconds = sum(s["entry"]["duration_s"] for s in summaries.values())
     finally:
@@ -288,13 +282,3 @@ def _run_locked(config, loaded, beam_options, log) -> dict:
         "runner": f"Apache Beam ({beam_options or 'DirectRunner'})",
     }
     return manifest
-
-
-def _problem(record: dict):
-    """A failures side-output line back to a Problem (its reason without the path)."""
-    from m3bert_tf.datasets.base import Problem
-
-    where = f"{record['path']}:{record['line']}" if record.get("line") else record["path"]
-    reason = record["reason"]
-    reason = reason[len(where) + 2 :] if reason.startswith(where + ": ") else reason
-    return Problem(record["path"], reason, record.get("line", 0))

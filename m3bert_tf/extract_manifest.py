@@ -30,7 +30,7 @@ def write_splits(output_dir: str, tracks: list[Track]) -> None:
     writer = csv.DictWriter(text, fieldnames=["track_id", "split", "path"])
     writer.writeheader()
     writer.writerows(sorted(rows.values(), key=lambda r: (r["track_id"], r["path"])))
-    storage.write_atomic(path, text.getvalue(), schema.TMP_SUFFIX)
+    storage.write_atomic(path, text.getvalue())
 
 
 def build_manifest(config, spec, task_specs, finished, failures) -> dict:

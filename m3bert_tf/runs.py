@@ -71,13 +71,9 @@ def config_changes(old: dict, new: dict) -> dict:
     }
 
 
-def _write_atomic(path: str, text: str) -> None:
-    storage.write_atomic(path, text, schema.TMP_SUFFIX)
-
-
 def write_json(path: str, value) -> None:
     """Writes JSON through a temporary file and a rename."""
-    _write_atomic(path, json.dumps(value, indent=1) + "\n")
+    storage.write_atomic(path, json.dumps(value, indent=1) + "\n")
 
 
 def read_json(path: str):
@@ -142,7 +138,7 @@ class RunDir:
         if stored is None:
             self.write_json(CONFIG_NAME, config)
             if flags_text and self.is_chief():
-                _write_atomic(self.file(FLAGS_NAME), flags_text)
+                storage.write_atomic(self.file(FLAGS_NAME), flags_text)
             return {}
         changes = {
             k: v for k, v in config_changes(stored, config).items() if k != "model_dir"

@@ -23,6 +23,8 @@ import os
 import posixpath
 import shutil
 
+from m3bert_tf.schema import TMP_SUFFIX
+
 # Schemes whose file systems tensorflow-io registers when imported.
 _TFIO_SCHEMES = ("s3", "hdfs", "viewfs", "az", "http", "https")
 _tfio_loaded = False
@@ -171,16 +173,17 @@ def put_file(local: str, path) -> None:
     if not is_url(path):
         os.replace(local, path)
         return
-    tmp = str(path) + ".m3bert-tmp"
+    tmp = str(path) + TMP_SUFFIX
     _gfile(path).copy(local, tmp, overwrite=True)
     replace(tmp, path)
     os.remove(local)
 
 
-def write_atomic(path, data: str | bytes, tmp_suffix: str = ".m3bert-tmp") -> None:
-    """Writes `data` under a temporary name, then renames it to `path`, so a
-    reader sees the old file or the whole new one."""
-    tmp = str(path) + tmp_suffix
+def write_atomic(path, data: str | bytes) -> None:
+    """Writes `data` under a temporary name (our TMP_SUFFIX: debris a rerun
+    removes), then renames it to `path`, so a reader sees the old file or the
+    whole new one."""
+    tmp = str(path) + TMP_SUFFIX
     with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
         f.write(data)
         if not is_url(path):

@@ -120,6 +120,20 @@ def audio_dir(tmp_path):
     return d
 
 
+def small_pipeline(data, batch_size=2):
+    """The pretraining pipeline's config the stream tests share: 32-frame
+    crops, windows of 8, a fifth of the tracks held out."""
+    from m3bert_tf.data import pipeline
+
+    return pipeline.PipelineConfig(
+        data=data,
+        max_frames=32,
+        batch_size=batch_size,
+        shuffle_buffer=8,
+        holdout_percent=20,
+    )
+
+
 def extract_corpus(root, shard_size=4, **corpus_kwargs) -> str:
     """Writes the example corpus under `root` and extracts it; returns the shard dir."""
     from m3bert_tf import corpus, extract

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, run_bin, user_env
+from conftest import ROOT, run_bin, small_pipeline, user_env
 
 pytestmark = pytest.mark.slow
 
@@ -143,13 +143,7 @@ def test_the_tf_data_service_serves_the_pipeline_and_training(corpus_shards, tmp
     from m3bert_tf.data import pipeline, service, shards
     from m3bert_tf.train import pretrain
 
-    config = pipeline.PipelineConfig(
-        data=corpus_shards,
-        max_frames=32,
-        batch_size=2,
-        shuffle_buffer=8,
-        holdout_percent=20,
-    )
+    config = small_pipeline(corpus_shards)
     one = service.start_dispatcher()
     workers = [service.start_worker(one.target)]
     local = list(pipeline.make_pretrain_dataset(config).take(12))
@@ -165,7 +159,7 @@ def test_the_tf_data_service_serves_the_pipeline_and_training(corpus_shards, tmp
     two = service.start_dispatcher()
     workers += [service.start_worker(two.target) for _ in range(2)]
     files = shards.list_shards(corpus_shards)
-    single = pipeline.PipelineConfig(**{**config.__dict__, "batch_size": 1})
+    single = small_pipeline(corpus_shards, 1)
     local_pass = _examples(pipeline.make_pretrain_dataset(single, passes=3))
     served_pass = _examples(
         pipeline.make_pretrain_dataset(
@@ -263,13 +257,7 @@ def test_fewer_shards_than_workers_split_the_stream_by_example(corpus_shards):
 
     from m3bert_tf.data import pipeline
 
-    config = pipeline.PipelineConfig(
-        data=corpus_shards,
-        max_frames=32,
-        batch_size=1,
-        shuffle_buffer=8,
-        holdout_percent=20,
-    )
+    config = small_pipeline(corpus_shards, 1)
     assert pipeline.shards_by_record(3, 4) and not pipeline.shards_by_record(4, 4)
     whole = _examples(pipeline.make_pretrain_dataset(config).take(16))
     parts = [

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, kill_after_checkpoints, run_bin
+from conftest import ROOT, kill_after_checkpoints, run_bin, small_pipeline
 
 from m3bert_tf.data import pipeline, shards
 from m3bert_tf.train import distribute, pretrain
@@ -74,13 +74,7 @@ def test_the_training_stream_starts_at_any_position(corpus_shards):
     """Each pass holds every training example once, in a new order, and the
     stream started at position p is the whole stream from p on: what lets a
     checkpoint hold the step instead of the input's buffers."""
-    config = pipeline.PipelineConfig(
-        data=corpus_shards,
-        max_frames=32,
-        batch_size=2,
-        shuffle_buffer=8,
-        holdout_percent=20,
-    )
+    config = small_pipeline(corpus_shards)
     files = shards.list_shards(corpus_shards)
     per_pass = sum(pipeline.training_counts(files, 20))
     whole = [

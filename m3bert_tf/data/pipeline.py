@@ -296,8 +296,9 @@ def make_pretrain_dataset(
             input_context.num_input_pipelines,
             input_context.input_pipeline_id,
         )
-    files = pipeline_files(list_shards(config.data), pipelines, index)
-    by_record = shards_by_record(len(list_shards(config.data)), pipelines)
+    every_file = list_shards(config.data)
+    files = pipeline_files(every_file, pipelines, index)
+    by_record = shards_by_record(len(every_file), pipelines)
     if training:
         if by_record:  # every pipeline reads every file and keeps every Nth example
             ds = positioned_stream(files, config, start * pipelines + index, passes)

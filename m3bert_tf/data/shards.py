@@ -29,7 +29,7 @@ TMP_SUFFIX = schema.TMP_SUFFIX
 
 def write_json_atomic(path: str, value) -> None:
     """Writes JSON to `path` via a temporary file and a rename."""
-    storage.write_atomic(path, json.dumps(value, indent=1), TMP_SUFFIX)
+    storage.write_atomic(path, json.dumps(value, indent=1))
 
 
 def index_path(shard_path: str) -> str:

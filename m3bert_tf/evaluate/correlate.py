@@ -222,10 +222,10 @@ def _write(config, sums, hidden, skipped, files, t0, log) -> dict:
     writer = csv.DictWriter(text, ["source", "descriptor", "rank", "layer", "cell", "rho"])
     writer.writeheader()
     writer.writerows({k: v for k, v in r.items() if k != "index"} for r in rows)
-    storage.write_atomic(path, text.getvalue(), schema.TMP_SUFFIX)
+    storage.write_atomic(path, text.getvalue())
     frames = sums["model"].n
     text = correlate_report.markdown(best, config, files, frames, skipped)
-    correlate_report.write_text(os.path.join(config.output_dir, "correlations.md"), text)
+    storage.write_atomic(os.path.join(config.output_dir, "correlations.md"), text)
     for descriptor in DESCRIPTORS:
         correlate_report.scatter(descriptor, best, sums, config.output_dir)
     return {

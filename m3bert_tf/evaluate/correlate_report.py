@@ -38,10 +38,6 @@ def markdown(best: dict, config, files: int, frames: int, skipped: list) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_text(path: str, text: str) -> None:
-    storage.write_atomic(path, text)
-
-
 def scatter(descriptor: str, best: dict, sums: dict, output_dir: str) -> str:
     """One figure per descriptor: its best cell of each source against it."""
     import matplotlib

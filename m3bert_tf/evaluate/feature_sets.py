@@ -126,7 +126,7 @@ def cached(directory: str, name: str, key: str, compute, log) -> dict:
         storage.remove(old)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    storage.write_atomic(path, buffer.getvalue(), schema.TMP_SUFFIX)
+    storage.write_atomic(path, buffer.getvalue())
     return arrays
 
 

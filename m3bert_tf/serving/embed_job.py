@@ -348,7 +348,5 @@ def _write_index(output_dir: str, tracks) -> list[dict]:
     )
     writer.writeheader()
     writer.writerows(rows)
-    storage.write_atomic(
-        os.path.join(output_dir, INDEX_NAME), text.getvalue(), schema.TMP_SUFFIX
-    )
+    storage.write_atomic(os.path.join(output_dir, INDEX_NAME), text.getvalue())
     return rows
