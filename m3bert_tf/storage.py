@@ -17,7 +17,6 @@ which the next run removes like any other debris.
 """
 
 import builtins
-import contextlib
 import glob as glob_lib
 import os
 import posixpath
@@ -190,22 +189,3 @@ def write_atomic(path, data: str | bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
     replace(tmp, path)
-
-
-def read_text(path) -> str:
-    with open(path) as f:
-        return f.read()
-
-
-@contextlib.contextmanager
-def local_dir(path):
-    """A local directory standing for `path`: itself when it is local, else a
-    temporary one (for libraries that write only to the OS's file system)."""
-    local = local_path(path)
-    if local is not None:
-        yield local
-        return
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="m3bert-") as tmp:
-        yield tmp

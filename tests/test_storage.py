@@ -43,7 +43,9 @@ def test_local_paths_and_file_urls_behave_alike(tmp_path, as_url):
     storage.write_atomic(os.path.join(base, "sub", "b.bin"), b"\x00\x01")
     assert storage.exists(target) and storage.isfile(target)
     assert storage.isdir(os.path.join(base, "sub"))
-    assert storage.read_text(target) == '{"x": 1}' and storage.size(target) == 8
+    with storage.open(target) as f:
+        text = f.read()
+    assert text == '{"x": 1}' and storage.size(target) == 8
     assert [os.path.basename(p) for p in storage.glob(os.path.join(base, "sub", "*"))] == [
         "a.json", "b.bin"
     ]  # fmt: skip
