@@ -1,7 +1,7 @@
 """Pre-training throughput: our Keras/TF step vs a PyTorch twin, side by side.
 
     .venv/bin/pip install -e '.[bench]'   # torch==2.13.0, the CPU wheel
-    .venv/bin/python benchmarks/pretrain_bench.py [--layers=2 --batch=4 --steps=3]
+    .venv/bin/python benchmarks/pretrain_bench.py [--layers=2 --batch=4 --steps=5]
 
 In one process, on the same machine state:
 1. this machine's fp32 matmul peak (a large tf.matmul), FLOP/s;
@@ -60,6 +60,18 @@ def matmul_peak(n=4096, repeats=10):
     return 2 * n**3 / best
 
 
+def median_step(run_step, steps):
+    """Median seconds of `steps` calls of run_step() (returns a finite loss):
+    one slow step (this machine varies by ~10 %) does not move it."""
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss = run_step()
+        times.append(time.perf_counter() - t0)
+        assert math.isfinite(loss)
+    return float(np.median(times))
+
+
 def synthetic_batch(batch, frames, seed=0):
     from m3bert_tf.data import masking
 
@@ -109,12 +121,9 @@ def time_ours(layers, batch, frames, steps, mixed, xla):
     trainer, iterator = build_ours(layers, batch, frames, mixed, xla)
     for _ in range(2):  # trace, compile, warm up
         float(trainer.train_step(iterator)["loss"])
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = float(trainer.train_step(iterator)["loss"])
-    assert math.isfinite(loss)
+    seconds = median_step(lambda: float(trainer.train_step(iterator)["loss"]), steps)
     keras.mixed_precision.set_global_policy("float32")
-    return (time.perf_counter() - t0) / steps
+    return seconds
 
 
 def time_torch(layers, batch, frames, steps, mode):
@@ -181,11 +190,7 @@ def time_torch(layers, batch, frames, steps, mode):
         step = torch.compile(step)
     for _ in range(2):
         step().item()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = step().item()
-    assert math.isfinite(loss)
-    return (time.perf_counter() - t0) / steps
+    return median_step(lambda: step().item(), steps)
 
 
 def pipeline_rate(shard_dir, examples, threads):
@@ -224,7 +229,7 @@ def main():
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--frames", type=int, default=schema.CHUNK_FRAMES)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--output", default="")
     parser.add_argument("--precisions", default="fp32,bf16")
     args = parser.parse_args()

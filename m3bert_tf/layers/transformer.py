@@ -1,9 +1,9 @@
 """One post-LN transformer encoder block with a padding mask."""
 
-import math
-
 import keras
 from keras import ops
+
+from m3bert_tf.layers.attention import dot_product_attention
 
 
 @keras.saving.register_keras_serializable(package="m3bert_tf")
@@ -20,7 +20,8 @@ class TransformerBlock(keras.layers.Layer):
     batched matmuls over [B, A, T, d], the padding mask as an additive bias.
     The layer's own path materialized two transposes of the [B, A, T, T]
     probabilities per block, about 12 % of a training step's op time at
-    1294 frames on a CPU (`benchmarks/pretrain_bench.py`'s profile).
+    1294 frames on a CPU (`benchmarks/pretrain_bench.py`'s profile); the
+    scores, softmax and dropout are `attention.dot_product_attention`.
 
     Args:
       num_heads: attention heads; hidden_dim must divide by it.
@@ -93,16 +94,9 @@ class TransformerBlock(keras.layers.Layer):
 
         query, key, value = (heads_first(y) for y in ops.split(qkv, 3, axis=-1))
         with keras.name_scope("attention_core"):  # what the profile calls attention
-            query = query * ops.cast(1.0 / math.sqrt(depth), x.dtype)
-            scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))  # [B, A, T, T]
-            if padding_mask is not None:
-                large = -3e4 if scores.dtype == "float16" else -1e9
-                keys = ops.cast(padding_mask, "bool")[:, None, None, :]
-                scores = scores + ops.cast(ops.where(keys, 0.0, large), scores.dtype)
-            probabilities = mha._dropout_layer(
-                ops.softmax(scores, axis=-1), training=training
-            )
-            context = ops.matmul(probabilities, value)  # [B, A, T, d]
+            context = dot_product_attention(
+                query, key, value, padding_mask, mha._dropout_layer, training
+            )  # [B, A, T, d]
         context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (batch, frames, hidden))
         output = mha.output_dense
         kernel = ops.reshape(ops.cast(output.kernel, x.dtype), (hidden, hidden))

@@ -1,0 +1,71 @@
+"""Scaled dot-product attention over [B, A, T, d] heads, shaped for a CPU.
+
+Two things here are about speed, neither changes what is computed:
+
+- Keys are padded to a multiple of KEY_ALIGNMENT and masked out, so every row
+  of the [B, A, T, K] scores starts on a 64-byte boundary: at T = 1294 oneDNN's
+  score matmul ran 30 % slower than at 1296 (rows of 5176 bytes), and the
+  padded keys get probability exactly 0.
+- Dropout on the probabilities draws 16 random bits per element
+  (`keep_mask_16bit`) where `keras.random.dropout` draws a 32-bit float: the
+  random numbers were most of that dropout's cost (7 % of a training step at
+  1294 frames), and the 1 / (1 - rate) scale goes on the [B, A, K, d] values
+  rather than the [B, A, T, K] probabilities (one pass fewer each way).
+
+`benchmarks/pretrain_bench.py` measures the step.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+KEY_ALIGNMENT = 16  # float32s per 64-byte cache line
+
+
+def keep_mask_16bit(shape, rate, seed_generator):
+    """Bool [..., K] (K even), True with probability 1 - rate, from 16 random
+    bits per element (half of one int32 draw). The rate is rounded to a
+    multiple of 1/65536: 0.1 -> 0.1000061."""
+    half = (*shape[:-1], shape[-1] // 2)
+    bits = keras.random.randint(half, -(2**31), 2**31 - 1, "int32", seed=seed_generator)
+    return ops.view(bits, "uint16") >= round(rate * 65536)
+
+
+def dot_product_attention(query, key, value, padding_mask, dropout, training):
+    """softmax(Q K^T / sqrt(d) + mask) V with dropout on the probabilities.
+
+    Args:
+      query, key, value: [B, A, T, d].
+      padding_mask: [B, T] (True = real frame) or None; padded keys get
+        probability 0.
+      dropout: a keras.layers.Dropout (its rate and seed generator).
+      training: whether to apply the dropout.
+
+    Returns:
+      [B, A, T, d].
+    """
+    frames, depth, dtype = ops.shape(key)[2], key.shape[-1], query.dtype
+    keys = None if padding_mask is None else ops.cast(padding_mask, "bool")
+    pad = -frames % KEY_ALIGNMENT  # a tensor where frames is not static
+    if not isinstance(pad, int) or pad:
+        widths = [[0, 0], [0, 0], [0, pad], [0, 0]]
+        key, value = ops.pad(key, widths), ops.pad(value, widths)
+        real = ops.arange(frames + pad) < frames
+        keys = real[None, :] if keys is None else ops.pad(keys, [[0, 0], [0, pad]])
+    query = query * ops.cast(1.0 / math.sqrt(depth), dtype)
+    scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))  # [B, A, T, K]
+    if keys is not None:
+        large = -3e4 if dtype == "float16" else -1e9
+        scores = scores + ops.cast(ops.where(keys[:, None, None, :], 0.0, large), dtype)
+    probabilities = ops.softmax(scores, axis=-1)
+    if training and dropout.rate > 0:
+        if isinstance(probabilities.shape[-1], int):  # K static, so even
+            keep = keep_mask_16bit(
+                ops.shape(probabilities), dropout.rate, dropout.seed_generator
+            )
+            probabilities = ops.where(keep, probabilities, ops.cast(0.0, dtype))
+            value = value * ops.cast(1.0 / (1.0 - dropout.rate), dtype)
+        else:
+            probabilities = dropout(probabilities, training=True)
+    return ops.matmul(probabilities, value)
