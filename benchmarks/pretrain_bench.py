@@ -12,7 +12,9 @@ In one process, on the same machine state:
    fraction of the measured peak;
 3. the input pipeline alone (parse, crop, cfm+ccm masking, batch): examples/s
    on one core (tf.data private thread pool of 1) and on all cores;
-4. a profile of our float32 step (`step_profile.py`): the share of op time in
+4. the attention's two CPU choices against what they replaced (score matmul
+   with keys padded to a multiple of 16, dropout from 16-bit draws);
+5. a profile of our float32 step (`step_profile.py`): the share of op time in
    the dense matmuls, attention, LayerNorm, GELU, dropout, the optimizer
    update, and the input pipeline's cost per step on one core.
 
@@ -193,6 +195,48 @@ def time_torch(layers, batch, frames, steps, mode):
     return median_step(lambda: step().item(), steps)
 
 
+def best_seconds(fn, repeats=5):
+    """Best wall seconds of `repeats` calls of a traced fn (after one warm-up)."""
+    fn = tf.function(fn)
+    fn().numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn().numpy()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def attention_details(batch, frames):
+    """The two choices in `layers/attention.py`, each against what it replaced,
+    at the step's [B, A, T, d]: the score matmul with T keys vs keys padded to
+    a multiple of 16, and the probabilities' dropout from float draws
+    (`keras.random.dropout`) vs 16-bit draws (`keep_mask_16bit` + where)."""
+    import keras
+
+    from m3bert_tf.layers.attention import KEY_ALIGNMENT, keep_mask_16bit
+
+    padded = -(-frames // KEY_ALIGNMENT) * KEY_ALIGNMENT
+    q = tf.random.normal([batch, A, frames, H // A])
+    k = {n: tf.random.normal([batch, A, n, H // A]) for n in (frames, padded)}
+    p = tf.random.uniform([batch, A, frames, padded])
+    seed = keras.random.SeedGenerator(0)
+    return {
+        f"score_matmul_{frames}_keys_s": best_seconds(
+            lambda: tf.matmul(q, k[frames], transpose_b=True)[0, 0, 0, 0]
+        ),
+        f"score_matmul_{padded}_keys_s": best_seconds(
+            lambda: tf.matmul(q, k[padded], transpose_b=True)[0, 0, 0, 0]
+        ),
+        "dropout_float_draws_s": best_seconds(
+            lambda: keras.random.dropout(p, 0.1, seed=seed)[0, 0, 0, 0]
+        ),
+        "dropout_16bit_draws_s": best_seconds(
+            lambda: tf.where(keep_mask_16bit(p.shape, 0.1, seed), p, 0.0)[0, 0, 0, 0]
+        ),
+    }
+
+
 def pipeline_rate(shard_dir, examples, threads):
     config = pipeline.PipelineConfig(
         data=shard_dir, max_frames=schema.CHUNK_FRAMES, batch_size=8, holdout_percent=0
@@ -308,6 +352,12 @@ def main():
         print(
             f"  best vs best: ours ({best_ours}) {results['best_vs_best']:.2f}x pytorch ({best_theirs})"
         )
+
+    details = attention_details(B, T)
+    results["attention_details"] = details
+    print(f"\nattention at batch {B} x {A} heads x {T} frames (forward ops alone):")
+    for name, seconds in details.items():
+        print(f"  {name[:-2]:32s} {seconds * 1000:6.1f} ms")
 
     import step_profile
 
