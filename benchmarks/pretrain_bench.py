@@ -49,17 +49,22 @@ def train_flops(layers, batch, frames):
     return 3 * batch * frames * per_token
 
 
-def matmul_peak(n=4096, repeats=10):
-    a = tf.random.normal([n, n])
-    b = tf.random.normal([n, n])
-    f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    f().numpy()
+def best_seconds(fn, repeats=5):
+    """Best wall seconds of `repeats` calls of a traced fn (after one warm-up)."""
+    fn = tf.function(fn)
+    fn().numpy()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        f().numpy()
+        fn().numpy()
         best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
+    return best
+
+
+def matmul_peak(n=4096, repeats=10):
+    a = tf.random.normal([n, n])
+    b = tf.random.normal([n, n])
+    return 2 * n**3 / best_seconds(lambda: tf.reduce_sum(tf.matmul(a, b)), repeats)
 
 
 def median_step(run_step, steps):
@@ -193,18 +198,6 @@ def time_torch(layers, batch, frames, steps, mode):
     for _ in range(2):
         step().item()
     return median_step(lambda: step().item(), steps)
-
-
-def best_seconds(fn, repeats=5):
-    """Best wall seconds of `repeats` calls of a traced fn (after one warm-up)."""
-    fn = tf.function(fn)
-    fn().numpy()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn().numpy()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def attention_details(batch, frames):
