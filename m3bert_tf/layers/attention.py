@@ -1,6 +1,6 @@
 """Scaled dot-product attention over [B, A, T, d] heads, shaped for a CPU.
 
-Two things here are about speed, neither changes what is computed:
+Two things here are about speed; the model's outputs stay the same:
 
 - Keys are padded to a multiple of KEY_ALIGNMENT and masked out, so every row
   of the [B, A, T, K] scores starts on a 64-byte boundary: at T = 1294 oneDNN's
@@ -10,7 +10,8 @@ Two things here are about speed, neither changes what is computed:
   (`keep_mask_16bit`) where `keras.random.dropout` draws a 32-bit float: the
   random numbers were most of that dropout's cost (7 % of a training step at
   1294 frames), and the 1 / (1 - rate) scale goes on the [B, A, K, d] values
-  rather than the [B, A, T, K] probabilities (one pass fewer each way).
+  rather than the [B, A, T, K] probabilities (one pass fewer each way). The
+  masks are other draws than Keras' at a rate rounded to 1/65536.
 
 `benchmarks/pretrain_bench.py` measures the step.
 """
