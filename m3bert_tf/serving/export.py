@@ -300,10 +300,9 @@ def export_run(
                 writer.write(record.SerializeToString())
         runs.write_json(os.path.join(temporary, LABELS_NAME), labels)
         runs.write_json(os.path.join(temporary, EXPORT_INFO_NAME), info)
-        if storage.is_url(final):
-            storage.replace(temporary, final)
-        else:
-            os.rename(temporary, final)  # fails rather than replace a version that appeared
+        # A version that appeared meanwhile (a non-empty directory) is not
+        # replaced on a local disk: rename(2) fails on it.
+        storage.replace(temporary, final)
     except BaseException:
         storage.rmtree(temporary)
         raise
