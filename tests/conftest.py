@@ -37,17 +37,20 @@ def write_audio(path, duration, sample_rate=44100, channels=1, seed=0, subtype=N
 
 
 def kill_after_checkpoints(argv, checkpoint_dir, count, env):
-    """Starts argv, SIGKILLs it once `count` checkpoints exist; returns the last step saved."""
-    import glob
+    """Starts argv, SIGKILLs it once `count` checkpoints are recorded; returns
+    the last step recorded. Recorded: listed in the directory's `checkpoint`
+    state file, what a resumed run reads (a kill between a checkpoint's files
+    and that file leaves the files of one it will not resume from)."""
     import signal
     import subprocess
     import time
 
+    import tensorflow as tf
+
     def steps():
-        return [
-            int(p.split("ckpt-")[1].split(".")[0])
-            for p in glob.glob(f"{checkpoint_dir}/ckpt-*.index")
-        ]
+        state = tf.train.get_checkpoint_state(str(checkpoint_dir))
+        paths = state.all_model_checkpoint_paths if state else []
+        return [int(p.rsplit("ckpt-", 1)[1]) for p in paths]
 
     proc = subprocess.Popen(
         argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
