@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 from layer_testing import check_layer
+from tolerances import assert_close_across_kernels
 
 from m3bert_tf import runs
 from m3bert_tf.layers.frame_stack import FrameStack, FrameUnstack
@@ -154,13 +155,11 @@ def test_a_model_saved_by_release_0_1_0_loads_and_takes_any_length(name, tmp_pat
     want = np.load(os.path.join(FIXTURES, "outputs_v0.1.0.npz"))
     inputs = {"features": want["features"], "padding_mask": want["padding_mask"]}
     out = model(inputs)
-    if name == "encoder":
-        np.testing.assert_allclose(
-            np.asarray(out["sequence_output"]), want["sequence_output"], atol=1e-6
-        )
-    else:
-        for key in ("genre", "mood", "clip_embedding"):
-            np.testing.assert_allclose(np.asarray(out[key]), want[key], atol=1e-6)
+    # The stored outputs were computed on another CPU: within the cross-kernel bound.
+    for key in (
+        ("sequence_output",) if name == "encoder" else ("genre", "mood", "clip_embedding")
+    ):
+        assert_close_across_kernels(out[key], want[key], what=f"{name}/{key} vs 0.1.0")
         assert runs.load_encoder(str(run)).name == "encoder"  # the encoder inside
     longer = batch([40, 25], frames=40)
     assert (
@@ -215,9 +214,9 @@ def test_encoder_and_multitask_give_the_same_outputs_under_jax(tmp_path):
     assert got["backend"] == "jax"
     for name, outputs in want.items():
         for key, value in outputs.items():
-            diff = np.abs(np.asarray(got[name][key], dtype=value.dtype) - value)
-            print(f"{name}/{key}: max |jax - tf| {diff.max():.2e}")
-            np.testing.assert_allclose(np.asarray(got[name][key]), value, atol=2e-5)
+            assert_close_across_kernels(
+                got[name][key], value, what=f"{name}/{key} jax vs tf"
+            )
 
 
 def test_masked_mean_ignores_padding():

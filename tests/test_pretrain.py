@@ -1,6 +1,7 @@
 """Pre-training: schedule, distribution, configs, resume and NaN behaviour."""
 
 import glob
+import io
 import json
 import os
 import subprocess
@@ -204,6 +205,21 @@ def test_mixed_precision_auto_picks_bf16_only_where_the_hardware_has_it():
     assert resolve("bf16", [], {"avx512_bf16"}) == ("mixed_bfloat16", None)
     with pytest.raises(ValueError, match="mixed_precision must be one of"):
         resolve("yes", [], set())
+
+
+def test_a_onednn_isa_cap_below_bf16_means_no_bf16_flags(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 (how the suite reproduces an AVX2-only CPU's
+    numbers) leaves oneDNN without bf16 kernels: auto must pick float32 then."""
+    flags = {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+    monkeypatch.setattr(
+        "builtins.open", lambda *a, **k: io.StringIO(f"flags : {' '.join(flags)}\n")
+    )
+    assert distribute.cpu_flags({}) == flags
+    assert distribute.cpu_flags({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}) == flags
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        capped = distribute.cpu_flags({name: "avx2"})
+        assert capped == {"avx2", "avx512f"}
+        assert distribute.resolve_precision("auto", [], capped) == (None, None)
 
 
 def test_mixed_precision_does_not_leak_into_the_next_job():

@@ -159,16 +159,33 @@ PRECISIONS = ("auto", "bf16", "fp32")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA, DNNL_MAX_CPU_ISA in older builds)
+# under which it still computes in bfloat16; a lower cap (e.g. AVX2, to
+# reproduce another CPU's float32 numbers) leaves bf16 without its kernels.
+BF16_ISA_CAPS = frozenset(
+    {"ALL", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
+     "AVX512_CORE_AMX_FP16", "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16",
+     "AVX10_2_512", "AVX10_2_512_AMX_2"}
+)  # fmt: skip
+
+
+def cpu_flags(environ=None) -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere), less
+    the bfloat16 ones where the environment caps oneDNN below bf16 kernels."""
+    environ = os.environ if environ is None else environ
+    flags: set[str] = set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    flags = set(line.split(":", 1)[1].split())
+                    break
     except OSError:
         pass
-    return set()
+    cap = environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA")
+    if cap and cap.strip().upper() not in BF16_ISA_CAPS:
+        flags -= set(BF16_CPU_FLAGS)
+    return flags
 
 
 def resolve_precision(setting: str, accelerators: list[str], flags: set[str]):
