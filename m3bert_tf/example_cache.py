@@ -14,7 +14,7 @@ features themselves ([n, 324]), for jobs whose encoder trains too.
 On disk, `<directory>/<key>/`: `sequences.f32` (every example's rows, one
 after another), `index.npz` (offsets, splits, track ids, labels) and
 `info.json`. The key is a digest of the encoder's config and weights, the
-window, the normalization, the tasks and every shard read (name and size):
+window, the normalization, the tasks and every shard read (its contents):
 another encoder or other data is another cache, never a stale one. A cache is
 written under a temporary name and renamed when complete.
 """
@@ -65,8 +65,9 @@ class CacheSource:
         return schema.NUM_FEATURES if self.encoder is None else self.encoder.hidden_dim
 
     def key(self, files: list[str]) -> str:
-        """A digest of everything the cached values depend on."""
-        import tensorflow as tf
+        """A digest of everything the cached values depend on: the shards by
+        their contents (`shards.content_digests`), never by name or size."""
+        from m3bert_tf.data.shards import content_digests
 
         h = hashlib.sha256()
         description = {
@@ -74,7 +75,7 @@ class CacheSource:
             "normalization": self.normalization,
             "stats": self.stats,
             "label_sizes": sorted(self.label_sizes.items()),
-            "files": [(f, tf.io.gfile.stat(f).length) for f in files],
+            "files": sorted(content_digests(files).values()),
         }
         if self.encoder is not None:
             description["encoder"] = self.encoder.get_config()
@@ -173,7 +174,7 @@ def open_cache(directory: str, source: CacheSource, log=print, job="cache") -> E
             schema.TMP_SUFFIX
         ):
             shutil.rmtree(os.path.join(directory, old))
-            log(f"removed the cache {old} of another encoder or data")
+            log(f"removed the stale cache {old} (another encoder, or other shard contents)")
     tmp = path + schema.TMP_SUFFIX
     os.makedirs(tmp)
     _build(tmp, files, source, f"{job}: caching")

@@ -176,6 +176,7 @@ def _close(writer) -> dict:
         "shard": os.path.basename(writer.path),
         "num_examples": writer.num_examples,
         "bytes": writer.bytes,
+        "sha256": writer.sha256,
         "tracks": writer.tracks,
         "stats": writer.stats,
     }

@@ -206,6 +206,7 @@ def _move_in(
         info = {
             "num_examples": sum(t["num_chunks"] for t in tracks),
             "bytes": storage.size(part),
+            "sha256": storage.sha256(part),
             "tracks": tracks,
             "stats": stats,
         }

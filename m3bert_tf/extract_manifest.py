@@ -84,7 +84,12 @@ def build_manifest(config, spec, task_specs, finished, failures) -> dict:
             {"split": stats_split, **stats_from_sums(sums)} if sums is not None else None
         ),
         "shards": [
-            {"name": s["shard"], "num_examples": s["num_examples"], "bytes": s.get("bytes")}
+            {
+                "name": s["shard"],
+                "num_examples": s["num_examples"],
+                "bytes": s.get("bytes"),
+                "sha256": s.get("sha256"),
+            }  # fmt: skip
             for s in sorted(finished, key=lambda s: s["shard"])
         ],
         "failures": failures,

@@ -76,6 +76,25 @@ def write_json(path: str, value) -> None:
     storage.write_atomic(path, json.dumps(value, indent=1) + "\n")
 
 
+def model_digest(path: str) -> str:
+    """A digest of a run's or an export's model files (their bytes, not their
+    path or dates): what identifies "the same model" wherever outputs made
+    with it are reused. Raises FileNotFoundError when `path` holds none."""
+    import hashlib
+
+    h, found = hashlib.sha256(), False
+    for pattern in (ENCODER_NAME, MULTITASK_NAME, "saved_model.pb", "variables/*"):
+        for f in sorted(storage.glob(os.path.join(path, pattern))):
+            found = True
+            h.update(os.path.relpath(f, path).encode())
+            h.update(storage.sha256(f).encode())
+    if not found:
+        raise FileNotFoundError(
+            f"{path}: no model files (encoder.keras, multitask.keras or a SavedModel)"
+        )
+    return h.hexdigest()[:16]
+
+
 def read_json(path: str):
     with storage.open(path) as f:
         return json.load(f)

@@ -18,6 +18,7 @@ which the next run removes like any other debris.
 
 import builtins
 import glob as glob_lib
+import hashlib
 import os
 import posixpath
 import shutil
@@ -139,6 +140,15 @@ def size(path) -> int:
         return int(_gfile(path).stat(str(path)).length)
     except tf.errors.NotFoundError:
         raise FileNotFoundError(2, "No such file or directory", str(path)) from None
+
+
+def sha256(path) -> str:
+    """The SHA-256 hex digest of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def remove(path) -> None:

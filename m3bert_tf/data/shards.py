@@ -14,7 +14,9 @@ half-written file; `list_shards` and `read_manifests` are the reading side.
 
 Each index also holds the sums of its tracks' raw feature statistics per
 split ({"frames", "sum", "sum_sq"}), from which the manifest's global
-normalization statistics are made.
+normalization statistics are made, and the shard's size and SHA-256 digest
+(`bytes`, `sha256`), copied into the manifest: what every reader checks a
+shard against, and what caches of shard contents are keyed by.
 """
 
 import json
@@ -70,11 +72,13 @@ class ShardWriter:
     def close(self) -> None:
         self._writer.close()
         self.bytes = storage.size(self.path + TMP_SUFFIX)
+        self.sha256 = storage.sha256(self.path + TMP_SUFFIX)
         write_json_atomic(
             index_path(self.path),
             {
                 "num_examples": self.num_examples,
                 "bytes": self.bytes,
+                "sha256": self.sha256,
                 "tracks": self.tracks,
                 "stats": self.stats,
             },
@@ -131,12 +135,13 @@ def read_manifests(data: str) -> dict[str, dict]:
     """{shard dir: manifest} for every directory the shards of `data` are in.
 
     Every shard read must be listed in its directory's manifest with the
-    size it was written with, and a directory given whole must hold every
-    shard its manifest lists.
+    size and content digest it was written with (each file is read once per
+    process to check it: `content_digests`), and a directory given whole
+    must hold every shard its manifest lists.
 
     Raises:
       DataError: no shards, a directory without manifest.json, a shard
-        missing, truncated or not in the manifest, shards of
+        missing, truncated, replaced or not in the manifest, shards of
         another feature-spec version (with how to re-extract them), or of
         several feature sets at once.
     """
@@ -171,16 +176,48 @@ def read_manifests(data: str) -> dict[str, dict]:
     return out
 
 
-def _verify_shards(data: str, files: list[str], manifests: dict[str, dict]) -> None:
-    """Every shard read is listed in its manifest with its size; a directory
-    given whole has every listed shard. Raises DataError naming the shard."""
+ADVICE = "re-extract the directory (bin/extract resumes what is missing)"
+
+# (path, size, mtime) -> SHA-256 of what this process read there.
+_DIGESTS: dict[tuple, str] = {}
+
+
+def content_digests(files: list[str]) -> dict[str, str]:
+    """{file: SHA-256 of its bytes}, each file read once per process (a file
+    whose size or modification time changed is read again)."""
     import tensorflow as tf
 
-    advice = "re-extract the directory (bin/extract resumes what is missing)"
+    from m3bert_tf.progress import Progress
+
+    out, todo = {}, []
+    for f in files:
+        stat = tf.io.gfile.stat(f)
+        key = (f, stat.length, stat.mtime_nsec)
+        if key in _DIGESTS:
+            out[f] = _DIGESTS[key]
+        else:
+            todo.append((f, key, stat.length))
+    total = sum(n for _, _, n in todo)
+    progress = Progress("checking shards", total >> 20, "MiB") if total > 2**30 else None
+    done = 0
+    for f, key, n in todo:
+        out[f] = _DIGESTS[key] = storage.sha256(f)
+        done += n
+        if progress is not None:
+            progress.update(done >> 20)
+    return out
+
+
+def _verify_shards(data: str, files: list[str], manifests: dict[str, dict]) -> None:
+    """Every shard read is listed in its manifest with its size and digest; a
+    directory given whole has every listed shard. Raises DataError naming the shard."""
+    import tensorflow as tf
+
     listed = {d: {s["name"]: s for s in m.get("shards", [])} for d, m in manifests.items()}
+    entries = {}
     for f in files:
         d, name = os.path.dirname(f), os.path.basename(f)
-        entry = listed[d].get(name)
+        entry = entries[f] = listed[d].get(name)
         if entry is None:
             raise DataError(
                 f"data: {f} is not in {d}/{schema.MANIFEST_NAME} (a foreign file, or an "
@@ -190,7 +227,15 @@ def _verify_shards(data: str, files: list[str], manifests: dict[str, dict]) -> N
         if entry.get("bytes") is not None and size != entry["bytes"]:
             raise DataError(
                 f"data: {f} has {size} bytes, {schema.MANIFEST_NAME} says {entry['bytes']} "
-                f"(truncated or replaced): {advice}"
+                f"(truncated or replaced): {ADVICE}"
+            )
+    for f, digest in content_digests(files).items():
+        want = entries[f].get("sha256")
+        if want is not None and digest != want:
+            raise DataError(
+                f"data: {f} is not the shard {schema.MANIFEST_NAME} lists (same name and "
+                f"size, other contents: SHA-256 {digest[:12]}..., written as {want[:12]}...; "
+                f"replaced or corrupted): {ADVICE}"
             )
     for part in data.split(","):
         part = part.strip().rstrip("/")
@@ -199,7 +244,7 @@ def _verify_shards(data: str, files: list[str], manifests: dict[str, dict]) -> N
             if missing:
                 raise DataError(
                     f"data: {part}/{missing[0]} is listed in {schema.MANIFEST_NAME} but missing "
-                    f"({len(missing)} shard(s) missing): {advice}"
+                    f"({len(missing)} shard(s) missing): {ADVICE}"
                 )
 
 

@@ -31,6 +31,7 @@ import hashlib
 import io
 import json
 import os
+import zipfile
 
 import numpy as np
 
@@ -89,27 +90,18 @@ class RecordTrack:
 
 def digest(*parts) -> str:
     """A short hex digest of JSON-able parts and the cache format (model files
-    enter through `model_files_digest`, shards through `data_description`)."""
+    enter through `runs.model_digest`, shards through `data_description`)."""
     h = hashlib.sha256(json.dumps([FORMAT, parts], sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 
 def data_description(files: list[str], label_sizes: dict) -> list:
-    """What every cached array depends on: the shards (name, size) and the tasks."""
-    return [[(f, os.path.getsize(f)) for f in files], sorted(label_sizes.items())]
+    """What every cached array depends on: the shards' contents (SHA-256, in
+    reading order) and the tasks."""
+    from m3bert_tf.data.shards import content_digests
 
-
-def model_files_digest(path: str) -> str:
-    """A digest of a run's or an export's model files (content, not dates)."""
-    h = hashlib.sha256()
-    names = ["encoder.keras", "multitask.keras", "saved_model.pb", "variables/*"]
-    for pattern in names:
-        for f in storage.glob(os.path.join(path, pattern)):
-            h.update(os.path.relpath(f, path).encode())
-            with storage.open(f, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest()[:16]
+    digests = content_digests(files)
+    return [[digests[f] for f in files], sorted(label_sizes.items())]
 
 
 def cached(directory: str, name: str, key: str, compute, log) -> dict:
@@ -117,9 +109,13 @@ def cached(directory: str, name: str, key: str, compute, log) -> dict:
     (written atomically; another key's file of `name` is replaced)."""
     path = os.path.join(directory, f"{name}-{key}.npz")
     if storage.exists(path):
-        with storage.open(path, "rb") as f, np.load(f) as data:
+        try:
+            with storage.open(path, "rb") as f, np.load(f) as data:
+                arrays = {k: data[k] for k in data.files}
             log(f"{name}: from the cache {path}")
-            return {k: data[k] for k in data.files}
+            return arrays
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            log(f"{name}: the cache file {path} is unreadable ({e}): computing it again")
     arrays = compute()
     storage.makedirs(directory)
     for old in storage.glob(os.path.join(directory, f"{name}-*.npz")):

@@ -100,7 +100,7 @@ def model_sets(entry: str, config, files, label_sizes, manifest_spec, log) -> tu
         )
     cache_dir = os.path.join(config.output_dir, "embeddings")
     described = feature_sets.data_description(files, label_sizes)
-    weights = feature_sets.model_files_digest(path)
+    weights = runs.model_digest(path)
 
     def embedded(layer, label):
         key = feature_sets.digest(described, weights, str(layer), model.window_frames)
