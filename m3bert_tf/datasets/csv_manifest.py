@@ -5,7 +5,9 @@ the same path merge their {task: label}. Each task's kind and classes are
 inferred from all its labels (`tasks.infer_spec`): numbers -> regression,
 "a|b" -> multi-label, else classification. Tracks without a split get a
 seeded 60/20/20 split by track. A split must be train, valid or test, and a
-track id has one split: other rows are reported (file and line) and skipped.
+track id has one split and one label per task (its clips are scored as one
+track): other rows are reported (file and line) and skipped, and the job that
+loaded them exits 1.
 """
 
 import csv
@@ -20,6 +22,7 @@ def load(csv_path: str, seed: int = 0, check_audio: bool = True) -> LoadResult:
     base = os.path.dirname(storage.abspath(csv_path))
     tracks: dict[str, Track] = {}
     split_of: dict[str, tuple[str, int]] = {}  # track_id -> (split, first line)
+    label_of: dict[tuple, tuple[str, int]] = {}  # (track_id, task) -> (label, first line)
     problems = []
     with storage.open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
@@ -67,6 +70,19 @@ def load(csv_path: str, seed: int = 0, check_audio: bool = True) -> LoadResult:
                     )
                 )
                 continue
+            if task:
+                first, first_line = label_of.setdefault((track_id, task), (label, line))
+                if first != label:
+                    problems.append(
+                        Problem(
+                            csv_path,
+                            f"track {track_id!r} has {task} label {label!r} here but "
+                            f"{first!r} on line {first_line}: a track has one label per "
+                            "task (clips that differ need their own track_id)",
+                            line,
+                        )
+                    )
+                    continue
             track = tracks.setdefault(path, Track(path, track_id))
             track.split = split or track.split
             if task:

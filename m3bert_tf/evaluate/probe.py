@@ -205,8 +205,24 @@ def averaging(groups, n: int) -> np.ndarray:
 
 
 def group_labels(spec: TaskSpec, y: np.ndarray, groups) -> np.ndarray:
-    """[groups, size] labels of each group (its examples share one label)."""
-    mean = averaging(groups, len(y)) @ y
+    """[groups, size] labels of each group (its examples share one label).
+
+    Raises:
+      ValueError: a group whose examples carry different labels (scoring it
+        as one would average predictions against a label it does not have).
+    """
+    matrix = averaging(groups, len(y))
+    mean = matrix @ y
+    if groups is not None and len(y):
+        member = matrix.argmax(0)  # each example's group
+        differs = np.abs(y - mean[member]).max(axis=-1) > 1e-6
+        if differs.any():
+            track = np.asarray(groups)[np.flatnonzero(differs)[0]]
+            raise ValueError(
+                f"task {spec.name}: track {track!r} has examples with different labels, "
+                "so per-track scoring cannot merge them (score per example, or fix the "
+                "labels: bin/extract refuses such data)"
+            )
     return np.round(mean) if spec.kind == "classification" else mean
 
 

@@ -1,0 +1,116 @@
+"""Nothing silently wrong: shards and caches by content, one label per track."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import write_audio
+
+from m3bert_tf import extract, schema
+from m3bert_tf.data import shards
+from m3bert_tf.evaluate import feature_sets, probe
+from m3bert_tf.example_cache import CacheSource, open_cache
+from m3bert_tf.tasks import TaskSpec, read_task_info
+
+
+def negated_copy(source: str, target: str) -> None:
+    """`source` with every feature value's sign flipped: the same size, other contents."""
+    with tf.io.TFRecordWriter(target) as writer:
+        for record in tf.data.TFRecordDataset(source).as_numpy_iterator():
+            example = tf.train.Example.FromString(record)
+            feature = example.features.feature[schema.FEATURES_KEY].bytes_list
+            x = np.frombuffer(feature.value[0], schema.FEATURE_DTYPE)
+            feature.value[0] = (-x).astype(schema.FEATURE_DTYPE).tobytes()
+            writer.write(example.SerializeToString())
+
+
+def test_a_shard_swapped_for_one_of_the_same_size_is_named_and_caches_follow_content(
+    corpus_shards, tmp_path
+):
+    data = str(tmp_path / "shards")
+    shutil.copytree(corpus_shards, data)
+    with open(os.path.join(data, schema.MANIFEST_NAME)) as f:
+        manifest = json.load(f)
+    entry = manifest["shards"][0]
+    assert len(entry["sha256"]) == 64  # the extractor wrote it, and the index too
+    with open(shards.index_path(os.path.join(data, entry["name"]))) as f:
+        assert json.load(f)["sha256"] == entry["sha256"]
+    specs, _ = read_task_info(shards.read_manifests(data))
+    label_sizes = {t: specs[t].size for t in specs}
+    source = CacheSource(data, label_sizes, "track", None)
+    messages = []
+    before = open_cache(str(tmp_path / "cache"), source, messages.append)
+    key = source.key(shards.list_shards(data))
+    described = feature_sets.data_description(shards.list_shards(data), label_sizes)
+
+    shard = os.path.join(data, entry["name"])
+    negated_copy(shard, shard + ".new")
+    assert os.path.getsize(shard + ".new") == entry["bytes"]
+    os.replace(shard + ".new", shard)
+    with pytest.raises(
+        shards.DataError, match=f"{shard} is not the shard .*other contents"
+    ):
+        shards.read_manifests(data)
+
+    # Re-extracted for real (a manifest that lists the new contents): every
+    # cache keyed by the data is another one, and rebuilt from the new bytes.
+    entry["sha256"] = shards.content_digests([shard])[shard]
+    with open(os.path.join(data, schema.MANIFEST_NAME), "w") as f:
+        json.dump(manifest, f)
+    shards.read_manifests(data)
+    assert source.key(shards.list_shards(data)) != key
+    assert feature_sets.data_description(shards.list_shards(data), label_sizes) != described
+    after = open_cache(str(tmp_path / "cache"), source, messages.append)
+    assert any("removed the stale cache" in m for m in messages), messages
+    first = np.flatnonzero(before.track_ids == after.track_ids[0])[0]
+    np.testing.assert_array_equal(after.sequence(0), -before.sequence(first))
+
+
+def test_a_track_with_contradictory_labels_is_refused_with_file_and_line(tmp_path):
+    """12 clips of one track, each with another label: the clips after the
+    first are reported with their lines, the job exits non-zero (failures)."""
+    rows = ["path,track_id,split,task,label"]
+    for i in range(4):
+        write_audio(str(tmp_path / f"clip{i}.wav"), 1.0, 22050, seed=i)
+        rows.append(f"clip{i}.wav,melody,train,instrument,{['a', 'b', 'c', 'a'][i]}")
+    write_audio(str(tmp_path / "other.wav"), 1.0, 22050, seed=9)
+    rows.append("other.wav,other,test,instrument,b")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    loaded = extract.find_tracks(
+        extract.ExtractConfig(input=str(tmp_path / "labels.csv"), output_dir="-")
+    )
+    assert sorted(os.path.basename(t.path) for t in loaded.tracks) == [
+        "clip0.wav", "clip3.wav", "other.wav",
+    ]  # fmt: skip
+    reasons = [str(p) for p in loaded.problems]
+    assert [r.split(": ")[0] for r in reasons] == [
+        f"{tmp_path / 'labels.csv'}:3", f"{tmp_path / 'labels.csv'}:4",
+    ]  # fmt: skip
+    assert "track 'melody' has instrument label 'b' here but 'a' on line 2" in reasons[0]
+
+
+def test_loaders_drop_every_file_of_a_track_whose_files_disagree():
+    from m3bert_tf.datasets import LoadResult, Track, refuse_conflicting_labels
+
+    tracks = [
+        Track("x1.wav", "x", "train", {"genre": "rock"}),
+        Track("x2.wav", "x", "train", {"genre": "jazz"}),
+        Track("y.wav", "y", "train", {"genre": "rock"}),
+    ]
+    result = refuse_conflicting_labels(LoadResult(tracks, {}))
+    assert [t.path for t in result.tracks] == ["y.wav"]
+    assert [p.path for p in result.problems] == ["x1.wav", "x2.wav"]
+    assert "['jazz', 'rock'] across its files" in result.problems[0].reason
+
+
+def test_per_track_scoring_never_merges_examples_whose_labels_differ():
+    spec = TaskSpec("instrument", "classification", classes=("a", "b"))
+    y = np.array([[0.0], [0.0], [1.0]])
+    np.testing.assert_array_equal(
+        probe.group_labels(spec, y, np.array(["t1", "t1", "t2"])), [[0.0], [1.0]]
+    )
+    with pytest.raises(ValueError, match="track 't1' has examples with different labels"):
+        probe.group_labels(spec, y, np.array(["t1", "t1", "t1"]))
