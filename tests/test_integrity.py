@@ -1,5 +1,7 @@
-"""Nothing silently wrong: shards and caches by content, one label per track."""
+"""Nothing silently wrong: shards and caches by content, one label per track,
+outputs confined to their directory."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -7,13 +9,15 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import write_audio
+from conftest import ROOT, write_audio
 
 from m3bert_tf import extract, schema
 from m3bert_tf.data import shards
 from m3bert_tf.evaluate import feature_sets, probe
 from m3bert_tf.example_cache import CacheSource, open_cache
 from m3bert_tf.tasks import TaskSpec, read_task_info
+
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 
 
 def negated_copy(source: str, target: str) -> None:
@@ -114,3 +118,62 @@ def test_per_track_scoring_never_merges_examples_whose_labels_differ():
     )
     with pytest.raises(ValueError, match="track 't1' has examples with different labels"):
         probe.group_labels(spec, y, np.array(["t1", "t1", "t1"]))
+
+
+def fixture_run(directory) -> str:
+    """A run directory holding the release-0.1.0 encoder (64-frame windows)."""
+    os.makedirs(directory)
+    shutil.copy(os.path.join(FIXTURES, "encoder_v0.1.0.keras"), directory / "encoder.keras")
+    (directory / "config.json").write_text(json.dumps({"max_frames": 64}))
+    return str(directory)
+
+
+def test_bin_embed_confines_ids_refuses_shared_ids_keeps_other_inputs_and_redoes_bad_files(
+    tmp_path, capsys
+):
+    from m3bert_tf import runs
+    from m3bert_tf.serving.embed_job import EmbedConfig, run_embed
+
+    run = fixture_run(tmp_path / "run")
+    music = tmp_path / "music"
+    music.mkdir()
+    for i, name in enumerate("abcd"):
+        write_audio(str(music / f"{name}.wav"), 2.0, 22050, seed=i)
+    (music / "ids.csv").write_text(
+        "path,track_id\na.wav,../../x\nb.wav,dup\nc.wav,dup\nd.wav,good\n"
+    )
+    out = tmp_path / "deep" / "emb"
+    config = EmbedConfig(model=run, input=str(music / "ids.csv"), output_dir=str(out))
+    result = run_embed(config)
+    assert result["embedded"] == 1
+    reasons = {os.path.basename(p["path"]): p["reason"] for p in result["failed"]}
+    assert "cannot name a file inside the output directory" in reasons["a.wav"]
+    assert "also the id of" in reasons["b.wav"] and "also the id of" in reasons["c.wav"]
+    assert sorted(p.name for p in tmp_path.rglob("*.npz")) == ["good.npz"]
+
+    # A second input into the same directory keeps the first one's rows.
+    other = tmp_path / "other"
+    other.mkdir()
+    write_audio(str(other / "e.wav"), 2.0, 22050, seed=7)
+    run_embed(dataclasses.replace(config, input=str(other)))
+    index = (out / "index.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in index[1:]] == ["e", "good"]
+
+    # A truncated output is reported and made again, not counted as done.
+    good = out / "good.npz"
+    whole = good.read_bytes()
+    good.write_bytes(whole[: len(whole) // 2])
+    capsys.readouterr()
+    assert run_embed(config)["embedded"] == 1
+    assert "good.npz is unreadable" in capsys.readouterr().out
+    assert good.read_bytes() == whole
+
+    # The model is known by its weights: a copy elsewhere is the same model,
+    # the same path trained further is another one.
+    copy = shutil.copytree(run, tmp_path / "copy")
+    assert run_embed(dataclasses.replace(config, model=str(copy)))["embedded"] == 0
+    encoder = runs.load_encoder(run)
+    encoder.set_weights([w + 0.01 for w in encoder.get_weights()])
+    encoder.save(os.path.join(run, "encoder.keras"))
+    with pytest.raises(runs.ConfigMismatch, match="model_digest"):
+        run_embed(config)

@@ -223,7 +223,60 @@ class _TrackOutput:
 
 
 def npz_path(output_dir: str, track_id: str) -> str:
-    return os.path.join(output_dir, *track_id.split("/")) + ".npz"
+    """`<output_dir>/<track_id>.npz`, with "/" in the id as subdirectories.
+
+    Raises:
+      ValueError: an id that would leave `output_dir` or name no file (empty,
+        absolute, a "." or ".." part, a backslash or NUL).
+    """
+    parts = track_id.split("/")
+    if (
+        not track_id
+        or "\\" in track_id
+        or "\0" in track_id
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise ValueError(
+            f"track id {track_id!r} cannot name a file inside the output directory "
+            "(empty, absolute, or a '.', '..' or backslash in it)"
+        )
+    return os.path.join(output_dir, *parts) + ".npz"
+
+
+def _readable(path: str) -> str | None:
+    """None when the .npz at `path` is a whole output; else what is wrong."""
+    try:
+        with storage.open(path, "rb") as f, zipfile.ZipFile(f) as z:
+            names = set(z.namelist())
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        return f"unreadable ({e})"
+    missing = {"timestamps.npy", "frame_embeddings.npy", "duration_s.npy"} - names
+    return f"missing {sorted(missing)}" if missing else None
+
+
+def _usable_tracks(tracks, output_dir: str):
+    """(tracks whose ids name one file each, a Problem for each of the others):
+    an id that leaves the output directory, or that two input files share
+    (their outputs would overwrite each other), is refused for every file."""
+    by_id: dict[str, list] = {}
+    for t in tracks:
+        by_id.setdefault(t.track_id, []).append(t)
+    usable, problems = [], []
+    for t in tracks:
+        try:
+            npz_path(output_dir, t.track_id)
+        except ValueError as e:
+            problems.append(Problem(t.path, str(e)))
+            continue
+        others = [o.path for o in by_id[t.track_id] if o is not t]
+        if others:
+            problems.append(Problem(
+                t.path, f"track id {t.track_id!r} is also the id of {', '.join(others)}: "
+                "one output file cannot hold both (rename one)",
+            ))  # fmt: skip
+            continue
+        usable.append(t)
+    return usable, problems
 
 
 def _check_job(output_dir: str, job: dict) -> None:
@@ -249,6 +302,8 @@ def run_embed(config: EmbedConfig) -> dict:
 
     loaded = extract.find_tracks(extract.ExtractConfig(input=config.input, output_dir="-"))
     model = load(config.model, frontend=config.frontend)
+    # The model by its files' contents: the same path trained further is another model.
+    model_digest = runs.model_digest(config.model)
     layer = model.check_layer(config.layer)  # a block index the model lacks: refused now
     window = config.window_seconds or None
     hop = config.hop_seconds or None
@@ -256,13 +311,14 @@ def run_embed(config: EmbedConfig) -> dict:
     storage.makedirs(config.output_dir)
     with locks.DirectoryLock(config.output_dir, "--output_dir"):
         settings = {
-            "model": storage.abspath(config.model), "layer": str(layer),
+            "model_digest": model_digest, "layer": str(layer),
             "window_seconds": config.window_seconds, "hop_seconds": config.hop_seconds,
             "frontend": config.frontend,
         }  # fmt: skip
-        _check_job(
-            config.output_dir, {"settings": settings, "package_version": __version__}
-        )
+        _check_job(config.output_dir, {
+            "settings": settings, "model": storage.abspath(config.model),
+            "package_version": __version__,
+        })  # fmt: skip
         # Outputs stream to local files there until a track's .npz is whole.
         local = storage.local_path(config.output_dir)
         tmp_dir = os.path.join(local or tempfile.gettempdir(), TMP_DIR)
@@ -277,11 +333,19 @@ def run_embed(config: EmbedConfig) -> dict:
 def _embed_all(config, model, layer, window, hop, loaded, tmp_dir) -> dict:
     from m3bert_tf.serving.api import reduce_layers, select_frames, signature_for
 
-    tracks = loaded.tracks
-    todo = [
-        t for t in tracks if not storage.exists(npz_path(config.output_dir, t.track_id))
-    ]
-    failed = [dataclasses.asdict(p) for p in loaded.problems]
+    tracks, refused = _usable_tracks(loaded.tracks, config.output_dir)
+    todo = []
+    for t in tracks:
+        path = npz_path(config.output_dir, t.track_id)
+        wrong = _readable(path) if storage.exists(path) else "missing"
+        if wrong not in (None, "missing"):
+            print(f"embed: {path} is {wrong}: embedding {t.path} again", flush=True)
+            storage.remove(path)
+        if wrong is not None:
+            todo.append(t)
+    failed = [dataclasses.asdict(p) for p in loaded.problems + refused]
+    for p in refused:
+        print(f"embed: skipped {p}", flush=True)
     failed_now, in_flight = [], []  # outputs in flight: featurized, not yet written
     signature = signature_for(layer)
     progress = Progress("embed", len(todo), "files", config.progress_interval)
@@ -329,8 +393,18 @@ def _rate(stats: dict, progress) -> str:
 
 
 def _write_index(output_dir: str, tracks) -> list[dict]:
-    """index.csv of every finished track of the input (rebuilt, atomically)."""
+    """index.csv of every finished track of the input, and of earlier inputs
+    into the same directory whose files are still there (rebuilt, atomically)."""
     rows = []
+    index = os.path.join(output_dir, INDEX_NAME)
+    current = {t.track_id for t in tracks}
+    if storage.exists(index):
+        with storage.open(index, newline="") as f:
+            rows = [
+                r for r in csv.DictReader(f)
+                if r["track_id"] not in current
+                and storage.exists(os.path.join(output_dir, r["file"]))
+            ]  # fmt: skip
     for track in tracks:
         path = npz_path(output_dir, track.track_id)
         if not storage.exists(path):
@@ -347,6 +421,6 @@ def _write_index(output_dir: str, tracks) -> list[dict]:
         text, ["track_id", "source_path", "duration_s", "frames", "file"]
     )
     writer.writeheader()
-    writer.writerows(rows)
-    storage.write_atomic(os.path.join(output_dir, INDEX_NAME), text.getvalue())
+    writer.writerows(sorted(rows, key=lambda r: r["track_id"]))
+    storage.write_atomic(index, text.getvalue())
     return rows
