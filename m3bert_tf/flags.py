@@ -198,6 +198,12 @@ def embed_config_from_flags():
 def define_data_service_flags() -> None:
     flags.DEFINE_enum("mode", None, ["dispatcher", "worker"], "Which server to run.")
     flags.DEFINE_integer("port", 0, "Port to listen on (0 = any free port, printed).")
+    flags.DEFINE_string(
+        "bind_address", "127.0.0.1",
+        "The interfaces to listen on. TensorFlow's tf.data servers always listen on every "
+        "interface (0.0.0.0) with unauthenticated gRPC, so the default refuses to start: "
+        "give --bind_address=0.0.0.0 on a private network or behind a firewall.",
+    )  # fmt: skip
     flags.DEFINE_string("dispatcher", "", "--mode=worker: the dispatcher's host:port.")
     flags.DEFINE_string(
         "worker_address", "",

@@ -177,3 +177,19 @@ def test_bin_embed_confines_ids_refuses_shared_ids_keeps_other_inputs_and_redoes
     encoder.save(os.path.join(run, "encoder.keras"))
     with pytest.raises(runs.ConfigMismatch, match="model_digest"):
         run_embed(config)
+
+
+def test_bin_data_service_starts_only_when_told_it_listens_on_every_interface():
+    import subprocess
+
+    from conftest import run_bin, user_env
+
+    proc = subprocess.run(
+        run_bin("data_service", "--mode=dispatcher", "--port=0"),
+        env=user_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "--bind_address=127.0.0.1: a tf.data service server always listens on every" in (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr

@@ -13,6 +13,15 @@ import tensorflow as tf
 
 _SERVICE = tf.data.experimental.service
 
+# TensorFlow's data servers bind "0.0.0.0:<port>" (GrpcDataServerBase::Start)
+# and take no address: these are the only --bind_address values they keep.
+ALL_INTERFACES = ("0.0.0.0", "::", "[::]")
+EXPOSURE = (
+    "a tf.data service server always listens on every interface of this host "
+    "(TensorFlow has no setting for one address) with unauthenticated gRPC: anyone "
+    "who reaches its port can read the training data through it and run work on it"
+)
+
 
 def start_dispatcher(
     port: int = 0, work_dir: str = "", fault_tolerant: bool = False
