@@ -351,3 +351,21 @@ def test_shards_that_disagree_with_the_manifest_are_named(corpus_shards, tmp_pat
         and "has 1000 bytes" in res.stderr
         and "Traceback" not in res.stderr
     )
+
+
+def test_the_divergence_guard_judges_from_the_first_step(corpus_shards, tmp_path):
+    """--learning_rate=1e6 explodes within a few steps, long before the
+    running level's warm-up: the run stops there, and no checkpoint holds it."""
+    res = subprocess.run(
+        run_bin("pretrain", *tiny_pretrain_args(corpus_shards, tmp_path / "run", 19),
+                "--learning_rate=1e6", "--checkpoint_every=1"),
+        env=ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode != 0 and "the run diverged; stopped" in res.stderr, res.stderr[
+        -3000:
+    ]
+    stopped = int(res.stderr.split(" at step ")[1].split()[0])
+    assert stopped < 19
+    latest = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
+    assert latest is None or int(latest.rsplit("-", 1)[1]) < stopped
+    assert f"The last good checkpoint is {latest or 'none'}" in res.stderr

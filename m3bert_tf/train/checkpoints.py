@@ -92,7 +92,11 @@ def random_states(model) -> tf.train.Checkpoint:
 class LossGuard:
     """Stops a run whose loss is not finite or explodes, before it is checkpointed.
 
-    "Explodes": after `warmup` steps, a loss above `factor` times its running
+    "Explodes", judged from the first step: for the first `warmup` steps,
+    while the running level is young, a loss above `absolute` or above
+    `factor` times the level, whichever is higher (the losses of these jobs
+    are of order 1-10 on normalized features and targets: 1e6 is no
+    learning, at any step); after them, above `factor` times the running
     level (an exponential moving average). The level is checkpointed with the
     run (`.trackable`), so a resumed run keeps judging against it. The step
     that trips the guard is never saved, so the newest checkpoint is the last
@@ -100,9 +104,11 @@ class LossGuard:
     """
 
     def __init__(
-        self, job: str, warmup: int = 20, factor: float = 1e3, smoothing: float = 0.05
-    ):
+        self, job: str, warmup: int = 20, factor: float = 1e3, smoothing: float = 0.05,
+        absolute: float = 1e6,
+    ):  # fmt: skip
         self.job, self.warmup, self.factor, self.smoothing = job, warmup, factor, smoothing
+        self.absolute = absolute
         self.level = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="loss_level")
         self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="loss_count")
         self.trackable = tf.train.Checkpoint(level=self.level, count=self.count)
@@ -116,7 +122,16 @@ class LossGuard:
                 "Lower learning_rate or check the data."
             )
         level, count = float(self.level.numpy()), int(self.count.numpy())
-        if count >= self.warmup and loss > self.factor * max(level, 1e-12):
+        relative = self.factor * max(level, 1e-12)
+        if count < self.warmup:
+            bound = max(self.absolute, relative if count else 0.0)
+            if loss > bound:
+                raise FloatingPointError(
+                    f"{self.job}: loss {loss:.4g} at step {step} is above {bound:.4g}, more "
+                    f"than any learning run reaches: the run diverged; stopped. {good}. "
+                    "Lower learning_rate or check the data."
+                )
+        elif loss > relative:
             raise FloatingPointError(
                 f"{self.job}: loss {loss:.4g} at step {step} is {loss / max(level, 1e-12):.3g}x "
                 f"its running level {level:.4g}: the run diverged; stopped. {good}. "
