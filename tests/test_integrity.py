@@ -193,3 +193,36 @@ def test_bin_data_service_starts_only_when_told_it_listens_on_every_interface():
         proc.stderr
     )
     assert "Traceback" not in proc.stderr
+
+
+def test_one_task_that_cannot_be_probed_does_not_sink_the_others(tmp_path):
+    """arousal has one validation example (no finite R²): it is listed as not
+    probed with the reason; genre is probed and the tables are written."""
+    from m3bert_tf.evaluate import job
+
+    rows = ["path,track_id,split,task,label"]
+    splits = ["train"] * 6 + ["valid"] * 3 + ["test"] * 3
+    for i, split in enumerate(splits):
+        write_audio(str(tmp_path / f"g{i}.wav"), 1.0, 22050, seed=i)
+        rows.append(f"g{i}.wav,g{i},{split},genre,{'ab'[i % 2]}")
+    for i, split in enumerate(["train"] * 4 + ["valid"] + ["test"] * 2):
+        write_audio(str(tmp_path / f"a{i}.wav"), 1.0, 22050, seed=20 + i)
+        rows.append(f"a{i}.wav,a{i},{split},arousal,{0.1 * i:.1f}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    extract.run_extract(
+        extract.ExtractConfig(
+            input=str(tmp_path / "labels.csv"), output_dir=str(tmp_path / "shards"),
+            num_workers=1, progress_interval=1e9,
+        ),
+        log=lambda m: None,
+    )  # fmt: skip
+    messages = []
+    config = job.EvaluateConfig(
+        data=str(tmp_path / "shards"), output_dir=str(tmp_path / "eval"),
+        baselines=("mfcc",), probes=("linear",), seeds=1, epochs=5,
+    )  # fmt: skip
+    result = job.run_evaluate(config, log=messages.append)
+    assert list(result["tasks"]) == ["genre"]
+    assert "no configuration gave a finite validation score" in result["skipped"]["arousal"]
+    assert any(m.startswith("task arousal: not probed") for m in messages)
+    assert "## arousal: not probed" in (tmp_path / "eval" / "results.md").read_text()

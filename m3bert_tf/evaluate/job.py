@@ -152,6 +152,42 @@ def _probe_data(examples, task: str, x: np.ndarray, score_per: str) -> probe.Pro
     return data
 
 
+def _probe_task(config, spec, examples, sets, progress) -> dict:
+    """results.json's entry of one task: every feature set x probe x seed.
+
+    Raises:
+      ValueError: the task cannot be probed (e.g. no finite validation score).
+    """
+    task, rows, done = spec.name, [], 0
+    for fs in sets:
+        data = _probe_data(examples, task, fs.x, config.score_per)
+        for kind in config.probes:
+            seeds = []
+            for seed in range(config.seeds):
+                r = probe.run_probe(spec, data, probe.GRIDS[kind], seed, config.epochs)
+                seeds.append({
+                    "seed": seed, "chosen": dataclasses.asdict(r.chosen),
+                    "epoch": r.epoch, "valid": r.valid, "test": r.test,
+                })  # fmt: skip
+                done += 1
+                progress(done)
+            mean, std = _summary(seeds)
+            rows.append({"set": fs.name, "probe": kind, "mean": mean, "std": std,
+                         "seeds": seeds, "dim": int(fs.x.shape[1])})  # fmt: skip
+    train = _probe_data(examples, task, examples.baselines["mfcc"], config.score_per)
+    test_labels, train_labels = (
+        probe.group_labels(spec, train.y[s], (train.groups or {}).get(s))
+        for s in ("test", "train")
+    )
+    return {
+        "spec": spec.to_json(),
+        "per": config.score_per,
+        "test_examples": len(test_labels),
+        "chance": metrics.chance_score(spec, train_labels, test_labels),
+        "rows": rows,
+    }
+
+
 def _summary(seeds: list[dict]) -> tuple[dict, dict]:
     """(mean, std) over the seeds of each test metric."""
     keys = [k for k in seeds[0]["test"] if k != "examples"]
@@ -262,39 +298,25 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
         raise ValueError(
             f"--data={config.data}: no task has train, valid and test examples"
         )
-    total = len(tasks) * len(sets) * len(config.probes) * config.seeds
-    progress = Progress("evaluate: probing", total, "probes")
-    done = 0
-    for task in tasks:
-        spec = specs[task]
-        rows = []
-        for fs in sets:
-            data = _probe_data(examples, task, fs.x, config.score_per)
-            for kind in config.probes:
-                seeds = []
-                for seed in range(config.seeds):
-                    r = probe.run_probe(spec, data, probe.GRIDS[kind], seed, config.epochs)
-                    seeds.append({
-                        "seed": seed, "chosen": dataclasses.asdict(r.chosen),
-                        "epoch": r.epoch, "valid": r.valid, "test": r.test,
-                    })  # fmt: skip
-                    done += 1
-                    progress.update(done)
-                mean, std = _summary(seeds)
-                rows.append({"set": fs.name, "probe": kind, "mean": mean, "std": std,
-                             "seeds": seeds, "dim": int(fs.x.shape[1])})  # fmt: skip
-        train = _probe_data(examples, task, examples.baselines["mfcc"], config.score_per)
-        test_labels, train_labels = (
-            probe.group_labels(spec, train.y[s], (train.groups or {}).get(s))
-            for s in ("test", "train")
+    per_task = len(sets) * len(config.probes) * config.seeds
+    progress = Progress("evaluate: probing", len(tasks) * per_task, "probes")
+    for number, task in enumerate(tasks):
+        # One task that cannot be probed (a degenerate split, labels that
+        # disagree within a track) is listed with its reason; the others go on.
+        try:
+            results["tasks"][task] = _probe_task(
+                config, specs[task], examples, sets,
+                lambda done, base=number * per_task: progress.update(base + done),
+            )  # fmt: skip
+        except (ValueError, FloatingPointError) as e:
+            results["skipped"][task] = str(e).removeprefix(f"task {task}: ")
+            log(f"task {task}: not probed, {results['skipped'][task]}")
+    if not results["tasks"]:
+        raise ValueError(
+            f"--data={config.data}: no task could be probed ("
+            + "; ".join(f"{t}: {why}" for t, why in results["skipped"].items())
+            + ")"
         )
-        results["tasks"][task] = {
-            "spec": spec.to_json(),
-            "per": config.score_per,
-            "test_examples": len(test_labels),
-            "chance": metrics.chance_score(spec, train_labels, test_labels),
-            "rows": rows,
-        }
     results["settings"] = {
         **dataclasses.asdict(config), "grids": {
             k: [dataclasses.asdict(c) for c in probe.GRIDS[k]] for k in config.probes
