@@ -150,6 +150,9 @@ def test_correlate_finds_the_cell_that_follows_brightness(pretrained_corpus, tmp
         (0.5 * y / np.abs(y).max()).astype(np.float32),
         sr,
     )
+    # A 10-sample file and a silent one are skipped and not counted as used.
+    soundfile.write(str(tmp_path / "in" / "tiny.wav"), np.full(10, 0.3, np.float32), sr)
+    soundfile.write(str(tmp_path / "in" / "silent.wav"), np.zeros(sr, np.float32), sr)
     out = tmp_path / "out"
     res = subprocess.run(
         run_bin("correlate", f"--model={pretrained_corpus['pretrained']}",
@@ -168,4 +171,7 @@ def test_correlate_finds_the_cell_that_follows_brightness(pretrained_corpus, tmp
     assert len(rows) == 3 * 9 * 3
     for name in ("spectral_centroid", "rms", "harmonic_ratio"):
         assert os.path.getsize(out / f"scatter_{name}.png") > 0
-    assert "| spectral_centroid |" in (out / "correlations.md").read_text()
+    report = (out / "correlations.md").read_text()
+    assert "| spectral_centroid |" in report and "; 1 files," in report
+    assert "Skipped 2 files" in report and "tiny.wav: too short" in report
+    assert " of 1 files in " in res.stdout

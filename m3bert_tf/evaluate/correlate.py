@@ -165,15 +165,21 @@ def run_correlate(config: CorrelateConfig, log=print) -> dict:
     }
     progress = Progress("correlate", len(loaded.tracks), "files")
     skipped = [str(p) for p in loaded.problems]
+    used = 0
     with locks.DirectoryLock(config.output_dir, "--output_dir"):
         for done, track in enumerate(loaded.tracks, 1):
+            progress.update(done)
             try:
                 y = audio.load_audio(track.path)
-                audio.check_usable(track.path, y, schema.SAMPLE_RATE, 0.0)
-            except audio.AudioError as e:
-                skipped.append(str(e))
+                # One analysis window at least: shorter audio has no frame to correlate.
+                audio.check_usable(
+                    track.path, y, schema.SAMPLE_RATE, schema.N_FFT / schema.SAMPLE_RATE
+                )
+                described = stack_frames(descriptors(y), k)
+            except (audio.AudioError, ValueError) as e:  # librosa's errors are ValueErrors
+                skipped.append(str(e) if track.path in str(e) else f"{track.path}: {e}")
+                log(f"correlate: skipped {skipped[-1]}")
                 continue
-            described = stack_frames(descriptors(y), k)
             with streaming.spill_waveform(
                 y, schema.SAMPLE_RATE, model.extractor, track.path
             ) as spilled:
@@ -186,8 +192,13 @@ def run_correlate(config: CorrelateConfig, log=print) -> dict:
                     sums[name].add(frames[:n].reshape(n, -1), described[:n])
             n = min(len(inputs), len(described))
             sums["input"].add(inputs[:n], described[:n])
-            progress.update(done)
-        return _write(config, sums, hidden, skipped, len(loaded.tracks), t0, log)
+            used += 1
+        if not used:
+            raise ValueError(
+                f"--input={config.input}: no usable audio file ({len(skipped)} skipped: "
+                + "; ".join(skipped[:3]) + ")"
+            )
+        return _write(config, sums, hidden, skipped, used, t0, log)
 
 
 def _cell(source: str, index: int, hidden: int) -> tuple:
