@@ -7,11 +7,14 @@ The lock is `fcntl.flock` on `<dir>/.m3bert.lock`, which holds the holder's
 pid (local directories and file:// URLs; an object store such as gs:// has
 no file locks: the job says so and goes on unlocked). The kernel drops it
 when the holder dies, so a lock left by a killed run is taken over by the
-next one (and said so); a live holder's is never broken.
+next one (and said so); a live holder's is never broken. A directory the lock
+created and the job left empty (it stopped on bad input before writing
+anything) is removed on release: a usage error leaves no debris.
 """
 
 import fcntl
 import os
+import shutil
 
 LOCK_NAME = ".m3bert.lock"
 
@@ -34,6 +37,7 @@ class DirectoryLock:
         self.field = field
         self.log = log or (lambda msg: None)
         self._fd = None
+        self._created = None  # the topmost directory acquire() created
 
     @property
     def path(self) -> str:
@@ -49,6 +53,10 @@ class DirectoryLock:
                 f"{self.directory} is remote: not locked (run one job on it at a time)"
             )
             return self
+        top = os.path.abspath(local)
+        while not os.path.exists(os.path.dirname(top)):
+            top = os.path.dirname(top)
+        self._created = None if os.path.exists(top) else top
         os.makedirs(local, exist_ok=True)
         fd = os.open(os.path.join(local, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -73,6 +81,8 @@ class DirectoryLock:
     def release(self) -> None:
         if self._fd is not None:
             os.ftruncate(self._fd, 0)  # an empty file: released cleanly
+            if self._created and _only_lock_files(self._created):
+                shutil.rmtree(self._created, ignore_errors=True)  # still locked: ours
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
@@ -82,3 +92,8 @@ class DirectoryLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _only_lock_files(directory: str) -> bool:
+    """True when `directory` holds no file but lock files (empty folders aside)."""
+    return all(name == LOCK_NAME for _, _, names in os.walk(directory) for name in names)

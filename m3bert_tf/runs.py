@@ -244,18 +244,25 @@ def _load_keras(path: str):
     return keras.saving.load_model(path)
 
 
-def load_encoder(run_dir: str):
-    """The `M3BertEncoder` of a run: a pretraining run's encoder.keras, or the
-    encoder inside a fine-tuning run's multitask.keras."""
-    path = os.path.join(run_dir, ENCODER_NAME)
-    if storage.exists(path):
-        return _load_keras(path)
-    if storage.exists(os.path.join(run_dir, MULTITASK_NAME)):
-        return load_multitask(run_dir).encoder
+def encoder_file(run_dir: str) -> str:
+    """The file `load_encoder` reads: a pretraining run's encoder.keras, or a
+    fine-tuning run's multitask.keras. Raises FileNotFoundError naming the run."""
+    for name in (ENCODER_NAME, MULTITASK_NAME):
+        if storage.exists(os.path.join(run_dir, name)):
+            return os.path.join(run_dir, name)
     raise FileNotFoundError(
         f"{run_dir}: no {ENCODER_NAME} or {MULTITASK_NAME} (not a finished bin/pretrain "
         "or bin/finetune run)"
     )
+
+
+def load_encoder(run_dir: str):
+    """The `M3BertEncoder` of a run: a pretraining run's encoder.keras, or the
+    encoder inside a fine-tuning run's multitask.keras."""
+    path = encoder_file(run_dir)
+    if path.endswith(ENCODER_NAME):
+        return _load_keras(path)
+    return load_multitask(run_dir).encoder
 
 
 def load_multitask(run_dir: str):

@@ -226,3 +226,38 @@ def test_one_task_that_cannot_be_probed_does_not_sink_the_others(tmp_path):
     assert "no configuration gave a finite validation score" in result["skipped"]["arousal"]
     assert any(m.startswith("task arousal: not probed") for m in messages)
     assert "## arousal: not probed" in (tmp_path / "eval" / "results.md").read_text()
+
+
+def test_usage_errors_leave_no_directory_and_no_traceback(corpus_shards, tmp_path):
+    import subprocess
+
+    from conftest import run_bin, user_env
+
+    for argv, field in (
+        (("finetune", f"--data={corpus_shards}", f"--pretrained={tmp_path / 'missing'}",
+          f"--model_dir={tmp_path / 'out'}"), "pretrained="),
+        (("evaluate", f"--data={corpus_shards}", f"--models={tmp_path / 'missing'}",
+          f"--output_dir={tmp_path / 'out'}"), "--models: "),
+    ):  # fmt: skip
+        proc = subprocess.run(
+            run_bin(*argv), env=user_env(), capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and field in proc.stderr
+        assert str(tmp_path / "missing") in proc.stderr
+        assert not (tmp_path / "out").exists(), argv[0]
+
+
+def test_a_lock_removes_the_directory_it_made_when_the_job_wrote_nothing(tmp_path):
+    from m3bert_tf.locks import DirectoryLock
+
+    with DirectoryLock(str(tmp_path / "new" / "run"), "model_dir"):
+        (tmp_path / "new" / "run" / "logs").mkdir()
+    assert not (tmp_path / "new").exists()
+    with DirectoryLock(str(tmp_path / "kept"), "model_dir"):
+        (tmp_path / "kept" / "config.json").write_text("{}")
+    assert (tmp_path / "kept" / "config.json").exists()
+    (tmp_path / "mine").mkdir()
+    with DirectoryLock(str(tmp_path / "mine"), "model_dir"):
+        pass
+    assert (tmp_path / "mine").is_dir()  # it was there before: the user's

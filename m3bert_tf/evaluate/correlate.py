@@ -196,7 +196,8 @@ def run_correlate(config: CorrelateConfig, log=print) -> dict:
         if not used:
             raise ValueError(
                 f"--input={config.input}: no usable audio file ({len(skipped)} skipped: "
-                + "; ".join(skipped[:3]) + ")"
+                + "; ".join(skipped[:3])
+                + ")"
             )
         return _write(config, sums, hidden, skipped, used, t0, log)
 

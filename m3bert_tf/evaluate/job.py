@@ -231,6 +231,10 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
     from m3bert_tf.tasks import read_task_info
 
     t0 = time.monotonic()
+    for flag, entries in (("--models", config.models), ("--embeddings", config.embeddings)):
+        for entry in entries:  # before any record is read or file written
+            if not storage.exists(named(entry)[1]):
+                raise FileNotFoundError(f"{flag}: {named(entry)[1]} does not exist")
     files = shards.list_shards(config.data)
     manifests = shards.read_manifests(config.data)
     specs, _ = read_task_info(manifests)

@@ -99,6 +99,10 @@ def run_finetune(config: FinetuneConfig, flags_text: str = "", log=None) -> dict
             f"tasks: {missing} not in the data's manifests (it has {sorted(all_specs)})"
         )
     inputs, max_frames = pretrained_settings(config, manifests)
+    try:
+        runs.encoder_file(config.pretrained)  # before model_dir is made
+    except FileNotFoundError as e:
+        raise runs.ConfigMismatch(f"pretrained={e}") from None
 
     run = runs.RunDir(config.model_dir)
     with run.lock(lambda msg: log(f"finetune: {msg}")):
