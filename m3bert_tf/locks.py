@@ -32,10 +32,11 @@ class DirectoryLock:
       log: one-line messages (a stale lock taken over).
     """
 
-    def __init__(self, directory: str, field: str, log=None):
+    def __init__(self, directory: str, field: str, log=None, wait: bool = False):
         self.directory = directory
         self.field = field
         self.log = log or (lambda msg: None)
+        self.wait = wait  # block until the holder is done (said once) instead of refusing
         self._fd = None
         self._created = None  # the topmost directory acquire() created
 
@@ -63,6 +64,16 @@ class DirectoryLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            if self.wait:
+                self.log(
+                    f"waiting for another job (pid {holder}) to finish in {self.directory}"
+                )
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.lseek(fd, 0, os.SEEK_SET)
+                self._fd = fd
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                return self
             os.close(fd)
             raise DirectoryInUse(
                 f"{self.field}={self.directory} is in use by another job (pid {holder}); "
@@ -92,6 +103,23 @@ class DirectoryLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def holder(directory: str) -> str | None:
+    """The pid of the live job that holds `directory`'s lock, or None (no
+    lock file, a released or stale one, a remote directory). Creates nothing."""
+    path = os.path.join(directory, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)
+    return None
 
 
 def _only_lock_files(directory: str) -> bool:

@@ -261,3 +261,43 @@ def test_a_lock_removes_the_directory_it_made_when_the_job_wrote_nothing(tmp_pat
     with DirectoryLock(str(tmp_path / "mine"), "model_dir"):
         pass
     assert (tmp_path / "mine").is_dir()  # it was there before: the user's
+
+
+def test_concurrent_exports_into_one_base_both_land_and_say_which_weights(tmp_path):
+    """Two bin/export at once: the second waits for the first and takes the
+    next version; a run whose directory is locked by a job is exported with a
+    warning; export.json names the step and the weights' digest."""
+    import subprocess
+
+    from conftest import run_bin, user_env
+
+    from m3bert_tf import locks, runs
+
+    run = fixture_run(tmp_path / "run")
+    (tmp_path / "run" / runs.RESULTS_NAME).write_text(json.dumps({"step": 1234}))
+    base = tmp_path / "exports"
+    argv = run_bin("export", f"--model_dir={run}", f"--export_dir={base}")
+    with locks.DirectoryLock(run, "model_dir"):  # as a training job holds it
+        procs = [
+            subprocess.Popen(
+                argv,
+                env=user_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for _ in range(2)
+        ]
+        outputs = ["".join(p.communicate(timeout=600)) for p in procs]
+    for proc, said in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, said[-3000:]
+        assert f"{run} is in use by a running job (pid {os.getpid()})" in said
+    # The second usually waits (both load the model first); both land either way.
+    assert sum("waiting for another job" in said for said in outputs) <= 1
+    assert sorted(p.name for p in base.iterdir() if not p.name.startswith(".")) == [
+        "1",
+        "2",
+    ]
+    for version in ("1", "2"):
+        info = json.loads((base / version / "export.json").read_text())
+        assert info["step"] == 1234 and info["model_digest"] == runs.model_digest(run)

@@ -76,10 +76,17 @@ def signature_specs():
 def export_info(model_dir: str, kind: str, computations) -> dict:
     """The content of export.json."""
     config = runs.read_config(model_dir)
+    results = os.path.join(
+        model_dir, runs.RESULTS_NAME if kind == "pretrained" else runs.METRICS_NAME
+    )
     return {
         "package_version": __version__,
         "source_run": storage.abspath(model_dir),
         "kind": kind,
+        # Which weights: the run's last step and a digest of its model files
+        # (`runs.model_digest`: equal digests, equal weights).
+        "step": runs.read_json(results).get("step") if storage.exists(results) else None,
+        "model_digest": runs.model_digest(model_dir),
         "config": config,
         "input_spec": runs.read_input_spec(model_dir),
         "training_frames": runs.training_frames(model_dir),
@@ -255,10 +262,8 @@ def export_run(
       ExportError: `version` exists already, or `model_dir` is no finished run.
       FileNotFoundError: `model_dir` is missing.
     """
-    import tensorflow as tf
-
+    from m3bert_tf import locks
     from m3bert_tf.serving.graph import Computations
-    from m3bert_tf.windows import default_window_frames
 
     if not storage.isdir(model_dir):
         raise ExportError(f"--model_dir={model_dir}: no such directory")
@@ -270,15 +275,32 @@ def export_run(
         raise ExportError(
             f"--input_sample_rate={input_sample_rate}: a rate in Hz is needed"
         )
+    training = locks.holder(model_dir)
+    if training:
+        log(
+            f"export: warning: {model_dir} is in use by a running job (pid {training}); "
+            "exporting the model it saved last (export.json records its step and digest)"
+        )
     computations = Computations(model, runs.read_input_spec(model_dir), input_sample_rate)
-    version = next_version(export_base) if version is None else version
-    if version < 1:
+    if version is not None and version < 1:
         raise ExportError(f"--version={version}: versions are positive integers")
+    # One export at a time into a base: a second one waits, then takes the next version.
+    with locks.DirectoryLock(export_base, "--export_dir", log, wait=True):
+        return _export_locked(
+            model_dir, export_base, version, log, model, kind, computations
+        )
+
+
+def _export_locked(model_dir, export_base, version, log, model, kind, computations) -> str:
+    import tensorflow as tf
+
+    from m3bert_tf.windows import default_window_frames
+
+    version = next_version(export_base) if version is None else version
     final = os.path.join(export_base, str(version))
     if storage.exists(final):
         raise ExportError(f"{final} exists: versions are never overwritten (omit --version "
                           "to take the next one)")  # fmt: skip
-    storage.makedirs(export_base)
     temporary = os.path.join(export_base, f".{version}{schema.TMP_SUFFIX}")
     storage.rmtree(temporary)
     info = export_info(model_dir, kind, computations)
