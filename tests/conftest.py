@@ -182,3 +182,89 @@ def pretrained_corpus(tmp_path_factory):
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     return {"shards": shards, "pretrained": str(root / "pretrain")}
+
+
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+
+
+def make_run(directory, kind, max_frames=64):
+    """A run directory holding a release-0.1.0 fixture model ("pretrained":
+    its encoder, "finetuned": its multi-task model)."""
+    import json
+    import shutil
+
+    os.makedirs(directory)
+    name = {"pretrained": "encoder", "finetuned": "multitask"}[kind]
+    shutil.copy(
+        os.path.join(FIXTURES, f"{name}_v0.1.0.keras"),
+        os.path.join(directory, f"{name}.keras"),
+    )
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump({"max_frames": max_frames}, f)
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """{"pretrained"|"finetuned": (run dir, export version dir)}."""
+    from m3bert_tf.serving import export
+
+    root = tmp_path_factory.mktemp("serving")
+    out = {}
+    for kind in ("pretrained", "finetuned"):
+        run = make_run(root / kind, kind)
+        out[kind] = (
+            run,
+            export.export_run(run, str(root / f"{kind}_export"), log=lambda m: None),
+        )
+    return out
+
+
+class Servicer:
+    """Answers PredictRequests from a loaded SavedModel as TF Serving does: a
+    request that does not fit the signature (an input missing or extra, another
+    dtype or rank or width) or that the graph refuses ends the call with
+    INVALID_ARGUMENT and the message (raised as ValueError without a context)."""
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        self.model = tf.saved_model.load(path)
+
+    def Predict(self, request, context):
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        try:
+            signature = self.model.signatures[
+                request.model_spec.signature_name or "serving_default"
+            ]
+            spec = signature.structured_input_signature[1]
+            if set(request.inputs) != set(spec):
+                raise ValueError(
+                    f"inputs {sorted(request.inputs)}, the signature takes {sorted(spec)}"
+                )
+            inputs = {}
+            for name, proto in request.inputs.items():
+                value = tf.make_ndarray(proto)
+                want = spec[name]
+                if tf.as_dtype(proto.dtype) != want.dtype:
+                    raise ValueError(
+                        f"{name}: {tf.as_dtype(proto.dtype).name}, takes {want.dtype.name}"
+                    )
+                if not want.shape.is_compatible_with(value.shape):
+                    raise ValueError(
+                        f"{name}: shape {list(value.shape)}, takes {want.shape}"
+                    )
+                inputs[name] = value
+            out = signature(**inputs)
+        except (ValueError, tf.errors.InvalidArgumentError) as e:
+            if context is None:
+                raise ValueError(getattr(e, "message", str(e))) from None
+            import grpc
+
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, getattr(e, "message", str(e)))
+        response = predict_pb2.PredictResponse()
+        for name, value in out.items():
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
+        return response

@@ -9,15 +9,13 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, write_audio
+from conftest import make_run, write_audio
 
 from m3bert_tf import extract, schema
 from m3bert_tf.data import shards
 from m3bert_tf.evaluate import feature_sets, probe
 from m3bert_tf.example_cache import CacheSource, open_cache
 from m3bert_tf.tasks import TaskSpec, read_task_info
-
-FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 
 
 def negated_copy(source: str, target: str) -> None:
@@ -120,21 +118,13 @@ def test_per_track_scoring_never_merges_examples_whose_labels_differ():
         probe.group_labels(spec, y, np.array(["t1", "t1", "t1"]))
 
 
-def fixture_run(directory) -> str:
-    """A run directory holding the release-0.1.0 encoder (64-frame windows)."""
-    os.makedirs(directory)
-    shutil.copy(os.path.join(FIXTURES, "encoder_v0.1.0.keras"), directory / "encoder.keras")
-    (directory / "config.json").write_text(json.dumps({"max_frames": 64}))
-    return str(directory)
-
-
 def test_bin_embed_confines_ids_refuses_shared_ids_keeps_other_inputs_and_redoes_bad_files(
     tmp_path, capsys
 ):
     from m3bert_tf import runs
     from m3bert_tf.serving.embed_job import EmbedConfig, run_embed
 
-    run = fixture_run(tmp_path / "run")
+    run = make_run(tmp_path / "run", "pretrained")
     music = tmp_path / "music"
     music.mkdir()
     for i, name in enumerate("abcd"):
@@ -273,7 +263,7 @@ def test_concurrent_exports_into_one_base_both_land_and_say_which_weights(tmp_pa
 
     from m3bert_tf import locks, runs
 
-    run = fixture_run(tmp_path / "run")
+    run = make_run(tmp_path / "run", "pretrained")
     (tmp_path / "run" / runs.RESULTS_NAME).write_text(json.dumps({"step": 1234}))
     base = tmp_path / "exports"
     argv = run_bin("export", f"--model_dir={run}", f"--export_dir={base}")

@@ -7,46 +7,16 @@ bin/finetune leave them.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, run_bin, user_env, write_audio
+from conftest import ROOT, Servicer, make_run, run_bin, user_env, write_audio
 from tolerances import assert_close_across_kernels
 
-FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 SIGNATURE_INPUTS = {"features": (tf.float32, 3), "lengths": (tf.int32, 1)}
-
-
-def make_run(directory, kind, max_frames=64):
-    os.makedirs(directory)
-    name = {"pretrained": "encoder", "finetuned": "multitask"}[kind]
-    shutil.copy(
-        os.path.join(FIXTURES, f"{name}_v0.1.0.keras"),
-        os.path.join(directory, f"{name}.keras"),
-    )
-    with open(os.path.join(directory, "config.json"), "w") as f:
-        json.dump({"max_frames": max_frames}, f)
-    return str(directory)
-
-
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory):
-    """{"pretrained"|"finetuned": (run dir, export version dir)}."""
-    from m3bert_tf.serving import export
-
-    root = tmp_path_factory.mktemp("serving")
-    out = {}
-    for kind in ("pretrained", "finetuned"):
-        run = make_run(root / kind, kind)
-        out[kind] = (
-            run,
-            export.export_run(run, str(root / f"{kind}_export"), log=lambda m: None),
-        )
-    return out
 
 
 def mixed_batch(seed=0):
@@ -170,31 +140,6 @@ def test_export_never_overwrites_a_version(exported, tmp_path):
     assert proc.stderr.count("\n") <= 2, proc.stderr  # no walls of framework logs
 
 
-class _Servicer:
-    """Answers PredictRequests from a loaded SavedModel, as TF Serving would."""
-
-    def __init__(self, path):
-        self.model = tf.saved_model.load(path)
-
-    def Predict(self, request, context):
-        from tensorflow_serving.apis import predict_pb2
-
-        signature = self.model.signatures[
-            request.model_spec.signature_name or "serving_default"
-        ]
-        spec = signature.structured_input_signature[1]
-        assert set(request.inputs) == set(spec)
-        for name, proto in request.inputs.items():
-            value = tf.make_ndarray(proto)
-            assert tf.as_dtype(proto.dtype) == spec[name].dtype
-            assert value.ndim == len(spec[name].shape)
-        out = signature(**{k: tf.make_ndarray(v) for k, v in request.inputs.items()})
-        response = predict_pb2.PredictResponse()
-        for name, value in out.items():
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
-        return response
-
-
 def test_embed_waveform_equals_embed_on_librosa_features(exported):
     """Raw audio through the exported front end gives what `embed` gives on
     the librosa extractor's features of the same audio, to the front end's
@@ -216,7 +161,7 @@ def test_embed_waveform_equals_embed_on_librosa_features(exported):
     request.model_spec.signature_name = "embed_waveform"
     request.inputs["waveform"].CopyFrom(tf.make_tensor_proto(y[None]))
     request.inputs["lengths"].CopyFrom(tf.make_tensor_proto(np.array([len(y)], np.int32)))
-    response = _Servicer(path).Predict(request, None)
+    response = Servicer(path).Predict(request, None)
     worst = {}
     for key in ("frame_embeddings", "clip_embedding", "clip_enrichment"):
         got = tf.make_ndarray(response.outputs[key])
@@ -313,7 +258,7 @@ def test_grpc_client_round_trip(exported):
     from m3bert_tf.serving import export
 
     run, path = exported["pretrained"]
-    servicer = _Servicer(path)
+    servicer = Servicer(path)
 
     class Service(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):

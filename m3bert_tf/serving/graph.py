@@ -32,12 +32,68 @@ The export (`serving.export`) and the in-memory run-directory backend
 (`serving.api`) both call these, so a SavedModel and the Keras model compute
 the same thing. Every computation runs in float32 (`float32_copy`), whatever
 precision the model trained in.
+
+Inputs are checked inside the graph, so TF Serving answers a bad request with
+INVALID_ARGUMENT and a message naming the input (`INPUT_LIMITS`): `lengths`
+one per row, each at least 1 and at most the frames (samples) sent; at most
+`MAX_SECONDS` of audio per row (attention memory grows with the square of the
+frames: longer audio is windowed by the caller, as bin/embed and
+`m3bert_tf.load(...).embed_file` do); NaN or infinity in a real frame or
+sample refused; whatever padding holds is ignored (set to zero); a waveform
+at least `MIN_FRAMES` frames long (the delta features' width); WAV bytes with
+a RIFF/WAVE header.
 """
 
 import keras
 import tensorflow as tf
 
+from m3bert_tf import schema
+from m3bert_tf.features.frames import DELTA_WIDTH
 from m3bert_tf.layers.pooling import MaskedMeanPooling
+
+MAX_SECONDS = 60.0  # of audio per row of one request
+MAX_FRAMES = int(MAX_SECONDS * schema.FRAMES_PER_SECOND) + 1  # 2584 + 1
+MIN_FRAMES = DELTA_WIDTH  # the front end's delta MFCCs need this many frames
+INPUT_LIMITS = (
+    f"lengths: one per row, 1 <= length <= the frames or samples sent; at most "
+    f"{MAX_SECONDS:g} s ({MAX_FRAMES} frames) per row; a waveform row at least "
+    f"{MIN_FRAMES} frames ({(MIN_FRAMES - 1) * schema.HOP_LENGTH / schema.SAMPLE_RATE:.3f} s); "
+    "no NaN or infinity in real frames or samples"
+)
+
+
+def _checked(values, lengths, name: str, unit: str, most: int, least: int = 1):
+    """(values with padding set to zero, lengths) after the checks of
+    `INPUT_LIMITS`: `values` [B, N, ...] float32 named `name`, `lengths` [B]
+    int32 real `unit`s per row, at least `least` and at most `most`."""
+    values = tf.convert_to_tensor(values, tf.float32)
+    lengths = tf.convert_to_tensor(lengths, tf.int32)
+    batch, width = tf.shape(values)[0], tf.shape(values)[1]
+    checks = [
+        tf.debugging.assert_equal(
+            tf.size(lengths), batch, message=f"lengths: one entry per row of {name} is needed"
+        ),
+        tf.debugging.assert_greater_equal(
+            lengths, least, message=f"lengths: every row needs at least {least} real {unit}"
+        ),
+        tf.debugging.assert_less_equal(
+            lengths, width, message=f"lengths: a row's length exceeds the {unit} of {name} sent"
+        ),
+        tf.debugging.assert_less_equal(
+            width, most,
+            message=f"{name}: at most {most} {unit} ({MAX_SECONDS:g} s) per row; window "
+            "longer audio (bin/embed and m3bert_tf.load(...).embed_file do)",
+        ),
+    ]  # fmt: skip
+    with tf.control_dependencies(checks):
+        mask = tf.sequence_mask(lengths, width)
+        while len(mask.shape) < len(values.shape):
+            mask = mask[..., None]
+        values = tf.where(mask, values, tf.zeros_like(values))
+        values = tf.debugging.check_numerics(
+            values, f"{name}: NaN or infinity in a real {unit[:-1]}"
+        )
+    return values, lengths
 
 
 def _to_float32(config):
@@ -127,8 +183,7 @@ class Computations:
         return [self._layers] + ([self.multitask] if self.multitask is not None else [])
 
     def _encode(self, features, lengths):
-        features = tf.convert_to_tensor(features, tf.float32)
-        lengths = tf.convert_to_tensor(lengths, tf.int32)
+        features, lengths = _checked(features, lengths, "features", "frames", MAX_FRAMES)
         padding_mask = tf.sequence_mask(lengths, tf.shape(features)[1])
         out = self._layers(
             {"features": features, "padding_mask": padding_mask}, training=False
@@ -173,19 +228,25 @@ class Computations:
         """The model's inputs from waveforms at the input rate: "features" [B, T, 324]
         (normalized as in training), "frame_lengths" [B]; for clients that
         window a long track themselves (the Python and HEAR APIs)."""
-        features, frame_lengths = self.frontend(waveform, lengths)
+        features, frame_lengths = self._features(waveform, lengths)
         return {"features": features, "frame_lengths": frame_lengths}
+
+    def _features(self, waveform, lengths):
+        """The front end on checked waveforms (see `INPUT_LIMITS`)."""
+        rate = self.input_sample_rate
+        least = -(-(MIN_FRAMES - 1) * schema.HOP_LENGTH * rate // schema.SAMPLE_RATE)
+        most = int(MAX_SECONDS * rate)
+        waveform, lengths = _checked(waveform, lengths, "waveform", "samples", most, least)
+        return self.frontend(waveform, lengths)
 
     def embed_waveform(self, waveform, lengths) -> dict:
         """`embed` of waveforms [B, S] at the input rate, [B] real samples, through
         the TensorFlow front end (features normalized as in training)."""
-        features, frame_lengths = self.frontend(waveform, lengths)
-        return self.embed(features, frame_lengths)
+        return self.embed(*self._features(waveform, lengths))
 
     def predict_waveform(self, waveform, lengths) -> dict:
         """`predict` of waveforms at the input rate, through the TensorFlow front end."""
-        features, frame_lengths = self.frontend(waveform, lengths)
-        return self.predict(features, frame_lengths)
+        return self.predict(*self._features(waveform, lengths))
 
     def embed_wav_bytes(self, wav_bytes) -> dict:
         """`embed_waveform` of a batch of WAV files' bytes ([B] string; 16-bit
@@ -193,6 +254,17 @@ class Computations:
         else an InvalidArgument error), decoded by core `tf.audio.decode_wav`."""
 
         def decode(contents):
+            header = tf.strings.substr(tf.strings.join([contents, b"\0" * 12]), 0, 12)
+            is_wav = tf.logical_and(
+                tf.equal(tf.strings.substr(header, 0, 4), b"RIFF"),
+                tf.equal(tf.strings.substr(header, 8, 4), b"WAVE"),
+            )
+            assertion = tf.debugging.Assert(
+                tf.logical_and(tf.strings.length(contents) >= 12, is_wav),
+                ["wav_bytes: a row is not a WAV file (no RIFF/WAVE header)"],
+            )
+            with tf.control_dependencies([assertion]):
+                contents = tf.identity(contents)
             audio, rate = tf.audio.decode_wav(contents)
             tf.debugging.assert_equal(
                 rate, self.input_sample_rate,
