@@ -9,6 +9,12 @@ worker), its peak resident memory read from /proc/self/status (VmHWM;
 getrusage's ru_maxrss survives exec, so a child of a large process would
 report its parent's peak). Within 20 % from 1 to 60 minutes is the target
 for both jobs; the whole-file reference shows what a long file used to cost.
+
+Then one request to an export's `embed_waveform` signature with 1 and with
+10 minutes of audio (`--waveform_only` runs this part alone): a server's
+peak memory per request must not grow with what a client sends (10 within
+1.5x of 1). A row longer than `serving.graph.MAX_SECONDS` is refused in the
+graph before the front end runs, which is what bounds it.
 """
 
 import argparse
@@ -26,6 +32,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from m3bert_tf import corpus  # noqa: E402
 from m3bert_tf.data.shards import write_json_atomic  # noqa: E402
+
+WAVEFORM_REQUEST = """
+import sys; sys.path.insert(0, {root!r})
+import numpy as np, tensorflow as tf
+model = tf.saved_model.load({model!r})
+y = (0.1 * np.random.default_rng(0).standard_normal((1, {seconds} * 44100))).astype(np.float32)
+try:
+    model.signatures["embed_waveform"](waveform=y, lengths=np.array([y.shape[1]], np.int32))
+    print("served")
+except tf.errors.InvalidArgumentError as e:
+    print("refused:", e.message.splitlines()[-1].split("] [")[0][:160])
+"""
 
 PEAK = 'print([int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM")][0])'
 
@@ -62,17 +80,39 @@ def write_long(path, minutes):
 
 
 def peak_mb(job, **fields) -> float:
-    code = JOBS[job].format(root=ROOT, **fields) + PEAK
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return _peak(JOBS[job].format(root=ROOT, **fields))[0]
+
+
+def _peak(code: str) -> tuple[float, str]:
+    """(peak RSS in MB, the rest of stdout) of `code` in a fresh process."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code + PEAK], capture_output=True, text=True
+    )
     if proc.returncode:
         raise RuntimeError(proc.stderr[-2000:])
-    return int(proc.stdout.split()[-1]) / 1024
+    *said, peak = proc.stdout.strip().splitlines()
+    return int(peak) / 1024, " ".join(said)
+
+
+def waveform_requests(model: str) -> dict:
+    """Peak RSS of one embed_waveform request of 1 and of 10 minutes."""
+    out = {}
+    for minutes in (1, 10):
+        mb, said = _peak(
+            WAVEFORM_REQUEST.format(root=ROOT, model=model, seconds=60 * minutes)
+        )
+        out[f"{minutes}_min_mb"], out[f"{minutes}_min"] = mb, said
+        print(f"embed_waveform, one {minutes}-min request: peak RSS {mb:.0f} MB ({said})")
+    out["ratio"] = out["10_min_mb"] / out["1_min_mb"]
+    print(f"embed_waveform: peak RSS 10 min / 1 min = {out['ratio']:.2f}")
+    return out
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=int, default=60)
     parser.add_argument("--output", default="benchmarks/results/long_audio.json")
+    parser.add_argument("--waveform_only", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     from embed_bench import make_run
@@ -83,7 +123,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tiny = make_run(os.path.join(tmp, "tiny"), 2, 64, 2, 128, 256)
         model = export.export_run(tiny, os.path.join(tmp, "export"), log=lambda m: None)
-        for minutes in (1, args.minutes):
+        result["embed_waveform_request"] = waveform_requests(model)
+        for minutes in () if args.waveform_only else (1, args.minutes):
             audio = os.path.join(tmp, f"long{minutes}.wav")
             write_long(audio, minutes)
             for job in JOBS:
@@ -92,6 +133,8 @@ def main():
                 result.setdefault(job, {})[f"{minutes}_min_mb"] = mb
                 print(f"{job}, one {minutes}-min file: peak RSS {mb:.0f} MB", flush=True)
     for job, peaks in result.items():
+        if job == "embed_waveform_request":
+            continue
         peaks["ratio"] = peaks[f"{args.minutes}_min_mb"] / peaks["1_min_mb"]
         print(f"{job}: peak RSS {args.minutes} min / 1 min = {peaks['ratio']:.2f}")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_run, write_audio
+from conftest import ROOT, make_run, write_audio
 
 from m3bert_tf import extract, schema
 from m3bert_tf.data import shards
@@ -291,3 +291,32 @@ def test_concurrent_exports_into_one_base_both_land_and_say_which_weights(tmp_pa
     for version in ("1", "2"):
         info = json.loads((base / version / "export.json").read_text())
         assert info["step"] == 1234 and info["model_digest"] == runs.model_digest(run)
+
+
+@pytest.mark.parametrize("digest", [True, False])
+def test_pretraining_names_a_shard_of_random_bytes(corpus_shards, tmp_path, digest):
+    """Random bytes of a shard's name and size: named from the manifest's
+    digest, or (a manifest of an older release, no digest) when reading fails."""
+    import subprocess
+
+    from conftest import run_bin, user_env
+
+    data = tmp_path / "shards"
+    shutil.copytree(corpus_shards, data)
+    manifest = json.loads((data / schema.MANIFEST_NAME).read_text())
+    entry = manifest["shards"][1]
+    shard = data / entry["name"]
+    shard.write_bytes(np.random.default_rng(0).bytes(entry["bytes"]))
+    if not digest:
+        for e in manifest["shards"]:
+            del e["sha256"]
+        (data / schema.MANIFEST_NAME).write_text(json.dumps(manifest))
+    proc = subprocess.run(
+        run_bin("pretrain", f"--flagfile={os.path.join(ROOT, 'configs', 'tiny.flags')}",
+                f"--data={data}", f"--model_dir={tmp_path / 'run'}", "--train_steps=20",
+                "--max_frames=32", "--eval_every=0", "--eval_batches=1"),
+        env=user_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    said = "is not the shard manifest.json lists" if digest else "is corrupted"
+    assert f"{shard} {said}" in proc.stderr and "Traceback" not in proc.stderr

@@ -248,6 +248,24 @@ def _verify_shards(data: str, files: list[str], manifests: dict[str, dict]) -> N
                 )
 
 
+def name_corrupt_shard(data: str, error) -> DataError:
+    """The DataError for a `tf.errors.DataLossError` met while reading `data`:
+    each shard is read through to find the one that fails, and named."""
+    import tensorflow as tf
+
+    for f in list_shards(data):
+        try:
+            for _ in tf.data.TFRecordDataset(f).batch(1024):
+                pass
+        except tf.errors.DataLossError as e:
+            return DataError(
+                f"data: {f} is corrupted ({e.message.splitlines()[0]}): {ADVICE}"
+            )
+    return DataError(
+        f"data={data}: a shard is corrupted ({error.message.splitlines()[0]}): {ADVICE}"
+    )
+
+
 def normalization_stats(manifests: dict[str, dict]) -> dict:
     """The global statistics of the data `read_manifests` read: its manifests'
     combined, frame-weighted."""

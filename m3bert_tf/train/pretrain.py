@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from m3bert_tf import runs
 from m3bert_tf.data import masking as masking_lib
-from m3bert_tf.data import pipeline
+from m3bert_tf.data import pipeline, shards
 from m3bert_tf.train import cluster, distribute
 from m3bert_tf.train.checkpoints import random_states
 from m3bert_tf.train.cluster import WorkerLost
@@ -225,6 +225,7 @@ def run_pretrain(config: PretrainConfig, flags_text: str = "", log=None) -> dict
       WorkerLost: under multi-worker, another worker stopped.
       FloatingPointError: the loss became NaN or infinite (nothing is saved
         after the last good checkpoint).
+      shards.DataError: a shard is missing, replaced or corrupted (named).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     strategy = distribute.make_strategy(
@@ -237,9 +238,12 @@ def run_pretrain(config: PretrainConfig, flags_text: str = "", log=None) -> dict
         run.lock(lambda msg: log(f"{job}: {msg}")),
         cluster.lost_worker_named(worker, job, run.file(runs.CHECKPOINTS_DIR)),
     ):
-        return _pretrain(
-            config, strategy, worker, run, flags_text, lambda msg: log(f"{job}: {msg}")
-        )
+        try:
+            return _pretrain(
+                config, strategy, worker, run, flags_text, lambda msg: log(f"{job}: {msg}")
+            )
+        except tf.errors.DataLossError as e:  # a shard the manifest had no digest for
+            raise shards.name_corrupt_shard(config.data, e) from None
 
 
 def _pretrain(
