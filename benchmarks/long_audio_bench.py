@@ -42,7 +42,7 @@ try:
     model.signatures["embed_waveform"](waveform=y, lengths=np.array([y.shape[1]], np.int32))
     print("served")
 except tf.errors.InvalidArgumentError as e:
-    print("refused:", e.message.splitlines()[-1].split("] [")[0][:160])
+    print("refused:", e.message.split("assertion failed: [", 1)[-1].split("]", 1)[0][:160])
 """
 
 PEAK = 'print([int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM")][0])'
