@@ -268,3 +268,32 @@ class Servicer:
         for name, value in out.items():
             response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
         return response
+
+
+# TF Serving takes messages of any size; gRPC's default is 4 MiB.
+GRPC_UNLIMITED = [
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+]
+
+
+def prediction_server(path):
+    """(started gRPC server, port): an in-process PredictionService answering
+    from the SavedModel at `path` (`Servicer`) on 127.0.0.1; stop it with
+    `server.stop(None)`."""
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    servicer = Servicer(path)
+
+    class Service(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            return servicer.Predict(request, context)
+
+    server = grpc.server(futures.ThreadPoolExecutor(2), options=GRPC_UNLIMITED)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Service(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port

@@ -13,7 +13,15 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, Servicer, make_run, run_bin, user_env, write_audio
+from conftest import (
+    ROOT,
+    Servicer,
+    make_run,
+    prediction_server,
+    run_bin,
+    user_env,
+    write_audio,
+)
 from tolerances import assert_close_across_kernels
 
 SIGNATURE_INPUTS = {"features": (tf.float32, 3), "lengths": (tf.int32, 1)}
@@ -250,24 +258,13 @@ def test_waveform_export_runs_with_tensorflow_alone(exported):
 
 def test_grpc_client_round_trip(exported):
     """The README's gRPC client code against an in-process PredictionService."""
-    from concurrent import futures
-
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     from m3bert_tf.serving import export
 
     run, path = exported["pretrained"]
-    servicer = Servicer(path)
-
-    class Service(prediction_service_pb2_grpc.PredictionServiceServicer):
-        def Predict(self, request, context):
-            return servicer.Predict(request, context)
-
-    server = grpc.server(futures.ThreadPoolExecutor(2))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Service(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, port = prediction_server(path)
     try:
         features, lengths = mixed_batch(1)
         # --- as in the README ---

@@ -2,13 +2,11 @@
 message naming the input, the same through the loaded SavedModel, a gRPC
 PredictRequest and the Python API; padding never matters."""
 
-from concurrent import futures
-
 import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import Servicer
+from conftest import GRPC_UNLIMITED, prediction_server
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from m3bert_tf.serving.graph import MAX_FRAMES
@@ -18,25 +16,11 @@ from m3bert_tf.serving.graph import MAX_FRAMES
 def served(exported):
     """(loaded SavedModel, gRPC stub of an in-process PredictionService on it)."""
     _, path = exported["finetuned"]
-    servicer = Servicer(path)
-
-    class Service(prediction_service_pb2_grpc.PredictionServiceServicer):
-        def Predict(self, request, context):
-            return servicer.Predict(request, context)
-
-    # TF Serving takes messages of any size; gRPC's default is 4 MiB.
-    unlimited = [
-        ("grpc.max_receive_message_length", -1),
-        ("grpc.max_send_message_length", -1),
-    ]
-    server = grpc.server(futures.ThreadPoolExecutor(2), options=unlimited)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Service(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, port = prediction_server(path)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(
-        grpc.insecure_channel(f"127.0.0.1:{port}", options=unlimited)
+        grpc.insecure_channel(f"127.0.0.1:{port}", options=GRPC_UNLIMITED)
     )
-    yield servicer.model, stub
+    yield tf.saved_model.load(path), stub
     server.stop(None)
 
 
