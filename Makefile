@@ -12,7 +12,7 @@ $(STAMP): setup.py pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# PYTHONWARNINGS: setuptools warns about every editable install; nothing to act on.
 	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -e '.[test]'
-	@echo "compiling librosa's numba kernels once (a fresh install would pay it in every job)"
+	@echo "compiling librosa's numba kernels once for this environment (m3bert_tf.features.kernels)"
 	$(BIN)/python -c "from m3bert_tf.features.frames import warm_up; warm_up()"
 	touch $(STAMP)
 

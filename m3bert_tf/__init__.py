@@ -17,6 +17,13 @@ librosa. Each room imports what it needs:
 
 __version__ = "0.2.0"
 
+# librosa's numba kernels cache into a directory of ours, compiled once per
+# environment by a job's parent (`features.kernels`): an environment variable
+# only, set before anything imports librosa, and never over the user's own.
+from m3bert_tf.features import kernels as _kernels  # noqa: E402
+
+_kernels.configure()
+
 
 def load(path: str, frontend: str = "auto"):
     """A trained model from an export (`bin/export`) or a run directory, with

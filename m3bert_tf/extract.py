@@ -306,6 +306,8 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
     spill_dir = storage.local_path(config.output_dir) or tempfile.gettempdir()
     num_workers = config.num_workers or os.cpu_count() or 1
     num_workers = max(1, min(num_workers, len(jobs)))
+    if jobs:  # once, here: workers only read the kernel cache
+        frames_lib.warm_up()
     audio_seconds = 0.0
     progress = Progress("extract", len(todo), "files", config.progress_interval)
     writer, pool = None, None

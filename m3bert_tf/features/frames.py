@@ -249,18 +249,8 @@ def to_chunks(features: np.ndarray) -> list[np.ndarray]:
 
 
 def warm_up() -> None:
-    """Runs both feature sets once on a few seconds of noise.
+    """Compiles librosa's numba kernels once for this environment (see
+    `features.kernels`); `make install` calls it so that no job pays it."""
+    from m3bert_tf.features.kernels import ensure_compiled
 
-    librosa compiles its numba kernels on first use and caches them beside
-    its sources: on a fresh install that costs seconds in every extraction
-    worker. `make install` calls this once so that no job pays it.
-    """
-    import warnings
-
-    noise = np.random.default_rng(0).standard_normal(3 * schema.SAMPLE_RATE)
-    with warnings.catch_warnings():  # short noise: librosa warns about its low octaves
-        warnings.simplefilter("ignore")
-        for feature_set in FEATURE_SETS:
-            FeatureExtractor(FeatureConfig(feature_set=feature_set))(
-                noise.astype(np.float32)
-            )
+    ensure_compiled()

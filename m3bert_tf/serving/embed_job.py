@@ -150,6 +150,9 @@ def _featurized(tracks, model, tmp_dir, num_workers):
                 result = model.model_inputs(result, schema.SAMPLE_RATE, track.path)
             yield track, result
         return
+    from m3bert_tf.features.kernels import ensure_compiled
+
+    ensure_compiled()  # once, here: workers only read the kernel cache
     init_args = (model.extractor.config, tmp_dir)
     for track, result in _in_order(
         tracks, _featurize, _init_worker, init_args, num_workers
