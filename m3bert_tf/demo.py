@@ -140,6 +140,12 @@ def run_demo(
         log=lambda m: print(f"      {m}"),
     )  # fmt: skip
     print(judged["markdown"])
+    print(
+        "      How to read it: stage 5's table scores the fine-tuned heads on whole test "
+        "clips; these tables score new probes on frozen clip embeddings, per test track. "
+        "Different models and protocols give different numbers; a difference is more "
+        "than noise only where it is marked resolved (its 95 % interval excludes 0)."
+    )
     print(f"      tables: {evaluate_dir}/results.md, plots: {evaluate_dir}/plot_<task>.png")
     print(f"demo finished in {time.monotonic() - t0:.0f} s; results under {workdir}/")
     return {

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from m3bert_tf import metrics, runs, storage
-from m3bert_tf.evaluate import feature_sets, probe, report
+from m3bert_tf.evaluate import bootstrap, feature_sets, probe, report
 
 BASELINES = ("mfcc", "features", "random")
 SCORE_PER = ("track", "example")
@@ -159,20 +159,27 @@ def _probe_task(config, spec, examples, sets, progress) -> dict:
       ValueError: the task cannot be probed (e.g. no finite validation score).
     """
     task, rows, done = spec.name, [], 0
+    resampled, labels = [], None  # per row: [B] scores on the shared resamples
     for fs in sets:
         data = _probe_data(examples, task, fs.x, config.score_per)
         for kind in config.probes:
-            seeds = []
+            seeds, predictions = [], []
             for seed in range(config.seeds):
                 r = probe.run_probe(spec, data, probe.GRIDS[kind], seed, config.epochs)
                 seeds.append({
                     "seed": seed, "chosen": dataclasses.asdict(r.chosen),
                     "epoch": r.epoch, "valid": r.valid, "test": r.test,
                 })  # fmt: skip
+                labels = r.test_labels
+                predictions.append(r.test_predictions)
                 done += 1
                 progress(done)
             mean, std = _summary(seeds)
+            if not len(resampled):  # one set of resamples for the whole task: paired
+                indices = bootstrap.resample_indices(len(labels))
+            resampled.append(bootstrap.resampled_scores(spec, labels, predictions, indices))
             rows.append({"set": fs.name, "probe": kind, "mean": mean, "std": std,
+                         "interval": bootstrap.interval(resampled[-1]),
                          "seeds": seeds, "dim": int(fs.x.shape[1])})  # fmt: skip
     train = _probe_data(examples, task, examples.baselines["mfcc"], config.score_per)
     test_labels, train_labels = (
@@ -185,7 +192,33 @@ def _probe_task(config, spec, examples, sets, progress) -> dict:
         "test_examples": len(test_labels),
         "chance": metrics.chance_score(spec, train_labels, test_labels),
         "rows": rows,
+        "comparisons": _comparisons(rows, resampled),
+        "resamples": bootstrap.RESAMPLES,
     }
+
+
+def _comparisons(rows: list[dict], resampled: list) -> list[dict]:
+    """Per probe: every other feature set against the best baseline (by mean
+    test score), and the other feature sets against each other, paired on the
+    task's resamples (`bootstrap.compare`)."""
+    out = []
+    for kind in dict.fromkeys(r["probe"] for r in rows):
+        mine = [i for i, r in enumerate(rows) if r["probe"] == kind]
+        baselines = [i for i in mine if rows[i]["set"] in BASELINES]
+        others = [i for i in mine if rows[i]["set"] not in BASELINES]
+        pairs = [(a, b) for n, a in enumerate(others) for b in others[n + 1 :]]
+        if baselines:
+            best = max(baselines, key=lambda i: rows[i]["mean"]["score"])
+            pairs = [(a, best) for a in others] + pairs
+        for a, b in pairs:
+            result = bootstrap.compare(
+                resampled[a], resampled[b], rows[a]["mean"]["score"], rows[b]["mean"]["score"]
+            )  # fmt: skip
+            out.append({
+                "probe": kind, "a": rows[a]["set"], "b": rows[b]["set"],
+                "baseline": rows[b]["set"] in BASELINES, **result,
+            })  # fmt: skip
+    return out
 
 
 def _summary(seeds: list[dict]) -> tuple[dict, dict]:

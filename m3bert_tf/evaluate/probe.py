@@ -89,10 +89,19 @@ class ProbeData:
 
 @dataclasses.dataclass
 class ProbeResult:
+    """The choice on the validation split and its scores.
+
+    Attributes:
+      test_labels, test_predictions: [units, size] and [units, outputs] of the
+        test split's scored units (tracks or examples), for the intervals.
+    """
+
     chosen: HyperParams
     epoch: int
     valid: dict
     test: dict
+    test_labels: np.ndarray | None = None
+    test_predictions: np.ndarray | None = None
 
 
 class _Stack:
@@ -289,7 +298,8 @@ def run_probe(spec: TaskSpec, data: ProbeData, configs=MLP_GRID, seed: int = 0,
             f"task {spec.name}: no configuration gave a finite validation score"
         )
     valid = score_task(spec, labels["valid"], found[0])
-    return ProbeResult(chosen, epoch, valid, score_task(spec, labels["test"], found[1]))
+    test = score_task(spec, labels["test"], found[1])
+    return ProbeResult(chosen, epoch, valid, test, labels["test"], found[1])
 
 
 def main_score(spec: TaskSpec, labels: np.ndarray, predictions: np.ndarray) -> float:

@@ -5,6 +5,8 @@ import collections
 import io
 import os
 
+import numpy as np
+
 from m3bert_tf import runs, storage
 
 METRIC_NAMES = {
@@ -35,15 +37,124 @@ def _chosen(row: dict) -> str:
     return f"{picks[0][0]} ({picks[0][1]}/{len(row['seeds'])})"
 
 
+def _interval(row: dict) -> str:
+    low, high = row.get("interval", (float("nan"), float("nan")))
+    return f"[{low:.3f}, {high:.3f}]"
+
+
+def _chosen_probe(rows: list[dict], feature_set: str) -> dict:
+    """A feature set's row whose probe has the best mean validation score."""
+    mine = [r for r in rows if r["set"] == feature_set]
+    return max(
+        mine,
+        key=lambda r: np.nanmean([s["valid"].get("score", np.nan) for s in r["seeds"]]),
+    )
+
+
+def summary(results: dict) -> list[str]:
+    """The paper-shaped table: a row per feature set, a column per task (main
+    score and 95 % interval of the probe chosen on validation); best in bold."""
+    tasks = list(results["tasks"])
+    sets = list(dict.fromkeys(r["set"] for t in tasks for r in results["tasks"][t]["rows"]))
+    chosen = {
+        (t, fs): _chosen_probe(results["tasks"][t]["rows"], fs)
+        for t in tasks for fs in sets
+        if any(r["set"] == fs for r in results["tasks"][t]["rows"])
+    }  # fmt: skip
+    best = {
+        t: max(chosen[t, fs]["mean"]["score"] for fs in sets if (t, fs) in chosen)
+        for t in tasks
+    }
+    out = [
+        "| feature set | "
+        + " | ".join(f"{t} ({_main(results['tasks'][t]['spec'])})" for t in tasks)
+        + " |"
+    ]
+    out.append("|" + " --- |" * (len(tasks) + 1))
+    for fs in sets:
+        cells = []
+        for t in tasks:
+            row = chosen.get((t, fs))
+            if row is None:
+                cells.append("")
+                continue
+            text = f"{row['mean']['score']:.3f} {_interval(row)} ({row['probe']})"
+            cells.append(f"**{text}**" if row["mean"]["score"] == best[t] else text)
+        out.append(f"| {fs} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _main(spec: dict) -> str:
+    kind = spec["kind"]
+    return (
+        "accuracy"
+        if kind == "classification"
+        else "ROC-AUC"
+        if kind == "multilabel"
+        else "mean R²"
+    )
+
+
+def comparison_lines(r: dict) -> list[str]:
+    """One line per paired comparison of a task."""
+    out = []
+    for c in r.get("comparisons", []):
+        low, high = c["interval"]
+        verdict = "resolved" if c["resolved"] else "not resolved"
+        out.append(
+            f"- {c['a']} − {c['b']} ({c['probe']}): {c['difference']:+.3f} "
+            f"[{low:+.3f}, {high:+.3f}], p = {c['p']:.3f}: **{verdict}**"
+            if c["resolved"]
+            else f"- {c['a']} − {c['b']} ({c['probe']}): {c['difference']:+.3f} "
+            f"[{low:+.3f}, {high:+.3f}], p = {c['p']:.3f}: {verdict}"
+        )
+    return out
+
+
+def sentences(results: dict) -> list[str]:
+    """Per task and feature set, in words: against the best baseline, under
+    the probe chosen on validation, with its interval, resolved or not."""
+    out = []
+    for task, r in results["tasks"].items():
+        for c in r.get("comparisons", []):
+            if (
+                not c.get("baseline")
+                or c["probe"] != _chosen_probe(r["rows"], c["a"])["probe"]
+            ):
+                continue
+            low, high = c["interval"]
+            if c["resolved"]:
+                verb = "beats" if c["difference"] > 0 else "is beaten by"
+                out.append(
+                    f"{task}: {c['a']} {verb} {c['b']} by {abs(c['difference']):.3f} "
+                    f"[{low:+.3f}, {high:+.3f}] ({c['probe']} probe)"
+                )
+            else:
+                out.append(
+                    f"{task}: {c['a']} against {c['b']}: {c['difference']:+.3f} "
+                    f"[{low:+.3f}, {high:+.3f}], not resolved on {r['test_examples']} "
+                    f"test units ({c['probe']} probe)"
+                )
+    return out
+
+
 def markdown(results: dict) -> str:
-    """One table per task: rows = feature set x probe, columns = test metrics
-    (mean ± std over seeds), and the chance row."""
+    """The summary table, then one table per task: rows = feature set x
+    probe, columns = test metrics (mean ± std over seeds) and the main
+    score's 95 % interval, the chance row and the paired comparisons."""
     out = ["# Probe results", ""]
     settings = results.get("settings", {})
     out.append(
         f"Test-split scores, mean ± std over {settings.get('seeds', '?')} seeds; "
-        "probe hyper-parameters and epoch chosen on the validation split."
+        "probe hyper-parameters and epoch chosen on the validation split. Intervals: "
+        "95 %, a bootstrap over test units paired across feature sets, with the seeds "
+        '(README: "Judge an encoder").'
     )
+    if results["tasks"]:
+        out += ["", "## Summary", ""] + summary(results)
+        lines = sentences(results)
+        if lines:
+            out += [""] + [f"- {line}" for line in lines]
     for task, r in results["tasks"].items():
         spec = r["spec"]
         unit = (
@@ -56,15 +167,15 @@ def markdown(results: dict) -> str:
         out.append(
             "| feature set | probe | dim | "
             + " | ".join(map(_metric_name, columns))
-            + " | chosen on valid |"
+            + " | 95 % interval | chosen on valid |"
         )
-        out.append("|" + " --- |" * (len(columns) + 4))
+        out.append("|" + " --- |" * (len(columns) + 5))
         for row in r["rows"]:
             cells = [f"{row['mean'][k]:.3f} ± {row['std'][k]:.3f}" for k in columns]
             out.append(
                 f"| {row['set']} | {row['probe']} | {row['dim']} | "
                 + " | ".join(cells)
-                + f" | {_chosen(row)} |"
+                + f" | {_interval(row)} | {_chosen(row)} |"
             )
         main = (
             "accuracy"
@@ -72,8 +183,17 @@ def markdown(results: dict) -> str:
             else ("ROC-AUC" if spec["kind"] == "multilabel" else "mean R²")
         )
         out.append(
-            f"| chance (audio-blind) | | | {main} {r['chance']:.3f} |" + " |" * len(columns)
+            f"| chance (audio-blind) | | | {main} {r['chance']:.3f} |"
+            + " |" * (len(columns) + 1)
         )
+        lines = comparison_lines(r)
+        if lines:
+            out += [
+                "",
+                "Paired differences of the main score (95 % interval, one-sided p):",
+                "",
+            ]
+            out += lines
     for task, why in results.get("skipped", {}).items():
         out += ["", f"## {task}: not probed ({why})"]
     sets = results.get("feature_sets", {})
@@ -85,12 +205,11 @@ def markdown(results: dict) -> str:
 
 def plot_task(task: str, r: dict, path: str) -> None:
     """Bar chart of the main score per feature set (one bar per probe), with
-    the spread over seeds and chance marked."""
+    its 95 % interval and chance marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     sets = list(dict.fromkeys(row["set"] for row in r["rows"]))
     probes = list(dict.fromkeys(row["probe"] for row in r["rows"]))
@@ -102,7 +221,7 @@ def plot_task(task: str, r: dict, path: str) -> None:
         x = np.arange(len(sets)) + (j - (len(probes) - 1) / 2) * width
         ax.bar(
             x, [values[s]["mean"]["score"] for s in sets], width,
-            yerr=[values[s]["std"]["score"] for s in sets], capsize=3, label=name,
+            yerr=_error_bars(values, sets), capsize=3, label=name,
         )  # fmt: skip
     if kind == "regression":  # an R² far below 0 would squash the rest
         ax.set_ylim(bottom=max(ax.get_ylim()[0], min(-1.0, r["chance"] - 0.1)))
@@ -111,13 +230,20 @@ def plot_task(task: str, r: dict, path: str) -> None:
     ax.set_ylabel(
         {"classification": "accuracy", "multilabel": "ROC-AUC macro"}.get(kind, "mean R²")
     )
-    ax.set_title(f"{task}: test score, mean ± std over seeds")
+    ax.set_title(f"{task}: test score, mean and 95 % interval")
     ax.legend(fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
     storage.write_atomic(path, buffer.getvalue())
+
+
+def _error_bars(values: dict, sets: list) -> np.ndarray:
+    """[2, sets] distances from each mean down and up to its interval's ends."""
+    means = np.array([values[s]["mean"]["score"] for s in sets])
+    bounds = np.array([values[s].get("interval", [np.nan, np.nan]) for s in sets]).T
+    return np.abs(bounds - means)
 
 
 def write(results: dict, output_dir: str) -> None:
