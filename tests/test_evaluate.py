@@ -98,6 +98,17 @@ def test_pretrained_encoder_beats_random_weights_and_every_set_beats_chance(
         assert os.path.getsize(tmp_path / "eval" / name) > 0
     table = (tmp_path / "eval" / "results.md").read_text()
     assert "## genre (classification" in table and "| M2BERT tiny | mlp |" in table
+    # Every score has its interval; each set is compared with the best baseline.
+    for task, r in tasks.items():
+        for row in r["rows"]:
+            low, high = row["interval"]
+            assert np.isfinite([low, high]).all() and low < high, (task, row["set"])
+        against = {(c["a"], c["probe"]) for c in r["comparisons"] if c["baseline"]}
+        assert against == {(n, p) for n in ("M2BERT tiny", "channel means")
+                           for p in ("mlp", "linear")}  # fmt: skip
+        for c in r["comparisons"]:
+            assert c["resolved"] == (c["interval"][0] > 0 or c["interval"][1] < 0)
+    assert "## Summary" in table and "resolved" in table
 
     # bin/evaluate with another probe setting reads every embedding from the cache.
     res = subprocess.run(

@@ -40,6 +40,11 @@ def define_evaluate_flags() -> None:
         "track: a track's chunk predictions are averaged into one; example: each chunk alone.",
     )  # fmt: skip
     flags.DEFINE_integer("batch_size", 16, "Encoder windows per call while embedding.")
+    flags.DEFINE_integer(
+        "folds", 0,
+        "0: the data's train/valid/test splits; K >= 3: each task's splits pooled into K "
+        "folds grouped by track (for fewer than ~50 test tracks per task).",
+    )  # fmt: skip
 
 
 def evaluate_config_from_flags():
@@ -53,7 +58,7 @@ def evaluate_config_from_flags():
         baselines=_list(FLAGS.baselines), embeddings=_list(FLAGS.embeddings),
         tasks=_list(FLAGS.tasks), layer=FLAGS.layer, probes=_list(FLAGS.probes),
         seeds=FLAGS.seeds, epochs=FLAGS.epochs, score_per=FLAGS.score_per,
-        batch_size=FLAGS.batch_size,
+        batch_size=FLAGS.batch_size, folds=FLAGS.folds,
     )  # fmt: skip
 
 

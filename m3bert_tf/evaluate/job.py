@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from m3bert_tf import metrics, runs, storage
-from m3bert_tf.evaluate import bootstrap, feature_sets, probe, report
+from m3bert_tf.evaluate import bootstrap, feature_sets, folds, probe, report
 
 BASELINES = ("mfcc", "features", "random")
 SCORE_PER = ("track", "example")
@@ -42,6 +42,7 @@ class EvaluateConfig:
     epochs: int = 100
     score_per: str = "track"
     batch_size: int = 16
+    folds: int = 0  # 0: the data's splits; K >= 3: K folds grouped by track
 
     def __post_init__(self):
         from m3bert_tf.serving.api import parse_layer
@@ -65,6 +66,11 @@ class EvaluateConfig:
         if self.score_per not in SCORE_PER:
             raise ValueError(
                 f"--score_per must be one of {SCORE_PER}, got {self.score_per!r}"
+            )
+        if self.folds and self.folds < 3:
+            raise ValueError(
+                f"--folds must be 0 (the data's splits) or >= 3 (test, valid and train "
+                f"folds), got {self.folds}"
             )
         for name in ("seeds", "epochs", "batch_size"):
             if getattr(self, name) < 1:
@@ -141,10 +147,14 @@ def model_sets(entry: str, config, files, label_sizes, manifest_spec, log) -> tu
     return out, model
 
 
-def _probe_data(examples, task: str, x: np.ndarray, score_per: str) -> probe.ProbeData:
+def _probe_data(
+    examples, task: str, x: np.ndarray, score_per: str, splits=None
+) -> probe.ProbeData:
+    """The task's examples by split (`splits` [N] overrides the data's: a fold)."""
+    splits = examples.splits if splits is None else splits
     data = probe.ProbeData({}, {}, {} if score_per == "track" else None)
     for split in ("train", "valid", "test"):
-        rows = np.flatnonzero((examples.splits == split) & examples.has[task])
+        rows = np.flatnonzero((splits == split) & examples.has[task])
         data.x[split] = x[rows]
         data.y[split] = examples.labels[task][rows]
         if data.groups is not None:
@@ -160,18 +170,29 @@ def _probe_task(config, spec, examples, sets, progress) -> dict:
     """
     task, rows, done = spec.name, [], 0
     resampled, labels = [], None  # per row: [B] scores on the shared resamples
+    # The data's own splits, or K folds whose test predictions are pooled.
+    parts = (
+        folds.partitions(examples, task, spec, config.folds)
+        if config.folds
+        else [examples.splits]
+    )
     for fs in sets:
-        data = _probe_data(examples, task, fs.x, config.score_per)
+        data = [_probe_data(examples, task, fs.x, config.score_per, p) for p in parts]
         for kind in config.probes:
             seeds, predictions = [], []
             for seed in range(config.seeds):
-                r = probe.run_probe(spec, data, probe.GRIDS[kind], seed, config.epochs)
-                seeds.append({
-                    "seed": seed, "chosen": dataclasses.asdict(r.chosen),
-                    "epoch": r.epoch, "valid": r.valid, "test": r.test,
-                })  # fmt: skip
-                labels = r.test_labels
-                predictions.append(r.test_predictions)
+                pooled, labels = [], []
+                for fold, part in enumerate(data):
+                    r = probe.run_probe(spec, part, probe.GRIDS[kind], seed, config.epochs)
+                    seeds.append({
+                        "seed": seed, "fold": fold if config.folds else None,
+                        "chosen": dataclasses.asdict(r.chosen), "epoch": r.epoch,
+                        "valid": r.valid, "test": r.test,
+                    })  # fmt: skip
+                    labels.append(r.test_labels)
+                    pooled.append(r.test_predictions)
+                labels = np.concatenate(labels)
+                predictions.append(np.concatenate(pooled))
                 done += 1
                 progress(done)
             mean, std = _summary(seeds)
@@ -181,15 +202,20 @@ def _probe_task(config, spec, examples, sets, progress) -> dict:
             rows.append({"set": fs.name, "probe": kind, "mean": mean, "std": std,
                          "interval": bootstrap.interval(resampled[-1]),
                          "seeds": seeds, "dim": int(fs.x.shape[1])})  # fmt: skip
-    train = _probe_data(examples, task, examples.baselines["mfcc"], config.score_per)
+    train = _probe_data(
+        examples, task, examples.baselines["mfcc"], config.score_per, parts[0]
+    )
     test_labels, train_labels = (
         probe.group_labels(spec, train.y[s], (train.groups or {}).get(s))
         for s in ("test", "train")
     )
+    if config.folds:  # every unit is tested once: chance from all of them
+        test_labels = train_labels = labels
     return {
         "spec": spec.to_json(),
         "per": config.score_per,
         "test_examples": len(test_labels),
+        "folds": config.folds,
         "chance": metrics.chance_score(spec, train_labels, test_labels),
         "rows": rows,
         "comparisons": _comparisons(rows, resampled),
@@ -325,7 +351,7 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
             split for split in ("train", "valid", "test")
             if not np.any((examples.splits == split) & examples.has[task])
         ]  # fmt: skip
-        if empty:
+        if empty and not config.folds:  # folds pool every split
             results["skipped"][task] = f"no {' or '.join(empty)} examples"
             log(
                 f"task {task}: skipped, {results['skipped'][task]} (a probe needs all three)"

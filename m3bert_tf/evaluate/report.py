@@ -162,7 +162,14 @@ def markdown(results: dict) -> str:
             if r["per"] == "track"
             else "examples"
         )
-        out += ["", f"## {task} ({spec['kind']}, {r['test_examples']} test {unit})", ""]
+        pooled = (
+            f", every one tested once over {r['folds']} folds" if r.get("folds") else ""
+        )
+        out += [
+            "",
+            f"## {task} ({spec['kind']}, {r['test_examples']} test {unit}{pooled})",
+            "",
+        ]
         columns = _columns(r["rows"])
         out.append(
             "| feature set | probe | dim | "

@@ -95,3 +95,72 @@ def test_the_units_are_tracks_when_chunks_are_scored_per_track():
     result = probe.run_probe(GENRE, data, probe.GRIDS["linear"], 0, epochs=5)
     assert result.test_labels.shape == (30, 1) and result.test_predictions.shape == (30, 2)
     assert result.test["examples"] == 30
+
+
+def test_folds_never_split_a_track_test_each_once_and_stratify():
+    from types import SimpleNamespace
+
+    from m3bert_tf.evaluate import folds
+
+    rng = np.random.default_rng(0)
+    tracks = np.repeat([f"t{i}" for i in range(40)], 3)  # 40 tracks of 3 chunks
+    classes = np.repeat(rng.integers(0, 4, 40), 3)
+    has = np.ones(120, bool)
+    has[:6] = False  # two tracks not labeled for the task
+    examples = SimpleNamespace(
+        track_ids=tracks,
+        has={"genre": has},
+        labels={"genre": classes[:, None].astype(float)},
+    )
+    spec = TaskSpec("genre", "classification", classes=("a", "b", "c", "d"))
+    parts = folds.partitions(examples, "genre", spec, 5)
+    assert len(parts) == 5
+    tested = np.zeros(120, int)
+    for f, splits in enumerate(parts):
+        assert set(splits[:6]) == {""}  # unlabeled: in no split
+        for t in set(tracks):
+            assert len(set(splits[tracks == t])) == 1, (f, t)  # a track is never split
+        tested += splits == "test"
+        assert {"train", "valid", "test"} <= set(splits)
+        for c in range(4):  # each class in each test fold as far as its count allows
+            count = len(set(tracks[has & (classes == c)]))
+            in_fold = len(set(tracks[(splits == "test") & (classes == c)]))
+            assert abs(in_fold - count / 5) <= 1
+    assert (tested[6:] == 1).all()
+    with pytest.raises(ValueError, match="cannot fill 50 folds"):
+        folds.partitions(examples, "genre", spec, 50)
+
+
+def test_evaluate_with_folds_tests_every_track_once(tmp_path):
+    from conftest import write_audio
+
+    from m3bert_tf import extract
+    from m3bert_tf.evaluate import job
+
+    rows = ["path,track_id,split,task,label"]
+    for i in range(18):
+        write_audio(str(tmp_path / f"g{i}.wav"), 1.0, 22050, seed=i)
+        rows.append(
+            f"g{i}.wav,g{i},{['train', 'valid', 'test'][i % 3]},genre,{'ab'[i % 2]}"
+        )
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    extract.run_extract(
+        extract.ExtractConfig(
+            input=str(tmp_path / "labels.csv"), output_dir=str(tmp_path / "shards"),
+            num_workers=1, progress_interval=1e9,
+        ),
+        log=lambda m: None,
+    )  # fmt: skip
+    config = job.EvaluateConfig(
+        data=str(tmp_path / "shards"), output_dir=str(tmp_path / "eval"),
+        baselines=("mfcc", "features"), probes=("linear",), seeds=2, epochs=5, folds=3,
+    )  # fmt: skip
+    result = job.run_evaluate(config, log=lambda m: None)
+    genre = result["tasks"]["genre"]
+    assert genre["test_examples"] == 18 and genre["folds"] == 3
+    assert sorted((s["seed"], s["fold"]) for s in genre["rows"][0]["seeds"]) == [
+        (seed, fold) for seed in (0, 1) for fold in (0, 1, 2)
+    ]
+    assert "every one tested once over 3 folds" in result["markdown"]
+    with pytest.raises(ValueError, match="--folds must be 0"):
+        job.EvaluateConfig(data="d", output_dir="o", baselines=("mfcc",), folds=2)
