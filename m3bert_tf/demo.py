@@ -15,7 +15,8 @@ Stages (each resumes if its output is already there):
 6. embed one example file with it (`bin/embed`'s job) into <workdir>/embeddings/<version>
    and print the shapes and the serving command;
 7. judge both models the paper's way (`bin/evaluate`'s job: probes on frozen
-   clip embeddings against the baselines) in <workdir>/evaluate, and print
+   clip embeddings against the baselines, 5 folds grouped by track so that
+   every track is tested once) in <workdir>/evaluate, and print
    the tables.
 """
 
@@ -134,7 +135,7 @@ def run_demo(
     )
     judged = evaluate_job.run_evaluate(
         evaluate_job.EvaluateConfig(
-            data=shard_dir, output_dir=evaluate_dir, seeds=2, epochs=60,
+            data=shard_dir, output_dir=evaluate_dir, seeds=2, epochs=60, folds=5,
             models=(f"pretrained={model_dir}", f"fine-tuned={finetune_config.model_dir}"),
         ),
         log=lambda m: print(f"      {m}"),
@@ -147,6 +148,13 @@ def run_demo(
         "than noise only where it is marked resolved (its 95 % interval excludes 0)."
     )
     print(f"      tables: {evaluate_dir}/results.md, plots: {evaluate_dir}/plot_<task>.png")
+    from m3bert_tf.evaluate.report import sentences
+
+    print(
+        "What the probe tables show (95 % intervals, every track tested once over 5 folds):"
+    )
+    for line in sentences(judged):
+        print(f"  - {line}")
     print(f"demo finished in {time.monotonic() - t0:.0f} s; results under {workdir}/")
     return {
         "manifest": manifest,
