@@ -15,9 +15,7 @@ temporary name and renamed, so a rerun skips exactly the finished tracks; a
 file that cannot be decoded (or is silent) is reported and skipped.
 """
 
-import csv
 import dataclasses
-import io
 import multiprocessing
 import os
 import shutil
@@ -29,9 +27,8 @@ import numpy as np
 from m3bert_tf import __version__, locks, runs, schema, storage
 from m3bert_tf.datasets.base import Problem, Track
 from m3bert_tf.progress import Progress
+from m3bert_tf.serving import embed_outputs
 
-INDEX_NAME = "index.csv"
-JOB_NAME = "embed.json"
 TMP_DIR = ".tmp"
 
 
@@ -225,79 +222,6 @@ class _TrackOutput:
         self.spilled.close()
 
 
-def npz_path(output_dir: str, track_id: str) -> str:
-    """`<output_dir>/<track_id>.npz`, with "/" in the id as subdirectories.
-
-    Raises:
-      ValueError: an id that would leave `output_dir` or name no file (empty,
-        absolute, a "." or ".." part, a backslash or NUL).
-    """
-    parts = track_id.split("/")
-    if (
-        not track_id
-        or "\\" in track_id
-        or "\0" in track_id
-        or any(p in ("", ".", "..") for p in parts)
-    ):
-        raise ValueError(
-            f"track id {track_id!r} cannot name a file inside the output directory "
-            "(empty, absolute, or a '.', '..' or backslash in it)"
-        )
-    return os.path.join(output_dir, *parts) + ".npz"
-
-
-def _readable(path: str) -> str | None:
-    """None when the .npz at `path` is a whole output; else what is wrong."""
-    try:
-        with storage.open(path, "rb") as f, zipfile.ZipFile(f) as z:
-            names = set(z.namelist())
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        return f"unreadable ({e})"
-    missing = {"timestamps.npy", "frame_embeddings.npy", "duration_s.npy"} - names
-    return f"missing {sorted(missing)}" if missing else None
-
-
-def _usable_tracks(tracks, output_dir: str):
-    """(tracks whose ids name one file each, a Problem for each of the others):
-    an id that leaves the output directory, or that two input files share
-    (their outputs would overwrite each other), is refused for every file."""
-    by_id: dict[str, list] = {}
-    for t in tracks:
-        by_id.setdefault(t.track_id, []).append(t)
-    usable, problems = [], []
-    for t in tracks:
-        try:
-            npz_path(output_dir, t.track_id)
-        except ValueError as e:
-            problems.append(Problem(t.path, str(e)))
-            continue
-        others = [o.path for o in by_id[t.track_id] if o is not t]
-        if others:
-            problems.append(Problem(
-                t.path, f"track id {t.track_id!r} is also the id of {', '.join(others)}: "
-                "one output file cannot hold both (rename one)",
-            ))  # fmt: skip
-            continue
-        usable.append(t)
-    return usable, problems
-
-
-def _check_job(output_dir: str, job: dict) -> None:
-    """Refuses to mix embeddings of another model, layer or windowing in one dir."""
-    path = os.path.join(output_dir, JOB_NAME)
-    if storage.exists(path):
-        old = runs.read_json(path)
-        changed = runs.config_changes(old["settings"], job["settings"])
-        if changed:
-            fields = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items())
-            raise runs.ConfigMismatch(
-                f"--output_dir={output_dir} holds embeddings made with other settings "
-                f"({fields}); use a new --output_dir"
-            )
-    else:
-        runs.write_json(path, job)
-
-
 def run_embed(config: EmbedConfig) -> dict:
     """Embeds every track of `config.input`; returns {"embedded", "skipped", "failed", ...}."""
     from m3bert_tf import extract
@@ -318,7 +242,7 @@ def run_embed(config: EmbedConfig) -> dict:
             "window_seconds": config.window_seconds, "hop_seconds": config.hop_seconds,
             "frontend": config.frontend,
         }  # fmt: skip
-        _check_job(config.output_dir, {
+        embed_outputs.check_job(config.output_dir, {
             "settings": settings, "model": storage.abspath(config.model),
             "package_version": __version__,
         })  # fmt: skip
@@ -336,11 +260,11 @@ def run_embed(config: EmbedConfig) -> dict:
 def _embed_all(config, model, layer, window, hop, loaded, tmp_dir) -> dict:
     from m3bert_tf.serving.api import reduce_layers, select_frames, signature_for
 
-    tracks, refused = _usable_tracks(loaded.tracks, config.output_dir)
+    tracks, refused = embed_outputs.usable_tracks(loaded.tracks, config.output_dir)
     todo = []
     for t in tracks:
-        path = npz_path(config.output_dir, t.track_id)
-        wrong = _readable(path) if storage.exists(path) else "missing"
+        path = embed_outputs.npz_path(config.output_dir, t.track_id)
+        wrong = embed_outputs.readable(path) if storage.exists(path) else "missing"
         if wrong not in (None, "missing"):
             print(f"embed: {path} is {wrong}: embedding {t.path} again", flush=True)
             storage.remove(path)
@@ -363,7 +287,7 @@ def _embed_all(config, model, layer, window, hop, loaded, tmp_dir) -> dict:
                 continue
             output = _TrackOutput(
                 track, result, model.plan(result.num_frames, window, hop),
-                npz_path(config.output_dir, track.track_id), tmp_dir,
+                embed_outputs.npz_path(config.output_dir, track.track_id), tmp_dir,
             )  # fmt: skip
             in_flight.append(output)
             yield from ((output, result, w) for w in output.plan)
@@ -382,48 +306,14 @@ def _embed_all(config, model, layer, window, hop, loaded, tmp_dir) -> dict:
     finally:
         for output in in_flight:
             output.close()
-    rows = _write_index(config.output_dir, tracks)
+    rows = embed_outputs.write_index(config.output_dir, tracks)
     failed += [dataclasses.asdict(p) for p in failed_now]
     return {
         "embedded": stats["files"], "skipped": len(tracks) - len(todo),
         "failed": failed, "tracks": len(rows), "audio_s": stats["audio_s"],
-        "seconds": progress.elapsed, "index": os.path.join(config.output_dir, INDEX_NAME),
+        "seconds": progress.elapsed, "index": os.path.join(config.output_dir, embed_outputs.INDEX_NAME),
     }  # fmt: skip
 
 
 def _rate(stats: dict, progress) -> str:
     return f"{stats['audio_s'] / 3600 / max(progress.elapsed, 1e-9):.3g} audio-h/s"
-
-
-def _write_index(output_dir: str, tracks) -> list[dict]:
-    """index.csv of every finished track of the input, and of earlier inputs
-    into the same directory whose files are still there (rebuilt, atomically)."""
-    rows = []
-    index = os.path.join(output_dir, INDEX_NAME)
-    current = {t.track_id for t in tracks}
-    if storage.exists(index):
-        with storage.open(index, newline="") as f:
-            rows = [
-                r for r in csv.DictReader(f)
-                if r["track_id"] not in current
-                and storage.exists(os.path.join(output_dir, r["file"]))
-            ]  # fmt: skip
-    for track in tracks:
-        path = npz_path(output_dir, track.track_id)
-        if not storage.exists(path):
-            continue
-        with storage.open(path, "rb") as f, np.load(f) as data:
-            frames, duration = len(data["timestamps"]), float(data["duration_s"])
-        rows.append({
-            "track_id": track.track_id, "source_path": track.path,
-            "duration_s": round(duration, 3), "frames": frames,
-            "file": os.path.relpath(path, output_dir),
-        })  # fmt: skip
-    text = io.StringIO()
-    writer = csv.DictWriter(
-        text, ["track_id", "source_path", "duration_s", "frames", "file"]
-    )
-    writer.writeheader()
-    writer.writerows(sorted(rows, key=lambda r: r["track_id"]))
-    storage.write_atomic(index, text.getvalue())
-    return rows

@@ -1,0 +1,128 @@
+"""bin/embed's output directory: one `<track_id>.npz` per track, `index.csv`
+and `embed.json` (the settings its embeddings were made with).
+
+Ids become file names only inside the directory (`npz_path`); a finished
+`.npz` is checked before it counts as done (`readable`); a second job into the
+directory must use the same settings (`check_job`), and `index.csv` keeps
+the rows of earlier inputs whose files are there (`write_index`).
+"""
+
+import csv
+import io
+import os
+import zipfile
+
+import numpy as np
+
+from m3bert_tf import runs, storage
+from m3bert_tf.datasets.base import Problem
+
+INDEX_NAME = "index.csv"
+JOB_NAME = "embed.json"
+
+
+def npz_path(output_dir: str, track_id: str) -> str:
+    """`<output_dir>/<track_id>.npz`, with "/" in the id as subdirectories.
+
+    Raises:
+      ValueError: an id that would leave `output_dir` or name no file (empty,
+        absolute, a "." or ".." part, a backslash or NUL).
+    """
+    parts = track_id.split("/")
+    if (
+        not track_id
+        or "\\" in track_id
+        or "\0" in track_id
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise ValueError(
+            f"track id {track_id!r} cannot name a file inside the output directory "
+            "(empty, absolute, or a '.', '..' or backslash in it)"
+        )
+    return os.path.join(output_dir, *parts) + ".npz"
+
+
+def readable(path: str) -> str | None:
+    """None when the .npz at `path` is a whole output; else what is wrong."""
+    try:
+        with storage.open(path, "rb") as f, zipfile.ZipFile(f) as z:
+            names = set(z.namelist())
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        return f"unreadable ({e})"
+    missing = {"timestamps.npy", "frame_embeddings.npy", "duration_s.npy"} - names
+    return f"missing {sorted(missing)}" if missing else None
+
+
+def usable_tracks(tracks, output_dir: str):
+    """(tracks whose ids name one file each, a Problem for each of the others):
+    an id that leaves the output directory, or that two input files share
+    (their outputs would overwrite each other), is refused for every file."""
+    by_id: dict[str, list] = {}
+    for t in tracks:
+        by_id.setdefault(t.track_id, []).append(t)
+    usable, problems = [], []
+    for t in tracks:
+        try:
+            npz_path(output_dir, t.track_id)
+        except ValueError as e:
+            problems.append(Problem(t.path, str(e)))
+            continue
+        others = [o.path for o in by_id[t.track_id] if o is not t]
+        if others:
+            problems.append(Problem(
+                t.path, f"track id {t.track_id!r} is also the id of {', '.join(others)}: "
+                "one output file cannot hold both (rename one)",
+            ))  # fmt: skip
+            continue
+        usable.append(t)
+    return usable, problems
+
+
+def check_job(output_dir: str, job: dict) -> None:
+    """Refuses to mix embeddings of another model, layer or windowing in one dir."""
+    path = os.path.join(output_dir, JOB_NAME)
+    if storage.exists(path):
+        old = runs.read_json(path)
+        changed = runs.config_changes(old["settings"], job["settings"])
+        if changed:
+            fields = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items())
+            raise runs.ConfigMismatch(
+                f"--output_dir={output_dir} holds embeddings made with other settings "
+                f"({fields}); use a new --output_dir"
+            )
+    else:
+        runs.write_json(path, job)
+
+
+def write_index(output_dir: str, tracks) -> list[dict]:
+    """index.csv of every finished track of the input, and of earlier inputs
+    into the same directory whose files are still there (rebuilt, atomically)."""
+    rows = []
+    index = os.path.join(output_dir, INDEX_NAME)
+    current = {t.track_id for t in tracks}
+    if storage.exists(index):
+        with storage.open(index, newline="") as f:
+            rows = [
+                r for r in csv.DictReader(f)
+                if r["track_id"] not in current
+                and storage.exists(os.path.join(output_dir, r["file"]))
+            ]  # fmt: skip
+    for track in tracks:
+        path = npz_path(output_dir, track.track_id)
+        if not storage.exists(path):
+            continue
+        with storage.open(path, "rb") as f, np.load(f) as data:
+            frames, duration = len(data["timestamps"]), float(data["duration_s"])
+        rows.append({
+            "track_id": track.track_id, "source_path": track.path,
+            "duration_s": round(duration, 3), "frames": frames,
+            "file": os.path.relpath(path, output_dir),
+        })  # fmt: skip
+    text = io.StringIO()
+    writer = csv.DictWriter(
+        text, ["track_id", "source_path", "duration_s", "frames", "file"]
+    )
+    writer.writeheader()
+    writer.writerows(sorted(rows, key=lambda r: r["track_id"]))
+    storage.write_atomic(index, text.getvalue())
+    return rows
