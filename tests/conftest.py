@@ -154,6 +154,26 @@ def extract_corpus(root, shard_size=4, **corpus_kwargs) -> str:
     return str(root / "shards")
 
 
+def extract_labeled(root, rows) -> str:
+    """One-second clips labeled by `rows` of (track id, split, task, label),
+    as a CSV manifest under `root`, extracted; returns the shard dir."""
+    from m3bert_tf import extract
+
+    lines = ["path,track_id,split,task,label"]
+    for i, (track, split, task, label) in enumerate(rows):
+        write_audio(str(root / f"{track}.wav"), 1.0, 22050, seed=i)
+        lines.append(f"{track}.wav,{track},{split},{task},{label}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    extract.run_extract(
+        extract.ExtractConfig(
+            input=str(root / "labels.csv"), output_dir=str(root / "shards"),
+            num_workers=1, progress_interval=1e9,
+        ),
+        log=lambda msg: None,
+    )  # fmt: skip
+    return str(root / "shards")
+
+
 @pytest.fixture(scope="session")
 def corpus_shards(tmp_path_factory):
     """The example corpus (12 tracks of at most 20 s) extracted once per session."""

@@ -132,27 +132,16 @@ def test_folds_never_split_a_track_test_each_once_and_stratify():
 
 
 def test_evaluate_with_folds_tests_every_track_once(tmp_path):
-    from conftest import write_audio
+    from conftest import extract_labeled
 
-    from m3bert_tf import extract
     from m3bert_tf.evaluate import job
 
-    rows = ["path,track_id,split,task,label"]
-    for i in range(18):
-        write_audio(str(tmp_path / f"g{i}.wav"), 1.0, 22050, seed=i)
-        rows.append(
-            f"g{i}.wav,g{i},{['train', 'valid', 'test'][i % 3]},genre,{'ab'[i % 2]}"
-        )
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
-    extract.run_extract(
-        extract.ExtractConfig(
-            input=str(tmp_path / "labels.csv"), output_dir=str(tmp_path / "shards"),
-            num_workers=1, progress_interval=1e9,
-        ),
-        log=lambda m: None,
+    data = extract_labeled(
+        tmp_path, [(f"g{i}", ("train", "valid", "test")[i % 3], "genre", "ab"[i % 2])
+                   for i in range(18)]
     )  # fmt: skip
     config = job.EvaluateConfig(
-        data=str(tmp_path / "shards"), output_dir=str(tmp_path / "eval"),
+        data=data, output_dir=str(tmp_path / "eval"),
         baselines=("mfcc", "features"), probes=("linear",), seeds=2, epochs=5, folds=3,
     )  # fmt: skip
     result = job.run_evaluate(config, log=lambda m: None)

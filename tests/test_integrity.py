@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, make_run, write_audio
+from conftest import ROOT, extract_labeled, make_run, write_audio
 
 from m3bert_tf import extract, schema
 from m3bert_tf.data import shards
@@ -190,25 +190,16 @@ def test_one_task_that_cannot_be_probed_does_not_sink_the_others(tmp_path):
     probed with the reason; genre is probed and the tables are written."""
     from m3bert_tf.evaluate import job
 
-    rows = ["path,track_id,split,task,label"]
     splits = ["train"] * 6 + ["valid"] * 3 + ["test"] * 3
-    for i, split in enumerate(splits):
-        write_audio(str(tmp_path / f"g{i}.wav"), 1.0, 22050, seed=i)
-        rows.append(f"g{i}.wav,g{i},{split},genre,{'ab'[i % 2]}")
-    for i, split in enumerate(["train"] * 4 + ["valid"] + ["test"] * 2):
-        write_audio(str(tmp_path / f"a{i}.wav"), 1.0, 22050, seed=20 + i)
-        rows.append(f"a{i}.wav,a{i},{split},arousal,{0.1 * i:.1f}")
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
-    extract.run_extract(
-        extract.ExtractConfig(
-            input=str(tmp_path / "labels.csv"), output_dir=str(tmp_path / "shards"),
-            num_workers=1, progress_interval=1e9,
-        ),
-        log=lambda m: None,
-    )  # fmt: skip
+    rows = [(f"g{i}", split, "genre", "ab"[i % 2]) for i, split in enumerate(splits)]
+    splits = ["train"] * 4 + ["valid"] + ["test"] * 2  # one validation example
+    rows += [
+        (f"a{i}", split, "arousal", f"{0.1 * i:.1f}") for i, split in enumerate(splits)
+    ]
+    data = extract_labeled(tmp_path, rows)
     messages = []
     config = job.EvaluateConfig(
-        data=str(tmp_path / "shards"), output_dir=str(tmp_path / "eval"),
+        data=data, output_dir=str(tmp_path / "eval"),
         baselines=("mfcc",), probes=("linear",), seeds=1, epochs=5,
     )  # fmt: skip
     result = job.run_evaluate(config, log=messages.append)
