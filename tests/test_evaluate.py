@@ -186,3 +186,4 @@ def test_correlate_finds_the_cell_that_follows_brightness(pretrained_corpus, tmp
     assert "| spectral_centroid |" in report and "; 1 files," in report
     assert "Skipped 2 files" in report and "tiny.wav: too short" in report
     assert " of 1 files in " in res.stdout
+    assert "Best |ρ| per encoder layer" in report and "\n| 1 | " in report

@@ -153,3 +153,55 @@ def test_evaluate_with_folds_tests_every_track_once(tmp_path):
     assert "every one tested once over 3 folds" in result["markdown"]
     with pytest.raises(ValueError, match="--folds must be 0"):
         job.EvaluateConfig(data="d", output_dir="o", baselines=("mfcc",), folds=2)
+
+
+def test_the_layer_weights_prefer_a_planted_informative_layer():
+    """[n, 4, D] embeddings where only layer 2 carries the class: the probe's
+    learned softmax weights put most of their mass there, and it scores."""
+    rng = np.random.default_rng(0)
+    n, d = 300, 8
+    labels = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, 4, d)).astype(np.float32)
+    x[:, 2, 0] += 3.0 * labels  # the informative layer
+    y = labels[:, None].astype(np.float32)
+    splits = {"train": slice(0, 200), "valid": slice(200, 250), "test": slice(250, 300)}
+    data = probe.ProbeData(
+        {s: x[r] for s, r in splits.items()}, {s: y[r] for s, r in splits.items()}
+    )
+    for grid in (probe.GRIDS["linear"], probe.GRIDS["mlp"][:2]):
+        result = probe.run_probe(GENRE, data, grid, 0, epochs=30)
+        weights = result.layer_weights
+        assert weights.shape == (4,) and weights.sum() == pytest.approx(1.0, abs=1e-5)
+        print(weights)
+        assert np.argmax(weights) == 2 and weights[2] > 0.5, weights
+        assert result.test["accuracy"] > 0.85
+
+
+def test_layer_all_probes_every_block_their_mean_and_weighted_sum(tmp_path):
+    from conftest import extract_labeled, make_run
+
+    from m3bert_tf.evaluate import job
+
+    data = extract_labeled(
+        tmp_path, [(f"g{i}", ("train", "valid", "test")[i % 3], "genre", "ab"[i % 2])
+                   for i in range(18)]
+    )  # fmt: skip
+    run = make_run(tmp_path / "run", "pretrained")
+    config = job.EvaluateConfig(
+        data=data, output_dir=str(tmp_path / "eval"), models=(f"tiny={run}",),
+        baselines=("mfcc", "random"), probes=("linear",), seeds=1, epochs=5, layer="all",
+    )  # fmt: skip
+    result = job.run_evaluate(config, log=lambda m: None)
+    rows = {row["set"]: row for row in result["tasks"]["genre"]["rows"]}
+    profile = [f"M2BERT tiny {x}" for x in ("L0", "L1", "mean", "weighted")]
+    assert set(profile) <= set(rows) and "random" in rows
+    weights = rows["M2BERT tiny weighted"]["layer_weights"]
+    assert len(weights) == 2 and sum(weights) == pytest.approx(1.0, abs=1e-5)
+    assert (tmp_path / "eval" / "layers_genre.png").stat().st_size > 0
+    compared = {(c["a"], c["b"]) for c in result["tasks"]["genre"]["comparisons"]}
+    best = max(("mfcc", "random"), key=lambda b: rows[b]["mean"]["score"])
+    assert {(name, best) for name in profile} <= compared  # each against the best baseline
+    assert not any(a in profile and b in profile for a, b in compared)
+    assert (
+        "Learned layer weights of M2BERT tiny weighted (linear): L0 " in result["markdown"]
+    )

@@ -30,7 +30,10 @@ def define_evaluate_flags() -> None:
     )  # fmt: skip
     flags.DEFINE_string("tasks", "", "Tasks to probe; empty = every task of the data.")
     flags.DEFINE_string(
-        "layer", "last", "Encoder output probed: last | mean | N (0-based)."
+        "layer",
+        "last",
+        "Encoder output probed: last | mean | N (0-based) | all (the layer profile: every "
+        "block, their mean and their learned weighted sum; layers_<task>.png).",
     )
     flags.DEFINE_string("probes", "mlp,linear", "Probes: mlp (one hidden layer), linear.")
     flags.DEFINE_integer("seeds", 3, "Probe seeds; tables give mean ± std over them.")

@@ -210,6 +210,19 @@ def _cell(source: str, index: int, hidden: int) -> tuple:
     return index // hidden, index % hidden
 
 
+def _best_per_layer(rho: np.ndarray, hidden: int) -> list[dict]:
+    """Per encoder layer: its largest |ρ| over cells and descriptors, where."""
+    out = []
+    for layer in range(rho.shape[0] // hidden):
+        block = np.nan_to_num(np.abs(rho[layer * hidden : (layer + 1) * hidden]), nan=0.0)
+        cell, d = np.unravel_index(np.argmax(block), block.shape)
+        value = float(rho[layer * hidden + cell, d])
+        out.append(
+            {"layer": layer, "cell": int(cell), "descriptor": DESCRIPTORS[d], "rho": value}
+        )
+    return out
+
+
 def _write(config, sums, hidden, skipped, files, t0, log) -> dict:
     from m3bert_tf.evaluate import correlate_report
 
@@ -236,11 +249,15 @@ def _write(config, sums, hidden, skipped, files, t0, log) -> dict:
     writer.writerows({k: v for k, v in r.items() if k != "index"} for r in rows)
     storage.write_atomic(path, text.getvalue())
     frames = sums["model"].n
-    text = correlate_report.markdown(best, config, files, frames, skipped)
+    per_layer = {
+        source: _best_per_layer(sums[source].rho(), hidden)
+        for source in ("model", "random")
+    }
+    text = correlate_report.markdown(best, config, files, frames, skipped, per_layer)
     storage.write_atomic(os.path.join(config.output_dir, "correlations.md"), text)
     for descriptor in DESCRIPTORS:
         correlate_report.scatter(descriptor, best, sums, config.output_dir)
     return {
-        "top": rows, "best": best, "files": files, "frames": frames,
+        "top": rows, "best": best, "per_layer": per_layer, "files": files, "frames": frames,
         "skipped": skipped, "seconds": time.monotonic() - t0, "markdown": text,
     }  # fmt: skip

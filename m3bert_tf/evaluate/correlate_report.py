@@ -19,7 +19,9 @@ def _where(row: dict) -> str:
     return f"layer {row['layer']} cell {row['cell']}"
 
 
-def markdown(best: dict, config, files: int, frames: int, skipped: list) -> str:
+def markdown(
+    best: dict, config, files: int, frames: int, skipped: list, per_layer=None
+) -> str:
     """Best |ρ| per descriptor for each source, side by side."""
     lines = [
         "# Correlations of encoder cells with audio descriptors",
@@ -33,6 +35,16 @@ def markdown(best: dict, config, files: int, frames: int, skipped: list) -> str:
     for d in DESCRIPTORS:
         cells = [f"{best[s][d]['rho']:+.3f} ({_where(best[s][d])})" for s in SOURCES]
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    if per_layer:
+        lines += ["", "Best |ρ| per encoder layer (any cell, any descriptor):", ""]
+        lines += ["| layer | " + " | ".join(SOURCE_NAMES[s] for s in per_layer) + " |"]
+        lines += ["|" + " --- |" * (len(per_layer) + 1)]
+        for i in range(len(next(iter(per_layer.values())))):
+            cells = [
+                f"{c[i]['rho']:+.3f} (cell {c[i]['cell']}, {c[i]['descriptor']})"
+                for c in per_layer.values()
+            ]
+            lines.append(f"| {i} | " + " | ".join(cells) + " |")
     if skipped:
         lines += ["", f"Skipped {len(skipped)} files:", ""] + [f"- {s}" for s in skipped]
     return "\n".join(lines) + "\n"

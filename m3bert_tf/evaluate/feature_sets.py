@@ -45,11 +45,19 @@ FORMAT = 1  # of the cached arrays; part of every key
 
 @dataclasses.dataclass
 class FeatureSet:
-    """One row group of the tables: a name and [N, D] float32 clip embeddings."""
+    """One row group of the tables: a name and [N, D] float32 clip embeddings
+    ([N, L, D] for a layer profile's weighted row: `evaluate.layers`).
+
+    Attributes:
+      profile, layer: the layer profile (the encoder's name) and the layer
+        ("L3", "mean", "weighted") of a --layer=all row; "" otherwise.
+    """
 
     name: str
     x: np.ndarray
     what: str = ""
+    profile: str = ""
+    layer: str = ""
 
 
 @dataclasses.dataclass

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from m3bert_tf import metrics, runs, storage
-from m3bert_tf.evaluate import bootstrap, feature_sets, folds, probe, report
+from m3bert_tf.evaluate import bootstrap, feature_sets, folds, layers, probe, report
 
 BASELINES = ("mfcc", "features", "random")
 SCORE_PER = ("track", "example")
@@ -47,8 +47,7 @@ class EvaluateConfig:
     def __post_init__(self):
         from m3bert_tf.serving.api import parse_layer
 
-        if parse_layer(self.layer) == "all":
-            raise ValueError("--layer=all is not one clip embedding: use last, mean or N")
+        parse_layer(self.layer)
         unknown = set(self.baselines) - set(BASELINES)
         if unknown:
             raise ValueError(f"--baselines: unknown {sorted(unknown)}; known: {BASELINES}")
@@ -122,11 +121,8 @@ def model_sets(entry: str, config, files, label_sizes, manifest_spec, log) -> tu
     layer = model.check_layer(config.layer)
     what = f"layer {layer}, mean over every frame"
     if model.kind != "finetuned":
-        return [
-            feature_sets.FeatureSet(
-                f"M2BERT {name}", embedded(layer, name)["embedding"], what
-            )
-        ], model
+        x = embedded(layer, name)["embedding"]
+        return layers.encoder_sets(f"M2BERT {name}", x, what), model
     out = []
     enrichment = embedded("last", name)["enrichment"]
     out.append(feature_sets.FeatureSet(f"M3BERT {name}", enrichment, "enrichment layer"))
@@ -134,9 +130,7 @@ def model_sets(entry: str, config, files, label_sizes, manifest_spec, log) -> tu
     if not tuned.get("unfreeze_top_blocks"):
         # The frozen encoder is the pretrained one: its rows are the M2BERT rows.
         x = embedded(layer, name)["embedding"]
-        out.insert(
-            0, feature_sets.FeatureSet(f"M2BERT {name}", x, what + " (frozen encoder)")
-        )
+        out = layers.encoder_sets(f"M2BERT {name}", x, what + " (frozen encoder)") + out
     elif tuned.get("pretrained") and storage.exists(tuned["pretrained"]):
         sets, _ = model_sets(
             tuned["pretrained"], config, files, label_sizes, manifest_spec, log
@@ -179,7 +173,7 @@ def _probe_task(config, spec, examples, sets, progress) -> dict:
     for fs in sets:
         data = [_probe_data(examples, task, fs.x, config.score_per, p) for p in parts]
         for kind in config.probes:
-            seeds, predictions = [], []
+            seeds, predictions, weights = [], [], []
             for seed in range(config.seeds):
                 pooled, labels = [], []
                 for fold, part in enumerate(data):
@@ -191,6 +185,8 @@ def _probe_task(config, spec, examples, sets, progress) -> dict:
                     })  # fmt: skip
                     labels.append(r.test_labels)
                     pooled.append(r.test_predictions)
+                    if r.layer_weights is not None:
+                        weights.append(r.layer_weights)
                 labels = np.concatenate(labels)
                 predictions.append(np.concatenate(pooled))
                 done += 1
@@ -201,7 +197,11 @@ def _probe_task(config, spec, examples, sets, progress) -> dict:
             resampled.append(bootstrap.resampled_scores(spec, labels, predictions, indices))
             rows.append({"set": fs.name, "probe": kind, "mean": mean, "std": std,
                          "interval": bootstrap.interval(resampled[-1]),
-                         "seeds": seeds, "dim": int(fs.x.shape[1])})  # fmt: skip
+                         "seeds": seeds, "dim": int(fs.x.shape[-1])})  # fmt: skip
+            if fs.profile:
+                rows[-1].update(profile=fs.profile, layer=fs.layer)
+            if weights:
+                rows[-1]["layer_weights"] = np.mean(weights, axis=0).tolist()
     train = _probe_data(
         examples, task, examples.baselines["mfcc"], config.score_per, parts[0]
     )
@@ -232,7 +232,12 @@ def _comparisons(rows: list[dict], resampled: list) -> list[dict]:
         mine = [i for i, r in enumerate(rows) if r["probe"] == kind]
         baselines = [i for i in mine if rows[i]["set"] in BASELINES]
         others = [i for i in mine if rows[i]["set"] not in BASELINES]
-        pairs = [(a, b) for n, a in enumerate(others) for b in others[n + 1 :]]
+        # Rows of one layer profile are compared with the baseline, not with
+        # each other: the profile's plot shows them side by side.
+        pairs = [
+            (a, b) for n, a in enumerate(others) for b in others[n + 1 :]
+            if not rows[a].get("profile") or rows[a].get("profile") != rows[b].get("profile")
+        ]  # fmt: skip
         if baselines:
             best = max(baselines, key=lambda i: rows[i]["mean"]["score"])
             pairs = [(a, best) for a in others] + pairs
@@ -318,14 +323,16 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
         first = first or model
     if "random" in config.baselines:
         twin = feature_sets.random_twin(first)
+        # The control of a layer profile is the random encoder's last block.
+        twin_layer = "last" if config.layer == "all" else config.layer
         key = feature_sets.digest(
             feature_sets.data_description(files, label_sizes), first.info["encoder"],
-            first.info.get("config"), str(config.layer), first.window_frames, "seed 0",
+            first.info.get("config"), str(twin_layer), first.window_frames, "seed 0",
         )  # fmt: skip
         x = feature_sets.cached(
             cache_dir, "random", key,
             lambda: feature_sets.embed_examples(
-                twin, files, label_sizes, twin.check_layer(config.layer), config.batch_size,
+                twin, files, label_sizes, twin.check_layer(twin_layer), config.batch_size,
                 "random",
             ), log,
         )["embedding"]  # fmt: skip

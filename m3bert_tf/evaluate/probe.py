@@ -94,6 +94,8 @@ class ProbeResult:
     Attributes:
       test_labels, test_predictions: [units, size] and [units, outputs] of the
         test split's scored units (tracks or examples), for the intervals.
+      layer_weights: the chosen configuration's softmax weights over the
+        layers when the embeddings were [n, L, D] (the layer profile).
     """
 
     chosen: HyperParams
@@ -102,13 +104,24 @@ class ProbeResult:
     test: dict
     test_labels: np.ndarray | None = None
     test_predictions: np.ndarray | None = None
+    layer_weights: np.ndarray | None = None  # [L], inputs of [n, L, D] only
+
+
+# Adam's rate for the layer-mixing logits: a probe's rate (1e-3) would move
+# them by about 0.1 in a hundred steps, too little to leave equal weights.
+LAYER_WEIGHT_LR = 0.05
 
 
 class _Stack:
-    """G configurations of one architecture, trained together."""
+    """G configurations of one architecture, trained together; with `layers`
+    L > 0 the input is [n, L, D] and each configuration also learns softmax
+    weights over the L layers, its input being their weighted sum (SUPERB's
+    layer weighting, trained with the probe)."""
 
-    def __init__(self, configs, dim: int, outputs: int, rng: np.random.Generator):
+    def __init__(self, configs, dim: int, outputs: int, rng: np.random.Generator,
+                 layers: int = 0):  # fmt: skip
         self.configs = configs
+        self.layers = layers
         g, h = len(configs), configs[0].hidden
         shapes = [(dim, h), (h, outputs)] if h else [(dim, outputs)]
         self.params = []
@@ -116,6 +129,8 @@ class _Stack:
             limit = np.sqrt(6.0 / (fan_in + fan_out))  # Glorot uniform
             self.params.append(rng.uniform(-limit, limit, (g, fan_in, fan_out)))
             self.params.append(np.zeros((g, 1, fan_out)))
+        if layers:  # mixing logits, last: equal weights at the start
+            self.params.append(np.zeros((g, 1, layers)))
         self.params = [p.astype(np.float32) for p in self.params]
         self.m = [np.zeros_like(p) for p in self.params]
         self.v = [np.zeros_like(p) for p in self.params]
@@ -125,41 +140,61 @@ class _Stack:
         self.wd = np.array([c.weight_decay for c in configs], np.float32)[:, None, None]
         self.keep = 1.0 - np.array([c.dropout for c in configs], np.float32)[:, None, None]
 
+    def layer_weights(self) -> np.ndarray:
+        """[G, L] softmax weights over the layers (layers > 0 only)."""
+        logits = self.params[-1][:, 0]
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
     def forward(self, x, rng=None):
-        """x [n, D] -> ([G, n, O] outputs, what backward needs)."""
-        if len(self.params) == 2:
-            return x @ self.params[0] + self.params[1], None
-        pre = x @ self.params[0] + self.params[1]
+        """x [n, D] ([n, L, D] with layers) -> ([G, n, O] outputs, what backward needs)."""
+        mixed = (
+            np.einsum("gl,nld->gnd", self.layer_weights(), x) if self.layers else x[None]
+        )
+        dense = self.params[: len(self.params) - bool(self.layers)]
+        if len(dense) == 2:
+            return mixed @ dense[0] + dense[1], (mixed, None, None, None)
+        pre = mixed @ dense[0] + dense[1]
         hidden = np.maximum(pre, 0.0)
         if rng is not None:  # inverted dropout, a rate per configuration
             mask = (rng.random(hidden.shape, np.float32) < self.keep) / self.keep
             hidden = hidden * mask
         else:
             mask = None
-        return hidden @ self.params[2] + self.params[3], (pre, hidden, mask)
+        return hidden @ dense[2] + dense[3], (mixed, pre, hidden, mask)
 
     def step(self, x, grad_out, cache):
         """One AdamW update from dLoss/dOutputs [G, n, O]."""
-        if cache is None:
-            grads = [np.swapaxes(x[None], 1, 2) @ grad_out, grad_out.sum(1, keepdims=True)]
+        mixed, pre, hidden, mask = cache
+        inputs = np.swapaxes(mixed, 1, 2)
+        if pre is None:
+            grads = [inputs @ grad_out, grad_out.sum(1, keepdims=True)]
+            grad_first = grad_out
         else:
-            pre, hidden, mask = cache
             grad_hidden = grad_out @ np.swapaxes(self.params[2], 1, 2)
             if mask is not None:
                 grad_hidden = grad_hidden * mask
-            grad_pre = grad_hidden * (pre > 0)
+            grad_first = grad_hidden * (pre > 0)
             grads = [
-                np.swapaxes(x[None], 1, 2) @ grad_pre, grad_pre.sum(1, keepdims=True),
+                inputs @ grad_first, grad_first.sum(1, keepdims=True),
                 np.swapaxes(hidden, 1, 2) @ grad_out, grad_out.sum(1, keepdims=True),
             ]  # fmt: skip
+        if self.layers:  # through the weighted sum and the softmax to the logits
+            grad_mixed = grad_first @ np.swapaxes(self.params[0], 1, 2)  # [G, n, D]
+            grad_w = np.einsum("gnd,nld->gl", grad_mixed, x)
+            w = self.layer_weights()
+            grads.append((w * (grad_w - (w * grad_w).sum(-1, keepdims=True)))[:, None])
         self.t += 1
         b1, b2, eps = 0.9, 0.999, 1e-8
         # Bias corrections folded into the step size; every pass in place
         # (temporaries of this size would be allocated and freed every step).
-        step_size = self.lr * (np.sqrt(1 - b2**self.t) / (1 - b1**self.t))
-        decay = 1.0 - self.lr * self.wd
-        for p, g, m, v, tmp in zip(
-            self.params, grads, self.m, self.v, self.tmp, strict=True
+        correction = np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
+        steps = [self.lr * correction] * len(self.params)
+        decays = [1.0 - self.lr * self.wd] * len(self.params)
+        if self.layers:  # the mixing logits: their own rate, no decay toward equal weights
+            steps[-1], decays[-1] = LAYER_WEIGHT_LR * correction, 1.0
+        for p, g, m, v, tmp, step_size, decay in zip(
+            self.params, grads, self.m, self.v, self.tmp, steps, decays, strict=True
         ):
             m *= b1
             g *= 1 - b1
@@ -263,7 +298,8 @@ def run_probe(spec: TaskSpec, data: ProbeData, configs=MLP_GRID, seed: int = 0,
     stacks = []
     for width in dict.fromkeys(c.hidden for c in configs):
         members = [c for c in configs if c.hidden == width]
-        stacks.append(_Stack(members, x["train"].shape[1], spec.num_outputs, rng))
+        layers = x["train"].shape[1] if x["train"].ndim == 3 else 0
+        stacks.append(_Stack(members, x["train"].shape[-1], spec.num_outputs, rng, layers))
     best = {c: (-np.inf, 0, None) for c in configs}  # valid score, epoch, predictions
     n = len(targets)
     for epoch in range(1, epochs + 1):
@@ -287,10 +323,12 @@ def run_probe(spec: TaskSpec, data: ProbeData, configs=MLP_GRID, seed: int = 0,
                 scored[split] = average[split] @ _outputs_to_predictions(
                     spec, out, y_mean, y_std
                 )
+            weights = stack.layer_weights() if stack.layers else [None] * len(stack.configs)
             for g, config in enumerate(stack.configs):
                 score = main_score(spec, labels["valid"], scored["valid"][g])
                 if np.isfinite(score) and score > best[config][0]:
-                    best[config] = (score, epoch, (scored["valid"][g], scored["test"][g]))
+                    found = (scored["valid"][g], scored["test"][g], weights[g])
+                    best[config] = (score, epoch, found)
     chosen = max(configs, key=lambda c: (best[c][0], -configs.index(c)))
     _, epoch, found = best[chosen]
     if found is None:
@@ -299,7 +337,7 @@ def run_probe(spec: TaskSpec, data: ProbeData, configs=MLP_GRID, seed: int = 0,
         )
     valid = score_task(spec, labels["valid"], found[0])
     test = score_task(spec, labels["test"], found[1])
-    return ProbeResult(chosen, epoch, valid, test, labels["test"], found[1])
+    return ProbeResult(chosen, epoch, valid, test, labels["test"], found[1], found[2])
 
 
 def main_score(spec: TaskSpec, labels: np.ndarray, predictions: np.ndarray) -> float:

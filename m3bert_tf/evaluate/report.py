@@ -193,6 +193,15 @@ def markdown(results: dict) -> str:
             f"| chance (audio-blind) | | | {main} {r['chance']:.3f} |"
             + " |" * (len(columns) + 1)
         )
+        for row in r["rows"]:
+            if "layer_weights" in row:
+                weights = ", ".join(
+                    f"L{i} {w:.2f}" for i, w in enumerate(row["layer_weights"])
+                )
+                out += [
+                    "",
+                    f"Learned layer weights of {row['set']} ({row['probe']}): {weights}",
+                ]
         lines = comparison_lines(r)
         if lines:
             out += [
@@ -253,10 +262,52 @@ def _error_bars(values: dict, sets: list) -> np.ndarray:
     return np.abs(bounds - means)
 
 
+def plot_layers(task: str, r: dict, path: str) -> None:
+    """The layer profile: per profile and probe, the main score and its 95 %
+    interval for every block, their mean and their learned weighted sum; below,
+    the weighted rows' learned layer weights."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in r["rows"] if row.get("profile")]
+    keys = list(dict.fromkeys((row["profile"], row["probe"]) for row in rows))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), height_ratios=[2, 1])
+    for profile, kind in keys:
+        mine = [row for row in rows if (row["profile"], row["probe"]) == (profile, kind)]
+        means = np.array([row["mean"]["score"] for row in mine])
+        bounds = np.array([row["interval"] for row in mine]).T
+        top.errorbar(
+            [row["layer"] for row in mine], means, yerr=np.abs(bounds - means),
+            marker="o", capsize=3, label=f"{profile} ({kind})",
+        )  # fmt: skip
+        weighted = next((row for row in mine if "layer_weights" in row), None)
+        if weighted is not None:
+            w = weighted["layer_weights"]
+            bottom.plot(
+                [f"L{i}" for i in range(len(w))], w, marker="s", label=f"{profile} ({kind})"
+            )
+    top.axhline(r["chance"], color="k", linestyle="--", linewidth=1, label="chance")
+    top.set_ylabel(_main(r["spec"]))
+    top.set_title(f"{task}: test score per layer, mean and 95 % interval")
+    top.legend(fontsize=8)
+    bottom.set_ylabel("learned weight")
+    bottom.set_title("the weighted rows' layer weights (softmax, trained with the probe)")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    storage.write_atomic(path, buffer.getvalue())
+
+
 def write(results: dict, output_dir: str) -> None:
-    """results.json, results.md and plot_<task>.png, each written atomically."""
+    """results.json, results.md, plot_<task>.png and, for a layer profile,
+    layers_<task>.png, each written atomically."""
     runs.write_json(os.path.join(output_dir, "results.json"), results)
     text = markdown(results)
     storage.write_atomic(os.path.join(output_dir, "results.md"), text)
     for task, r in results["tasks"].items():
         plot_task(task, r, os.path.join(output_dir, f"plot_{task}.png"))
+        if any(row.get("profile") for row in r["rows"]):
+            plot_layers(task, r, os.path.join(output_dir, f"layers_{task}.png"))
