@@ -13,7 +13,10 @@ this measures speed only):
 1. a first `run_evaluate` (reads the examples, embeds them with the model and
    its random twin, probes 5 feature sets x 4 tasks x 2 probes x `--seeds`);
 2. the same again, every embedding from the cache: the probe stage alone;
-3. seconds per 1000 clips of each, and their ratio.
+3. the probe stage again without the intervals and paired comparisons
+   (`evaluate.bootstrap`'s resampling replaced by a constant): the reference
+   for their cost, which must not double the stage;
+4. seconds per 1000 clips of each, and their ratios.
 """
 
 import argparse
@@ -38,7 +41,11 @@ def main() -> None:
     parser.add_argument("--output", default="")
     args = parser.parse_args()
 
-    from m3bert_tf.evaluate import job
+    from unittest import mock
+
+    import numpy as np
+
+    from m3bert_tf.evaluate import bootstrap, job
     from m3bert_tf.train import configs, pretrain
 
     with tempfile.TemporaryDirectory() as directory:
@@ -57,9 +64,15 @@ def main() -> None:
             seeds=args.seeds,
         )  # fmt: skip
         timings = {}
-        for name in ("embed_and_probe", "probe_only_cached"):
+        for name in ("embed_and_probe", "probe_only_cached", "probe_without_intervals"):
             start = time.perf_counter()
-            result = job.run_evaluate(config, log=lambda m: None)
+            if name == "probe_without_intervals":
+                with mock.patch.object(
+                    bootstrap, "resampled_scores", lambda *a: np.zeros(bootstrap.RESAMPLES)
+                ):
+                    job.run_evaluate(config, log=lambda m: None)
+            else:
+                result = job.run_evaluate(config, log=lambda m: None)
             timings[name] = time.perf_counter() - start
     per_1000 = {k: v * 1000 / args.clips for k, v in timings.items()}
     results = {
@@ -68,6 +81,7 @@ def main() -> None:
         "tasks": len(result["tasks"]), "seconds": timings,
         "seconds_per_1000_clips": per_1000,
         "embedding_share": 1 - timings["probe_only_cached"] / timings["embed_and_probe"],
+        "intervals_ratio": timings["probe_only_cached"] / timings["probe_without_intervals"],
     }  # fmt: skip
     print(f"{results['cpu']} ({results['cpus']} CPUs), {args.config} encoder, {args.clips} clips "
           f"of 30 s, {results['feature_sets']} feature sets x {results['tasks']} tasks x 2 probes "
@@ -75,6 +89,9 @@ def main() -> None:
     for name, value in per_1000.items():
         print(f"  {name:18s} {value:8.0f} s per 1000 clips")
     print(f"  the cache saves {100 * results['embedding_share']:.0f} % of a rerun")
+    print(
+        f"  intervals and paired comparisons: the probe stage x{results['intervals_ratio']:.2f}"
+    )
     if args.output:
         from m3bert_tf.data.shards import write_json_atomic
 
