@@ -125,9 +125,11 @@ def sentences(results: dict) -> list[str]:
             low, high = c["interval"]
             if c["resolved"]:
                 verb = "beats" if c["difference"] > 0 else "is beaten by"
+                if c["difference"] < 0:  # the margin and its interval as positive numbers
+                    low, high = -high, -low
                 out.append(
                     f"{task}: {c['a']} {verb} {c['b']} by {abs(c['difference']):.3f} "
-                    f"[{low:+.3f}, {high:+.3f}] ({c['probe']} probe)"
+                    f"[{low:.3f}, {high:.3f}] ({c['probe']} probe)"
                 )
             else:
                 out.append(
@@ -144,8 +146,9 @@ def markdown(results: dict) -> str:
     score's 95 % interval, the chance row and the paired comparisons."""
     out = ["# Probe results", ""]
     settings = results.get("settings", {})
+    folds = f"{settings['folds']} folds x " if settings.get("folds") else ""
     out.append(
-        f"Test-split scores, mean ± std over {settings.get('seeds', '?')} seeds; "
+        f"Test-split scores, mean ± std over {folds}{settings.get('seeds', '?')} seeds; "
         "probe hyper-parameters and epoch chosen on the validation split. Intervals: "
         "95 %, a bootstrap over test units paired across feature sets, with the seeds "
         '(README: "Judge an encoder").'
