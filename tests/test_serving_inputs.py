@@ -135,3 +135,18 @@ def test_the_python_api_refuses_what_the_savedmodel_refuses(exported):
             (ValueError, tf.errors.InvalidArgumentError), match="NaN or infinity"
         ):
             model.embed(bad, 44100)
+
+
+def test_the_front_end_alone_takes_long_audio_and_the_api_windows_it(served, exported):
+    """waveform_features has no length limit (the Python API windows what it
+    returns), so an export embeds a 70 s file as before."""
+    import m3bert_tf
+
+    loaded, _ = served
+    y = noise(70.0)
+    out = loaded.signatures["waveform_features"](
+        waveform=tf.constant(y), lengths=tf.constant([y.shape[1]])
+    )
+    assert int(out["frame_lengths"][0]) == 1 + y.shape[1] // 1024
+    embedded = m3bert_tf.load(exported["finetuned"][1]).embed(y[0], 44100)
+    assert embedded["frame_embeddings"].shape[0] == 1 + y.shape[1] // 1024

@@ -38,13 +38,15 @@ INVALID_ARGUMENT and a message naming the input (`INPUT_LIMITS`): `lengths`
 one per row, each at least 1 and at most the frames (samples) sent; at most
 `MAX_SECONDS` of audio per row (attention memory grows with the square of the
 frames: longer audio is windowed by the caller, as bin/embed and
-`m3bert_tf.load(...).embed_file` do); NaN or infinity in a real frame or
+`m3bert_tf.load(...).embed_file` do; `waveform_features`, the front end
+alone, takes any length); NaN or infinity in a real frame or
 sample refused; whatever padding holds is ignored (set to zero); a waveform
 at least `MIN_FRAMES` frames long (the delta features' width); WAV bytes with
 a RIFF/WAVE header.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from m3bert_tf import schema
@@ -227,15 +229,17 @@ class Computations:
     def waveform_features(self, waveform, lengths) -> dict:
         """The model's inputs from waveforms at the input rate: "features" [B, T, 324]
         (normalized as in training), "frame_lengths" [B]; for clients that
-        window a long track themselves (the Python and HEAR APIs)."""
-        features, frame_lengths = self._features(waveform, lengths)
+        window a long track themselves (the Python and HEAR APIs). No length
+        limit: the front end's memory grows with the audio, not its square."""
+        features, frame_lengths = self._features(waveform, lengths, limit=False)
         return {"features": features, "frame_lengths": frame_lengths}
 
-    def _features(self, waveform, lengths):
-        """The front end on checked waveforms (see `INPUT_LIMITS`)."""
+    def _features(self, waveform, lengths, limit: bool = True):
+        """The front end on checked waveforms (see `INPUT_LIMITS`); `limit`:
+        at most `MAX_SECONDS` per row (what then goes through the encoder)."""
         rate = self.input_sample_rate
         least = -(-(MIN_FRAMES - 1) * schema.HOP_LENGTH * rate // schema.SAMPLE_RATE)
-        most = int(MAX_SECONDS * rate)
+        most = int(MAX_SECONDS * rate) if limit else np.iinfo(np.int32).max
         waveform, lengths = _checked(waveform, lengths, "waveform", "samples", most, least)
         return self.frontend(waveform, lengths)
 
