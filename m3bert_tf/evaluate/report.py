@@ -100,12 +100,9 @@ def comparison_lines(r: dict) -> list[str]:
     out = []
     for c in r.get("comparisons", []):
         low, high = c["interval"]
-        verdict = "resolved" if c["resolved"] else "not resolved"
+        verdict = "**resolved**" if c["resolved"] else "not resolved"
         out.append(
             f"- {c['a']} − {c['b']} ({c['probe']}): {c['difference']:+.3f} "
-            f"[{low:+.3f}, {high:+.3f}], p = {c['p']:.3f}: **{verdict}**"
-            if c["resolved"]
-            else f"- {c['a']} − {c['b']} ({c['probe']}): {c['difference']:+.3f} "
             f"[{low:+.3f}, {high:+.3f}], p = {c['p']:.3f}: {verdict}"
         )
     return out
