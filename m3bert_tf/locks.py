@@ -64,21 +64,17 @@ class DirectoryLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            if self.wait:
-                self.log(
-                    f"waiting for another job (pid {holder}) to finish in {self.directory}"
-                )
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                os.lseek(fd, 0, os.SEEK_SET)
-                self._fd = fd
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-                return self
-            os.close(fd)
-            raise DirectoryInUse(
-                f"{self.field}={self.directory} is in use by another job (pid {holder}); "
-                f"wait for it to finish, or use another {self.field}"
-            ) from None
+            if not self.wait:
+                os.close(fd)
+                raise DirectoryInUse(
+                    f"{self.field}={self.directory} is in use by another job (pid {holder}); "
+                    f"wait for it to finish, or use another {self.field}"
+                ) from None
+            self.log(
+                f"waiting for another job (pid {holder}) to finish in {self.directory}"
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.lseek(fd, 0, os.SEEK_SET)  # then as any taker: its pid, if it died
         previous = os.read(fd, 64).decode(errors="replace").strip()
         if previous:
             self.log(
