@@ -81,7 +81,10 @@ def encode_example(
             }
         )
     )
-    return example.SerializeToString()
+    # Deterministic: map entries in key order. Without it protobuf 6 (the
+    # default line's) writes them in a per-process hash order, and the same
+    # track would give other shard bytes on every run.
+    return example.SerializeToString(deterministic=True)
 
 
 FEATURE_SPEC = {
