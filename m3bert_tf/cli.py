@@ -5,13 +5,73 @@ flags parsed by absl, and usage errors as one line with exit status 2.
 
 TensorFlow's C++ start-up lines (CUDA factory registration, oneDNN notices)
 and absl's INFO lines tell a user nothing they can act on; set
-TF_CPP_MIN_LOG_LEVEL=0 to see them again.
+TF_CPP_MIN_LOG_LEVEL=0 to see them again. (TensorFlow 2.21 writes its
+import-time lines before it reads that variable: `QuietTensorFlowImport`
+filters them by the same levels.)
 """
 
+import importlib.abc
+import importlib.machinery
 import os
+import re
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# absl's C++ line prefix ("I0000 00:00:1796319248.236745   31021 port.cc:153] ...")
+# and the notice absl prints before its first such line.
+_ABSL_LINE = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d\d")
+_ABSL_NOTICE = "WARNING: All log messages before absl::InitializeLog() is called"
+
+
+def hidden(line: str, min_level: int) -> bool:
+    """Whether TF_CPP_MIN_LOG_LEVEL=`min_level` hides this start-up line (1: INFO,
+    2: and WARNING, 3: and ERROR; FATAL always shows)."""
+    if line.startswith(_ABSL_NOTICE):
+        return min_level > 0
+    match = _ABSL_LINE.match(line)
+    return bool(match) and "IWE".find(match.group(1)) in range(min_level)
+
+
+class QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """On `sys.meta_path`: the first `import tensorflow` runs with file
+    descriptor 2 caught, then replays what TF_CPP_MIN_LOG_LEVEL lets through
+    (a traceback, an error line) to stderr. Imports TensorFlow only when the
+    job does: bin/extract's processes never do."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _Quiet(spec.loader)
+        return spec
+
+
+class _Quiet(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        min_level = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL") or 0)
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as caught:
+            os.dup2(caught.fileno(), 2)
+            try:
+                self.loader.exec_module(module)
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                caught.seek(0)
+                for line in caught.read().decode(errors="replace").splitlines():
+                    if not hidden(line, min_level):
+                        print(line, file=sys.stderr)
 
 
 class UsageError(ValueError):
@@ -28,6 +88,8 @@ def run(define_flags, main) -> None:
     from absl import app, flags
     from absl import logging as absl_logging
 
+    if "tensorflow" not in sys.modules:
+        sys.meta_path.insert(0, QuietTensorFlowImport())
     define_flags()
     prog = os.path.basename(sys.argv[0])
 
@@ -46,7 +108,32 @@ def run(define_flags, main) -> None:
             print(f"{prog}: {e}", file=sys.stderr)
             sys.exit(2)
 
-    app.run(wrapped, flags_parser=parse)
+    try:
+        app.run(wrapped, flags_parser=parse)
+    except SystemExit as e:
+        _exit_past_tfio(e)
+        raise
+
+
+def _exit_past_tfio(e: SystemExit) -> None:
+    """Ends the process without C++ static destructors once tensorflow-io's
+    file systems were loaded: tensorflow-io 0.37.1's S3 client aborts in them
+    ("pure virtual method called", exit 134) after a job that succeeded
+    (tensorflow/io#2039; the fix is unreleased). Python's own exit handlers
+    run first; the status is the job's."""
+    from m3bert_tf import storage
+
+    if not storage.tfio_loaded():
+        return
+    import atexit
+
+    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    if e.code is not None and not isinstance(e.code, int):
+        print(e.code, file=sys.stderr)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def config_or_usage_error(build):

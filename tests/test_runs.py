@@ -85,3 +85,21 @@ def test_bin_pretrain_refuses_another_num_layers_and_resumes_more_steps(
     assert "step 2 of 4" in res.stderr and "train_steps 2 -> 4" in res.stderr
     assert json.loads((tmp_path / runs.RESULTS_NAME).read_text())["step"] == 4
     assert runs.load_encoder(str(tmp_path)).num_layers == 2
+
+
+def test_start_up_lines_are_hidden_by_the_level_a_user_set():
+    """TensorFlow 2.21 writes its import-time lines through absl before it reads
+    TF_CPP_MIN_LOG_LEVEL; the binaries filter them by the same levels."""
+    from m3bert_tf.cli import hidden
+
+    info = "I0000 00:00:1796319248.236745   31021 port.cc:153] oneDNN custom operations are on."
+    warning = "W0000 00:00:1796319248.2   31021 cpu_feature_guard.cc:1] slow"
+    error = "E0000 00:00:1796319248.2   31021 cuda_dnn.cc:8579] Unable to register cuDNN factory"
+    fatal = "F0000 00:00:1796319248.2   31021 x.cc:1] Check failed"
+    notice = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+    lines = (info, warning, error, fatal, notice)
+    shown = {0: lines, 1: (warning, error, fatal), 2: (error, fatal), 3: (fatal,)}
+    for level, visible in shown.items():
+        assert [line for line in lines if not hidden(line, level)] == list(visible), level
+    assert not hidden("pretrain: step 2 of 4", 3)
+    assert not hidden("Traceback (most recent call last):", 3)
