@@ -39,20 +39,67 @@ def scheme(path) -> str:
     return str(path).split("://", 1)[0] if is_url(path) else ""
 
 
+TFIO_EXTRA = "pip install 'm3bert_tf[tfio]'"
+
+
 def _gfile(path):
     global _tfio_loaded
     import tensorflow as tf
 
     if scheme(path) in _TFIO_SCHEMES and not _tfio_loaded:
-        try:
-            import tensorflow_io  # noqa: F401 (registers s3://, hdfs://, az://, http://)
-        except ImportError as e:
-            raise OSError(
-                f"{path}: the {scheme(path)}:// file system needs tensorflow-io "
-                f"(pip install tensorflow-io==0.37.1): {e}"
-            ) from None
+        _load_tfio(path, tf)
         _tfio_loaded = True
     return tf.io.gfile
+
+
+def gfile(path):
+    """`tf.io.gfile` with `path`'s file system registered (tensorflow-io's
+    for s3://, hdfs://, az://): what code that hands a user's path to
+    TensorFlow (tf.data readers, globbing shards) calls first."""
+    return _gfile(path)
+
+
+def load_optional_filesystems() -> bool:
+    """Registers tensorflow-io's file systems where its line is installed
+    (a tf.data service worker reads whatever paths the job sends it);
+    returns whether they loaded. Never raises."""
+    global _tfio_loaded
+    if not _tfio_loaded:
+        import tensorflow as tf
+
+        try:
+            _load_tfio("s3://", tf)
+            _tfio_loaded = True
+        except OSError:
+            pass
+    return _tfio_loaded
+
+
+def tfio_loaded() -> bool:
+    """Whether this process loaded tensorflow-io's file systems."""
+    return _tfio_loaded
+
+
+def _load_tfio(path, tf) -> None:
+    """Registers tensorflow-io's file systems, or raises OSError in one line
+    naming the extra: tensorflow-io is not installed, or its native ops do not
+    load on this TensorFlow (it warns rather than raises then; the scheme
+    staying unregistered is what tells)."""
+    import warnings
+
+    line = (
+        f"{path}: the {scheme(path)}:// file system needs tensorflow-io, which loads "
+        f"only with TensorFlow 2.16/2.17 (this is {tf.__version__}): install the "
+        f"tensorflow-io line with {TFIO_EXTRA} (TensorFlow 2.17.1, Python 3.10-3.12)"
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a plugin that does not load: told below
+            import tensorflow_io  # noqa: F401 (registers s3://, hdfs://, az://, http://)
+    except Exception as e:  # ImportError, or a native library that does not load
+        raise OSError(f"{line}; importing it: {type(e).__name__}") from None
+    if scheme(path) not in tf.io.gfile.get_registered_schemes():
+        raise OSError(f"{line}; its {scheme(path)}:// file system did not register")
 
 
 def local_path(path) -> str | None:

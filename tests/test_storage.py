@@ -72,3 +72,22 @@ def test_relative_paths_resolve_inside_urls():
         storage.local_path("file:///d/x") == "/d/x"
         and storage.local_path("gs://b/x") is None
     )
+
+
+def test_an_s3_url_works_on_the_tfio_line_and_names_it_elsewhere():
+    """tensorflow-io's s3:// file system where its line is installed; on the
+    default line (TensorFlow 2.21, no tensorflow-io) one line naming the extra,
+    at once, before any network."""
+    import tensorflow as tf
+
+    from m3bert_tf import storage
+
+    if tf.__version__.startswith("2.17."):  # the [tfio] line
+        storage._gfile("s3://bucket/shards/manifest.json")
+        assert "s3" in tf.io.gfile.get_registered_schemes()
+        return
+    with pytest.raises(OSError) as e:
+        storage.exists("s3://bucket/shards/manifest.json")
+    message = str(e.value)
+    assert "\n" not in message and "s3://bucket/shards/manifest.json" in message
+    assert "pip install 'm3bert_tf[tfio]'" in message and tf.__version__ in message

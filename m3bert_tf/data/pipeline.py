@@ -31,7 +31,7 @@ import json
 
 import tensorflow as tf
 
-from m3bert_tf import schema
+from m3bert_tf import schema, storage
 from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data import records
 from m3bert_tf.data.normalization import normalize
@@ -138,8 +138,9 @@ def training_counts(files: list[str], holdout_percent: int) -> list[int]:
     counts = []
     for f in files:
         info = None
-        if tf.io.gfile.exists(index_path(f)):
-            with tf.io.gfile.GFile(index_path(f)) as fh:
+        gfile = storage.gfile(f)
+        if gfile.exists(index_path(f)):
+            with gfile.GFile(index_path(f)) as fh:
                 info = json.load(fh)
             chunks = [int(t["num_chunks"]) for t in info["tracks"]]
             if sum(chunks) != info.get("num_examples"):

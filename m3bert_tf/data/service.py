@@ -54,6 +54,11 @@ def start_worker(
       worker_address: how clients reach this worker ("host:%port%"; default
         localhost: give the host's name when clients run elsewhere).
     """
+    from m3bert_tf import storage
+
+    # It reads the shards the job names: s3:// and hdfs:// too where the
+    # tensorflow-io line is installed.
+    storage.load_optional_filesystems()
     address = dispatcher.split("://", 1)[-1]
     config = _SERVICE.WorkerConfig(
         dispatcher_address=address, port=port, worker_address=worker_address or None
