@@ -5,7 +5,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+# The tensorflow-io line (pip install '.[tfio]': TensorFlow 2.17.1, whose
+# native ops tensorflow-io needs), in its own environment beside .venv.
+TFIO_VENV := .venv-tfio
+TFIO_STAMP := $(TFIO_VENV)/.installed
+# Its smoke set: storage (s3:// registered), jobs on s3:// against a local S3
+# server (moto), a file:// extraction and four
+# pretraining steps, the SavedModels exported by both lines, the kernel cache,
+# features bit-identical to the numpy 1.26.4 fixture.
+TFIO_SMOKE := tests/test_storage.py tests/test_old_exports.py tests/test_kernels.py \
+	tests/test_tfio_line.py tests/test_distributed.py::test_extraction_and_training_take_file_urls \
+	tests/test_features.py::test_features_equal_those_of_the_numpy_1_26_stack
+
+.PHONY: install demo test test-tfio lint bench clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +30,14 @@ $(STAMP): setup.py pyproject.toml
 
 install: $(STAMP)
 
+$(TFIO_STAMP): setup.py pyproject.toml
+	test -x $(TFIO_VENV)/bin/python || $(PYTHON) -m venv $(TFIO_VENV)
+	$(TFIO_VENV)/bin/python -m pip install -q --upgrade pip
+	PYTHONWARNINGS=ignore $(TFIO_VENV)/bin/python -m pip install -q -e '.[tfio]' 'pytest>=8' 'moto[server]==5.2.5'
+	$(TFIO_VENV)/bin/python -m pip check
+	$(TFIO_VENV)/bin/python -c "from m3bert_tf.features.frames import warm_up; warm_up()"
+	touch $(TFIO_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python bin/demo --flagfile=configs/tiny.flags --workdir=demo_output
 
@@ -27,6 +47,9 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q -ra
+
+test-tfio: $(TFIO_STAMP)
+	$(TFIO_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider $(TFIO_SMOKE)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[test,bench]"

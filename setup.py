@@ -7,10 +7,24 @@ from setuptools import find_packages, setup
 with open("m3bert_tf/__init__.py") as f:
     version = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
 
-# bin/extract --runner=beam. Unconstrained, Beam moves protobuf to 6.x, which
-# TensorFlow 2.17 cannot import: the range keeps TensorFlow's (checked by
+# The two TensorFlow lines, each checked as a whole set: the default (the
+# current TensorFlow), and the one tensorflow-io still loads on (its native ops
+# need TensorFlow 2.16/2.17; it brings the s3://, hdfs:// and az:// file
+# systems). The core requirements admit exactly these two lines; with no extra
+# pip takes the newest, the default; `[tfio]` selects the other.
+DEFAULT_LINE = "2.21.0"
+TFIO_LINE = "2.17.1"
+BETWEEN = ",".join(f"!=2.{minor}.*" for minor in (18, 19, 20))
+
+
+def either_line(package: str) -> str:
+    """`package` at one of the two lines' versions and nothing between."""
+    return f"{package}>={TFIO_LINE},<={DEFAULT_LINE},{BETWEEN}"
+
+
+# bin/extract --runner=beam: its protobuf range meets both lines' (checked by
 # `pip check` in tests/test_beam.py).
-BEAM = ["apache-beam[tfrecord]==2.77.0", "protobuf>=3.20.3,<5"]
+BEAM = ["apache-beam[tfrecord]==2.77.0"]
 
 setup(
     name="m3bert_tf",
@@ -31,19 +45,20 @@ setup(
         "bin/data_service",
     ],  # fmt: skip
     python_requires=">=3.10",
-    # Pinned together: only this set was checked to work.
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        *(f"Programming Language :: Python :: 3.{minor}" for minor in (10, 11, 12, 13)),
+        "Topic :: Multimedia :: Sound/Audio :: Analysis",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+    # Pinned together: only these sets were checked to work (the default line
+    # on Python 3.10-3.13; the tfio line on 3.10-3.12, TensorFlow 2.17.1's).
     install_requires=[
-        "tensorflow==2.17.1",
+        either_line("tensorflow"),
         "keras==3.15.1",
-        # Not imported yet: it brings the s3:// and hdfs:// file systems to
-        # tf.io.gfile for the multi-machine work (imported where used, never at
-        # package import, and never inside an exported graph: stock TensorFlow
-        # Serving cannot load its ops). Its native ops load only with
-        # TensorFlow 2.16/2.17, which is why it pins TensorFlow here.
-        "tensorflow-io==0.37.1",
-        "numpy==1.26.4",
+        "numpy>=1.26.4,<2.5",  # 2.x on the default line, 1.26.4 on the tfio line
         "librosa==0.11.0",
-        "tensorboard==2.17.1",
+        either_line("tensorboard"),
         "absl-py",
         "soundfile>=0.12",  # libsndfile >= 1.1 decodes mp3
         "soxr>=0.3",
@@ -53,18 +68,18 @@ setup(
         "threadpoolctl>=3.1",  # one BLAS thread per extraction worker
         # bin/export writes TF Serving warm-up records (PredictionLog protos).
         # Pure Python; its grpcio and protobuf are TensorFlow's own; it moves no pin.
-        "tensorflow-serving-api==2.17.1",
+        either_line("tensorflow-serving-api"),
     ],
     extras_require={
-        # jax: the models run under KERAS_BACKEND=jax too (tests/test_models.py);
-        # 0.5.3 is the newest that keeps numpy 1.26.4 and TensorFlow's ml-dtypes.
+        # jax: the models run under KERAS_BACKEND=jax too (tests/test_models.py).
         # hearvalidator: the HEAR 2021 validator, run by tests/test_serving.py; its
         # 2021.0.2 (the newest for Python 3.11) imports torch, whose CPU wheel
         # moves no pin.
         "test": [
             "pytest>=8",
+            "packaging",  # tests/test_beam.py reads TensorFlow's protobuf range
             "ruff==0.17.6",
-            "jax[cpu]==0.5.3",
+            "jax[cpu]==0.10.2",
             "hearvalidator==2021.0.2",
             "torch==2.13.0",
             *BEAM,
@@ -72,5 +87,15 @@ setup(
         # benchmarks/pretrain_bench.py's PyTorch twin (the CPU wheel).
         "bench": ["torch==2.13.0"],
         "beam": BEAM,
+        # The tensorflow-io line: storage.py loads it for s3://, hdfs:// and az://
+        # URLs. It selects TensorFlow 2.17.1 and that line's set (the core
+        # requirements admit it; `pip check` is clean); Python 3.10-3.12.
+        "tfio": [
+            "tensorflow-io==0.37.1",
+            f"tensorflow=={TFIO_LINE}",
+            f"tensorboard=={TFIO_LINE}",
+            f"tensorflow-serving-api=={TFIO_LINE}",
+            "numpy==1.26.4",
+        ],
     },
 )
