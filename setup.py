@@ -66,6 +66,9 @@ setup(
         "scipy>=1.10",  # ranks for the bootstrap's ROC-AUC (librosa's own dependency)
         "matplotlib>=3.8",  # bin/evaluate's and bin/correlate's plots (Agg backend, no display)
         "threadpoolctl>=3.1",  # one BLAS thread per extraction worker
+        # TFRecord checksums in extraction workers, which never import TensorFlow
+        # (data/wire.py); Google's, hardware CRC-32C where the CPU has it.
+        "google-crc32c>=1.5",
         # bin/export writes TF Serving warm-up records (PredictionLog protos).
         # Pure Python; its grpcio and protobuf are TensorFlow's own; it moves no pin.
         either_line("tensorflow-serving-api"),

@@ -1,25 +1,15 @@
-"""Encoding and parsing one chunk as a `tf.train.Example` (schema in `schema.py`)."""
+"""Encoding and parsing one chunk as a `tf.train.Example` (schema in `schema.py`).
+
+Encoding needs no TensorFlow (`wire`: extraction workers serialize their own
+records); parsing is TensorFlow's, graph-safe for `Dataset.map`.
+"""
 
 import json
 
 import numpy as np
-import tensorflow as tf
 
 from m3bert_tf import schema
-
-
-def _bytes(value: bytes) -> tf.train.Feature:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-
-def _int64(value: int) -> tf.train.Feature:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-
-
-def _floats(values) -> tf.train.Feature:
-    return tf.train.Feature(
-        float_list=tf.train.FloatList(value=np.asarray(values, np.float32).tolist())
-    )
+from m3bert_tf.data import wire
 
 
 def encode_example(
@@ -60,49 +50,43 @@ def encode_example(
             )
     data = np.ascontiguousarray(features, dtype=schema.FEATURE_DTYPE).tobytes()
     feature = {
-        schema.LABEL_PREFIX + task: tf.train.Feature(
-            float_list=tf.train.FloatList(value=values)
-        )
+        schema.LABEL_PREFIX + task: wire.floats_feature(values)
         for task, values in (label_vectors or {}).items()
     }
-    example = tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                **feature,
-                schema.FEATURES_KEY: _bytes(data),
-                schema.NUM_FRAMES_KEY: _int64(features.shape[0]),
-                schema.TRACK_MEAN_KEY: _floats(track_mean),
-                schema.TRACK_STD_KEY: _floats(track_std),
-                schema.TRACK_ID_KEY: _bytes(track_id.encode()),
-                schema.CHUNK_INDEX_KEY: _int64(chunk_index),
-                schema.SOURCE_PATH_KEY: _bytes(source_path.encode()),
-                schema.SPLIT_KEY: _bytes(split.encode()),
-                schema.LABELS_KEY: _bytes(json.dumps(labels or {}).encode()),
-            }
-        )
+    return wire.example(
+        {
+            **feature,
+            schema.FEATURES_KEY: wire.bytes_feature(data),
+            schema.NUM_FRAMES_KEY: wire.int64_feature(features.shape[0]),
+            schema.TRACK_MEAN_KEY: wire.floats_feature(track_mean),
+            schema.TRACK_STD_KEY: wire.floats_feature(track_std),
+            schema.TRACK_ID_KEY: wire.bytes_feature(track_id.encode()),
+            schema.CHUNK_INDEX_KEY: wire.int64_feature(chunk_index),
+            schema.SOURCE_PATH_KEY: wire.bytes_feature(source_path.encode()),
+            schema.SPLIT_KEY: wire.bytes_feature(split.encode()),
+            schema.LABELS_KEY: wire.bytes_feature(json.dumps(labels or {}).encode()),
+        }
     )
-    # Deterministic: map entries in key order. Without it protobuf 6 (the
-    # default line's) writes them in a per-process hash order, and the same
-    # track would give other shard bytes on every run.
-    return example.SerializeToString(deterministic=True)
 
 
-FEATURE_SPEC = {
-    schema.FEATURES_KEY: tf.io.FixedLenFeature([], tf.string),
-    schema.NUM_FRAMES_KEY: tf.io.FixedLenFeature([], tf.int64),
-    schema.TRACK_MEAN_KEY: tf.io.FixedLenFeature([schema.NUM_FEATURES], tf.float32),
-    schema.TRACK_STD_KEY: tf.io.FixedLenFeature([schema.NUM_FEATURES], tf.float32),
-    schema.TRACK_ID_KEY: tf.io.FixedLenFeature([], tf.string),
-    schema.CHUNK_INDEX_KEY: tf.io.FixedLenFeature([], tf.int64),
-    schema.SOURCE_PATH_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    schema.SPLIT_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    schema.LABELS_KEY: tf.io.FixedLenFeature([], tf.string, default_value="{}"),
-}
+def feature_spec() -> dict:
+    """{key: tf.io feature} of every schema key."""
+    import tensorflow as tf
+
+    return {
+        schema.FEATURES_KEY: tf.io.FixedLenFeature([], tf.string),
+        schema.NUM_FRAMES_KEY: tf.io.FixedLenFeature([], tf.int64),
+        schema.TRACK_MEAN_KEY: tf.io.FixedLenFeature([schema.NUM_FEATURES], tf.float32),
+        schema.TRACK_STD_KEY: tf.io.FixedLenFeature([schema.NUM_FEATURES], tf.float32),
+        schema.TRACK_ID_KEY: tf.io.FixedLenFeature([], tf.string),
+        schema.CHUNK_INDEX_KEY: tf.io.FixedLenFeature([], tf.int64),
+        schema.SOURCE_PATH_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        schema.SPLIT_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        schema.LABELS_KEY: tf.io.FixedLenFeature([], tf.string, default_value="{}"),
+    }
 
 
-def parse_example(
-    serialized: tf.Tensor, label_sizes: dict | None = None
-) -> dict[str, tf.Tensor]:
+def parse_example(serialized, label_sizes: dict | None = None) -> dict:
     """Parses one serialized example (graph-safe, for `Dataset.map`).
 
     Args:
@@ -112,7 +96,9 @@ def parse_example(
     Returns a dict with "features" as [num_frames, 324] float32 and the other
     schema keys as scalars.
     """
-    spec = dict(FEATURE_SPEC)
+    import tensorflow as tf
+
+    spec = feature_spec()
     for task in label_sizes or {}:
         spec[schema.LABEL_PREFIX + task] = tf.io.VarLenFeature(tf.float32)
     parsed = tf.io.parse_single_example(serialized, spec)
@@ -130,6 +116,8 @@ def parse_example(
 
 def read_examples(path: str) -> list[dict]:
     """Reads a whole shard eagerly into Python values (for tests and tools)."""
+    import tensorflow as tf
+
     out = []
     for record in tf.data.TFRecordDataset(path):
         ex = parse_example(record)
