@@ -5,13 +5,16 @@
     encoded.entry     # the track's line in its shard index
     encoded.sums      # raw-feature statistics sums, for the global statistics
 
-No file is written here, so any runner can call it: the local process pool
-of `extract.py` (which runs `featurize_track` in librosa-only workers and
-`serialize_track` in the parent, where TensorFlow is loaded once) or a Beam
-pipeline. Labels are checked first (`label_vectors`), so a bad label costs
-no featurization.
+No TensorFlow here (records are encoded and framed by `data.wire`), so any
+runner can call it: a Beam pipeline (`encode_track`), or the local process
+pool of `extract.py`, whose workers run `write_framed` (the track's records
+framed into a local file, chunk by chunk) and whose parent only appends those
+bytes to a shard in input order. Labels are checked first (`label_vectors`),
+so a bad label costs no featurization.
 """
 
+import os
+import tempfile
 from typing import NamedTuple
 
 import numpy as np
@@ -68,6 +71,18 @@ class SpilledChunks:
                 yield track.normalized(start, stop).astype(np.float16)
         finally:
             track.close()
+
+
+class FramedTrack(NamedTuple):
+    """A track's records framed in a local file (`write_framed`): what an
+    extraction worker hands back. path: the file (ours to remove); records:
+    how many; entry, sums: as in `EncodedTrack`; duration_s: seconds of audio."""
+
+    path: str
+    records: int
+    entry: dict
+    sums: dict
+    duration_s: float
 
 
 class EncodedTrack(NamedTuple):
@@ -184,3 +199,34 @@ def encode_track(
     labels = label_vectors(track, specs)
     encoded = serialize_track(track, featurize_track(track, extractor), labels)
     return encoded._replace(records=list(encoded.records))
+
+
+def write_framed(
+    track: Track, extractor: frames_lib.FeatureExtractor, labels: dict, directory: str
+) -> FramedTrack:
+    """Featurizes one track and writes its records, serialized and framed as
+    a shard holds them, into a new file in `directory` (named with our
+    temporary suffix: debris if the job is killed). Memory stays bounded by
+    a chunk: features spill to `directory` and are read back one at a time.
+
+    Raises:
+      TrackProblem: naming the file and the reason (no file is left).
+    """
+    from m3bert_tf import schema
+    from m3bert_tf.data import wire
+
+    featurized = featurize_track(track, extractor, directory)
+    encoded = serialize_track(track, featurized, labels)
+    out = tempfile.NamedTemporaryFile(  # noqa: SIM115 (handed over, removed by the parent)
+        dir=directory, prefix=".records-", suffix=schema.TMP_SUFFIX, delete=False
+    )
+    count = 0
+    try:
+        with out:
+            for record in encoded.records:
+                out.write(wire.frame(record))
+                count += 1
+    except Exception as e:
+        os.remove(out.name)
+        raise TrackProblem(Problem(track.path, f"{type(e).__name__}: {e}")) from None
+    return FramedTrack(out.name, count, encoded.entry, encoded.sums, featurized.duration_s)

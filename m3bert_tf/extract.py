@@ -2,9 +2,11 @@
 
     run_extract(ExtractConfig(input=..., output_dir=...))
 
-Files are decoded and featurized in worker processes (librosa only, one
-filter bank per process); the parent serializes chunks and writes shards
-atomically (see `data/shards.py`). Re-running on the same output directory
+Each file is decoded, featurized, normalized, serialized and framed as TFRecords
+in a worker process (`encode.write_framed`: librosa, no TensorFlow, one filter
+bank per process); the parent only appends the finished bytes to shards in
+input order and writes them atomically (see `data/shards.py`), so that it
+stays a small serial share of the work at any worker count. Re-running on the same output directory
 resumes: tracks in finished shards and files already recorded as failures are
 skipped. A file that cannot be used is reported in one line, appended to
 `failures.jsonl` and listed in the manifest; the job goes on.
@@ -19,7 +21,7 @@ import tempfile
 
 from m3bert_tf import datasets, schema, storage
 from m3bert_tf.datasets.base import AUDIO_EXTENSIONS, LoadResult, Problem, Track
-from m3bert_tf.encode import TrackProblem, featurize_track, label_vectors, serialize_track
+from m3bert_tf.encode import TrackProblem, label_vectors, write_framed
 from m3bert_tf.extract_manifest import build_manifest, write_splits
 from m3bert_tf.features import frames as frames_lib
 from m3bert_tf.locks import DirectoryLock
@@ -119,18 +121,19 @@ def _init_worker(feature_config: frames_lib.FeatureConfig, spill_dir: str) -> No
 
     threadpool_limits(1)  # one BLAS thread per worker: the parallelism is across files
     _EXTRACTOR = frames_lib.FeatureExtractor(feature_config)
-    # A track's features wait there (a temporary file, debris if killed) for
-    # the parent to write them chunk by chunk: no track is ever whole in memory.
+    # A track's features spill there and its framed records wait there
+    # (temporary files, debris if killed) for the parent to append: no track
+    # is ever whole in memory.
     _SPILL_DIR = spill_dir
 
 
-def _featurize_in_worker(job: tuple[Track, dict]):
-    """(track, label vectors) -> (track, label vectors, Featurized or Problem)."""
+def _encode_in_worker(job: tuple[Track, dict]):
+    """(track, label vectors) -> its FramedTrack, or the Problem with it."""
     track, labels = job
     try:
-        return track, labels, featurize_track(track, _EXTRACTOR, _SPILL_DIR)
+        return write_framed(track, _EXTRACTOR, labels, _SPILL_DIR)
     except TrackProblem as e:
-        return track, labels, e.problem
+        return e.problem
 
 
 # --- Parent side --------------------------------------------------------------
@@ -314,7 +317,7 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
     try:
         if num_workers == 1:
             _init_worker(config.features, spill_dir)
-            results = (_featurize_in_worker(j) for j in jobs)
+            results = (_encode_in_worker(j) for j in jobs)
         else:
             pool = multiprocessing.get_context("spawn").Pool(
                 num_workers,
@@ -323,22 +326,19 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
             )
             # In input order, so the shards are the same for any worker count
             # (workers run ahead; only the writing waits).
-            results = pool.imap(_featurize_in_worker, jobs, chunksize=1)
-        for count, (track, labels, result) in enumerate(
-            results, start=len(failures.new) + 1
-        ):
+            results = pool.imap(_encode_in_worker, jobs, chunksize=1)
+        for count, result in enumerate(results, start=len(failures.new) + 1):
             if isinstance(result, Problem):
                 failures.add(result)
                 if config.strict:
                     raise StrictStop(f"stopped at the first failure (strict): {result}")
             else:
                 audio_seconds += result.duration_s
-                encoded = serialize_track(track, result, labels)
                 if writer is None:
                     name = shards.SHARD_PATTERN.format(next_number)
                     writer = shards.ShardWriter(os.path.join(config.output_dir, name))
                     next_number += 1
-                writer.add_track(encoded.records, encoded.entry, encoded.sums)
+                writer.add_framed(result.path, result.records, result.entry, result.sums)
                 if writer.num_examples >= config.shard_size:
                     finished.append(_close(writer))
                     writer = None

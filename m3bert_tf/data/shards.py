@@ -19,10 +19,12 @@ normalization statistics are made, and the shard's size and SHA-256 digest
 shard against, and what caches of shard contents are keyed by.
 """
 
+import hashlib
 import json
 import os
 
 from m3bert_tf import schema, storage
+from m3bert_tf.data import wire
 
 SHARD_PATTERN = "shard-{:05d}" + schema.SHARD_SUFFIX
 INDEX_SUFFIX = ".index.json"
@@ -39,40 +41,62 @@ def index_path(shard_path: str) -> str:
 
 
 class ShardWriter:
-    """Writes serialized examples into one shard; nothing is visible until `close`.
+    """Writes framed TFRecords into one shard; nothing is visible until `close`.
+
+    No TensorFlow: records are framed by `wire`, and the size and SHA-256 the
+    index records are taken as the bytes go out (the shard is not read back).
 
     Args:
       path: final shard path.
     """
+
+    COPY_BLOCK = 1 << 20
 
     def __init__(self, path: str):
         self.path = path
         self.tracks: list[dict] = []
         self.stats: dict[str, dict] = {}
         self.num_examples = 0
-        # Imported here, not at module load, so that the extraction job's
-        # worker processes boot while TensorFlow loads in the parent.
-        import tensorflow as tf
+        self.bytes = 0
+        self._hash = hashlib.sha256()
+        self._file = storage.open(path + TMP_SUFFIX, "wb")
 
-        self._writer = tf.io.TFRecordWriter(path + TMP_SUFFIX)
+    def _write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._hash.update(data)
+        self.bytes += len(data)
+
+    def _add_entry(self, entry: dict, sums: dict) -> None:
+        from m3bert_tf.data.normalization import add_sums
+
+        self.tracks.append(entry)
+        split = entry.get("split") or ""
+        self.stats[split] = add_sums(self.stats.get(split), sums)
 
     def add_track(self, serialized_chunks, entry: dict, sums: dict) -> None:
         """Adds every chunk of one track (an iterable of serialized examples,
         written as they come); `entry` describes it in the index, `sums` are
         its raw-feature statistics (`normalization.sums_of`)."""
-        from m3bert_tf.data.normalization import add_sums
-
         for record in serialized_chunks:
-            self._writer.write(record)
+            self._write(wire.frame(record))
             self.num_examples += 1
-        self.tracks.append(entry)
-        split = entry.get("split") or ""
-        self.stats[split] = add_sums(self.stats.get(split), sums)
+        self._add_entry(entry, sums)
+
+    def add_framed(
+        self, framed_path: str, num_records: int, entry: dict, sums: dict
+    ) -> None:
+        """Appends a track's records already framed by a worker (a local
+        file of `encode.write_framed`, removed here), copied as bytes."""
+        with storage.open(framed_path, "rb") as f:
+            while block := f.read(self.COPY_BLOCK):
+                self._write(block)
+        storage.remove(framed_path)
+        self.num_examples += num_records
+        self._add_entry(entry, sums)
 
     def close(self) -> None:
-        self._writer.close()
-        self.bytes = storage.size(self.path + TMP_SUFFIX)
-        self.sha256 = storage.sha256(self.path + TMP_SUFFIX)
+        self._file.close()
+        self.sha256 = self._hash.hexdigest()
         write_json_atomic(
             index_path(self.path),
             {
@@ -95,8 +119,11 @@ def scan_output_dir(output_dir: str) -> tuple[list[dict], int]:
     """
     if not storage.isdir(output_dir):
         return [], 0
-    for tmp in storage.glob(os.path.join(output_dir, "*" + TMP_SUFFIX)):
-        storage.remove(tmp)
+    # "*" skips dot files: a worker's spilled features and framed records
+    # (".features-*", ".records-*") need their own pattern.
+    for pattern in ("*", ".*"):
+        for tmp in storage.glob(os.path.join(output_dir, pattern + TMP_SUFFIX)):
+            storage.remove(tmp)
     finished, next_number = [], 0
     for idx in storage.glob(os.path.join(output_dir, "shard-*" + INDEX_SUFFIX)):
         shard = idx[: -len(INDEX_SUFFIX)] + schema.SHARD_SUFFIX
