@@ -13,7 +13,15 @@ machine noise hits both sides alike. It measures:
    included) with 1 and 2 workers, on the clips linked `--job_copies` times;
    and its steady state, T(2N files) - T(N files), in which the start-up of
    a few seconds (TensorFlow and librosa imports, worker boot) cancels;
-3. peak memory (max RSS of the job) for N and 4N files: it must not grow.
+3. peak memory (max RSS of the job) for N and 4N files: it must not grow;
+4. the serial share: a worker's time per file by stage (decode + features
+   spilled, the second pass reading them back normalized, serialization,
+   framing and writing) against the parent's (taking the result from the
+   pool, appending the framed bytes with their SHA-256, closing shards and
+   their indexes, the manifest), and the speedup that share allows at 4, 8,
+   16 and 32 workers: Amdahl's law (the parent's work not overlapped at
+   all, a lower bound) and the pipeline bound (the parent a stage of its own
+   beside the workers: min(workers, worker time / parent time)).
 
 Input: 30 s clips of synthesized music, ogg/vorbis at 48 kHz (so decoding and
 resampling are both paid).
@@ -21,6 +29,7 @@ resampling are both paid).
 
 import argparse
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -35,6 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from m3bert_tf import corpus, encode, schema  # noqa: E402
+from m3bert_tf.data import records, shards, wire  # noqa: E402
 from m3bert_tf.data.shards import write_json_atomic  # noqa: E402
 from m3bert_tf.datasets.base import Track  # noqa: E402
 from m3bert_tf.features import frames  # noqa: E402
@@ -120,6 +130,90 @@ def peak_rss_mb(input_dir, out_dir):
     return int(out.stdout) / 1024
 
 
+def stage_seconds(paths, directory, shard_size=128):
+    """{stage: CPU seconds per file}: a worker's stages, then the parent's.
+
+    The worker's are timed as `encode.write_framed` runs them; the parent's
+    on the framed files they leave, as `extract._run_locked` handles them.
+    """
+    extractor = frames.FeatureExtractor()
+    worker = dict.fromkeys(("features", "second_pass", "serialize", "frame_and_write"), 0.0)
+    framed = []
+    write_framed_once = encode.write_framed(
+        Track(paths[0], "warm"), extractor, {}, directory
+    )
+    os.remove(write_framed_once.path)
+    for i, path in enumerate(paths):
+        track = Track(path, f"t{i}")
+        t0 = time.process_time()
+        featurized = encode.featurize_track(track, extractor, directory)
+        worker["features"] += time.process_time() - t0
+        out_path = os.path.join(directory, f".records-{i}.tmp")
+        count = 0
+        with open(out_path, "wb") as out:
+            chunks = iter(featurized.chunks)
+            while True:
+                t0 = time.process_time()
+                chunk = next(chunks, None)
+                worker["second_pass"] += time.process_time() - t0
+                if chunk is None:
+                    break
+                t0 = time.process_time()
+                record = records.encode_example(
+                    chunk, featurized.mean, featurized.std, track.track_id, count, path
+                )
+                t1 = time.process_time()
+                out.write(wire.frame(record))
+                worker["frame_and_write"] += time.process_time() - t1
+                worker["serialize"] += t1 - t0
+                count += 1
+        described = encode.serialize_track(track, featurized._replace(chunks=[]), {})
+        framed.append(
+            encode.FramedTrack(
+                out_path, count, described.entry, described.sums, featurized.duration_s
+            )
+        )
+    parent = dict.fromkeys(("from_pool", "append", "close_shards", "manifest"), 0.0)
+    writer, closed = None, []
+    for number, result in enumerate(framed):
+        t0 = time.process_time()
+        pickle.loads(pickle.dumps(result))
+        t1 = time.process_time()
+        if writer is None:
+            writer = shards.ShardWriter(
+                os.path.join(directory, f"shard-{number:05d}.tfrecord")
+            )
+        writer.add_framed(result.path, result.records, result.entry, result.sums)
+        t2 = time.process_time()
+        parent["from_pool"] += t1 - t0
+        parent["append"] += t2 - t1
+        if writer.num_examples >= shard_size or number == len(framed) - 1:
+            writer.close()
+            closed.append(writer)
+            writer = None
+            parent["close_shards"] += time.process_time() - t2
+    t0 = time.process_time()
+    write_json_atomic(
+        os.path.join(directory, "manifest.json"),
+        {"shards": [{"tracks": w.tracks, "sha256": w.sha256} for w in closed]},
+    )
+    parent["manifest"] += time.process_time() - t0
+    n = len(paths)
+    return {k: v / n for k, v in worker.items()}, {k: v / n for k, v in parent.items()}
+
+
+def predicted_speedups(worker_s: float, parent_s: float) -> dict:
+    """{workers: (Amdahl, pipeline bound)}, speedups over one worker, whose
+    process does both parts in turn (W + S per file). Amdahl: the parent's
+    part never overlaps the workers' (S + W / p). Pipeline: the parent is a
+    stage of its own on a core of its own (max(W / p, S))."""
+    one = worker_s + parent_s
+    return {
+        p: (one / (parent_s + worker_s / p), one / max(worker_s / p, parent_s))
+        for p in (1, 2, 4, 8, 16, 32)
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=32, help="30 s clips to time")
@@ -158,6 +252,23 @@ def main():
         }
     results["ours_vs_naive"] = naive / ours
     results["ours_vs_naive_librosa_defaults"] = naive_default / ours
+
+    stage_dir = os.path.join(tmp, "stages")
+    os.makedirs(stage_dir)
+    with threadpool_limits(1):
+        worker, parent = stage_seconds(paths, stage_dir)
+    worker_s, parent_s = sum(worker.values()), sum(parent.values())
+    results["stages_ms_per_file"] = {
+        "worker": {k: 1000 * v for k, v in worker.items()},
+        "parent": {k: 1000 * v for k, v in parent.items()},
+        "worker_total": 1000 * worker_s,
+        "parent_total": 1000 * parent_s,
+        "parent_share_of_worker": parent_s / worker_s,
+    }
+    results["predicted_speedup"] = {
+        str(p): {"amdahl": a, "pipeline_bound": b}
+        for p, (a, b) in predicted_speedups(worker_s, parent_s).items()
+    }
 
     job_dir = link_copies(paths, os.path.join(tmp, "job"), args.job_copies)
     job_audio_s = audio_s * args.job_copies
@@ -227,6 +338,22 @@ def main():
         f"{j['steady_ms_per_file_2_workers']:.1f} with 2: speedup {j['steady_speedup_2_vs_1']:.2f}x"
     )
     print(f"peak RSS: {results['peak_rss_mb']}")
+    st = results["stages_ms_per_file"]
+    print(
+        "per file, ms of one core: worker "
+        + ", ".join(f"{k} {v:.1f}" for k, v in st["worker"].items())
+        + f" = {st['worker_total']:.1f}; parent "
+        + ", ".join(f"{k} {v:.2f}" for k, v in st["parent"].items())
+        + f" = {st['parent_total']:.2f} ({100 * st['parent_share_of_worker']:.1f} % of a worker's)"
+    )
+    print(
+        "  predicted speedup over 1 worker (Amdahl, no overlap / pipeline bound), next to "
+        f"the measured 2: {j['speedup_2_vs_1']:.2f}x job, {j['steady_speedup_2_vs_1']:.2f}x steady"
+    )
+    for p, pred in results["predicted_speedup"].items():
+        print(
+            f"    {p:>2} workers: {pred['amdahl']:5.2f}x / {pred['pipeline_bound']:5.2f}x"
+        )
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         write_json_atomic(args.output, results)
