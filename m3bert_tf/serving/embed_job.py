@@ -118,43 +118,58 @@ def _init_decoder() -> None:
     threadpool_limits(1)
 
 
-def _in_order(tracks, work, init, init_args, num_workers):
-    """Yields `work(track)` of every track in order, in `num_workers` processes
-    (at most 2 x workers ahead), or in this one for 0."""
-    if num_workers == 0:
-        init(*init_args)
-        yield from map(work, tracks)
-        return
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(num_workers, init, init_args) as pool:
+class _Workers:
+    """The feature (or, for the TF front end, decoding) worker processes,
+    started before the model loads so that their boot overlaps it; none for
+    `num_workers` 0 (the work runs in this process)."""
+
+    def __init__(self, num_workers: int, tf_frontend: bool, feature_config, tmp_dir: str):
+        self.tf_frontend = tf_frontend
+        if tf_frontend:
+            self.work, init, init_args = _decode, _init_decoder, ()
+        else:
+            from m3bert_tf.features.kernels import ensure_compiled
+
+            ensure_compiled()  # once, here: workers only read the kernel cache
+            self.work, init, init_args = _featurize, _init_worker, (feature_config, tmp_dir)
+        self.num_workers, self.pool = num_workers, None
+        if num_workers == 0:
+            init(*init_args)
+        else:
+            context = multiprocessing.get_context("spawn")
+            self.pool = context.Pool(num_workers, init, init_args)
+
+    def in_order(self, tracks):
+        """Yields `work(track)` of every track in order (at most 2 x workers ahead)."""
+        if self.pool is None:
+            yield from map(self.work, tracks)
+            return
         pending = []
-        for track in tracks + [None] * (2 * num_workers):
+        for track in tracks + [None] * (2 * self.num_workers):
             if track is not None:
-                pending.append(pool.apply_async(work, (track,)))
-            if len(pending) > 2 * num_workers or (track is None and pending):
+                pending.append(self.pool.apply_async(self.work, (track,)))
+            if len(pending) > 2 * self.num_workers or (track is None and pending):
                 yield pending.pop(0).get()
 
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
 
-def _featurized(tracks, model, tmp_dir, num_workers):
+
+def _featurized(tracks, model, workers: _Workers):
     """Yields (track, SpilledTrack | ModelInputs | Problem) in order: librosa's
-    features spilled by the workers, or (`frontend` "tf") the workers' decoded
+    features spilled by the workers, or (the TF front end) the workers' decoded
     audio through the model's TensorFlow front end here."""
     from m3bert_tf.features.streaming import SpilledTrack
 
-    if model.frontend == "tf":
-        for track, result in _in_order(tracks, _decode, _init_decoder, (), num_workers):
-            if not isinstance(result, Problem):
-                result = model.model_inputs(result, schema.SAMPLE_RATE, track.path)
+    for track, result in workers.in_order(tracks):
+        if isinstance(result, Problem):
             yield track, result
-        return
-    from m3bert_tf.features.kernels import ensure_compiled
-
-    ensure_compiled()  # once, here: workers only read the kernel cache
-    init_args = (model.extractor.config, tmp_dir)
-    for track, result in _in_order(
-        tracks, _featurize, _init_worker, init_args, num_workers
-    ):
-        yield track, result if isinstance(result, Problem) else SpilledTrack.attach(result)
+        elif workers.tf_frontend:
+            yield track, model.model_inputs(result, schema.SAMPLE_RATE, track.path)
+        else:
+            yield track, SpilledTrack.attach(result)
 
 
 # --- parent side ------------------------------------------------------------------
@@ -225,10 +240,23 @@ class _TrackOutput:
 def run_embed(config: EmbedConfig) -> dict:
     """Embeds every track of `config.input`; returns {"embedded", "skipped", "failed", ...}."""
     from m3bert_tf import extract
-    from m3bert_tf.serving.api import load
+    from m3bert_tf.serving.api import load, model_feature_config
 
     loaded = extract.find_tracks(extract.ExtractConfig(input=config.input, output_dir="-"))
-    model = load(config.model, frontend=config.frontend)
+    # Outputs stream to local files there until a track's .npz is whole.
+    local = storage.local_path(config.output_dir)
+    tmp_dir = os.path.join(local or tempfile.gettempdir(), TMP_DIR)
+    tf_frontend = config.frontend == "tf"
+    feature_config = None if tf_frontend else model_feature_config(config.model)
+    workers = _Workers(config.num_workers, tf_frontend, feature_config, tmp_dir)
+    try:
+        model = load(config.model, frontend=config.frontend)
+        return _run_loaded(config, loaded, model, tmp_dir, workers)
+    finally:
+        workers.close()
+
+
+def _run_loaded(config, loaded, model, tmp_dir, workers) -> dict:
     # The model by its files' contents: the same path trained further is another model.
     model_digest = runs.model_digest(config.model)
     layer = model.check_layer(config.layer)  # a block index the model lacks: refused now
@@ -246,18 +274,15 @@ def run_embed(config: EmbedConfig) -> dict:
             "settings": settings, "model": storage.abspath(config.model),
             "package_version": __version__,
         })  # fmt: skip
-        # Outputs stream to local files there until a track's .npz is whole.
-        local = storage.local_path(config.output_dir)
-        tmp_dir = os.path.join(local or tempfile.gettempdir(), TMP_DIR)
         shutil.rmtree(tmp_dir, ignore_errors=True)  # leftovers of a killed run
         os.makedirs(tmp_dir)
         try:
-            return _embed_all(config, model, layer, window, hop, loaded, tmp_dir)
+            return _embed_all(config, model, layer, window, hop, loaded, tmp_dir, workers)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def _embed_all(config, model, layer, window, hop, loaded, tmp_dir) -> dict:
+def _embed_all(config, model, layer, window, hop, loaded, tmp_dir, workers) -> dict:
     from m3bert_tf.serving.api import reduce_layers, select_frames, signature_for
 
     tracks, refused = embed_outputs.usable_tracks(loaded.tracks, config.output_dir)
@@ -280,7 +305,7 @@ def _embed_all(config, model, layer, window, hop, loaded, tmp_dir) -> dict:
 
     def windows():
         """(output, spilled track, window) of every track, featurized as consumed."""
-        for track, result in _featurized(todo, model, tmp_dir, config.num_workers):
+        for track, result in _featurized(todo, model, workers):
             if isinstance(result, Problem):
                 failed_now.append(result)
                 progress.update(stats["files"] + len(failed_now), _rate(stats, progress))
