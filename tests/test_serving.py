@@ -148,6 +148,20 @@ def test_export_never_overwrites_a_version(exported, tmp_path):
     assert proc.stderr.count("\n") <= 2, proc.stderr  # no walls of framework logs
 
 
+def test_a_finetuned_run_on_a_url_exports_as_finetuned(exported, tmp_path):
+    """The run's kind is read through `storage`: a fine-tuned run named by a
+    file:// (or gs://) URL keeps its heads (os.path.exists said it had none)."""
+    from m3bert_tf.serving import export
+
+    run, _ = exported["finetuned"]
+    path = export.export_run(
+        f"file://{run}", f"file://{tmp_path}/export", log=lambda m: None
+    )
+    with open(os.path.join(path.removeprefix("file://"), export.EXPORT_INFO_NAME)) as f:
+        info = json.load(f)
+    assert info["kind"] == "finetuned" and "predict" in info["signatures"]
+
+
 def test_embed_waveform_equals_embed_on_librosa_features(exported):
     """Raw audio through the exported front end gives what `embed` gives on
     the librosa extractor's features of the same audio, to the front end's
@@ -257,7 +271,7 @@ def test_waveform_export_runs_with_tensorflow_alone(exported):
 
 
 def test_grpc_client_round_trip(exported):
-    """The README's gRPC client code against an in-process PredictionService."""
+    """The gRPC client code of docs/serve.md against an in-process PredictionService."""
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
@@ -267,7 +281,7 @@ def test_grpc_client_round_trip(exported):
     server, port = prediction_server(path)
     try:
         features, lengths = mixed_batch(1)
-        # --- as in the README ---
+        # --- as in docs/serve.md ---
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         request = predict_pb2.PredictRequest()
@@ -290,8 +304,8 @@ def test_grpc_client_round_trip(exported):
 
 
 def test_readme_rest_body_feeds_the_signature(exported):
-    """The README's REST body (row format "instances") parsed and fed to the signature."""
-    readme = open(os.path.join(ROOT, "README.md")).read()
+    """The REST body of docs/serve.md (row format "instances") parsed and fed to the signature."""
+    readme = open(os.path.join(ROOT, "docs", "serve.md")).read()
     body = readme.split("<!-- rest-body -->")[1].split("```json")[1].split("```")[0]
     request = json.loads(body)
     _, path = exported["pretrained"]

@@ -252,9 +252,9 @@ def random_twin(model, seed: int = 0):
     from m3bert_tf.serving import api
 
     run_dir = model.source
-    if not os.path.exists(os.path.join(run_dir, runs.CONFIG_NAME)):
+    if not storage.exists(os.path.join(run_dir, runs.CONFIG_NAME)):
         run_dir = model.info.get("source_run", "")
-    if not run_dir or not os.path.exists(os.path.join(run_dir, runs.CONFIG_NAME)):
+    if not run_dir or not storage.exists(os.path.join(run_dir, runs.CONFIG_NAME)):
         raise FileNotFoundError(
             f"{model.source}: the random baseline builds the first model's encoder from its "
             f"run directory, and the export's source run {run_dir or '(none)'} is not here"

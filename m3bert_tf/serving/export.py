@@ -31,12 +31,13 @@ import os
 
 import numpy as np
 
-from m3bert_tf import __version__, runs, schema, storage
+from m3bert_tf import runs, schema, storage
+from m3bert_tf.version import __version__
 
 EXPORT_INFO_NAME = "export.json"
 LABELS_NAME = "labels.json"
 WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
-MODEL_NAME = "m3bert"  # the model name the README's serving command uses
+MODEL_NAME = "m3bert"  # the model name docs/serve.md's serving command uses
 # Signatures taking `waveform` and `lengths` (raw audio through the front end).
 WAVEFORM_SIGNATURES = ("embed_waveform", "predict_waveform", "waveform_features")
 
@@ -48,7 +49,7 @@ class ExportError(ValueError):
 def load_run_model(model_dir: str):
     """(model, kind): a fine-tuning run's M3BertMultiTask ("finetuned") or a
     pretraining run's M3BertEncoder ("pretrained")."""
-    if os.path.exists(os.path.join(model_dir, runs.MULTITASK_NAME)):
+    if storage.exists(os.path.join(model_dir, runs.MULTITASK_NAME)):
         return runs.load_multitask(model_dir), "finetuned"
     return runs.load_encoder(model_dir), "pretrained"
 
