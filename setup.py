@@ -4,7 +4,7 @@ import re
 
 from setuptools import find_packages, setup
 
-with open("m3bert_tf/__init__.py") as f:
+with open("m3bert_tf/version.py") as f:
     version = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
 
 # The two TensorFlow lines, each checked as a whole set: the default (the

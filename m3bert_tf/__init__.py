@@ -15,12 +15,11 @@ librosa. Each room imports what it needs:
   and bin/embed's job; `m3bert_tf.hear`: the HEAR 2021 API.
 """
 
-__version__ = "0.2.0"
-
 # librosa's numba kernels cache into a directory of ours, compiled once per
 # environment by a job's parent (`features.kernels`): an environment variable
 # only, set before anything imports librosa, and never over the user's own.
 from m3bert_tf.features import kernels as _kernels  # noqa: E402
+from m3bert_tf.version import __version__  # noqa: F401 (the public API)
 
 _kernels.configure()
 

@@ -24,10 +24,11 @@ import zipfile
 
 import numpy as np
 
-from m3bert_tf import __version__, locks, runs, schema, storage
+from m3bert_tf import locks, runs, schema, storage
 from m3bert_tf.datasets.base import Problem, Track
 from m3bert_tf.progress import Progress
 from m3bert_tf.serving import embed_outputs
+from m3bert_tf.version import __version__
 
 TMP_DIR = ".tmp"
 
