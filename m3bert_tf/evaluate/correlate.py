@@ -28,12 +28,9 @@ import time
 import numpy as np
 
 from m3bert_tf import schema, storage
+from m3bert_tf.evaluate import correlate_report
+from m3bert_tf.evaluate.correlate_report import DESCRIPTORS, SOURCES
 
-DESCRIPTORS = (
-    "spectral_centroid", "spectral_bandwidth", "spectral_rolloff", "spectral_flux",
-    "spectral_flatness", "zero_crossing_rate", "rms", "harmonic_ratio", "percussive_ratio",
-)  # fmt: skip
-SOURCES = ("model", "random", "input")
 SAMPLE = 4000
 
 
@@ -224,7 +221,6 @@ def _best_per_layer(rho: np.ndarray, hidden: int) -> list[dict]:
 
 
 def _write(config, sums, hidden, skipped, files, t0, log) -> dict:
-    from m3bert_tf.evaluate import correlate_report
 
     storage.makedirs(config.output_dir)
     rows, best = [], {s: {} for s in SOURCES}

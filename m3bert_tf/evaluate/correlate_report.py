@@ -4,7 +4,14 @@ import io
 import os
 
 from m3bert_tf import storage
-from m3bert_tf.evaluate.correlate import DESCRIPTORS, SOURCES
+
+# The descriptors bin/correlate computes (`correlate.descriptors` returns them
+# in this order) and the encoders it compares: the table's rows and columns.
+DESCRIPTORS = (
+    "spectral_centroid", "spectral_bandwidth", "spectral_rolloff", "spectral_flux",
+    "spectral_flatness", "zero_crossing_rate", "rms", "harmonic_ratio", "percussive_ratio",
+)  # fmt: skip
+SOURCES = ("model", "random", "input")
 
 SOURCE_NAMES = {
     "model": "encoder",
