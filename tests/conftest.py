@@ -9,6 +9,8 @@ import soundfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# grpcio (the in-process PredictionService) logs connection INFO lines at exit.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def music_like(duration: float, sample_rate: int = 44100, seed: int = 0) -> np.ndarray:

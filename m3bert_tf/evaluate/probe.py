@@ -261,7 +261,7 @@ def group_labels(spec: TaskSpec, y: np.ndarray, groups) -> np.ndarray:
         member = matrix.argmax(0)  # each example's group
         differs = np.abs(y - mean[member]).max(axis=-1) > 1e-6
         if differs.any():
-            track = np.asarray(groups)[np.flatnonzero(differs)[0]]
+            track = str(np.asarray(groups)[np.flatnonzero(differs)[0]])  # not np.str_(...)
             raise ValueError(
                 f"task {spec.name}: track {track!r} has examples with different labels, "
                 "so per-track scoring cannot merge them (score per example, or fix the "
