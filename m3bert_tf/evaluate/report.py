@@ -148,7 +148,7 @@ def markdown(results: dict) -> str:
         f"Test-split scores, mean ± std over {folds}{settings.get('seeds', '?')} seeds; "
         "probe hyper-parameters and epoch chosen on the validation split. Intervals: "
         "95 %, a bootstrap over test units paired across feature sets, with the seeds "
-        '(README: "Judge an encoder").'
+        "(docs/evaluate.md)."
     )
     if results["tasks"]:
         out += ["", "## Summary", ""] + summary(results)
