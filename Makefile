@@ -25,7 +25,7 @@ $(STAMP): setup.py pyproject.toml
 	@# PYTHONWARNINGS: setuptools warns about every editable install; nothing to act on.
 	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -e '.[test]'
 	@echo "compiling librosa's numba kernels once for this environment (m3bert_tf.features.kernels)"
-	$(BIN)/python -c "from m3bert_tf.features.frames import warm_up; warm_up()"
+	$(BIN)/python -c "from m3bert_tf.features.kernels import ensure_compiled; ensure_compiled()"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,7 +35,7 @@ $(TFIO_STAMP): setup.py pyproject.toml
 	$(TFIO_VENV)/bin/python -m pip install -q --upgrade pip
 	PYTHONWARNINGS=ignore $(TFIO_VENV)/bin/python -m pip install -q -e '.[tfio]' 'pytest>=8' 'moto[server]==5.2.5'
 	$(TFIO_VENV)/bin/python -m pip check
-	$(TFIO_VENV)/bin/python -c "from m3bert_tf.features.frames import warm_up; warm_up()"
+	$(TFIO_VENV)/bin/python -c "from m3bert_tf.features.kernels import ensure_compiled; ensure_compiled()"
 	touch $(TFIO_STAMP)
 
 demo: $(STAMP)

@@ -43,10 +43,11 @@ from threadpoolctl import threadpool_limits
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from m3bert_tf import corpus, encode, schema  # noqa: E402
+from m3bert_tf import corpus, schema  # noqa: E402
 from m3bert_tf.data import records, shards, wire  # noqa: E402
 from m3bert_tf.data.shards import write_json_atomic  # noqa: E402
 from m3bert_tf.datasets.base import Track  # noqa: E402
+from m3bert_tf.extract import encode  # noqa: E402
 from m3bert_tf.features import frames  # noqa: E402
 
 SR, HOP = schema.SAMPLE_RATE, schema.HOP_LENGTH
@@ -134,7 +135,7 @@ def stage_seconds(paths, directory, shard_size=128):
     """{stage: CPU seconds per file}: a worker's stages, then the parent's.
 
     The worker's are timed as `encode.write_framed` runs them; the parent's
-    on the framed files they leave, as `extract._run_locked` handles them.
+    on the framed files they leave, as `extract.job._run_locked` handles them.
     """
     extractor = frames.FeatureExtractor()
     worker = dict.fromkeys(("features", "second_pass", "serialize", "frame_and_write"), 0.0)

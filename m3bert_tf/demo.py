@@ -4,7 +4,7 @@
 
 Stages (each resumes if its output is already there):
 1. write the synthesized example corpus (`corpus.py`) to <workdir>/corpus;
-2. extract it to TFRecord shards in <workdir>/shards (`extract.py`);
+2. extract it to TFRecord shards in <workdir>/shards (`extract/`);
 3. pre-train the tiny config (configs/tiny.flags) on them in <workdir>/pretrain
    and report the held-out masked loss against predicting zeros (the mean);
 4. fine-tune it on the corpus labels, each track labeled for one task only
@@ -25,7 +25,8 @@ import os
 import shutil
 import time
 
-from m3bert_tf import corpus, extract, extract_manifest, runs
+from m3bert_tf import corpus, extract, runs
+from m3bert_tf.extract import manifest as extract_manifest
 
 
 def run_demo(

@@ -7,8 +7,9 @@ import subprocess
 import pytest
 from conftest import ROOT, run_bin, write_audio
 
-from m3bert_tf import datasets, extract_manifest, schema
+from m3bert_tf import datasets, schema
 from m3bert_tf.data import records
+from m3bert_tf.extract import manifest as extract_manifest
 from m3bert_tf.tasks import LabelError, TaskSpec, infer_spec
 
 

@@ -255,8 +255,10 @@ def test_a_bad_label_is_reported_before_any_audio_is_read(tmp_path, monkeypatch)
 
     spec = TaskSpec("emotion", "regression", outputs=("valence", "arousal"))
     bad = Track(str(tmp_path / "never-read.wav"), "t", "train", {"emotion": "0.5"})
+    from m3bert_tf.extract import job
+
     monkeypatch.setattr(
-        extract, "find_tracks", lambda config: LoadResult([bad], {"emotion": spec})
+        job, "find_tracks", lambda config: LoadResult([bad], {"emotion": spec})
     )
     manifest = extract.run_extract(config(tmp_path, tmp_path / "out"), log=lambda m: None)
     (failure,) = manifest["failures"]
@@ -268,7 +270,7 @@ def test_encode_track_gives_the_records_the_job_writes(audio_dir, tmp_path):
     """The pure per-track step (what other runners call) equals the local job."""
     import tensorflow as tf
 
-    from m3bert_tf import encode
+    from m3bert_tf.extract import encode
     from m3bert_tf.features.frames import FeatureExtractor
 
     extract.run_extract(config(audio_dir, tmp_path / "out"), log=lambda m: None)

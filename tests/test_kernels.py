@@ -57,7 +57,7 @@ def test_a_cache_that_does_not_load_is_removed_and_compiled_again(tmp_path):
     warm = [
         sys.executable,
         "-c",
-        "from m3bert_tf.features.frames import warm_up; warm_up()",
+        "from m3bert_tf.features.kernels import ensure_compiled; ensure_compiled()",
     ]
     first = subprocess.run(warm, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0 and COMPILING in first.stderr, first.stderr[-3000:]

@@ -142,14 +142,14 @@ class Correlations:
 def run_correlate(config: CorrelateConfig, log=print) -> dict:
     """Returns {"top": rows of top_cells.csv, "best": {source: {descriptor: row}},
     "files", "frames", "seconds", "markdown"}."""
-    from m3bert_tf import extract, locks
+    from m3bert_tf import datasets, locks
     from m3bert_tf.evaluate.feature_sets import random_twin
     from m3bert_tf.features import audio, streaming
     from m3bert_tf.progress import Progress
     from m3bert_tf.serving.api import load
 
     t0 = time.monotonic()
-    loaded = extract.find_tracks(extract.ExtractConfig(input=config.input, output_dir="-"))
+    loaded = datasets.find_tracks(config.input)
     if not loaded.tracks:
         raise FileNotFoundError(f"--input={config.input}: no audio files found")
     model = load(config.model)

@@ -19,15 +19,12 @@ would cost a third of the extraction time and would misalign the chroma with
 the CQT block, which never estimates it.
 """
 
-import dataclasses
-
 import librosa
 import numpy as np
 
 from m3bert_tf import schema
+from m3bert_tf.features.config import FEATURE_SETS, FeatureConfig  # noqa: F401 (re-exported)
 from m3bert_tf.features.cqt import ConstantQ
-
-FEATURE_SETS = ("paper", "authors")
 
 N_MELS = schema.BLOCK["mel"].dim
 N_MFCC = schema.BLOCK["mfcc"].dim
@@ -48,44 +45,6 @@ def mel_db_max(mel_power: np.ndarray) -> float:
 def log_compress(power: np.ndarray) -> np.ndarray:
     """The paper's log: ln(10 * S + 1e-6)."""
     return np.log(10.0 * power + 1e-6)
-
-
-@dataclasses.dataclass(frozen=True)
-class FeatureConfig:
-    """What `FeatureExtractor` computes; stored in every manifest.
-
-    Attributes:
-      feature_set: "paper" or "authors" (see the module docstring).
-      tuning: chroma/CQT tuning offset in fractions of a bin (0.0 = A440).
-      min_duration: seconds; shorter files are rejected as too short.
-    """
-
-    feature_set: str = "paper"
-    tuning: float = 0.0
-    min_duration: float = 1.0
-
-    def __post_init__(self):
-        if self.feature_set not in FEATURE_SETS:
-            raise ValueError(
-                f"feature_set must be one of {FEATURE_SETS}, got {self.feature_set!r}"
-            )
-        if self.min_duration <= 0:
-            raise ValueError(f"min_duration must be > 0 s, got {self.min_duration}")
-
-    def to_json(self) -> dict:
-        return {
-            **dataclasses.asdict(self),
-            "version": schema.FEATURE_SPEC_VERSION,
-            "sample_rate": schema.SAMPLE_RATE,
-            "n_fft": schema.N_FFT,
-            "hop_length": schema.HOP_LENGTH,
-            "window": schema.WINDOW,
-            "blocks": [b._asdict() for b in schema.BLOCKS],
-            "num_features": schema.NUM_FEATURES,
-            "chunk_frames": schema.CHUNK_FRAMES,
-            "dtype": "float16",
-            "normalization": "per-track CMVN; track_mean/track_std stored",
-        }
 
 
 class FeatureExtractor:
@@ -246,11 +205,3 @@ def to_chunks(features: np.ndarray) -> list[np.ndarray]:
         features[start:stop].astype(np.float16)
         for start, stop in chunk_bounds(len(features))
     ]
-
-
-def warm_up() -> None:
-    """Compiles librosa's numba kernels once for this environment (see
-    `features.kernels`); `make install` calls it so that no job pays it."""
-    from m3bert_tf.features.kernels import ensure_compiled
-
-    ensure_compiled()

@@ -31,14 +31,14 @@ import time
 
 from m3bert_tf import schema, storage
 from m3bert_tf.datasets.base import Problem
-from m3bert_tf.encode import TrackProblem, encode_track
-from m3bert_tf.extract import (
+from m3bert_tf.extract.encode import TrackProblem, encode_track
+from m3bert_tf.extract.job import (
     ExtractConfig,
     FailureLog,
     find_tracks,
     resume_output,
 )
-from m3bert_tf.extract_manifest import build_manifest
+from m3bert_tf.extract.manifest import build_manifest
 from m3bert_tf.locks import DirectoryLock
 
 STAGING_DIR = "beam-staging"

@@ -20,10 +20,11 @@ import sys
 import tempfile
 
 from m3bert_tf import datasets, schema, storage
-from m3bert_tf.datasets.base import AUDIO_EXTENSIONS, LoadResult, Problem, Track
-from m3bert_tf.encode import TrackProblem, label_vectors, write_framed
-from m3bert_tf.extract_manifest import build_manifest, write_splits
-from m3bert_tf.features import frames as frames_lib
+from m3bert_tf.datasets.base import LoadResult, Problem, Track
+from m3bert_tf.extract.encode import TrackProblem, label_vectors, write_framed
+from m3bert_tf.extract.manifest import build_manifest, write_splits
+from m3bert_tf.features import kernels
+from m3bert_tf.features.config import FeatureConfig
 from m3bert_tf.locks import DirectoryLock
 from m3bert_tf.progress import Progress
 
@@ -56,7 +57,7 @@ class ExtractConfig:
     output_dir: str
     dataset: str = ""
     dataset_options: dict = dataclasses.field(default_factory=dict)
-    features: frames_lib.FeatureConfig = frames_lib.FeatureConfig()
+    features: FeatureConfig = FeatureConfig()
     num_workers: int = 0
     shard_size: int = 128
     strict: bool = False
@@ -70,43 +71,9 @@ class ExtractConfig:
             raise ValueError(f"--num_workers must be >= 0, got {self.num_workers}")
 
 
-def _track_id(path: str, root: str) -> str:
-    return os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, "/")
-
-
-def _unique_files(paths: list[str]) -> list[str]:
-    """Files among `paths`, one per real file: a glob's "**" follows directory
-    symlinks, so a loop (dir/loop -> ..) would list every file again and again."""
-    seen, out = set(), []
-    for p in sorted(paths, key=lambda p: (p.count(os.sep), p)):  # shortest path wins
-        real = p if storage.is_url(p) else os.path.realpath(p)
-        if storage.isfile(p) and real not in seen:
-            seen.add(real)
-            out.append(p)
-    return out
-
-
 def find_tracks(config: ExtractConfig) -> LoadResult:
-    """Resolves the input to tracks (sorted by path), their tasks and load problems."""
-    spec = config.input
-    if config.dataset:
-        return datasets.load(config.dataset, spec, **config.dataset_options)
-    if spec.lower().endswith(".csv") and storage.isfile(spec):
-        return datasets.load("csv", spec, **config.dataset_options)
-    if storage.isdir(spec):
-        paths = [
-            os.path.join(d, name)
-            for d, _, names in storage.walk(spec)
-            for name in names
-            if name.lower().endswith(AUDIO_EXTENSIONS)
-        ]
-        root = spec
-    else:
-        paths = _unique_files(storage.glob(spec, recursive=True))
-        root = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else ""
-    if not paths:
-        raise FileNotFoundError(f"input={spec}: no audio files found")
-    return LoadResult([Track(p, _track_id(p, root)) for p in sorted(paths)], {})
+    """The tracks, tasks and load problems of `config`'s input (`datasets.find_tracks`)."""
+    return datasets.find_tracks(config.input, config.dataset, config.dataset_options)
 
 
 # --- Worker side (librosa only) ----------------------------------------------
@@ -115,12 +82,14 @@ _EXTRACTOR = None
 _SPILL_DIR = None
 
 
-def _init_worker(feature_config: frames_lib.FeatureConfig, spill_dir: str) -> None:
+def _init_worker(feature_config: FeatureConfig, spill_dir: str) -> None:
     global _EXTRACTOR, _SPILL_DIR
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)  # one BLAS thread per worker: the parallelism is across files
-    _EXTRACTOR = frames_lib.FeatureExtractor(feature_config)
+    from m3bert_tf.features.frames import FeatureExtractor  # librosa: the workers' alone
+
+    _EXTRACTOR = FeatureExtractor(feature_config)
     # A track's features spill there and its framed records wait there
     # (temporary files, debris if killed) for the parent to append: no track
     # is ever whole in memory.
@@ -310,7 +279,7 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
     num_workers = config.num_workers or os.cpu_count() or 1
     num_workers = max(1, min(num_workers, len(jobs)))
     if jobs:  # once, here: workers only read the kernel cache
-        frames_lib.warm_up()
+        kernels.ensure_compiled()
     audio_seconds = 0.0
     progress = Progress("extract", len(todo), "files", config.progress_interval)
     writer, pool = None, None
