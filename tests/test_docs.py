@@ -145,3 +145,12 @@ def test_the_quick_start_runs_as_written(tmp_path):
         "evaluate/results.md",
     ):
         assert (tmp_path / "work" / made).exists(), made  # fmt: skip
+
+
+def test_the_signature_table_of_docs_lists_every_signature():
+    """docs/serve.md's table names exactly `serving.signatures.SIGNATURES`."""
+    from m3bert_tf.serving.signatures import SIGNATURES
+
+    with open(os.path.join(ROOT, "docs", "serve.md")) as f:
+        rows = re.findall(r"^\| `(\w+)`", f.read(), flags=re.M)
+    assert sorted(rows) == sorted(s.name for s in SIGNATURES)

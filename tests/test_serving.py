@@ -162,6 +162,42 @@ def test_a_finetuned_run_on_a_url_exports_as_finetuned(exported, tmp_path):
     assert info["kind"] == "finetuned" and "predict" in info["signatures"]
 
 
+def test_a_new_signature_is_one_table_entry_and_one_method(exported, tmp_path, monkeypatch):
+    """A test-only signature, registered in `signatures.SIGNATURES` with its
+    `Computations` method and nothing else, is exported, listed in
+    export.json, warmed up, served by the SavedModel and by a run directory."""
+    from m3bert_tf.serving import api, export, graph, signatures
+
+    def embed_doubled(self, features, lengths):
+        return {"clip_doubled": 2.0 * self.embed(features, lengths)["clip_embedding"]}
+
+    monkeypatch.setattr(graph.Computations, "embed_doubled", embed_doubled, raising=False)
+    monkeypatch.setattr(
+        signatures, "SIGNATURES",
+        [*signatures.SIGNATURES, signatures.Signature("embed_doubled", "features")],
+    )  # fmt: skip
+    run, _ = exported["pretrained"]
+    path = export.export_run(run, str(tmp_path / "export"), log=lambda m: None)
+    with open(os.path.join(path, export.EXPORT_INFO_NAME)) as f:
+        assert json.load(f)["signatures"][-1] == "embed_doubled"
+    warmup = [
+        r.numpy() for r in tf.data.TFRecordDataset(os.path.join(path, export.WARMUP_PATH))
+    ]
+    assert sum(b"embed_doubled" in r for r in warmup) == 2  # batch 1 and 4
+    features = np.random.default_rng(0).standard_normal((1, 40, 324)).astype(np.float32)
+    inputs = {"features": tf.constant(features), "lengths": tf.constant([40])}
+    loaded = tf.saved_model.load(path)
+    doubled = loaded.signatures["embed_doubled"](**inputs)["clip_doubled"]
+    plain = loaded.signatures["embed"](**inputs)["clip_embedding"]
+    np.testing.assert_allclose(doubled, 2 * plain.numpy(), rtol=1e-6)
+    in_memory = api.load(run).backend
+    assert "embed_doubled" in in_memory.signatures
+    np.testing.assert_allclose(
+        in_memory("embed_doubled", features, np.array([40], np.int32))["clip_doubled"],
+        doubled, rtol=1e-5, atol=1e-6,
+    )  # fmt: skip
+
+
 def test_embed_waveform_equals_embed_on_librosa_features(exported):
     """Raw audio through the exported front end gives what `embed` gives on
     the librosa extractor's features of the same audio, to the front end's

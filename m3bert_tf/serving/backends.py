@@ -47,20 +47,17 @@ class KerasBackend:
     def __init__(self, model, input_spec: dict | None = None):
         import tensorflow as tf
 
+        from m3bert_tf.serving import signatures
         from m3bert_tf.serving.graph import Computations
 
         self._tf = tf
         self.computations = Computations(model, input_spec)
-        names = ["embed", "embed_all_layers"]
-        if self.computations.multitask is not None:
-            names += ["predict", "predict_clip"]
-        if self.computations.frontend is not None:
-            names += ["waveform_features"]
+        served = signatures.available(self.computations, in_memory=True)
         self._fns = {
-            n: tf.function(getattr(self.computations, n), reduce_retracing=True)
-            for n in names
+            s.name: tf.function(s.compute(self.computations), reduce_retracing=True)
+            for s in served
         }
-        self.signatures = set(names)
+        self.signatures = set(self._fns)
 
     def __call__(self, signature: str, features: np.ndarray, lengths: np.ndarray) -> dict:
         out = self._fns[signature](

@@ -6,10 +6,8 @@
 version is never overwritten: the directory is written under a temporary name
 and renamed into place):
 
-    saved_model.pb, variables/      signatures embed (= serving_default),
-                                    embed_all_layers, predict and predict_clip
-                                    (fine-tuned), embed_waveform and
-                                    predict_waveform (raw audio in)
+    saved_model.pb, variables/      the signatures of `signatures.SIGNATURES`
+                                    the model has (embed = serving_default)
     assets/labels_<task>.txt        class (or output) names, one per line
     assets.extra/tf_serving_warmup_requests
                                     PredictionLog records TF Serving replays
@@ -18,11 +16,12 @@ and renamed into place):
                                     normalization and its statistics), the
                                     training crop, package version
 
-The signatures (`serving.graph`) take `features` [batch, time, 324] float32
-normalized as the model was trained, and `lengths` [batch] int32; the
-waveform ones take `waveform` [batch, samples] float32 at 44.1 kHz and
-`lengths` [batch] int32 real samples, the features computed inside the graph
-by the TensorFlow front end (`frontend/`: core ops only). Keras 3's
+The signatures (`serving.graph`; their inputs: `serving.signatures`) take
+`features` [batch, time, 324] float32 normalized as the model was trained,
+and `lengths` [batch] int32; the waveform ones take `waveform` [batch,
+samples] float32 at 44.1 kHz and `lengths` [batch] int32 real samples, the
+features computed inside the graph by the TensorFlow front end (`frontend/`:
+core ops only). Keras 3's
 `ExportArchive` writes them with their input names and dtypes; no jit_compile
 (the time axis is `None`, XLA would recompile for every length).
 """
@@ -32,14 +31,13 @@ import os
 import numpy as np
 
 from m3bert_tf import runs, schema, storage
+from m3bert_tf.serving import signatures
 from m3bert_tf.version import __version__
 
 EXPORT_INFO_NAME = "export.json"
 LABELS_NAME = "labels.json"
 WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MODEL_NAME = "m3bert"  # the model name docs/serve.md's serving command uses
-# Signatures taking `waveform` and `lengths` (raw audio through the front end).
-WAVEFORM_SIGNATURES = ("embed_waveform", "predict_waveform", "waveform_features")
 
 
 class ExportError(ValueError):
@@ -62,16 +60,6 @@ def next_version(base: str) -> int:
         else []
     )
     return max(versions, default=0) + 1
-
-
-def signature_specs():
-    """The input signature shared by every endpoint: (features, lengths)."""
-    import tensorflow as tf
-
-    return [
-        tf.TensorSpec([None, None, schema.NUM_FEATURES], tf.float32, name="features"),
-        tf.TensorSpec([None], tf.int32, name="lengths"),
-    ]
 
 
 def export_info(model_dir: str, kind: str, computations) -> dict:
@@ -102,42 +90,9 @@ def export_info(model_dir: str, kind: str, computations) -> dict:
         "enrichment_dim": computations.enrichment_dim,
         "input_sample_rate": computations.input_sample_rate,
         "tasks": computations.tasks,
-        "signatures": signature_names(computations),
+        "signatures": [s.name for s in signatures.available(computations)],
         "dtype": "float32",
     }
-
-
-def waveform_specs():
-    """The waveform signatures' inputs: waveform [batch, samples] at 44.1 kHz,
-    lengths [batch] real samples."""
-    import tensorflow as tf
-
-    return [
-        tf.TensorSpec([None, None], tf.float32, name="waveform"),
-        tf.TensorSpec([None], tf.int32, name="lengths"),
-    ]
-
-
-def signature_names(computations) -> list[str]:
-    names = ["embed", "embed_all_layers"]
-    if computations.multitask is not None:
-        names += ["predict", "predict_clip"]
-    if computations.frontend is not None:
-        names += ["embed_waveform", "embed_wav_bytes", "waveform_features"]
-        if computations.multitask is not None:
-            names += ["predict_waveform"]
-    return names
-
-
-def clip_spec(computations):
-    """predict_clip's input: clip_enrichment [batch, E]."""
-    import tensorflow as tf
-
-    return [
-        tf.TensorSpec(
-            [None, computations.enrichment_dim], tf.float32, name="clip_enrichment"
-        )
-    ]
 
 
 def labels_of(tasks: list[dict]) -> dict:
@@ -159,21 +114,22 @@ def warmup_requests(computations, frames: int) -> list:
 
     rng = np.random.default_rng(0)
     logs = []
-    for name in signature_names(computations):
+    for signature in signatures.available(computations):
+        name, kind = signature.name, signature.inputs
         for batch in (1, 4):
             features = rng.standard_normal((batch, frames, schema.NUM_FEATURES))
             lengths = np.linspace(frames, max(1, frames // 4), batch).astype(np.int32)
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=MODEL_NAME, signature_name=name)
             )
-            if name == "predict_clip":
+            if kind == "clip":
                 clip = rng.standard_normal((batch, computations.enrichment_dim))
                 request.inputs["clip_enrichment"].CopyFrom(
                     tf.make_tensor_proto(clip.astype(np.float32))
                 )
             elif (
-                name == "embed_wav_bytes"
-            ):  # WAV files of 0.2-0.5 s of noise (the least a row takes: 0.19 s)
+                kind == "wav_bytes"
+            ):  # WAV files of 0.2-0.5 s of noise (a row takes 0.19 s)
                 request.inputs["wav_bytes"].CopyFrom(
                     tf.make_tensor_proto(
                         [
@@ -182,7 +138,7 @@ def warmup_requests(computations, frames: int) -> list:
                         ]
                     )
                 )
-            elif name in WAVEFORM_SIGNATURES:  # up to 0.5 s of noise per row
+            elif kind == "waveform":  # up to 0.5 s of noise per row
                 seconds = np.array([0.5, 0.25, 0.375, 0.2][:batch])
                 samples = (seconds * computations.input_sample_rate).astype(np.int32)
                 noise = 0.1 * rng.standard_normal((batch, samples.max()))
@@ -214,41 +170,16 @@ def _wav_noise(rng, seconds: float, rate: int) -> bytes:
 def write_savedmodel(computations, path: str) -> None:
     """The signatures of `computations` as a SavedModel at `path`."""
     import keras
-    import tensorflow as tf
 
     archive = keras.export.ExportArchive()
     for trackable in computations.trackables():
         archive.track(trackable)
-    specs = signature_specs()
-    # The first endpoint added is also served as "serving_default".
-    archive.add_endpoint("embed", computations.embed, input_signature=specs)
-    archive.add_endpoint(
-        "embed_all_layers", computations.embed_all_layers, input_signature=specs
-    )
-    if computations.multitask is not None:
-        archive.add_endpoint("predict", computations.predict, input_signature=specs)
+    # In table order: the first endpoint added is also served as "serving_default".
+    for signature in signatures.available(computations):
         archive.add_endpoint(
-            "predict_clip",
-            computations.predict_clip,
-            input_signature=clip_spec(computations),
-        )
-    if computations.frontend is not None:
-        archive.add_endpoint(
-            "embed_waveform", computations.embed_waveform, input_signature=waveform_specs()
-        )
-        archive.add_endpoint(
-            "waveform_features", computations.waveform_features,
-            input_signature=waveform_specs(),
+            signature.name, signature.compute(computations),
+            input_signature=signatures.input_specs(signature, computations),
         )  # fmt: skip
-        archive.add_endpoint(
-            "embed_wav_bytes", computations.embed_wav_bytes,
-            input_signature=[tf.TensorSpec([None], tf.string, name="wav_bytes")],
-        )  # fmt: skip
-        if computations.multitask is not None:
-            archive.add_endpoint(
-                "predict_waveform", computations.predict_waveform,
-                input_signature=waveform_specs(),
-            )  # fmt: skip
     archive.write_out(path, verbose=False)
 
 
