@@ -105,9 +105,8 @@ class Model:
         if self._extractor is None:
             from m3bert_tf.features import frames as frames_lib
 
-            self._extractor = frames_lib.FeatureExtractor(
-                feature_config(self._feature_spec)
-            )
+            config = frames_lib.FeatureConfig.from_spec(self._feature_spec)
+            self._extractor = frames_lib.FeatureExtractor(config)
         return self._extractor
 
     @contextlib.contextmanager
@@ -357,30 +356,6 @@ def reduce_layers(frames: dict, layer) -> dict:
         return frames
     value = frames["frame_embeddings"]
     return {"frame_embeddings": value.mean(axis=1) if layer == "mean" else value[:, layer]}
-
-
-def feature_config(feature_spec: dict | None):
-    """The librosa `FeatureConfig` of a model's feature spec (None: unknown,
-    the paper's)."""
-    from m3bert_tf.features import frames as frames_lib
-
-    spec = feature_spec or {}
-    return frames_lib.FeatureConfig(
-        feature_set=spec.get("feature_set", "paper"), tuning=spec.get("tuning", 0.0)
-    )
-
-
-def model_feature_config(path: str):
-    """`feature_config` of the model at `path` (an export or a run directory),
-    read from its JSON alone: no TensorFlow, so feature workers can start while
-    the model loads."""
-    from m3bert_tf.serving import export
-
-    info = os.path.join(path, export.EXPORT_INFO_NAME)
-    if storage.exists(os.path.join(path, "saved_model.pb")) and storage.exists(info):
-        with storage.open(info) as f:
-            return feature_config(json.load(f)["input_spec"].get("feature_spec"))
-    return feature_config(runs.read_input_spec(path).get("feature_spec"))
 
 
 def load(path: str, frontend: str = "auto") -> Model:

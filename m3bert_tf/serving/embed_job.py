@@ -238,12 +238,28 @@ class _TrackOutput:
         self.spilled.close()
 
 
+def model_feature_config(path: str):
+    """The `FeatureConfig` of the model at `path` (an export or a run directory),
+    from its JSON alone: no TensorFlow, so feature workers start while the
+    model loads."""
+    import json
+
+    from m3bert_tf.features.config import FeatureConfig
+    from m3bert_tf.serving import export
+
+    info = os.path.join(path, export.EXPORT_INFO_NAME)
+    if storage.exists(os.path.join(path, "saved_model.pb")) and storage.exists(info):
+        with storage.open(info) as f:
+            return FeatureConfig.from_spec(json.load(f)["input_spec"].get("feature_spec"))
+    return FeatureConfig.from_spec(runs.read_input_spec(path).get("feature_spec"))
+
+
 def run_embed(config: EmbedConfig) -> dict:
     """Embeds every track of `config.input`; returns {"embedded", "skipped", "failed", ...}."""
-    from m3bert_tf import extract
-    from m3bert_tf.serving.api import load, model_feature_config
+    from m3bert_tf import datasets
+    from m3bert_tf.serving.api import load
 
-    loaded = extract.find_tracks(extract.ExtractConfig(input=config.input, output_dir="-"))
+    loaded = datasets.find_tracks(config.input)
     # Outputs stream to local files there until a track's .npz is whole.
     local = storage.local_path(config.output_dir)
     tmp_dir = os.path.join(local or tempfile.gettempdir(), TMP_DIR)
