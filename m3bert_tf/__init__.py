@@ -1,18 +1,29 @@
 """m3bert_tf: M3BERT, a transformer encoder for music audio, in TensorFlow/Keras.
 
-Importing the package is cheap: it pulls in neither TensorFlow, Keras nor
-librosa. Each room imports what it needs:
+The public API: `load` (a trained model: embed, predict), `hear` (the HEAR
+2021 API), `__version__`. Importing the package is cheap: neither
+TensorFlow, Keras nor librosa. The rooms, each importing only rooms above it
+in this list (tests/test_walls.py holds them to it):
 
-- `m3bert_tf.schema`: the 324-dim frame layout and the record schema.
-- `m3bert_tf.features`: audio decoding and librosa frame features (no TF).
-- `m3bert_tf.data`: TFRecord shards (TensorFlow, no Keras).
-- `m3bert_tf.extract`: the parallel, resumable extraction job; `encode`: its
-  pure per-track step.
-- `m3bert_tf.runs`: the run-directory layout and the model loaders.
-- `m3bert_tf.metrics`: task metrics and the results table.
-- `m3bert_tf.corpus`: the built-in synthetic example corpus.
-- `m3bert_tf.serving`: SavedModel export, the Python API (`m3bert_tf.load`)
-  and bin/embed's job; `m3bert_tf.hear`: the HEAR 2021 API.
+- `schema`, `version`: the 324-dim layout and record schema; the version.
+- `storage`, `locks`, `progress`: every file read or written (local paths and
+  URLs), one job per directory, progress lines.
+- `features/`: decoding and librosa frame features (no TensorFlow).
+- `datasets/`: labeled dataset loaders and what an `--input` names (no TF).
+- `tasks`, `metrics`, `losses`, `windows`: task kinds and labels, metrics,
+  the masked loss, windows over long inputs.
+- `data/`: TFRecords, the shard directory, normalization, masking, the
+  tf.data pipelines (TensorFlow, no Keras).
+- `frontend/`: the features as TensorFlow core ops, for exported graphs.
+- `layers/`, `models/`: the Keras encoder and heads.
+- `runs`, `example_cache`: the run directory and model loaders; a frozen
+  encoder's cached outputs.
+- `extract/`: the extraction job, local and on Beam.
+- `train/`: pre-training and fine-tuning.
+- `serving/`: export, the Python API, bin/embed (never `train/`).
+- `evaluate/`: bin/evaluate and bin/correlate (never `train/`).
+- `corpus`, `demo`, `hear`: the example corpus, `make demo`, the HEAR API.
+- `cli`, `flags`: the binaries' edge (flags to configs, one-line errors).
 """
 
 # librosa's numba kernels cache into a directory of ours, compiled once per
