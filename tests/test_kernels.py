@@ -47,6 +47,14 @@ def test_two_workers_on_a_fresh_cache_compile_once_and_poison_nothing(tmp_path):
             compiled = cache_files(tmp_path / "numba")
     assert runs[0].stderr.count(COMPILING) == 1 and COMPILING not in runs[1].stderr
     assert compiled and cache_files(tmp_path / "numba") == compiled
+    # Checked once: a later job's parent reads the stamp and starts no child
+    # (it did, 2.5 s per job, while the stamp counted its own temporary file).
+    again = subprocess.run(
+        [sys.executable, "-c", "from m3bert_tf.features import kernels; "
+         "print(kernels.ensure_compiled())"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.stdout.split()[-1] == "False", again.stderr[-2000:]
     naive = subprocess.run([sys.executable, "-c", NAIVE], env=env, capture_output=True,
                            text=True, timeout=300)  # fmt: skip
     assert naive.returncode == 0 and "tuning" in naive.stdout, naive.stderr[-3000:]

@@ -126,8 +126,9 @@ def ensure_compiled(log=None) -> bool:
                 env={**os.environ, CACHE_ENV: directory},
             )  # fmt: skip
             if proc.returncode == 0:
+                stamp = _stamp(directory)  # before the temporary file joins the listing
                 with open(stamp_path + ".tmp", "w") as f:
-                    json.dump({"stamp": _stamp(directory)}, f)
+                    json.dump({"stamp": stamp}, f)
                 os.replace(stamp_path + ".tmp", stamp_path)
                 return True
             if attempt == 0:
