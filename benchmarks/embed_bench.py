@@ -11,7 +11,9 @@ In one process (or its children), on the same inputs:
    (L=4, H=768) with random weights, batches of 8 windows of --frames frames;
    the ratio is the export's overhead (target: within 10 %);
 2. bin/embed end to end (decode, features, model, .npz), audio-hours per
-   second, with 1 and 2 feature workers, on --clips 30 s clips;
+   second, with 1 and 2 feature workers, on --clips 30 s clips, start-up
+   (loading the model, booting workers) included; and its steady state,
+   T(2N clips) - T(N clips), in which the start-up cancels;
 Peak memory on long files: benchmarks/long_audio_bench.py.
 """
 
@@ -104,6 +106,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--output", default="benchmarks/results/embed.json")
+    parser.add_argument(
+        "--skip_small_model", action="store_true", help="only bin/embed end to end"
+    )
     args = parser.parse_args()
     from m3bert_tf.serving import export
 
@@ -112,15 +117,19 @@ def main():
                      if ln.startswith("Model name")), "unknown")  # fmt: skip
     result = {"cpu": cpu_name, "cores": os.cpu_count(), "bf16": "avx512_bf16" in cpu}
     with tempfile.TemporaryDirectory() as tmp:
-        small = make_run(os.path.join(tmp, "small"), 4, 768, 12, 3072, args.frames)
-        small_export = export.export_run(
-            small, os.path.join(tmp, "small_export"), log=lambda m: None
-        )
-        result["model"] = model_throughput(small, small_export, args.frames, args.repeats)
-        print(f"M3BERT-small, batches of 8 x {args.frames} frames: "
-              f"SavedModel {result['model']['savedmodel_windows_per_s']:.2f} windows/s, "
-              f"Keras {result['model']['keras_windows_per_s']:.2f} windows/s, "
-              f"ratio {result['model']['savedmodel_vs_keras']:.3f}", flush=True)  # fmt: skip
+        if not args.skip_small_model:
+            small = make_run(os.path.join(tmp, "small"), 4, 768, 12, 3072, args.frames)
+            small_export = export.export_run(
+                small, os.path.join(tmp, "small_export"), log=lambda m: None
+            )
+            result["model"] = model_throughput(
+                small, small_export, args.frames, args.repeats
+            )
+        if "model" in result:
+            print(f"M3BERT-small, batches of 8 x {args.frames} frames: "
+                  f"SavedModel {result['model']['savedmodel_windows_per_s']:.2f} windows/s, "
+                  f"Keras {result['model']['keras_windows_per_s']:.2f} windows/s, "
+                  f"ratio {result['model']['savedmodel_vs_keras']:.3f}", flush=True)  # fmt: skip
 
         # The end-to-end and memory runs use the tiny model: they measure the
         # audio side (decode, features, windows, files), not the encoder.
@@ -135,16 +144,35 @@ def main():
             y, _ = corpus.synthesize_track(rng, corpus.GENRES[i % 4], corpus.INSTRUMENTS[i % 4],
                                            "major", 30.0, 44100)  # fmt: skip
             soundfile.write(os.path.join(clips, f"c{i:02d}.wav"), y, 44100)
+        doubled = os.path.join(tmp, "clips2")
+        os.makedirs(doubled)
+        for name in os.listdir(clips):  # the same clips twice: 2N files
+            for copy in range(2):
+                os.symlink(
+                    os.path.join(clips, name), os.path.join(doubled, f"{copy}_{name}")
+                )
         result["end_to_end"] = {}
         for workers in (1, 2):
             r = run_embed_child(
                 tiny_export, clips, os.path.join(tmp, f"e{workers}"), workers
             )
+            r2 = run_embed_child(
+                tiny_export, doubled, os.path.join(tmp, f"d{workers}"), workers
+            )
             r["audio_hours_per_s"] = r["audio_s"] / 3600 / r["seconds"]
+            r["steady_ms_per_clip"] = 1000 * (r2["seconds"] - r["seconds"]) / args.clips
             result["end_to_end"][f"workers_{workers}"] = r
             print(f"bin/embed, {args.clips} x 30 s clips, {workers} worker(s): "
                   f"{r['audio_hours_per_s']:.4f} audio-hours/s "
-                  f"({r['audio_s'] / r['seconds']:.0f}x real time)", flush=True)  # fmt: skip
+                  f"({r['audio_s'] / r['seconds']:.0f}x real time, start-up included); "
+                  f"steady state {r['steady_ms_per_clip']:.0f} ms per clip", flush=True)  # fmt: skip
+        one, two = result["end_to_end"]["workers_1"], result["end_to_end"]["workers_2"]
+        result["speedup_2_vs_1"] = one["seconds"] / two["seconds"]
+        result["steady_speedup_2_vs_1"] = (
+            one["steady_ms_per_clip"] / two["steady_ms_per_clip"]
+        )
+        print(f"1 -> 2 workers: {result['speedup_2_vs_1']:.2f}x the job, "
+              f"{result['steady_speedup_2_vs_1']:.2f}x in steady state")  # fmt: skip
 
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     write_json_atomic(args.output, result)
