@@ -168,6 +168,26 @@ def test_a_model_saved_by_release_0_1_0_loads_and_takes_any_length(name, tmp_pat
     )
 
 
+@pytest.mark.parametrize("name", ["encoder", "multitask"])
+def test_a_model_saved_on_the_tensorflow_2_17_stack_loads_on_every_line(name, tmp_path):
+    """Release 0.2.0's .keras files, written with TensorFlow 2.17.1 before the
+    default line moved to 2.21 (tests/fixtures/make_keras.py), load through
+    the run-directory loaders and give the outputs they gave then."""
+    run = tmp_path / "run"
+    run.mkdir()
+    target = runs.ENCODER_NAME if name == "encoder" else runs.MULTITASK_NAME
+    shutil.copy(os.path.join(FIXTURES, f"{name}_v0.2.0.keras"), run / target)
+    loader = runs.load_encoder if name == "encoder" else runs.load_multitask
+    model = loader(str(run))
+    want = np.load(os.path.join(FIXTURES, "outputs_v0.2.0.npz"))
+    out = model({"features": want["features"], "padding_mask": want["padding_mask"]})
+    keys = (
+        ("sequence_output",) if name == "encoder" else ("genre", "mood", "clip_embedding")
+    )
+    for key in keys:
+        assert_close_across_kernels(out[key], want[key], what=f"{name}/{key} vs 0.2.0")
+
+
 def test_load_encoder_names_the_directory(tmp_path):
     with pytest.raises(
         FileNotFoundError, match=f"{tmp_path}: no encoder.keras or multitask.keras"
