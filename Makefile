@@ -46,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=12
 
 test-tfio: $(TFIO_STAMP)
 	$(TFIO_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider $(TFIO_SMOKE)
