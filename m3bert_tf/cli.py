@@ -127,9 +127,13 @@ def _exit_past_tfio(e: SystemExit) -> None:
         return
     import atexit
 
-    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    if e.code is not None and not isinstance(e.code, int):
-        print(e.code, file=sys.stderr)
+    code = e.code
+    if not isinstance(
+        code, int
+    ):  # None: success; a message: printed, status 1 (as Python does)
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else 1
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

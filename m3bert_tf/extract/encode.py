@@ -7,7 +7,7 @@
 
 No TensorFlow here (records are encoded and framed by `data.wire`), so any
 runner can call it: a Beam pipeline (`encode_track`), or the local process
-pool of `extract.py`, whose workers run `write_framed` (the track's records
+pool of `extract/job.py`, whose workers run `write_framed` (the track's records
 framed into a local file, chunk by chunk) and whose parent only appends those
 bytes to a shard in input order. Labels are checked first (`label_vectors`),
 so a bad label costs no featurization.
@@ -35,7 +35,7 @@ class TrackProblem(Exception):
 
 
 class Featurized(NamedTuple):
-    """A track's features (what a worker process sends back).
+    """A track's features.
 
     chunks: [[chunk_frames, 324] float16], per-track CMVN'd, by the 30 s rule:
       a list, or a `SpilledChunks` that reads them one at a time.
@@ -51,9 +51,8 @@ class Featurized(NamedTuple):
 
 
 class SpilledChunks:
-    """A track's chunks, read one at a time from its spilled features (a
-    temporary file a worker process handed over), so that a long track never
-    sits in memory whole. Picklable; iterating it reads the file once and
+    """A track's chunks, read one at a time from its spilled features (a named
+    temporary file), so that a long track never sits in memory whole. Picklable; iterating it reads the file once and
     deletes it (a file left by a killed job is the next run's debris:
     `shards.scan_output_dir` removes our temporary names)."""
 
