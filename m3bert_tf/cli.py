@@ -127,10 +127,8 @@ def _exit_past_tfio(e: SystemExit) -> None:
         return
     import atexit
 
-    code = e.code
-    if not isinstance(
-        code, int
-    ):  # None: success; a message: printed, status 1 (as Python does)
+    code = e.code  # as Python treats it: None is success, a message is printed, status 1
+    if not isinstance(code, int):
         if code is not None:
             print(code, file=sys.stderr)
         code = 0 if code is None else 1
