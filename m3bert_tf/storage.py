@@ -42,7 +42,10 @@ def scheme(path) -> str:
 TFIO_EXTRA = "pip install 'm3bert_tf[tfio]'"
 
 
-def _gfile(path):
+def gfile(path):
+    """`tf.io.gfile` with `path`'s file system registered (tensorflow-io's
+    for s3://, hdfs://, az://): what code that hands a user's path to
+    TensorFlow (tf.data readers, globbing shards) calls first."""
     global _tfio_loaded
     import tensorflow as tf
 
@@ -52,26 +55,14 @@ def _gfile(path):
     return tf.io.gfile
 
 
-def gfile(path):
-    """`tf.io.gfile` with `path`'s file system registered (tensorflow-io's
-    for s3://, hdfs://, az://): what code that hands a user's path to
-    TensorFlow (tf.data readers, globbing shards) calls first."""
-    return _gfile(path)
-
-
 def load_optional_filesystems() -> bool:
     """Registers tensorflow-io's file systems where its line is installed
     (a tf.data service worker reads whatever paths the job sends it);
     returns whether they loaded. Never raises."""
-    global _tfio_loaded
-    if not _tfio_loaded:
-        import tensorflow as tf
-
-        try:
-            _load_tfio("s3://", tf)
-            _tfio_loaded = True
-        except OSError:
-            pass
+    try:
+        gfile("s3://")
+    except OSError:
+        pass
     return _tfio_loaded
 
 
@@ -133,15 +124,15 @@ def open(path, mode: str = "r", newline: str | None = None):  # noqa: A001
     reading)."""
     if not is_url(path):
         return builtins.open(path, mode, newline=newline)
-    return _gfile(path).GFile(str(path), mode)
+    return gfile(path).GFile(str(path), mode)
 
 
 def exists(path) -> bool:
-    return _gfile(path).exists(str(path)) if is_url(path) else os.path.exists(path)
+    return gfile(path).exists(str(path)) if is_url(path) else os.path.exists(path)
 
 
 def isdir(path) -> bool:
-    return _gfile(path).isdir(str(path)) if is_url(path) else os.path.isdir(path)
+    return gfile(path).isdir(str(path)) if is_url(path) else os.path.isdir(path)
 
 
 def isfile(path) -> bool:
@@ -150,13 +141,13 @@ def isfile(path) -> bool:
 
 def makedirs(path) -> None:
     if is_url(path):
-        _gfile(path).makedirs(str(path))
+        gfile(path).makedirs(str(path))
     else:
         os.makedirs(path, exist_ok=True)
 
 
 def listdir(path) -> list[str]:
-    names = _gfile(path).listdir(str(path)) if is_url(path) else os.listdir(path)
+    names = gfile(path).listdir(str(path)) if is_url(path) else os.listdir(path)
     return [n.rstrip("/") for n in names]
 
 
@@ -164,14 +155,14 @@ def glob(pattern: str, recursive: bool = False) -> list[str]:
     """Matching paths. "**" (any depth) works on plain paths only; on a URL
     it matches one directory level, as tf.io.gfile.glob does."""
     if is_url(pattern):
-        return sorted(_gfile(pattern).glob(pattern))
+        return sorted(gfile(pattern).glob(pattern))
     return sorted(glob_lib.glob(pattern, recursive=recursive))
 
 
 def walk(top: str):
     """(directory, subdirectories, files) as os.walk yields them."""
     if is_url(top):
-        for directory, subdirs, files in _gfile(top).walk(top):
+        for directory, subdirs, files in gfile(top).walk(top):
             yield directory, [d.rstrip("/") for d in subdirs], files
     else:
         yield from os.walk(top)
@@ -184,7 +175,7 @@ def size(path) -> int:
     import tensorflow as tf
 
     try:
-        return int(_gfile(path).stat(str(path)).length)
+        return int(gfile(path).stat(str(path)).length)
     except tf.errors.NotFoundError:
         raise FileNotFoundError(2, "No such file or directory", str(path)) from None
 
@@ -200,7 +191,7 @@ def sha256(path) -> str:
 
 def remove(path) -> None:
     if is_url(path):
-        _gfile(path).remove(str(path))
+        gfile(path).remove(str(path))
     else:
         os.remove(path)
 
@@ -208,8 +199,8 @@ def remove(path) -> None:
 def rmtree(path) -> None:
     """Removes a directory and everything in it; nothing if it is missing."""
     if is_url(path):
-        if _gfile(path).exists(str(path)):
-            _gfile(path).rmtree(str(path))
+        if gfile(path).exists(str(path)):
+            gfile(path).rmtree(str(path))
     else:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -217,7 +208,7 @@ def rmtree(path) -> None:
 def replace(source, target) -> None:
     """Renames `source` to `target`, replacing it (atomic on local disks)."""
     if is_url(source) or is_url(target):
-        _gfile(target).rename(str(source), str(target), overwrite=True)
+        gfile(target).rename(str(source), str(target), overwrite=True)
     else:
         os.replace(source, target)
 
@@ -230,7 +221,7 @@ def put_file(local: str, path) -> None:
         os.replace(local, path)
         return
     tmp = str(path) + TMP_SUFFIX
-    _gfile(path).copy(local, tmp, overwrite=True)
+    gfile(path).copy(local, tmp, overwrite=True)
     replace(tmp, path)
     os.remove(local)
 

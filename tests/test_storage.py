@@ -83,7 +83,7 @@ def test_an_s3_url_works_on_the_tfio_line_and_names_it_elsewhere():
     from m3bert_tf import storage
 
     if tf.__version__.startswith("2.17."):  # the [tfio] line
-        storage._gfile("s3://bucket/shards/manifest.json")
+        storage.gfile("s3://bucket/shards/manifest.json")
         assert "s3" in tf.io.gfile.get_registered_schemes()
         return
     with pytest.raises(OSError) as e:
