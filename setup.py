@@ -62,7 +62,7 @@ setup(
         "absl-py",
         "soundfile>=0.12",  # libsndfile >= 1.1 decodes mp3
         "soxr>=0.3",
-        "scikit-learn>=1.3",  # every metric (m3bert_tf/metrics.py)
+        "scikit-learn>=1.3",  # every metric (m3bert_tf/tasks/metrics.py)
         "scipy>=1.10",  # ranks for the bootstrap's ROC-AUC (librosa's own dependency)
         "matplotlib>=3.8",  # bin/evaluate's and bin/correlate's plots (Agg backend, no display)
         "threadpoolctl>=3.1",  # one BLAS thread per extraction worker

@@ -227,7 +227,7 @@ def main():
         f"({rates['service_2_workers'] / rates['service_1_workers']:.2f}x)"
     )
 
-    from m3bert_tf import corpus
+    from m3bert_tf.demo import corpus
 
     with tempfile.TemporaryDirectory() as tmp:
         corpus.write_example_corpus(tmp, num_tracks=args.tracks, max_duration=40.0)

@@ -43,10 +43,11 @@ from threadpoolctl import threadpool_limits
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from m3bert_tf import corpus, schema  # noqa: E402
+from m3bert_tf import schema  # noqa: E402
 from m3bert_tf.data import records, shards, wire  # noqa: E402
 from m3bert_tf.data.shards import write_json_atomic  # noqa: E402
 from m3bert_tf.datasets.base import Track  # noqa: E402
+from m3bert_tf.demo import corpus  # noqa: E402
 from m3bert_tf.extract import encode  # noqa: E402
 from m3bert_tf.features import frames  # noqa: E402
 

@@ -48,7 +48,8 @@ def cpu_name() -> str:
 
 def labeled_clips(directory: str, clips: int) -> str:
     """Shards of `clips` labeled 30 s example-corpus tracks (one 1294-frame chunk each)."""
-    from m3bert_tf import corpus, extract
+    from m3bert_tf import extract
+    from m3bert_tf.demo import corpus
 
     corpus.write_example_corpus(
         os.path.join(directory, "corpus"), num_tracks=clips, min_duration=30.0,
@@ -74,9 +75,10 @@ def steps_per_second(trainer, batches, steps) -> float:
 
 
 def bench(name, data, directory, batch_size, steps, ref_steps) -> dict:
-    from m3bert_tf import example_cache, schema
+    from m3bert_tf import schema
     from m3bert_tf.data import shards
     from m3bert_tf.models.encoder import M3BertEncoder
+    from m3bert_tf.runs import example_cache
     from m3bert_tf.tasks import mixing_probabilities, read_task_info
     from m3bert_tf.train.batches import CachedBatches
     from m3bert_tf.train.configs import FinetuneConfig

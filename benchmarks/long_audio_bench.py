@@ -30,8 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from m3bert_tf import corpus  # noqa: E402
 from m3bert_tf.data.shards import write_json_atomic  # noqa: E402
+from m3bert_tf.demo import corpus  # noqa: E402
 
 WAVEFORM_REQUEST = """
 import sys; sys.path.insert(0, {root!r})

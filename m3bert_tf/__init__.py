@@ -5,25 +5,26 @@ The public API: `load` (a trained model: embed, predict), `hear` (the HEAR
 TensorFlow, Keras nor librosa. The rooms, each importing only rooms above it
 in this list (tests/test_walls.py holds them to it):
 
-- `schema`, `version`: the 324-dim layout and record schema; the version.
-- `storage`, `locks`, `progress`: every file read or written (local paths and
-  URLs), one job per directory, progress lines.
+- `schema`, `version`: the 324-dim layout and record schema; the version
+  (the two leaves every room reads).
+- `io/`: every file read or written (local paths and URLs), one job per
+  directory, progress lines.
 - `features/`: decoding and librosa frame features (no TensorFlow).
+- `tasks/`: task kinds and label encoding, metrics and the results table.
+- `layers/`, `models/`: the Keras encoder and heads (no files, no flags).
 - `datasets/`: labeled dataset loaders and what an `--input` names (no TF).
-- `tasks`, `metrics`, `losses`, `windows`: task kinds and labels, metrics,
-  the masked loss, windows over long inputs.
-- `data/`: TFRecords, the shard directory, normalization, masking, the
-  tf.data pipelines (TensorFlow, no Keras).
+- `data/`: TFRecords, the shard directory, normalization, masking, windows
+  over long inputs, the tf.data pipelines (TensorFlow, no Keras).
 - `frontend/`: the features as TensorFlow core ops, for exported graphs.
-- `layers/`, `models/`: the Keras encoder and heads.
-- `runs`, `example_cache`: the run directory and model loaders; a frozen
-  encoder's cached outputs.
+- `runs/`: the run directory and model loaders; a frozen encoder's cached
+  outputs.
 - `extract/`: the extraction job, local and on Beam.
-- `train/`: pre-training and fine-tuning.
+- `train/`: pre-training and fine-tuning (configs, losses, loops).
 - `serving/`: export, the Python API, bin/embed (never `train/`).
 - `evaluate/`: bin/evaluate and bin/correlate (never `train/`).
-- `corpus`, `demo`, `hear`: the example corpus, `make demo`, the HEAR API.
-- `cli`, `flags`: the binaries' edge (flags to configs, one-line errors).
+- `hear`: the HEAR API. `demo/`: the example corpus and `make demo`.
+- `cli/`: the binaries' edge: flags generated from the config dataclasses,
+  one-line errors.
 """
 
 # librosa's numba kernels cache into a directory of ours, compiled once per

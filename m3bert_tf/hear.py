@@ -82,7 +82,7 @@ def _embed_batch(audio, model: HearModel, batch_size: int = 16) -> list[np.ndarr
 
 def get_timestamp_embeddings(audio, model: HearModel):
     """([n_sounds, T', H] float32 tf.Tensor, [n_sounds, T'] float32 timestamps in ms)."""
-    from m3bert_tf.windows import timestamps
+    from m3bert_tf.data.windows import timestamps
 
     per_sound = _embed_batch(audio, model)
     embeddings = np.stack(per_sound)

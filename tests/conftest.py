@@ -141,7 +141,8 @@ def small_pipeline(data, batch_size=2):
 
 def extract_corpus(root, shard_size=4, **corpus_kwargs) -> str:
     """Writes the example corpus under `root` and extracts it; returns the shard dir."""
-    from m3bert_tf import corpus, extract
+    from m3bert_tf import extract
+    from m3bert_tf.demo import corpus
 
     corpus.write_example_corpus(str(root / "corpus"), **corpus_kwargs)
     extract.run_extract(

@@ -66,7 +66,7 @@ def _examples(shard_dir):
 
 
 def test_beam_extraction_holds_the_local_pools_examples(tmp_path):
-    from m3bert_tf import corpus
+    from m3bert_tf.demo import corpus
 
     corpus.write_example_corpus(
         str(tmp_path / "corpus"), num_tracks=10, min_duration=6.0, max_duration=70.0

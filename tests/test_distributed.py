@@ -201,7 +201,7 @@ def tf_flatten(element):
 def test_extraction_and_training_take_file_urls(tmp_path):
     """Every path as a file:// URL: what gs:// or s3:// take through the same
     code (`storage`, tf.io.gfile)."""
-    from m3bert_tf import corpus
+    from m3bert_tf.demo import corpus
 
     corpus.write_example_corpus(str(tmp_path / "corpus"), num_tracks=8, max_duration=12.0)
     url = f"file://{tmp_path}"

@@ -121,7 +121,7 @@ def quick_start() -> list[str]:
 def test_the_quick_start_runs_as_written(tmp_path):
     """In a directory holding what `make demo` leaves first (the example
     corpus, smaller), every command exits 0 and leaves its output."""
-    from m3bert_tf import corpus
+    from m3bert_tf.demo import corpus
 
     corpus.write_example_corpus(
         str(tmp_path / "demo_output" / "corpus"), num_tracks=48, max_duration=10.0

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from m3bert_tf.evaluate import bootstrap, probe
-from m3bert_tf.metrics import score_task
 from m3bert_tf.tasks import TaskSpec
+from m3bert_tf.tasks.metrics import score_task
 
 GENRE = TaskSpec("genre", "classification", classes=("a", "b"))
 

@@ -15,9 +15,10 @@ import pytest
 import tensorflow as tf
 from conftest import ROOT, run_bin, user_env, write_audio, write_constant_shard
 
-from m3bert_tf import extract, locks, schema
+from m3bert_tf import extract, schema
 from m3bert_tf.datasets import csv_manifest
 from m3bert_tf.extract import manifest as extract_manifest
+from m3bert_tf.io import locks
 
 ENV = user_env()
 

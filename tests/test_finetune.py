@@ -11,11 +11,12 @@ import pytest
 import tensorflow as tf
 from conftest import ROOT, kill_after_checkpoints, run_bin
 
-from m3bert_tf import example_cache, runs, windows
-from m3bert_tf.data import records, shards
-from m3bert_tf.metrics import chance_score, score_task
+from m3bert_tf import runs
+from m3bert_tf.data import records, shards, windows
 from m3bert_tf.models.encoder import M3BertEncoder
+from m3bert_tf.runs import example_cache
 from m3bert_tf.tasks import TaskSpec, mixing_probabilities, read_task_info
+from m3bert_tf.tasks.metrics import chance_score, score_task
 from m3bert_tf.train import finetune
 from m3bert_tf.train.batches import CachedBatches
 

@@ -14,7 +14,7 @@ from conftest import ROOT, extract_labeled, make_run, write_audio
 from m3bert_tf import extract, schema
 from m3bert_tf.data import shards
 from m3bert_tf.evaluate import feature_sets, probe
-from m3bert_tf.example_cache import CacheSource, open_cache
+from m3bert_tf.runs.example_cache import CacheSource, open_cache
 from m3bert_tf.tasks import TaskSpec, read_task_info
 
 
@@ -230,7 +230,7 @@ def test_usage_errors_leave_no_directory_and_no_traceback(corpus_shards, tmp_pat
 
 
 def test_a_lock_removes_the_directory_it_made_when_the_job_wrote_nothing(tmp_path):
-    from m3bert_tf.locks import DirectoryLock
+    from m3bert_tf.io.locks import DirectoryLock
 
     with DirectoryLock(str(tmp_path / "new" / "run"), "model_dir"):
         (tmp_path / "new" / "run" / "logs").mkdir()
@@ -252,7 +252,8 @@ def test_concurrent_exports_into_one_base_both_land_and_say_which_weights(tmp_pa
 
     from conftest import run_bin, user_env
 
-    from m3bert_tf import locks, runs
+    from m3bert_tf import runs
+    from m3bert_tf.io import locks
 
     run = make_run(tmp_path / "run", "pretrained")
     (tmp_path / "run" / runs.RESULTS_NAME).write_text(json.dumps({"step": 1234}))

@@ -18,11 +18,11 @@ from m3bert_tf.layers.frame_stack import FrameStack, FrameUnstack
 from m3bert_tf.layers.pooling import MaskedMeanPooling
 from m3bert_tf.layers.position import SinusoidalPositionEncoding
 from m3bert_tf.layers.transformer import TransformerBlock
-from m3bert_tf.losses import huber, masked_huber
 from m3bert_tf.models.encoder import M3BertEncoder
 from m3bert_tf.models.multitask import M3BertMultiTask
 from m3bert_tf.models.pretrainer import M3BertPretrainer
 from m3bert_tf.tasks import TaskSpec
+from m3bert_tf.train.losses import huber, masked_huber
 
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 TASKS = [

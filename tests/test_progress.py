@@ -2,7 +2,7 @@
 
 import io
 
-from m3bert_tf import progress
+from m3bert_tf.io import progress
 
 
 def test_rate_and_eta_exclude_start_up(monkeypatch):

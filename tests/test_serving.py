@@ -444,7 +444,7 @@ def test_windows_are_stitched_and_equal_each_window_alone(exported, tmp_path):
     import soundfile
 
     import m3bert_tf
-    from m3bert_tf import windows
+    from m3bert_tf.data import windows
     from m3bert_tf.features import frames, streaming
 
     _, path = exported["pretrained"]

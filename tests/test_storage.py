@@ -6,14 +6,14 @@ import re
 import pytest
 from conftest import ROOT
 
-from m3bert_tf import storage
+from m3bert_tf.io import storage
 
 # Where a plain open() stays, and why: none of them is a path a user gives.
 ALLOWED_OPEN = {
-    "m3bert_tf/storage.py": "the one place plain paths are opened",
+    "m3bert_tf/io/storage.py": "the one place plain paths are opened",
     "m3bert_tf/features/streaming.py": "spilled features: temporary files it created",
     "m3bert_tf/train/distribute.py": "/proc/cpuinfo",
-    "m3bert_tf/example_cache.py": "a memory-mapped cache, always on this machine's disk",
+    "m3bert_tf/runs/example_cache.py": "a memory-mapped cache, always on this machine's disk",
     "m3bert_tf/serving/embed_job.py": "raw outputs in a temporary directory",
     "m3bert_tf/features/kernels.py": "numba's kernel cache: a local directory of ours (lock, stamp)",
 }
@@ -80,7 +80,7 @@ def test_an_s3_url_works_on_the_tfio_line_and_names_it_elsewhere():
     at once, before any network."""
     import tensorflow as tf
 
-    from m3bert_tf import storage
+    from m3bert_tf.io import storage
 
     if tf.__version__.startswith("2.17."):  # the [tfio] line
         storage.gfile("s3://bucket/shards/manifest.json")

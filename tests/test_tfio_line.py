@@ -60,7 +60,7 @@ def test_extraction_and_pretraining_on_s3_urls_end_with_their_own_status(tmp_pat
     `cli._exit_past_tfio`, tensorflow-io 0.37.1's S3 client aborts the
     process at exit (134, "pure virtual method called") after a job that
     succeeded."""
-    from m3bert_tf import corpus
+    from m3bert_tf.demo import corpus
 
     env, client = s3
     corpus.write_example_corpus(str(tmp_path / "corpus"), num_tracks=6, max_duration=10.0)

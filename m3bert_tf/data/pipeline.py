@@ -31,11 +31,12 @@ import json
 
 import tensorflow as tf
 
-from m3bert_tf import schema, storage
+from m3bert_tf import schema
 from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data import records
 from m3bert_tf.data.normalization import normalize
 from m3bert_tf.data.shards import DataError, index_path, list_shards
+from m3bert_tf.io import storage
 
 GROUP_FILES = 8  # shard files read at once (interleaved)
 

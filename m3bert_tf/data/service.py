@@ -54,7 +54,7 @@ def start_worker(
       worker_address: how clients reach this worker ("host:%port%"; default
         localhost: give the host's name when clients run elsewhere).
     """
-    from m3bert_tf import storage
+    from m3bert_tf.io import storage
 
     # It reads the shards the job names: s3:// and hdfs:// too where the
     # tensorflow-io line is installed.

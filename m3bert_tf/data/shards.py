@@ -23,8 +23,9 @@ import hashlib
 import json
 import os
 
-from m3bert_tf import schema, storage
+from m3bert_tf import schema
 from m3bert_tf.data import wire
+from m3bert_tf.io import storage
 
 SHARD_PATTERN = "shard-{:05d}" + schema.SHARD_SUFFIX
 INDEX_SUFFIX = ".index.json"
@@ -214,7 +215,7 @@ def content_digests(files: list[str]) -> dict[str, str]:
     whose size or modification time changed is read again)."""
     import tensorflow as tf
 
-    from m3bert_tf.progress import Progress
+    from m3bert_tf.io.progress import Progress
 
     out, todo = {}, []
     for f in files:

@@ -8,8 +8,8 @@ here (extraction, embedding, correlation).
 
 import os
 
-from m3bert_tf import storage
 from m3bert_tf.datasets.base import AUDIO_EXTENSIONS, LoadResult, Track
+from m3bert_tf.io import storage
 
 
 def _track_id(path: str, root: str) -> str:

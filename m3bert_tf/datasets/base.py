@@ -4,7 +4,7 @@ import dataclasses
 import os
 import random
 
-from m3bert_tf import storage
+from m3bert_tf.io import storage
 from m3bert_tf.tasks import TaskSpec
 
 SPLITS = ("train", "valid", "test")

@@ -13,8 +13,8 @@ loaded them exits 1.
 import csv
 import os
 
-from m3bert_tf import storage
 from m3bert_tf.datasets.base import SPLITS, LoadResult, Problem, Track, split_by_track
+from m3bert_tf.io import storage
 from m3bert_tf.tasks import infer_spec
 
 

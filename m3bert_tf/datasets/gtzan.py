@@ -8,7 +8,6 @@ stratified by genre, with a warning among the problems.
 
 import os
 
-from m3bert_tf import storage
 from m3bert_tf.datasets.base import (
     LoadResult,
     Problem,
@@ -17,6 +16,7 @@ from m3bert_tf.datasets.base import (
     class_directories,
     split_by_track,
 )  # fmt: skip
+from m3bert_tf.io import storage
 from m3bert_tf.tasks import TaskSpec
 
 GENRES = (

@@ -9,8 +9,8 @@ taken when only it exists). 56 tags, multi-label.
 
 import os
 
-from m3bert_tf import storage
 from m3bert_tf.datasets.base import LoadResult, Problem, Track
+from m3bert_tf.io import storage
 from m3bert_tf.tasks import TaskSpec
 
 TAGS = tuple(

@@ -10,7 +10,6 @@ stratified by instrument.
 import os
 import re
 
-from m3bert_tf import storage
 from m3bert_tf.datasets.base import (
     AUDIO_EXTENSIONS,
     LoadResult,
@@ -18,6 +17,7 @@ from m3bert_tf.datasets.base import (
     Track,
     split_by_track,
 )
+from m3bert_tf.io import storage
 from m3bert_tf.tasks import TaskSpec
 
 DEFAULT_PATTERN = r"^(?P<instrument>\d{2})\d"

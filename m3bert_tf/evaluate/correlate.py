@@ -27,9 +27,10 @@ import time
 
 import numpy as np
 
-from m3bert_tf import schema, storage
+from m3bert_tf import schema
 from m3bert_tf.evaluate import correlate_report
 from m3bert_tf.evaluate.correlate_report import DESCRIPTORS, SOURCES
+from m3bert_tf.io import storage
 
 SAMPLE = 4000
 
@@ -142,10 +143,11 @@ class Correlations:
 def run_correlate(config: CorrelateConfig, log=print) -> dict:
     """Returns {"top": rows of top_cells.csv, "best": {source: {descriptor: row}},
     "files", "frames", "seconds", "markdown"}."""
-    from m3bert_tf import datasets, locks
+    from m3bert_tf import datasets
     from m3bert_tf.evaluate.feature_sets import random_twin
     from m3bert_tf.features import audio, streaming
-    from m3bert_tf.progress import Progress
+    from m3bert_tf.io import locks
+    from m3bert_tf.io.progress import Progress
     from m3bert_tf.serving.api import load
 
     t0 = time.monotonic()

@@ -3,7 +3,7 @@
 import io
 import os
 
-from m3bert_tf import storage
+from m3bert_tf.io import storage
 
 # The descriptors bin/correlate computes (`correlate.descriptors` returns them
 # in this order) and the encoders it compares: the table's rows and columns.

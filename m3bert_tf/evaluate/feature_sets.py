@@ -35,9 +35,10 @@ import zipfile
 
 import numpy as np
 
-from m3bert_tf import schema, storage
-from m3bert_tf.example_cache import count_records, labeled_records
-from m3bert_tf.progress import Progress
+from m3bert_tf import schema
+from m3bert_tf.io import storage
+from m3bert_tf.io.progress import Progress
+from m3bert_tf.runs.example_cache import count_records, labeled_records
 
 EXAMPLES_NAME = "examples"
 FORMAT = 1  # of the cached arrays; part of every key

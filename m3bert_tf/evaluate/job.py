@@ -18,8 +18,10 @@ import time
 
 import numpy as np
 
-from m3bert_tf import metrics, runs, storage
+from m3bert_tf import runs
 from m3bert_tf.evaluate import bootstrap, feature_sets, folds, layers, probe, report
+from m3bert_tf.io import storage
+from m3bert_tf.tasks import metrics
 
 BASELINES = ("mfcc", "features", "random")
 SCORE_PER = ("track", "example")
@@ -283,7 +285,7 @@ def run_evaluate(config: EvaluateConfig, log=print) -> dict:
     Raises:
       locks.DirectoryInUse: another live job writes to `output_dir`.
     """
-    from m3bert_tf import locks
+    from m3bert_tf.io import locks
 
     with locks.DirectoryLock(config.output_dir, "--output_dir"):
         return _evaluate(config, log)
@@ -291,7 +293,7 @@ def run_evaluate(config: EvaluateConfig, log=print) -> dict:
 
 def _evaluate(config: EvaluateConfig, log) -> dict:
     from m3bert_tf.data import shards
-    from m3bert_tf.progress import Progress
+    from m3bert_tf.io.progress import Progress
     from m3bert_tf.tasks import read_task_info
 
     t0 = time.monotonic()

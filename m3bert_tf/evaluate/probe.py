@@ -21,8 +21,8 @@ import dataclasses
 
 import numpy as np
 
-from m3bert_tf.metrics import score_task
 from m3bert_tf.tasks import TaskSpec
+from m3bert_tf.tasks.metrics import score_task
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,8 @@ import os
 
 import numpy as np
 
-from m3bert_tf import runs, storage
+from m3bert_tf import runs
+from m3bert_tf.io import storage
 
 METRIC_NAMES = {
     "accuracy": "accuracy",

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 
-from m3bert_tf import schema, storage
+from m3bert_tf import schema
 from m3bert_tf.datasets.base import Problem
 from m3bert_tf.extract.encode import TrackProblem, encode_track
 from m3bert_tf.extract.job import (
@@ -39,7 +39,8 @@ from m3bert_tf.extract.job import (
     resume_output,
 )
 from m3bert_tf.extract.manifest import build_manifest
-from m3bert_tf.locks import DirectoryLock
+from m3bert_tf.io import storage
+from m3bert_tf.io.locks import DirectoryLock
 
 STAGING_DIR = "beam-staging"
 

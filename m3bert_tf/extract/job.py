@@ -19,14 +19,15 @@ import os
 import sys
 import tempfile
 
-from m3bert_tf import datasets, schema, storage
+from m3bert_tf import datasets, schema
 from m3bert_tf.datasets.base import LoadResult, Problem, Track
 from m3bert_tf.extract.encode import TrackProblem, label_vectors, write_framed
 from m3bert_tf.extract.manifest import build_manifest, write_splits
 from m3bert_tf.features import kernels
 from m3bert_tf.features.config import FeatureConfig
-from m3bert_tf.locks import DirectoryLock
-from m3bert_tf.progress import Progress
+from m3bert_tf.io import storage
+from m3bert_tf.io.locks import DirectoryLock
+from m3bert_tf.io.progress import Progress
 
 FAILURES_NAME = "failures.jsonl"
 SPEC_NAME = "feature_spec.json"

@@ -7,8 +7,9 @@ import datetime
 import io
 import os
 
-from m3bert_tf import schema, storage
+from m3bert_tf import schema
 from m3bert_tf.datasets.base import Track
+from m3bert_tf.io import storage
 from m3bert_tf.version import __version__
 
 SPLITS_NAME = "splits.csv"

@@ -30,7 +30,7 @@ def open_sound(path: str) -> soundfile.SoundFile:
       AudioError: missing or empty (0 bytes) file.
       Exception: whatever libsndfile raises for data it cannot decode.
     """
-    from m3bert_tf import storage
+    from m3bert_tf.io import storage
 
     try:
         size = storage.size(path)

@@ -19,8 +19,9 @@ import os
 
 import numpy as np
 
-from m3bert_tf import runs, schema, storage
-from m3bert_tf import windows as windows_lib
+from m3bert_tf import runs, schema
+from m3bert_tf.data import windows as windows_lib
+from m3bert_tf.io import storage
 from m3bert_tf.serving.backends import KerasBackend, SavedModelBackend
 
 LAYERS = ("last", "all", "mean")  # or an integer, 0 = the first transformer block

@@ -24,9 +24,10 @@ import zipfile
 
 import numpy as np
 
-from m3bert_tf import locks, runs, schema, storage
+from m3bert_tf import runs, schema
 from m3bert_tf.datasets.base import Problem, Track
-from m3bert_tf.progress import Progress
+from m3bert_tf.io import locks, storage
+from m3bert_tf.io.progress import Progress
 from m3bert_tf.serving import embed_outputs
 from m3bert_tf.version import __version__
 
@@ -201,8 +202,8 @@ class _TrackOutput:
 
     def write(self, frame_stack: int) -> None:
         """The .npz, atomically (written under a temporary name, then renamed)."""
+        from m3bert_tf.data.windows import timestamps
         from m3bert_tf.serving.api import clip_key
-        from m3bert_tf.windows import timestamps
 
         storage.makedirs(os.path.dirname(self.path) or ".")
         temporary = os.path.join(self.tmp_dir, f"{os.getpid()}-{id(self)}.npz")

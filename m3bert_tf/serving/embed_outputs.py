@@ -14,8 +14,9 @@ import zipfile
 
 import numpy as np
 
-from m3bert_tf import runs, storage
+from m3bert_tf import runs
 from m3bert_tf.datasets.base import Problem
+from m3bert_tf.io import storage
 
 INDEX_NAME = "index.csv"
 JOB_NAME = "embed.json"

@@ -30,7 +30,8 @@ import os
 
 import numpy as np
 
-from m3bert_tf import runs, schema, storage
+from m3bert_tf import runs, schema
+from m3bert_tf.io import storage
 from m3bert_tf.serving import signatures
 from m3bert_tf.version import __version__
 
@@ -196,7 +197,7 @@ def export_run(
       ExportError: `version` exists already, or `model_dir` is no finished run.
       FileNotFoundError: `model_dir` is missing.
     """
-    from m3bert_tf import locks
+    from m3bert_tf.io import locks
     from m3bert_tf.serving.graph import Computations
 
     if not storage.isdir(model_dir):
@@ -228,7 +229,7 @@ def export_run(
 def _export_locked(model_dir, export_base, version, log, model, kind, computations) -> str:
     import tensorflow as tf
 
-    from m3bert_tf.windows import default_window_frames
+    from m3bert_tf.data.windows import default_window_frames
 
     version = next_version(export_base) if version is None else version
     final = os.path.join(export_base, str(version))

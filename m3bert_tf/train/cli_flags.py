@@ -16,7 +16,7 @@ def finetune_config_from_flagfile(path: str, **fields):
     import dataclasses
     import os
 
-    from m3bert_tf import storage
+    from m3bert_tf.io import storage
     from m3bert_tf.train.configs import FinetuneConfig
 
     types = {f.name: f.type for f in dataclasses.fields(FinetuneConfig)}

@@ -35,10 +35,12 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from m3bert_tf import example_cache, runs, schema, storage
+from m3bert_tf import runs, schema
 from m3bert_tf.data import shards
-from m3bert_tf.metrics import chance_score, score_task
+from m3bert_tf.io import storage
+from m3bert_tf.runs import example_cache
 from m3bert_tf.tasks import mixing_probabilities, read_task_info
+from m3bert_tf.tasks.metrics import chance_score, score_task
 from m3bert_tf.train.batches import CachedBatches
 from m3bert_tf.train.checkpoints import random_states
 from m3bert_tf.train.configs import FINETUNE_MAY_CHANGE, FinetuneConfig

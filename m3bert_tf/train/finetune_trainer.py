@@ -14,9 +14,10 @@ whole examples: every frame, the enrichment pooled over all of them.
 import numpy as np
 import tensorflow as tf
 
-from m3bert_tf import schema, windows
-from m3bert_tf.metrics import score_task
+from m3bert_tf import schema
+from m3bert_tf.data import windows
 from m3bert_tf.tasks import TaskSpec
+from m3bert_tf.tasks.metrics import score_task
 from m3bert_tf.train.configs import FinetuneConfig
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from m3bert_tf import runs
-from m3bert_tf.progress import Progress
+from m3bert_tf.io.progress import Progress
 from m3bert_tf.train.checkpoints import LossGuard, WorkerCheckpoints, open_checkpoints
 
 

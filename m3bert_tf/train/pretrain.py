@@ -57,7 +57,7 @@ def build_models(config: PretrainConfig):
 def weighted_sums(model, inputs, targets, masks, training):
     """Huber sums per masked kind and the weight sums, plus the reconstruction
     (`masks` as the pipeline gives them, expanded to weights here)."""
-    from m3bert_tf.losses import huber
+    from m3bert_tf.train.losses import huber
 
     reconstruction = model(inputs, training=training)["reconstruction"]
     loss = huber(targets, reconstruction)

@@ -28,8 +28,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from m3bert_tf import schema, storage, windows
-from m3bert_tf.progress import Progress
+from m3bert_tf import schema
+from m3bert_tf.data import windows
+from m3bert_tf.io import storage
+from m3bert_tf.io.progress import Progress
 
 SPLITS = ("train", "valid", "test")
 FORMAT = 1

@@ -27,7 +27,7 @@ import os
 import numpy as np
 import soundfile
 
-from m3bert_tf import storage
+from m3bert_tf.io import storage
 
 # style: (tempo range in bpm, grid steps per bar, {drum: grid steps hit})
 STYLES = {

@@ -30,7 +30,8 @@ import json
 import os
 from collections.abc import Callable
 
-from m3bert_tf import schema, storage
+from m3bert_tf import schema
+from m3bert_tf.io import storage
 
 CONFIG_NAME = "config.json"
 FLAGS_NAME = "flags.txt"
@@ -121,7 +122,7 @@ class RunDir:
         no-op off the chief (workers share the chief's directory)."""
         import contextlib
 
-        from m3bert_tf.locks import DirectoryLock
+        from m3bert_tf.io.locks import DirectoryLock
 
         if not self.is_chief():
             return contextlib.nullcontext()

@@ -25,7 +25,8 @@ import os
 import shutil
 import time
 
-from m3bert_tf import corpus, extract, runs
+from m3bert_tf import extract, runs
+from m3bert_tf.demo import corpus
 from m3bert_tf.extract import manifest as extract_manifest
 
 
@@ -83,7 +84,7 @@ def run_demo(
     print(f"      encoder: {os.path.join(model_dir, runs.ENCODER_NAME)}")
     print(f"      TensorBoard: .venv/bin/tensorboard --logdir {model_dir}")
 
-    from m3bert_tf import metrics
+    from m3bert_tf.tasks import metrics
     from m3bert_tf.train import finetune
 
     finetune_config = dataclasses.replace(finetune_config, tasks=corpus.TASKS)

@@ -45,7 +45,7 @@ class DirectoryLock:
         return os.path.join(self.directory, LOCK_NAME)
 
     def acquire(self) -> "DirectoryLock":
-        from m3bert_tf import storage
+        from m3bert_tf.io import storage
 
         local = storage.local_path(self.directory)
         if local is None:  # gs://, s3://...: no file locks on object stores

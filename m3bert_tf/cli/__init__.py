@@ -121,7 +121,7 @@ def _exit_past_tfio(e: SystemExit) -> None:
     ("pure virtual method called", exit 134) after a job that succeeded
     (tensorflow/io#2039; the fix is unreleased). Python's own exit handlers
     run first; the status is the job's."""
-    from m3bert_tf import storage
+    from m3bert_tf.io import storage
 
     if not storage.tfio_loaded():
         return

@@ -8,7 +8,7 @@ into one config object with the matching `*_config_from_flags()`.
 
 from absl import flags
 
-from m3bert_tf.train.cli_flags import (
+from m3bert_tf.cli.flags import (
     define_pretrain_flags,
     finetune_config_from_flagfile,
     pretrain_config_from_flags,
