@@ -10,12 +10,11 @@ it with the workers' run).
 import json
 import sys
 
-import keras
 import tensorflow as tf
 from absl import flags as absl_flags
 
+from m3bert_tf.cli import flags
 from m3bert_tf.data import pipeline
-from m3bert_tf.train import cli_flags as flags
 from m3bert_tf.train import distribute, pretrain
 
 
@@ -24,7 +23,6 @@ def main(argv):
     absl_flags.FLAGS(argv)
     config = flags.pretrain_config_from_flags()
     strategy = distribute.make_strategy("mirrored", 2)
-    keras.utils.set_random_seed(config.seed)
     trainer = pretrain.Trainer(config, strategy)
     data = pretrain.pipeline_config(config, trainer.batch_size)
     workers = [

@@ -1,7 +1,7 @@
 """What every binary does around its one library call: quiet framework logs,
 flags parsed by absl, and usage errors as one line with exit status 2.
 
-    cli.run(flags.define_pretrain_flags, main)
+    cli.run(flags.define_pretrain_flags, main)   # flags: `cli/flags.py`
 
 TensorFlow's C++ start-up lines (CUDA factory registration, oneDNN notices)
 and absl's INFO lines tell a user nothing they can act on; set
@@ -75,7 +75,8 @@ class _Quiet(importlib.abc.Loader):
 
 
 class UsageError(ValueError):
-    """A flag value the job cannot use; its message names the flag."""
+    """A flag value the job cannot use; its message names the config field,
+    printed as the flag (`flags.translate`)."""
 
 
 def run(define_flags, main) -> None:
@@ -91,6 +92,9 @@ def run(define_flags, main) -> None:
     if "tensorflow" not in sys.modules:
         sys.meta_path.insert(0, QuietTensorFlowImport())
     define_flags()
+    from m3bert_tf.cli.flags import show_in_help
+
+    show_in_help()
     prog = os.path.basename(sys.argv[0])
 
     def parse(argv):
@@ -105,7 +109,9 @@ def run(define_flags, main) -> None:
         try:
             main(argv)
         except UsageError as e:
-            print(f"{prog}: {e}", file=sys.stderr)
+            from m3bert_tf.cli.flags import translate
+
+            print(f"{prog}: {translate(str(e))}", file=sys.stderr)
             sys.exit(2)
 
     try:

@@ -1,49 +1,201 @@
-"""The command-line flags of extraction, the demo, export, embedding and the
-tf.data service; the training jobs' are in `train/cli_flags.py`, evaluation's
-in `evaluate/cli_flags.py`.
+"""Every command-line flag, generated from the config dataclasses.
 
-Each binary calls the `define_*_flags()` it needs, then turns the parsed flags
-into one config object with the matching `*_config_from_flags()`.
+A config field is a flag of the same name: its default is the field's, its
+help the field's entry in the class docstring's `Attributes:` section, its
+values (an enum) the library table in the field's `metadata["choices"]`. A
+nested config (`PretrainConfig.model`, `ExtractConfig.features`) adds its
+fields under their own names. So a new config field is a new flag with no
+second edit; a field with `metadata={"flag": False}` or of a type with no
+flag form (a dict) is not one.
+
+    define_config_flags(EvaluateConfig)       # in define_<tool>_flags()
+    config = config_from_flags(EvaluateConfig)  # in <tool>_config_from_flags()
+
+Library errors name the fields; `translate` writes them as flags
+(`shard_size must be >= 1` -> `--shard_size must be >= 1`).
 """
+
+import dataclasses
+import re
+import types
+import typing
 
 from absl import flags
 
-from m3bert_tf.cli.flags import (
-    define_pretrain_flags,
-    finetune_config_from_flagfile,
-    pretrain_config_from_flags,
-)
-
 FLAGS = flags.FLAGS
+_DEFINED: set[str] = set()  # the flags defined here, for `translate`
+
+
+# --- the generator ---------------------------------------------------------
+
+
+def field_help(cls) -> dict[str, str]:
+    """{field: its text} from `cls`'s Google-style `Attributes:` section; an
+    entry `a, b: text` documents both fields."""
+    lines = (cls.__doc__ or "").split("\n")
+    out, names, started, indent = {}, [], False, None
+    for line in lines:
+        if line.strip() == "Attributes:":
+            started = True
+            continue
+        if not started:
+            continue
+        if not line.strip():
+            if out:
+                break
+            continue
+        depth = len(line) - len(line.lstrip())
+        indent = depth if indent is None else indent
+        if depth < indent:
+            break
+        head, sep, text = line.strip().partition(": ")
+        if depth == indent and sep and re.fullmatch(r"\w+(, \w+)*", head):
+            names = head.split(", ")
+            for name in names:
+                out[name] = text.strip()
+        else:
+            for name in names:
+                out[name] += " " + line.strip()
+    return out
+
+
+def _base_type(kind):
+    """(the type a flag parses, whether None is allowed) of a field's type."""
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        return args[0], True
+    return kind, False
+
+
+def _flag_fields(cls, exclude=()):
+    """(field, nested config class or None) of the fields of `cls` that are
+    flags, nested configs expanded, in order."""
+    for field in dataclasses.fields(cls):
+        if field.name in exclude or not field.metadata.get("flag", True):
+            continue
+        kind, _ = _base_type(field.type)
+        if dataclasses.is_dataclass(kind):
+            yield from _flag_fields(kind, exclude)
+        elif kind is dict:
+            continue
+        else:
+            yield field, cls
+
+
+def _default(field):
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+def define_config_flags(
+    cls, exclude=(), optional=(), overrides=None, flag_values=None
+) -> None:
+    """A flag for every field of `cls` (nested configs expanded) but `exclude`.
+
+    A field with no default is a required flag unless named in `optional`
+    (then its default is ""); `overrides` {name: default} sets other defaults;
+    `flag_values`: absl's FlagValues to define them in (default: FLAGS).
+
+    Raises:
+      TypeError: a field without help in its class docstring, or of a type
+        that has no flag form.
+    """
+    overrides = overrides or {}
+    where = {"flag_values": flag_values if flag_values is not None else FLAGS}
+    for field, owner in _flag_fields(cls, exclude):
+        help_text = field_help(owner).get(field.name)
+        if not help_text:
+            raise TypeError(
+                f"{owner.__name__}.{field.name}: no entry in its docstring's Attributes"
+            )
+        kind, _ = _base_type(field.type)
+        default = overrides.get(field.name, _default(field))
+        required = (
+            field.default is dataclasses.MISSING
+            and field.default_factory is dataclasses.MISSING
+        )
+        if field.name in optional:
+            default, required = overrides.get(field.name, ""), False
+        choices = field.metadata.get("choices")
+        name = field.name
+        if kind is bool:
+            flags.DEFINE_bool(name, default, help_text, **where)
+        elif kind is int:
+            flags.DEFINE_integer(name, default, help_text, **where)
+        elif kind is float:
+            flags.DEFINE_float(name, default, help_text, **where)
+        elif kind is str and choices is not None:
+            flags.DEFINE_enum(name, default, list(choices), help_text, **where)
+        elif kind is str:
+            flags.DEFINE_string(name, default, help_text, **where)
+        elif typing.get_origin(kind) is tuple:
+            listed = list(default) if default is not None else None
+            flags.DEFINE_list(name, listed, help_text, **where)
+        else:
+            raise TypeError(f"{owner.__name__}.{name}: no flag form for {kind}")
+        if required:
+            flags.mark_flag_as_required(name, **where)
+        _DEFINED.add(name)
+
+
+def parse_value(field, text: str):
+    """A field's value from its flag text (flag files read without absl)."""
+    kind, _ = _base_type(field.type)
+    if kind is bool:
+        return text.lower() in ("", "true", "1")
+    if typing.get_origin(kind) is tuple:
+        return tuple(t.strip() for t in text.split(",") if t.strip())
+    return kind(text)
+
+
+def config_from_flags(cls, exclude=(), flag_values=None, **fields):
+    """A `cls` from the parsed flags (nested configs too), `fields` overriding."""
+    parsed = flag_values if flag_values is not None else FLAGS
+    values = {}
+    for field in dataclasses.fields(cls):
+        kind, _ = _base_type(field.type)
+        if field.name in fields:
+            values[field.name] = fields[field.name]
+        elif field.name in exclude or not field.metadata.get("flag", True):
+            continue
+        elif dataclasses.is_dataclass(kind):
+            values[field.name] = config_from_flags(kind, exclude, flag_values, **fields)
+        elif field.name in parsed and field.name in _DEFINED:
+            value = parsed[field.name].value
+            values[field.name] = tuple(value) if typing.get_origin(kind) is tuple else value
+    return cls(**values)
+
+
+def show_in_help() -> None:
+    """The flags defined here, as the binary's own: `--help` lists them."""
+    import sys
+
+    for name in sorted(_DEFINED):
+        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+
+
+def translate(message: str) -> str:
+    """A library message with the config fields it names written as flags:
+    a defined flag's name followed by `=`, `:`, ` must`, ` needs` or ` is required`."""
+    if not _DEFINED:
+        return message
+    names = "|".join(sorted(_DEFINED, key=len, reverse=True))
+    pattern = rf"(?<![\w\-/.`])({names})(?=[=:]| must\b| needs\b| is required\b| and \w+ must\b)"
+    return re.sub(pattern, r"--\1", message)
+
+
+# --- the binaries ----------------------------------------------------------
+# Each binary calls its define_<tool>_flags(), then <tool>_config_from_flags().
 
 
 def define_extract_flags() -> None:
-    flags.DEFINE_string(
-        "input", "",
-        "Audio to extract: a directory (searched recursively), a glob, or a CSV "
-        "manifest with columns path[,track_id][,split][,task,label].",
-    )  # fmt: skip
-    flags.DEFINE_string("output_dir", None, "Where shards and manifest.json go.")
-    flags.DEFINE_integer("num_workers", 0, "Worker processes; 0 = all cores.")
-    flags.DEFINE_integer(
-        "shard_size", 128, "Examples (30 s chunks, ~0.84 MB each) per shard."
-    )
-    flags.DEFINE_enum(
-        "feature_set", "paper", ["paper", "authors"],
-        "paper: 144-bin CQT (DESIGN.md); authors: the authors' chroma-folded CQT.",
-    )  # fmt: skip
-    flags.DEFINE_float(
-        "min_duration", 1.0, "Seconds; shorter files are reported and skipped."
-    )
-    flags.DEFINE_bool("strict", False, "Stop at the first file that fails.")
-    flags.DEFINE_bool(
-        "retry_failed", False, "Try again files an earlier run recorded as failed."
-    )
-    flags.DEFINE_enum(
-        "dataset", "",
-        ["", "gtzan", "mtg_jamendo_moodtheme", "extended_ballroom", "deam", "rwc_instrument", "csv"],
-        "Read a labeled dataset in its publisher's layout from --dataset_root.",
-    )  # fmt: skip
+    from m3bert_tf.extract import ExtractConfig
+
+    define_config_flags(ExtractConfig, optional=("input",))
+    # How the job runs, and the dataset loaders' options (`datasets.LOADERS`).
     flags.DEFINE_string("dataset_root", "", "Root directory of --dataset.")
     flags.DEFINE_string(
         "split_dir", "",
@@ -65,12 +217,13 @@ def define_extract_flags() -> None:
         'Beam pipeline options, e.g. "--runner=DataflowRunner --project=P --region=R '
         '--temp_location=gs://B/tmp".',
     )  # fmt: skip
-    flags.mark_flags_as_required(["output_dir"])
+    _DEFINED.update(
+        ("dataset_root", "split_dir", "rwc_pattern", "split_seed", "runner", "beam_options")
+    )
 
 
 def extract_config_from_flags():
     from m3bert_tf.extract import ExtractConfig
-    from m3bert_tf.features.frames import FeatureConfig
 
     if bool(FLAGS.input) == bool(FLAGS.dataset):
         raise ValueError("give either --input, or --dataset with --dataset_root")
@@ -87,132 +240,123 @@ def extract_config_from_flags():
         options["pattern"] = FLAGS.rwc_pattern
     if FLAGS.dataset == "mtg_jamendo_moodtheme":
         options.pop("seed")  # official splits only
-    return ExtractConfig(
+    return config_from_flags(
+        ExtractConfig,
         input=FLAGS.dataset_root if FLAGS.dataset else FLAGS.input,
-        dataset=FLAGS.dataset,
         dataset_options=options,
-        output_dir=FLAGS.output_dir,
-        features=FeatureConfig(
-            feature_set=FLAGS.feature_set, min_duration=FLAGS.min_duration
-        ),
-        num_workers=FLAGS.num_workers,
-        shard_size=FLAGS.shard_size,
-        strict=FLAGS.strict,
-        retry_failed=FLAGS.retry_failed,
     )
+
+
+def define_pretrain_flags(with_paths: bool = True) -> None:
+    """Pretraining flags; `with_paths=False` when a caller sets data/model_dir itself."""
+    from m3bert_tf.train.configs import PretrainConfig
+
+    define_config_flags(PretrainConfig, exclude=() if with_paths else ("data", "model_dir"))
+
+
+def pretrain_config_from_flags(**paths):
+    """The PretrainConfig of the flags; `paths` gives data/model_dir when they are not flags."""
+    from m3bert_tf.train.configs import PretrainConfig
+
+    return config_from_flags(PretrainConfig, **paths)
+
+
+def define_finetune_flags() -> None:
+    from m3bert_tf.train.configs import FinetuneConfig
+
+    define_config_flags(FinetuneConfig)
+
+
+def finetune_config_from_flags():
+    from m3bert_tf.train.configs import FinetuneConfig
+
+    return config_from_flags(FinetuneConfig)
+
+
+def finetune_config_from_flagfile(path: str, **fields):
+    """A FinetuneConfig from a flag file's `--name=value` lines plus `fields`
+    (a relative path not found here is looked up in the repository)."""
+    import os
+
+    from m3bert_tf.io import storage
+    from m3bert_tf.train.configs import FinetuneConfig
+
+    fields_by_name = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if not storage.exists(path) and os.path.exists(os.path.join(repo, path)):
+        path = os.path.join(repo, path)
+    if not storage.exists(path):
+        raise ValueError(f"--finetune_flagfile={path}: no such file")
+    values = {}
+    with storage.open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("--"):
+                continue
+            name, _, text = line[2:].partition("=")
+            if name not in fields_by_name:
+                raise ValueError(f"{path}: --{name} is not a bin/finetune flag")
+            values[name] = parse_value(fields_by_name[name], text)
+    return FinetuneConfig(**{**values, **fields})
 
 
 def define_demo_flags() -> None:
-    """The demo takes the pretrain flags but --data and --model_dir (set by
-    configs/tiny.flags), the fine-tuning ones as --finetune_* (set by
-    configs/tiny_finetune.flags), plus its own."""
-    define_pretrain_flags(with_paths=False)  # data and run dirs live under --workdir
-    flags.DEFINE_string("workdir", "demo_output", "Where the demo writes everything.")
-    flags.DEFINE_string(
-        "finetune_flagfile",
-        "configs/tiny_finetune.flags",
-        "Fine-tuning settings of the demo (a relative path not found here is "
-        "looked up in the repository).",
-    )
-    flags.DEFINE_integer("num_tracks", 160, "Tracks in the synthesized example corpus.")
-    flags.DEFINE_integer("num_workers", 0, "Extraction worker processes; 0 = all cores.")
+    """The demo's own flags, and the pretrain flags but data and model_dir
+    (configs/tiny.flags sets them; they live under --workdir)."""
+    from m3bert_tf.demo.job import DemoConfig
+
+    define_pretrain_flags(with_paths=False)
+    define_config_flags(DemoConfig)
 
 
 def demo_config_from_flags() -> dict:
+    """run_demo's arguments."""
     import os
 
-    shards, pretrained = (
-        os.path.join(FLAGS.workdir, "shards"),
-        os.path.join(FLAGS.workdir, "pretrain"),
-    )
+    from m3bert_tf.demo.job import DemoConfig
+
+    demo = config_from_flags(DemoConfig)
+    shards, pretrained = (os.path.join(demo.workdir, d) for d in ("shards", "pretrain"))
     return {
-        "workdir": FLAGS.workdir,
+        "workdir": demo.workdir,
         "pretrain_config": pretrain_config_from_flags(data=shards, model_dir=pretrained),
         "finetune_config": finetune_config_from_flagfile(
-            FLAGS.finetune_flagfile,
+            demo.finetune_flagfile,
             pretrained=pretrained,
             data=shards,
-            model_dir=os.path.join(FLAGS.workdir, "finetune"),
+            model_dir=os.path.join(demo.workdir, "finetune"),
         ),  # fmt: skip
-        "num_tracks": FLAGS.num_tracks,
-        "num_workers": FLAGS.num_workers,
+        "num_tracks": demo.num_tracks,
+        "num_workers": demo.num_workers,
     }
 
 
-def define_export_flags() -> None:
-    flags.DEFINE_string("model_dir", None, "A finished bin/pretrain or bin/finetune run.")
-    flags.DEFINE_string(
-        "export_dir",
-        None,
-        "Base directory; the SavedModel goes to <export_dir>/<version>/.",
-    )
-    flags.DEFINE_integer(
-        "version", None, "Version number; default: one more than the largest there."
-    )
-    flags.DEFINE_integer(
-        "input_sample_rate", 44100,
-        "Hz of the audio the waveform signatures take (resampled in the graph).",
-    )  # fmt: skip
+def _job_flags(module: str, name: str):
+    """define_<tool>_flags and <tool>_config_from_flags of a job whose flags
+    are exactly its config's fields."""
+    import importlib
+
+    def define() -> None:
+        define_config_flags(getattr(importlib.import_module(module), name))
+
+    def build():
+        return config_from_flags(getattr(importlib.import_module(module), name))
+
+    return define, build
 
 
-def define_embed_flags() -> None:
-    flags.DEFINE_string("model", None, "An export version directory or a run directory.")
-    flags.DEFINE_string(
-        "input", "", "Audio: a file, a directory (searched recursively), a glob or a CSV."
-    )
-    flags.DEFINE_string("output_dir", None, "Where the .npz files and index.csv go.")
-    flags.DEFINE_string(
-        "layer", "last", "last | all | mean (of all blocks) | N (0-based block index)."
-    )
-    flags.DEFINE_float(
-        "window_seconds", 0.0,
-        "Window the model sees (at most 30); 0 = its training crop, at most 30 s.",
-    )  # fmt: skip
-    flags.DEFINE_float(
-        "hop_seconds", 0.0, "Between window starts; 0 = the window (no overlap)."
-    )
-    flags.DEFINE_integer("batch_size", 8, "Windows per model call, across tracks.")
-    flags.DEFINE_integer(
-        "num_workers", 1, "Decoding/feature processes; 0 = in the main process."
-    )
-    flags.DEFINE_enum(
-        "frontend", "librosa", ["librosa", "tf"],
-        "Features by the librosa extractor (the reference, block-wise) or by the model's "
-        "TensorFlow front end (workers decode; the front end runs beside the model).",
-    )  # fmt: skip
-
-
-def embed_config_from_flags():
-    from m3bert_tf.serving.embed_job import EmbedConfig
-
-    for name in ("model", "output_dir", "input"):
-        if not getattr(FLAGS, name):
-            raise ValueError(f"--{name} is required")
-    return EmbedConfig(
-        model=FLAGS.model, input=FLAGS.input, output_dir=FLAGS.output_dir, layer=FLAGS.layer,
-        window_seconds=FLAGS.window_seconds, hop_seconds=FLAGS.hop_seconds,
-        batch_size=FLAGS.batch_size, num_workers=FLAGS.num_workers, frontend=FLAGS.frontend,
-    )  # fmt: skip
-
-
-def define_data_service_flags() -> None:
-    flags.DEFINE_enum("mode", None, ["dispatcher", "worker"], "Which server to run.")
-    flags.DEFINE_integer("port", 0, "Port to listen on (0 = any free port, printed).")
-    flags.DEFINE_string(
-        "bind_address", "127.0.0.1",
-        "The interfaces to listen on. TensorFlow's tf.data servers always listen on every "
-        "interface (0.0.0.0) with unauthenticated gRPC, so the default refuses to start: "
-        "give --bind_address=0.0.0.0 on a private network or behind a firewall.",
-    )  # fmt: skip
-    flags.DEFINE_string("dispatcher", "", "--mode=worker: the dispatcher's host:port.")
-    flags.DEFINE_string(
-        "worker_address", "",
-        "--mode=worker: how trainers reach this worker (host:%port%); default localhost.",
-    )  # fmt: skip
-    flags.DEFINE_string(
-        "work_dir", "", "--mode=dispatcher: where it journals its state (restartable)."
-    )
-    flags.DEFINE_bool(
-        "fault_tolerant", False,
-        "--mode=dispatcher: journal every change before acting (needs --work_dir).",
-    )  # fmt: skip
+define_export_flags, export_config_from_flags = _job_flags(
+    "m3bert_tf.serving.export", "ExportConfig"
+)
+define_embed_flags, embed_config_from_flags = _job_flags(
+    "m3bert_tf.serving.embed_job", "EmbedConfig"
+)
+define_evaluate_flags, evaluate_config_from_flags = _job_flags(
+    "m3bert_tf.evaluate.job", "EvaluateConfig"
+)
+define_correlate_flags, correlate_config_from_flags = _job_flags(
+    "m3bert_tf.evaluate.correlate", "CorrelateConfig"
+)
+define_data_service_flags, data_service_config_from_flags = _job_flags(
+    "m3bert_tf.data.service", "ServiceConfig"
+)

@@ -9,6 +9,8 @@ and need only TensorFlow and read access to the shards (a shared file
 system, or gs:// etc.); our package is not imported there.
 """
 
+import dataclasses
+
 import tensorflow as tf
 
 _SERVICE = tf.data.experimental.service
@@ -21,6 +23,56 @@ EXPOSURE = (
     "(TensorFlow has no setting for one address) with unauthenticated gRPC: anyone "
     "who reaches its port can read the training data through it and run work on it"
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceConfig:
+    """One tf.data service server (bin/data_service).
+
+    Attributes:
+      mode: which server to run: dispatcher or worker.
+      port: the port to listen on (0 = any free port, printed).
+      bind_address: the interfaces to listen on. TensorFlow's tf.data servers
+        always listen on every interface (0.0.0.0) with unauthenticated gRPC,
+        so the default refuses to start: give 0.0.0.0 on a private network or
+        behind a firewall.
+      dispatcher: mode=worker: the dispatcher's host:port.
+      worker_address: mode=worker: how trainers reach this worker
+        (host:%port%); default localhost.
+      work_dir: mode=dispatcher: where it journals its state (restartable).
+      fault_tolerant: mode=dispatcher: journal every change before acting
+        (needs work_dir).
+    """
+
+    mode: str = dataclasses.field(metadata={"choices": ("dispatcher", "worker")})
+    port: int = 0
+    bind_address: str = "127.0.0.1"
+    dispatcher: str = ""
+    worker_address: str = ""
+    work_dir: str = ""
+    fault_tolerant: bool = False
+
+    def __post_init__(self):
+        if self.mode not in ("dispatcher", "worker"):
+            raise ValueError(f"mode must be dispatcher or worker, got {self.mode!r}")
+        if self.bind_address not in ALL_INTERFACES:
+            raise ValueError(
+                f"bind_address={self.bind_address}: {EXPOSURE}; start it with "
+                "bind_address=0.0.0.0 only where the port is reachable from trusted hosts alone"
+            )
+        if self.mode == "worker" and not self.dispatcher:
+            raise ValueError("mode=worker needs dispatcher=<host>:<port>")
+
+
+def start(config: ServiceConfig) -> tuple:
+    """(the started server, a line saying what and where it is)."""
+    if config.mode == "dispatcher":
+        server = start_dispatcher(config.port, config.work_dir, config.fault_tolerant)
+        return server, f"dispatcher at grpc://<this host>:{server_port(server)}"
+    server = start_worker(config.dispatcher, config.port, config.worker_address)
+    return server, (
+        f"worker on port {server_port(server)} serving the dispatcher {config.dispatcher}"
+    )
 
 
 def start_dispatcher(

@@ -16,7 +16,7 @@ LOADERS = {
 def load(name: str, root: str, **options) -> LoadResult:
     """Runs the loader `name` (a key of LOADERS) on `root` with its options."""
     if name not in LOADERS:
-        raise ValueError(f"--dataset must be one of {sorted(LOADERS)}, got {name!r}")
+        raise ValueError(f"dataset must be one of {sorted(LOADERS)}, got {name!r}")
     return refuse_conflicting_labels(LOADERS[name](root, **options))
 
 

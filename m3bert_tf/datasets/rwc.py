@@ -26,7 +26,7 @@ DEFAULT_PATTERN = r"^(?P<instrument>\d{2})\d"
 def load(root: str, pattern: str = DEFAULT_PATTERN, seed: int = 0) -> LoadResult:
     regex = re.compile(pattern)
     if "instrument" not in regex.groupindex:
-        raise ValueError(f"--rwc_pattern={pattern!r} needs a group named 'instrument'")
+        raise ValueError(f"rwc_pattern={pattern!r} needs a group named 'instrument'")
     tracks, problems = [], []
     for directory, _, names in sorted(storage.walk(root)):
         for name in sorted(names):

@@ -30,6 +30,25 @@ from m3bert_tf.demo import corpus
 from m3bert_tf.extract import manifest as extract_manifest
 
 
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """The demo's own settings (bin/demo; the pretraining ones are a
+    PretrainConfig's, the fine-tuning ones a flag file's).
+
+    Attributes:
+      workdir: where the demo writes everything.
+      finetune_flagfile: fine-tuning settings of the demo (a relative path not
+        found here is looked up in the repository).
+      num_tracks: tracks in the synthesized example corpus.
+      num_workers: extraction worker processes; 0 = all cores.
+    """
+
+    workdir: str = "demo_output"
+    finetune_flagfile: str = "configs/tiny_finetune.flags"
+    num_tracks: int = 160
+    num_workers: int = 0
+
+
 def run_demo(
     workdir: str,
     pretrain_config,

@@ -37,7 +37,15 @@ SAMPLE = 4000
 
 @dataclasses.dataclass(frozen=True)
 class CorrelateConfig:
-    """Args: see `bin/correlate --help`."""
+    """One correlation of encoder cells with audio descriptors.
+
+    Attributes:
+      model: a run or export dir.
+      input: audio: a file, a directory (searched recursively), a glob or a CSV.
+      output_dir: where top_cells.csv, correlations.md and the plots go.
+      top: cells listed per descriptor.
+      seed: seed of the random-weight encoder.
+    """
 
     model: str
     input: str
@@ -47,7 +55,7 @@ class CorrelateConfig:
 
     def __post_init__(self):
         if self.top < 1:
-            raise ValueError(f"--top must be >= 1, got {self.top}")
+            raise ValueError(f"top must be >= 1, got {self.top}")
 
 
 def descriptors(y: np.ndarray) -> np.ndarray:
@@ -153,7 +161,7 @@ def run_correlate(config: CorrelateConfig, log=print) -> dict:
     t0 = time.monotonic()
     loaded = datasets.find_tracks(config.input)
     if not loaded.tracks:
-        raise FileNotFoundError(f"--input={config.input}: no audio files found")
+        raise FileNotFoundError(f"input={config.input}: no audio files found")
     model = load(config.model)
     twin = random_twin(model, config.seed)
     layers, hidden, k = model.num_layers, model.hidden_dim, model.frame_stack
@@ -165,7 +173,7 @@ def run_correlate(config: CorrelateConfig, log=print) -> dict:
     progress = Progress("correlate", len(loaded.tracks), "files")
     skipped = [str(p) for p in loaded.problems]
     used = 0
-    with locks.DirectoryLock(config.output_dir, "--output_dir"):
+    with locks.DirectoryLock(config.output_dir, "output_dir"):
         for done, track in enumerate(loaded.tracks, 1):
             progress.update(done)
             try:
@@ -194,7 +202,7 @@ def run_correlate(config: CorrelateConfig, log=print) -> dict:
             used += 1
         if not used:
             raise ValueError(
-                f"--input={config.input}: no usable audio file ({len(skipped)} skipped: "
+                f"input={config.input}: no usable audio file ({len(skipped)} skipped: "
                 + "; ".join(skipped[:3])
                 + ")"
             )

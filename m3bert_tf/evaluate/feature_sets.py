@@ -35,7 +35,6 @@ import zipfile
 
 import numpy as np
 
-from m3bert_tf import schema
 from m3bert_tf.io import storage
 from m3bert_tf.io.progress import Progress
 from m3bert_tf.runs.example_cache import count_records, labeled_records
@@ -68,7 +67,8 @@ class Examples:
     Attributes:
       track_ids, splits: [N] str.
       labels: {task: [N, size] float32}; has: {task: [N] bool}.
-      baselines: {"mfcc": [N, 40], "features": [N, 648]} float32.
+      baselines: {name: [N, D] float32} of the input-frame baselines
+        (`baselines.py`: {"mfcc": [N, 40], "features": [N, 648]}, ...).
     """
 
     track_ids: np.ndarray
@@ -136,27 +136,31 @@ def cached(directory: str, name: str, key: str, compute, log) -> dict:
 
 
 def load_examples(
-    files: list[str], label_sizes: dict, directory: str, log=print
+    files: list[str], label_sizes: dict, directory: str, log=print, frame_stats=None
 ) -> Examples:
-    """The labeled examples and the two input-feature baselines (cached)."""
+    """The labeled examples and the input-frame baselines (cached).
+
+    Args:
+      frame_stats: {baseline name: [T, 324] raw float64 -> [D]}
+        (`baselines.frame_baselines`); part of the cache key.
+    """
     tasks = list(label_sizes)
+    frame_stats = frame_stats or {}
 
     def compute():
-        meta = {"track_ids": [], "splits": [], "mfcc": [], "features": []}
+        meta = {"track_ids": [], "splits": []} | {f"baseline_{b}": [] for b in frame_stats}
         labels = {t: [] for t in tasks}
         has = {t: [] for t in tasks}
         progress = Progress("evaluate: reading examples", count_records(files), "records")
-        mfcc = slice(schema.BLOCK["mfcc"].start, schema.BLOCK["mfcc"].stop)
         for n, record in labeled_records(files, label_sizes):
             progress.update(n)
             if record is None:
                 continue
             raw = record.features.astype(np.float64) * record.std + record.mean
-            stats = np.concatenate([raw.mean(0), raw.std(0)])
             meta["track_ids"].append(record.track_id)
             meta["splits"].append(record.split)
-            meta["features"].append(stats)
-            meta["mfcc"].append(np.concatenate([raw[:, mfcc].mean(0), raw[:, mfcc].std(0)]))
+            for name, stats in frame_stats.items():
+                meta[f"baseline_{name}"].append(stats(raw))
             for t, (value, present) in record.labels.items():
                 labels[t].append(value)
                 has[t].append(bool(present))
@@ -169,8 +173,10 @@ def load_examples(
         out = {
             "track_ids": np.array(meta["track_ids"]),
             "splits": np.array(meta["splits"]),
-            "mfcc": np.array(meta["mfcc"], np.float32),
-            "features": np.array(meta["features"], np.float32),
+            **{
+                f"baseline_{b}": np.array(meta[f"baseline_{b}"], np.float32)
+                for b in frame_stats
+            },
         }
         for t in tasks:  # task names are letters, digits and "_"
             out[f"label_{t}"] = np.array(labels[t], np.float32).reshape(
@@ -179,14 +185,14 @@ def load_examples(
             out[f"has_{t}"] = np.array(has[t], bool)
         return out
 
-    key = digest(data_description(files, label_sizes))
+    key = digest(data_description(files, label_sizes), sorted(frame_stats))
     arrays = cached(directory, EXAMPLES_NAME, key, compute, log)
     return Examples(
         arrays["track_ids"].astype(str),
         arrays["splits"].astype(str),
         {t: arrays[f"label_{t}"] for t in tasks},
         {t: arrays[f"has_{t}"] for t in tasks},
-        {"mfcc": arrays["mfcc"], "features": arrays["features"]},
+        {b: arrays[f"baseline_{b}"] for b in frame_stats},
     )
 
 
@@ -240,16 +246,16 @@ def embed_examples(model, files, label_sizes, layer, batch_size: int = 16,
 
 def random_twin(model, seed: int = 0):
     """A `serving.api.Model` with `model`'s encoder architecture and random
-    weights (Keras' initializers, seeded): the control for what pretraining added.
+    weights (Keras' initializers, drawn from `seed`): the control for what
+    pretraining added.
 
     Raises:
       FileNotFoundError: an export whose source run is gone (its encoder
         config lives there).
     """
-    import keras
-
     from m3bert_tf import runs
     from m3bert_tf.models.encoder import M3BertEncoder, encoder_inputs
+    from m3bert_tf.models.seeding import seed_weights
     from m3bert_tf.serving import api
 
     run_dir = model.source
@@ -261,9 +267,9 @@ def random_twin(model, seed: int = 0):
             f"run directory, and the export's source run {run_dir or '(none)'} is not here"
         )
     trained = runs.load_encoder(run_dir)
-    keras.utils.set_random_seed(seed)
     twin = M3BertEncoder.from_config(trained.get_config())
     twin(encoder_inputs(twin))
+    seed_weights(twin, seed)
     info = {**model.info, "kind": "pretrained", "enrichment_dim": None, "tasks": []}
     return api.Model(api.KerasBackend(twin), info, f"random {model.source}")
 
@@ -294,13 +300,13 @@ def load_external(directory: str, examples: Examples, name: str) -> FeatureSet:
         vectors[track] = value.mean(0) if value.ndim == 2 else value.reshape(-1)
     if missing:
         raise FileNotFoundError(
-            f"--embeddings={directory}: no embedding for {len(missing)} of "
+            f"embeddings={directory}: no embedding for {len(missing)} of "
             f"{len(vectors) + len(missing)} tracks (e.g. {', '.join(missing[:3])})"
         )
     widths = {v.shape for v in vectors.values()}
     if len(widths) > 1:
         raise ValueError(
-            f"--embeddings={directory}: vectors of several shapes {sorted(widths)}"
+            f"embeddings={directory}: vectors of several shapes {sorted(widths)}"
         )
     x = np.stack([vectors[t] for t in examples.track_ids])
     return FeatureSet(name, x, f"external embeddings from {directory}")

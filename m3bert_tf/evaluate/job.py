@@ -20,62 +20,10 @@ import numpy as np
 
 from m3bert_tf import runs
 from m3bert_tf.evaluate import bootstrap, feature_sets, folds, layers, probe, report
+from m3bert_tf.evaluate.baselines import BASELINES, Context, frame_baselines
+from m3bert_tf.evaluate.config import EvaluateConfig
 from m3bert_tf.io import storage
 from m3bert_tf.tasks import metrics
-
-BASELINES = ("mfcc", "features", "random")
-SCORE_PER = ("track", "example")
-
-
-@dataclasses.dataclass(frozen=True)
-class EvaluateConfig:
-    """Args: see `bin/evaluate --help`. `models` and `embeddings` entries are
-    paths or `name=path`."""
-
-    data: str
-    output_dir: str
-    models: tuple[str, ...] = ()
-    baselines: tuple[str, ...] = BASELINES
-    embeddings: tuple[str, ...] = ()
-    tasks: tuple[str, ...] = ()
-    layer: str = "last"
-    probes: tuple[str, ...] = ("mlp", "linear")
-    seeds: int = 3
-    epochs: int = 100
-    score_per: str = "track"
-    batch_size: int = 16
-    folds: int = 0  # 0: the data's splits; K >= 3: K folds grouped by track
-
-    def __post_init__(self):
-        from m3bert_tf.serving.api import parse_layer
-
-        parse_layer(self.layer)
-        unknown = set(self.baselines) - set(BASELINES)
-        if unknown:
-            raise ValueError(f"--baselines: unknown {sorted(unknown)}; known: {BASELINES}")
-        if "random" in self.baselines and not self.models:
-            raise ValueError("--baselines=random needs --models (it copies the first one)")
-        if not (self.models or self.baselines or self.embeddings):
-            raise ValueError(
-                "nothing to evaluate: give --models, --baselines or --embeddings"
-            )
-        unknown = set(self.probes) - set(probe.GRIDS)
-        if unknown or not self.probes:
-            raise ValueError(
-                f"--probes: use some of {tuple(probe.GRIDS)}, got {self.probes}"
-            )
-        if self.score_per not in SCORE_PER:
-            raise ValueError(
-                f"--score_per must be one of {SCORE_PER}, got {self.score_per!r}"
-            )
-        if self.folds and self.folds < 3:
-            raise ValueError(
-                f"--folds must be 0 (the data's splits) or >= 3 (test, valid and train "
-                f"folds), got {self.folds}"
-            )
-        for name in ("seeds", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
 
 
 def named(entry: str) -> tuple[str, str]:
@@ -102,7 +50,7 @@ def model_sets(entry: str, config, files, label_sizes, manifest_spec, log) -> tu
     model = api.load(path)
     if not runs.same_features(model.info["input_spec"].get("feature_spec"), manifest_spec):
         raise ValueError(
-            f"--models={path}: trained on other features than --data={config.data} holds "
+            f"models={path}: trained on other features than data={config.data} holds "
             "(re-extract the data with the model's feature settings)"
         )
     cache_dir = os.path.join(config.output_dir, "embeddings")
@@ -204,9 +152,7 @@ def _probe_task(config, spec, examples, sets, progress) -> dict:
                 rows[-1].update(profile=fs.profile, layer=fs.layer)
             if weights:
                 rows[-1]["layer_weights"] = np.mean(weights, axis=0).tolist()
-    train = _probe_data(
-        examples, task, examples.baselines["mfcc"], config.score_per, parts[0]
-    )
+    train = _probe_data(examples, task, sets[0].x, config.score_per, parts[0])
     test_labels, train_labels = (
         probe.group_labels(spec, train.y[s], (train.groups or {}).get(s))
         for s in ("test", "train")
@@ -287,7 +233,7 @@ def run_evaluate(config: EvaluateConfig, log=print) -> dict:
     """
     from m3bert_tf.io import locks
 
-    with locks.DirectoryLock(config.output_dir, "--output_dir"):
+    with locks.DirectoryLock(config.output_dir, "output_dir"):
         return _evaluate(config, log)
 
 
@@ -297,7 +243,7 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
     from m3bert_tf.tasks import read_task_info
 
     t0 = time.monotonic()
-    for flag, entries in (("--models", config.models), ("--embeddings", config.embeddings)):
+    for flag, entries in (("models", config.models), ("embeddings", config.embeddings)):
         for entry in entries:  # before any record is read or file written
             if not storage.exists(named(entry)[1]):
                 raise FileNotFoundError(f"{flag}: {named(entry)[1]} does not exist")
@@ -308,7 +254,7 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
     unknown = [t for t in tasks if t not in specs]
     if unknown or not tasks:
         raise ValueError(
-            f"--tasks: {unknown or 'none'} not in the data's manifests (tasks there: "
+            f"tasks: {unknown or 'none'} not in the data's manifests (tasks there: "
             f"{sorted(specs) or 'none: unlabeled data'})"
         )
     # Every task's examples are embedded (and cached), whichever are probed now.
@@ -316,39 +262,27 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
     manifest_spec = next(iter(manifests.values())).get("feature_spec")
     storage.makedirs(config.output_dir)
     cache_dir = os.path.join(config.output_dir, "embeddings")
-    examples = feature_sets.load_examples(files, label_sizes, cache_dir, log)
+    examples = feature_sets.load_examples(
+        files,
+        label_sizes,
+        cache_dir,
+        log,
+        {b.name: b.frame_stats for b in frame_baselines()},
+    )
 
     sets, first = [], None
     for entry in config.models:
         found, model = model_sets(entry, config, files, label_sizes, manifest_spec, log)
         sets += found
         first = first or model
-    if "random" in config.baselines:
-        twin = feature_sets.random_twin(first)
-        # The control of a layer profile is the random encoder's last block.
-        twin_layer = "last" if config.layer == "all" else config.layer
-        key = feature_sets.digest(
-            feature_sets.data_description(files, label_sizes), first.info["encoder"],
-            first.info.get("config"), str(twin_layer), first.window_frames, "seed 0",
+    context = Context(files, label_sizes, cache_dir, config.layer, config.batch_size, log)
+    for name in config.baselines:  # in the order asked
+        baseline = BASELINES[name]
+        x = (
+            examples.baselines[name] if baseline.frame_stats
+            else baseline.from_model(first, context)
         )  # fmt: skip
-        x = feature_sets.cached(
-            cache_dir, "random", key,
-            lambda: feature_sets.embed_examples(
-                twin, files, label_sizes, twin.check_layer(twin_layer), config.batch_size,
-                "random",
-            ), log,
-        )["embedding"]  # fmt: skip
-        sets.append(
-            feature_sets.FeatureSet("random", x, "first model's encoder, random weights")
-        )
-    for baseline, what in (
-        ("mfcc", "mean and std of the 20 raw MFCCs"),
-        ("features", "mean and std of the 324 raw input channels"),
-    ):
-        if baseline in config.baselines:
-            sets.append(
-                feature_sets.FeatureSet(baseline, examples.baselines[baseline], what)
-            )
+        sets.append(feature_sets.FeatureSet(name, x, baseline.what))
     for entry in config.embeddings:
         name, path = named(entry)
         sets.append(feature_sets.load_external(path, examples, name))
@@ -367,9 +301,7 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
             )
             tasks.remove(task)
     if not tasks:
-        raise ValueError(
-            f"--data={config.data}: no task has train, valid and test examples"
-        )
+        raise ValueError(f"data={config.data}: no task has train, valid and test examples")
     per_task = len(sets) * len(config.probes) * config.seeds
     progress = Progress("evaluate: probing", len(tasks) * per_task, "probes")
     for number, task in enumerate(tasks):
@@ -385,7 +317,7 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
             log(f"task {task}: not probed, {results['skipped'][task]}")
     if not results["tasks"]:
         raise ValueError(
-            f"--data={config.data}: no task could be probed ("
+            f"data={config.data}: no task could be probed ("
             + "; ".join(f"{t}: {why}" for t, why in results["skipped"].items())
             + ")"
         )

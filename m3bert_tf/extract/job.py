@@ -50,13 +50,16 @@ class ExtractConfig:
       strict: stop at the first failed file (it is still recorded).
       retry_failed: try again files that an earlier run recorded as failed.
       progress_interval: seconds between progress lines.
-      dataset: a loader name of `m3bert_tf.datasets.LOADERS` ("" = none).
+      dataset: read a labeled dataset in its publisher's layout from dataset_root:
+        a loader of `m3bert_tf.datasets.LOADERS` ("" = none, read input).
       dataset_options: keyword options of that loader (split_dir, pattern, seed).
     """
 
     input: str
     output_dir: str
-    dataset: str = ""
+    dataset: str = dataclasses.field(
+        default="", metadata={"choices": ("",) + tuple(datasets.LOADERS)}
+    )
     dataset_options: dict = dataclasses.field(default_factory=dict)
     features: FeatureConfig = FeatureConfig()
     num_workers: int = 0
@@ -67,9 +70,9 @@ class ExtractConfig:
 
     def __post_init__(self):
         if self.shard_size < 1:
-            raise ValueError(f"--shard_size must be >= 1, got {self.shard_size}")
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         if self.num_workers < 0:
-            raise ValueError(f"--num_workers must be >= 0, got {self.num_workers}")
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
 
 
 def find_tracks(config: ExtractConfig) -> LoadResult:

@@ -17,12 +17,15 @@ class FeatureConfig:
     """What `FeatureExtractor` computes; stored in every manifest.
 
     Attributes:
-      feature_set: "paper" or "authors" (see the module docstring).
+      feature_set: "paper" (the 144-bin CQT of DESIGN.md) or "authors" (the
+        authors' chroma-folded CQT).
       tuning: chroma/CQT tuning offset in fractions of a bin (0.0 = A440).
       min_duration: seconds; shorter files are rejected as too short.
     """
 
-    feature_set: str = "paper"
+    feature_set: str = dataclasses.field(
+        default="paper", metadata={"choices": FEATURE_SETS}
+    )
     tuning: float = 0.0
     min_duration: float = 1.0
 

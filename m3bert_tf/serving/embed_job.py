@@ -34,37 +34,58 @@ from m3bert_tf.version import __version__
 TMP_DIR = ".tmp"
 
 
+FRONTENDS = ("librosa", "tf")  # how audio becomes features: the reference, or in-graph
+
+
 @dataclasses.dataclass(frozen=True)
 class EmbedConfig:
-    """Args: see `bin/embed --help`."""
+    """One embedding job.
+
+    Attributes:
+      model: an export version directory or a run directory.
+      input: audio: a file, a directory (searched recursively), a glob or a CSV.
+      output_dir: where the .npz files and index.csv go.
+      layer: last | all | mean (of all blocks) | N (0-based block index).
+      window_seconds: the window the model sees (at most 30); 0 = its
+        training crop, at most 30 s.
+      hop_seconds: between window starts; 0 = the window (no overlap).
+      batch_size: windows per model call, across tracks.
+      num_workers: decoding/feature processes; 0 = in the main process.
+      progress_interval: seconds between progress lines.
+      frontend: features by the librosa extractor (the reference, block-wise)
+        or by the model's TensorFlow front end ("tf": workers decode, the
+        front end runs beside the model).
+    """
 
     model: str
     input: str
     output_dir: str
     layer: str = "last"
-    window_seconds: float = 0.0  # 0: the model's training crop, at most 30 s
-    hop_seconds: float = 0.0  # 0: the window (no overlap)
+    window_seconds: float = 0.0
+    hop_seconds: float = 0.0
     batch_size: int = 8
     num_workers: int = 1
     progress_interval: float = 5.0
-    frontend: str = "librosa"  # or "tf": the model's TensorFlow front end
+    frontend: str = dataclasses.field(default="librosa", metadata={"choices": FRONTENDS})
 
     def __post_init__(self):
         from m3bert_tf.serving.api import parse_layer
 
         parse_layer(self.layer)
-        if self.frontend not in ("librosa", "tf"):
-            raise ValueError(f"--frontend must be librosa or tf, got {self.frontend!r}")
+        if self.frontend not in FRONTENDS:
+            raise ValueError(f"frontend must be librosa or tf, got {self.frontend!r}")
         if self.batch_size < 1:
-            raise ValueError(f"--batch_size must be >= 1, got {self.batch_size}")
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:
-            raise ValueError(f"--num_workers must be >= 0, got {self.num_workers}")
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.window_seconds < 0 or self.hop_seconds < 0:
-            raise ValueError("--window_seconds and --hop_seconds must be >= 0")
+            raise ValueError("window_seconds and hop_seconds must be >= 0")
         if self.window_seconds > 30.0:
-            raise ValueError(f"--window_seconds={self.window_seconds}: at most 30 s")
+            raise ValueError(f"window_seconds={self.window_seconds}: at most 30 s")
         if self.hop_seconds and self.hop_seconds > (self.window_seconds or 30.0):
-            raise ValueError("--hop_seconds must not exceed --window_seconds")
+            raise ValueError(
+                f"hop_seconds={self.hop_seconds} must not exceed window_seconds={self.window_seconds or 30.0}"
+            )
 
 
 # --- worker side (librosa only) ------------------------------------------------
@@ -282,7 +303,7 @@ def _run_loaded(config, loaded, model, tmp_dir, workers) -> dict:
     hop = config.hop_seconds or None
     model.plan(1, window, hop)  # refuses a hop longer than the window now, not per track
     storage.makedirs(config.output_dir)
-    with locks.DirectoryLock(config.output_dir, "--output_dir"):
+    with locks.DirectoryLock(config.output_dir, "output_dir"):
         settings = {
             "model_digest": model_digest, "layer": str(layer),
             "window_seconds": config.window_seconds, "hop_seconds": config.hop_seconds,

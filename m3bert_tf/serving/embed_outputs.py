@@ -88,8 +88,8 @@ def check_job(output_dir: str, job: dict) -> None:
         if changed:
             fields = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items())
             raise runs.ConfigMismatch(
-                f"--output_dir={output_dir} holds embeddings made with other settings "
-                f"({fields}); use a new --output_dir"
+                f"output_dir={output_dir} holds embeddings made with other settings "
+                f"({fields}); use a new output_dir"
             )
     else:
         runs.write_json(path, job)

@@ -26,6 +26,7 @@ core ops only). Keras 3's
 (the time axis is `None`, XLA would recompile for every length).
 """
 
+import dataclasses
 import os
 
 import numpy as np
@@ -184,6 +185,24 @@ def write_savedmodel(computations, path: str) -> None:
     archive.write_out(path, verbose=False)
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """What `bin/export` exports (`export_run`'s arguments).
+
+    Attributes:
+      model_dir: a finished bin/pretrain or bin/finetune run.
+      export_dir: the base directory; the SavedModel goes to <export_dir>/<version>/.
+      version: the version number; default: one more than the largest there.
+      input_sample_rate: Hz of the audio the waveform signatures take
+        (resampled in the graph).
+    """
+
+    model_dir: str
+    export_dir: str
+    version: int | None = None
+    input_sample_rate: int = schema.SAMPLE_RATE
+
+
 def export_run(
     model_dir: str, export_base: str, version: int | None = None, log=print,
     input_sample_rate: int = schema.SAMPLE_RATE,
@@ -201,15 +220,13 @@ def export_run(
     from m3bert_tf.serving.graph import Computations
 
     if not storage.isdir(model_dir):
-        raise ExportError(f"--model_dir={model_dir}: no such directory")
+        raise ExportError(f"model_dir={model_dir}: no such directory")
     try:
         model, kind = load_run_model(model_dir)
     except FileNotFoundError as e:
         raise ExportError(str(e)) from None
     if input_sample_rate <= 0:
-        raise ExportError(
-            f"--input_sample_rate={input_sample_rate}: a rate in Hz is needed"
-        )
+        raise ExportError(f"input_sample_rate={input_sample_rate}: a rate in Hz is needed")
     training = locks.holder(model_dir)
     if training:
         log(
@@ -218,9 +235,9 @@ def export_run(
         )
     computations = Computations(model, runs.read_input_spec(model_dir), input_sample_rate)
     if version is not None and version < 1:
-        raise ExportError(f"--version={version}: versions are positive integers")
+        raise ExportError(f"version={version}: versions are positive integers")
     # One export at a time into a base: a second one waits, then takes the next version.
-    with locks.DirectoryLock(export_base, "--export_dir", log, wait=True):
+    with locks.DirectoryLock(export_base, "export_dir", log, wait=True):
         return _export_locked(
             model_dir, export_base, version, log, model, kind, computations
         )
@@ -234,7 +251,7 @@ def _export_locked(model_dir, export_base, version, log, model, kind, computatio
     version = next_version(export_base) if version is None else version
     final = os.path.join(export_base, str(version))
     if storage.exists(final):
-        raise ExportError(f"{final} exists: versions are never overwritten (omit --version "
+        raise ExportError(f"{final} exists: versions are never overwritten (omit version "
                           "to take the next one)")  # fmt: skip
     temporary = os.path.join(export_base, f".{version}{schema.TMP_SUFFIX}")
     storage.rmtree(temporary)

@@ -12,6 +12,11 @@ from m3bert_tf.data.normalization import MODES as NORMALIZATIONS
 from m3bert_tf.train.distribute import PRECISIONS, STRATEGIES
 
 
+def _choice(default: str, table):
+    """A field whose values are the names in `table` (its flag is an enum)."""
+    return dataclasses.field(default=default, metadata={"choices": tuple(table)})
+
+
 def _check_positive(config, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
@@ -21,7 +26,16 @@ def _check_positive(config, *names: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Encoder sizes (DESIGN.md "Model")."""
+    """Encoder sizes (DESIGN.md "Model").
+
+    Attributes:
+      num_layers: transformer blocks (L).
+      hidden_dim: hidden size (H).
+      num_heads: attention heads (A).
+      ffn_dim: the feed-forward inner size.
+      frame_stack: consecutive frames concatenated per token.
+      dropout: dropout rate.
+    """
 
     num_layers: int = 4
     hidden_dim: int = 768
@@ -47,13 +61,14 @@ class PretrainConfig:
     """One pre-training run.
 
     Attributes:
-      data: shard dir, glob or comma-separated globs (training tracks).
+      data: training shards: a directory, glob or comma-separated globs.
       model_dir: the run directory (`runs.py`).
       eval_data: shards for evaluation; "" = the tracks of `data` held out by
         `holdout_percent` (hash of track id; never trained on).
       model: encoder sizes.
       masking: masking policy (`masking.POLICIES`).
-      per_clip_mask_choice: CFM's zero/replace/keep choice once per clip.
+      per_clip_mask_choice: draw CFM's zero/replace/keep choice once per clip
+        (the authors' code), not per span.
       normalization: features as the encoder sees them: "track" (per-track
         CMVN, the paper's), "global" (one mean/std over the training data,
         from the manifests) or "none" (raw features).
@@ -83,16 +98,18 @@ class PretrainConfig:
       checkpoint_every, keep_checkpoints: checkpoint cadence and retention.
       eval_every, eval_batches: evaluation cadence and size (0 = at the end only).
       log_every: steps between progress lines and TensorBoard scalars.
-      shuffle_buffer, holdout_percent, seed: see `pipeline.PipelineConfig`.
+      shuffle_buffer: examples in the shuffle buffer.
+      holdout_percent: percent of the tracks held out for evaluation.
+      seed: seed of the data order, crops, masks and initial weights.
     """
 
     data: str
     model_dir: str
     eval_data: str = ""
     model: ModelConfig = ModelConfig()
-    masking: str = "cfm+ccm"
+    masking: str = _choice("cfm+ccm", masking_lib.POLICIES)
     per_clip_mask_choice: bool = False
-    normalization: str = "track"
+    normalization: str = _choice("track", NORMALIZATIONS)
     train_steps: int = 200_000
     global_batch_size: int = 128
     gradient_accumulation_steps: int = 1
@@ -100,9 +117,9 @@ class PretrainConfig:
     learning_rate: float = 2e-4
     warmup_fraction: float = 0.07
     clip_norm: float = 1.0
-    mixed_precision: str = "auto"
+    mixed_precision: str = _choice("auto", PRECISIONS)
     xla: bool = False
-    strategy: str = "auto"
+    strategy: str = _choice("auto", STRATEGIES)
     tpu: str = ""
     data_service: str = ""
     num_cpu_replicas: int = 1
@@ -184,14 +201,16 @@ class FinetuneConfig:
       task_sampling_temperature: P(task) ~ size^T (1 proportional, 0 uniform).
       eval_every, patience: validation cadence (steps; 0 = at the end only)
         and early-stopping patience (evaluations).
-      checkpoint_every, keep_checkpoints, log_every, seed: as in pre-training.
+      checkpoint_every, keep_checkpoints: checkpoint cadence (steps) and retention.
+      log_every: steps between progress lines and TensorBoard scalars.
+      seed: seed of the data order, crops and the heads' initial weights.
     """
 
     pretrained: str
     data: str
     model_dir: str
     tasks: tuple[str, ...] = ()
-    normalization: str = ""
+    normalization: str = _choice("", ("",) + NORMALIZATIONS)
     train_steps: int = 20000
     batch_size: int = 32
     max_frames: int = 0

@@ -210,7 +210,7 @@ def resolve_precision(setting: str, accelerators: list[str], flags: set[str]):
                 "mixed_precision=bf16 on hardware without bfloat16 arithmetic (no "
                 f"{' or '.join(BF16_CPU_FLAGS)} CPU flag, no GPU of compute capability 8.0+ "
                 "or TPU): it is emulated and slower than float32 (2.7x slower measured on "
-                "such a CPU); use --mixed_precision=auto or fp32"
+                "such a CPU); use mixed_precision=auto or fp32"
             )
         return "mixed_bfloat16", warning
     return ("mixed_bfloat16" if capable else None), None

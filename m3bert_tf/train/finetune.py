@@ -114,11 +114,8 @@ def run_finetune(config: FinetuneConfig, flags_text: str = "", log=None) -> dict
 
 
 def _finetune(config, run, inputs, max_frames, all_specs, counts, flags_text, log) -> dict:
-    import keras
-
     names = config.tasks or tuple(sorted(all_specs))
     specs = [all_specs[t] for t in names]
-    keras.utils.set_random_seed(config.seed)  # weight init and dropout: reproducible runs
     trainer = FinetuneTrainer(
         config, specs, runs.load_encoder(config.pretrained), max_frames
     )

@@ -61,6 +61,7 @@ class FinetuneTrainer:
         import keras
 
         from m3bert_tf.models.multitask import M3BertMultiTask
+        from m3bert_tf.models.seeding import seed_weights
         from m3bert_tf.train.schedule import WarmupLinearDecay
 
         self.config = config
@@ -72,6 +73,8 @@ class FinetuneTrainer:
             config.dropout,
             name="m3bert",
         )
+        # the heads' weights and dropout from the run's seed; the encoder is loaded
+        seed_weights(self.model, config.seed, skip=encoder)
         freeze_encoder(encoder, config.unfreeze_top_blocks)
         self.frozen = config.unfreeze_top_blocks == 0
         self.frame_stack = encoder.frame_stack

@@ -75,6 +75,7 @@ class Trainer:
     def __init__(self, config: PretrainConfig, strategy: tf.distribute.Strategy):
         import keras
 
+        from m3bert_tf.models.seeding import seed_weights
         from m3bert_tf.train.schedule import WarmupLinearDecay
 
         self.config = config
@@ -89,6 +90,7 @@ class Trainer:
         )
         with distribute.precision_policy(self.policy), strategy.scope():
             self.encoder, self.model = build_models(config)
+            seed_weights(self.model, config.seed)  # weights and dropout: reproducible runs
             self.schedule = WarmupLinearDecay(
                 config.learning_rate, config.train_steps, config.warmup_fraction
             )
@@ -252,9 +254,6 @@ def _pretrain(
     inputs = resolve_input_spec(config, run)
     stats = inputs["stats"]
 
-    import keras
-
-    keras.utils.set_random_seed(config.seed)  # weight init and dropout: reproducible runs
     trainer = Trainer(config, strategy)
     # tf.distribute's distributed iterators cannot be checkpointed (TF 2.17).
     # So the host's input pipeline is built for its InputContext exactly as

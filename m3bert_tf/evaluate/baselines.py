@@ -1,0 +1,102 @@
+"""The baselines every encoder is judged against: one table, `BASELINES`.
+
+    BASELINES["mfcc"].what                 # a line for results.md
+    register(Baseline("rms", "mean and std of the RMS", frame_stats=...))
+
+A baseline is either a statistic of an example's raw input frames
+(`frame_stats`: [T, 324] float64 -> [D], computed while the examples are
+read and cached with them), or an encoder built from the first model
+(`from_model`, the random-weight control). `bin/evaluate --baselines`,
+`EvaluateConfig`'s check and default, the example cache and the report all
+read this table: a new baseline is one `Baseline` here.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from m3bert_tf import schema
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """One baseline row.
+
+    Attributes:
+      name: its row name and `--baselines` value.
+      what: what it is, in results.md's legend.
+      frame_stats: [T, 324] raw features (float64) -> [D] vector, or None.
+      from_model: (first model, evaluation context) -> [N, D] embeddings, or
+        None; a baseline with it needs `models`.
+    """
+
+    name: str
+    what: str
+    frame_stats: Callable[[np.ndarray], np.ndarray] | None = None
+    from_model: Callable | None = None
+
+
+class Context(NamedTuple):
+    """What a `from_model` baseline gets besides the first model."""
+
+    files: list  # the shards, in reading order
+    label_sizes: dict  # {task: label width}: part of every cache key
+    cache_dir: str
+    layer: str  # the probed layer (`EvaluateConfig.layer`)
+    batch_size: int
+    log: Callable
+
+
+def _mean_std(raw: np.ndarray) -> np.ndarray:
+    return np.concatenate([raw.mean(0), raw.std(0)])
+
+
+def _random_encoder(first, context) -> np.ndarray:
+    """The first model's encoder architecture with random weights (seed 0),
+    at the probed layer (a layer profile's control: its last block)."""
+    from m3bert_tf.evaluate import feature_sets
+
+    twin = feature_sets.random_twin(first)
+    layer = "last" if context.layer == "all" else context.layer
+    key = feature_sets.digest(
+        feature_sets.data_description(context.files, context.label_sizes),
+        first.info["encoder"], first.info.get("config"), str(layer), first.window_frames,
+        "seed_weights 0",
+    )  # fmt: skip
+    return feature_sets.cached(
+        context.cache_dir, "random", key,
+        lambda: feature_sets.embed_examples(
+            twin, context.files, context.label_sizes, twin.check_layer(layer),
+            context.batch_size, "random",
+        ), context.log,
+    )["embedding"]  # fmt: skip
+
+
+_MFCC = slice(schema.BLOCK["mfcc"].start, schema.BLOCK["mfcc"].stop)
+
+BASELINES: dict[str, Baseline] = {}
+
+
+def register(baseline: Baseline) -> Baseline:
+    """Adds a baseline to the table (a name taken is refused)."""
+    if baseline.name in BASELINES:
+        raise ValueError(f"baseline {baseline.name!r} is registered already")
+    if (baseline.frame_stats is None) == (baseline.from_model is None):
+        raise ValueError(f"baseline {baseline.name!r}: give frame_stats or from_model")
+    BASELINES[baseline.name] = baseline
+    return baseline
+
+
+register(Baseline("mfcc", "mean and std of the 20 raw MFCCs",
+                  frame_stats=lambda raw: _mean_std(raw[:, _MFCC])))  # fmt: skip
+register(Baseline("features", "mean and std of the 324 raw input channels",
+                  frame_stats=_mean_std))  # fmt: skip
+register(Baseline("random", "first model's encoder, random weights",
+                  from_model=_random_encoder))  # fmt: skip
+
+
+def frame_baselines() -> list[Baseline]:
+    """The baselines computed from input frames, in table order."""
+    return [b for b in BASELINES.values() if b.frame_stats is not None]
