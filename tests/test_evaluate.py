@@ -68,7 +68,7 @@ def test_pretrained_encoder_beats_random_weights_and_every_set_beats_chance(
     examples = np.load(next(iter(_examples_cache(tmp_path, pretrained_corpus))))
     external = tmp_path / "external"
     for track, x in zip(
-        examples["track_ids"].astype(str), examples["features"], strict=True
+        examples["track_ids"].astype(str), examples["baseline_features"], strict=True
     ):
         path = external / f"{track}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -131,27 +131,35 @@ def test_folds_never_split_a_track_test_each_once_and_stratify():
         folds.partitions(examples, "genre", spec, 50)
 
 
-def test_evaluate_with_folds_tests_every_track_once(tmp_path):
+def test_evaluate_with_folds_tests_every_track_once(tmp_path, monkeypatch):
+    """Also: a baseline registered from here (one `Baseline` row) is a row of
+    the tables, computed from the examples' raw frames."""
     from conftest import extract_labeled
 
-    from m3bert_tf.evaluate import job
+    from m3bert_tf.evaluate import baselines, job
 
     data = extract_labeled(
         tmp_path, [(f"g{i}", ("train", "valid", "test")[i % 3], "genre", "ab"[i % 2])
                    for i in range(18)]
     )  # fmt: skip
+    monkeypatch.setitem(baselines.BASELINES, "loudest", baselines.Baseline(
+        "loudest", "the largest raw value of each channel", frame_stats=lambda raw: raw.max(0),
+    ))  # fmt: skip
     config = job.EvaluateConfig(
-        data=data, output_dir=str(tmp_path / "eval"),
-        baselines=("mfcc", "features"), probes=("linear",), seeds=2, epochs=5, folds=3,
+        data=data, output_dir=str(tmp_path / "eval"), baselines=("mfcc", "features", "loudest"),
+        probes=("linear",), seeds=2, epochs=5, folds=3,
     )  # fmt: skip
     result = job.run_evaluate(config, log=lambda m: None)
+    assert result["feature_sets"]["loudest"] == "the largest raw value of each channel"
+    rows = {row["set"]: row for row in result["tasks"]["genre"]["rows"]}
+    assert rows["loudest"]["dim"] == 324 and rows["mfcc"]["dim"] == 40
     genre = result["tasks"]["genre"]
     assert genre["test_examples"] == 18 and genre["folds"] == 3
     assert sorted((s["seed"], s["fold"]) for s in genre["rows"][0]["seeds"]) == [
         (seed, fold) for seed in (0, 1) for fold in (0, 1, 2)
     ]
     assert "every one tested once over 3 folds" in result["markdown"]
-    with pytest.raises(ValueError, match="--folds must be 0"):
+    with pytest.raises(ValueError, match="folds must be 0"):
         job.EvaluateConfig(data="d", output_dir="o", baselines=("mfcc",), folds=2)
 
 

@@ -107,7 +107,7 @@ def test_enum_values_come_from_the_library_tables():
     from m3bert_tf.data.normalization import MODES
 
     fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
-    assert fields["masking"].metadata["choices"] == masking.POLICIES
+    assert fields["masking"].metadata["choices"] == tuple(masking.POLICIES)
     assert fields["normalization"].metadata["choices"] == MODES
 
 

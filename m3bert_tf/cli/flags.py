@@ -183,7 +183,9 @@ def translate(message: str) -> str:
     if not _DEFINED:
         return message
     names = "|".join(sorted(_DEFINED, key=len, reverse=True))
-    pattern = rf"(?<![\w\-/.`])({names})(?=[=:]| must\b| needs\b| is required\b| and \w+ must\b)"
+    pattern = (
+        rf"(?<![\w\-/.`])({names})(?=[=:]| must\b| needs\b| is required\b| and \w+ must\b)"
+    )
     return re.sub(pattern, r"--\1", message)
 
 

@@ -32,12 +32,13 @@ Policies (DESIGN.md "Masking"):
 
 import dataclasses
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import tensorflow as tf
 
 from m3bert_tf import schema
 
-POLICIES = ("cfm+ccm", "cfm", "ccm", "pm")
 KINDS = ("frame", "channel", "patch")
 
 
@@ -46,7 +47,7 @@ class MaskingConfig:
     """How examples are masked (defaults: the paper's numbers).
 
     Attributes:
-      policy: one of POLICIES.
+      policy: a name of POLICIES.
       frame_budget: fraction of real frames CFM covers.
       span_p: geometric parameter of CFM span lengths.
       min_span, max_span: CFM span length range, frames.
@@ -70,7 +71,9 @@ class MaskingConfig:
 
     def __post_init__(self):
         if self.policy not in POLICIES:
-            raise ValueError(f"masking must be one of {POLICIES}, got {self.policy!r}")
+            raise ValueError(
+                f"masking must be one of {tuple(POLICIES)}, got {self.policy!r}"
+            )
         if not 0 < self.frame_budget < 1 or not 0 < self.patch_budget < 1:
             raise ValueError("masking budgets must be in (0, 1)")
         if not 1 <= self.min_span <= self.max_span:
@@ -202,6 +205,41 @@ def patch_mask(features, length, seed, config: MaskingConfig):
     return covered > 0
 
 
+def _cfm(features, length, seed, config):
+    source, zero, frame = contiguous_frame_mask(features, length, seed, config)
+    return {"source": source, "zero": zero, "frame": frame}
+
+
+def _ccm(features, length, seed, config):
+    return {"channel": contiguous_channel_mask(seed)}
+
+
+def _pm(features, length, seed, config):
+    return {"patch": patch_mask(features, length, seed, config)}
+
+
+class Component(NamedTuple):
+    """One masking component: `apply(features, length, seed, config)` returns
+    the compact masks it fills ("frame", "channel" or "patch") and, for frame
+    masking, "zero" [T] bool (frames zeroed) and "source" [T] int32 (the frame
+    each input frame is read from)."""
+
+    apply: Callable
+    seed_index: int  # its stream of the example's seed: the same in every policy
+
+
+COMPONENTS = {"cfm": Component(_cfm, 0), "ccm": Component(_ccm, 1), "pm": Component(_pm, 2)}
+
+# A policy is the components it applies (DESIGN.md "Masking"); a new policy
+# is a row here, a new component a function and a row of COMPONENTS.
+POLICIES = {
+    "cfm+ccm": ("cfm", "ccm"),
+    "cfm": ("cfm",),
+    "ccm": ("ccm",),
+    "pm": ("pm",),
+}
+
+
 def mask_compact(features, length, seed, config: MaskingConfig):
     """Masks one example under `config.policy`, in one pass over its elements.
 
@@ -218,26 +256,22 @@ def mask_compact(features, length, seed, config: MaskingConfig):
     length = tf.cast(length, tf.int32)
     num_frames = tf.shape(features)[0]
     valid = tf.range(num_frames) < length
-    seeds = tf.random.experimental.stateless_split(seed, 3)
-    source, zero = tf.range(num_frames), tf.zeros([num_frames], tf.bool)
-    masks = {
+    seeds = tf.random.experimental.stateless_split(seed, len(COMPONENTS))
+    out = {
+        "zero": tf.zeros([num_frames], tf.bool),
         "frame": tf.zeros([num_frames], tf.bool),
         "channel": tf.zeros([schema.NUM_FEATURES], tf.bool),
         "patch": tf.zeros([1, 1], tf.bool),
     }
-    if "cfm" in config.policy:
-        source, zero, masks["frame"] = contiguous_frame_mask(
-            features, length, seeds[0], config
-        )
-    if "ccm" in config.policy:
-        masks["channel"] = contiguous_channel_mask(seeds[1])
-    zeroed = zero[:, None] | (valid[:, None] & masks["channel"][None, :])
-    if config.policy == "pm":
-        masks["patch"] = patch_mask(features, length, seeds[2], config)
-        zeroed |= masks["patch"]
-    if "cfm" in config.policy:
-        features = tf.gather(features, source)  # replaced spans read elsewhere
-    return tf.where(zeroed, 0.0, features), masks
+    for name in POLICIES[config.policy]:
+        component = COMPONENTS[name]
+        out.update(component.apply(features, length, seeds[component.seed_index], config))
+    zeroed = (
+        out["zero"][:, None] | (valid[:, None] & out["channel"][None, :]) | out["patch"]
+    )
+    if "source" in out:
+        features = tf.gather(features, out["source"])  # replaced spans read elsewhere
+    return tf.where(zeroed, 0.0, features), {kind: out[kind] for kind in KINDS}
 
 
 def expand_weights(masks: dict, padding_mask) -> dict:

@@ -11,9 +11,12 @@ standard deviation of the raw features (`schema.TRACK_MEAN_KEY`,
   the manifests' statistics), so track-level differences survive;
 - "none": the raw features.
 
-The statistics helpers are numpy only (the extraction job uses them);
-`normalize` is a TensorFlow op for the input pipelines. Statistics are plain dicts {"frames": n, "mean": [324], "std": [324]} (the
-shape `manifest.json` stores them in).
+A new mode is a branch of `model_inputs` and a name in MODES: the input
+pipelines, the example cache, the TensorFlow front end, the Python API and
+the flags all go through them. Everything here is numpy arithmetic that
+TensorFlow tensors take too (no TensorFlow import). Statistics are plain
+dicts {"frames": n, "mean": [324], "std": [324]} (the shape `manifest.json`
+stores them in).
 """
 
 import numpy as np
@@ -62,8 +65,45 @@ def combine_stats(parts: list[dict]) -> dict:
     return stats_from_sums(total)
 
 
+def raw_features(stored, track_mean, track_std):
+    """The raw features back from stored ones: stored x track std + track mean.
+
+    Args:
+      stored: [T, 324] per-track CMVN'd features (numpy or TensorFlow).
+      track_mean, track_std: [324], the track's raw statistics.
+    """
+    return stored * track_std[None, :] + track_mean[None, :]
+
+
+def model_inputs(mode: str, raw, stored=None, scale=None):
+    """What a model trained with `mode` sees: the one switch over MODES, used
+    by the input pipelines, the example cache, the TensorFlow front end and
+    the Python API (numpy or TensorFlow values alike).
+
+    Args:
+      mode: one of MODES.
+      raw: [T, 324] raw features.
+      stored: "track" only: the per-track CMVN'd features (as extraction
+        stores them), or a function of no arguments computing them.
+      scale: "global" only: `global_scale(stats)`.
+    """
+    if mode == "track":
+        if stored is None:
+            raise ValueError("normalization 'track' needs the per-track CMVN'd features")
+        return stored() if callable(stored) else stored
+    if mode == "none":
+        return raw
+    if mode != "global":
+        raise ValueError(f"normalization must be one of {MODES}, got {mode!r}")
+    if scale is None:
+        raise ValueError("normalization 'global' needs statistics (from the manifests)")
+    mean, std = scale
+    return (raw - mean[None, :]) / std[None, :]
+
+
 def normalize(features, track_mean, track_std, mode: str, stats: dict | None = None):
-    """Stored features [T, 324] (per-track CMVN) -> the features of `mode`.
+    """Stored features [T, 324] (per-track CMVN) -> the features of `mode`
+    (`model_inputs`).
 
     Args:
       features: [T, 324] float32 as stored.
@@ -71,19 +111,10 @@ def normalize(features, track_mean, track_std, mode: str, stats: dict | None = N
       mode: one of MODES.
       stats: the global statistics ("global" only).
     """
-    import tensorflow as tf
-
-    if mode == "track":
-        return features
-    raw = features * track_std[None, :] + track_mean[None, :]
-    if mode == "none":
-        return raw
-    if mode != "global":
-        raise ValueError(f"normalization must be one of {MODES}, got {mode!r}")
-    if stats is None:
-        raise ValueError("normalization 'global' needs statistics (from the manifests)")
-    mean, std = global_scale(stats)
-    return (raw - tf.constant(mean)[None, :]) / tf.constant(std)[None, :]
+    scale = global_scale(stats) if stats is not None else None
+    return model_inputs(
+        mode, raw_features(features, track_mean, track_std), features, scale
+    )
 
 
 def global_scale(stats: dict) -> tuple[np.ndarray, np.ndarray]:

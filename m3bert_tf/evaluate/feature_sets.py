@@ -35,6 +35,7 @@ import zipfile
 
 import numpy as np
 
+from m3bert_tf.data.normalization import raw_features
 from m3bert_tf.io import storage
 from m3bert_tf.io.progress import Progress
 from m3bert_tf.runs.example_cache import count_records, labeled_records
@@ -94,7 +95,7 @@ class RecordTrack:
         return self._stored[start:stop]
 
     def raw(self, start: int, stop: int) -> np.ndarray:
-        return self._stored[start:stop] * self._std + self._mean
+        return raw_features(self._stored[start:stop], self._mean, self._std)
 
 
 def digest(*parts) -> str:
@@ -156,7 +157,7 @@ def load_examples(
             progress.update(n)
             if record is None:
                 continue
-            raw = record.features.astype(np.float64) * record.std + record.mean
+            raw = raw_features(record.features.astype(np.float64), record.mean, record.std)
             meta["track_ids"].append(record.track_id)
             meta["splits"].append(record.split)
             for name, stats in frame_stats.items():

@@ -20,11 +20,10 @@ import numpy as np
 import tensorflow as tf
 
 from m3bert_tf import schema
+from m3bert_tf.data.normalization import MODES, global_scale, model_inputs
 from m3bert_tf.features import frames as reference
 from m3bert_tf.frontend.cqt import TFConstantQ
 from m3bert_tf.frontend.resample import Resampler
-
-NORMALIZATIONS = ("track", "global", "none")
 
 
 def _delta_weights(width: int = reference.DELTA_WIDTH) -> np.ndarray:
@@ -55,8 +54,8 @@ class FrontEnd(tf.Module):
                 f"feature_set {config.feature_set!r}: the TensorFlow front end computes "
                 "the paper's CQT block only"
             )
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}")
+        if normalization not in MODES:
+            raise ValueError(f"normalization must be one of {MODES}")
         librosa_side = reference.FeatureExtractor(config)
         self.normalization = normalization
         self.window = tf.constant(
@@ -66,13 +65,9 @@ class FrontEnd(tf.Module):
         self.chroma_basis = tf.constant(librosa_side.chroma_basis.T.astype(np.float32))
         self.cqt = TFConstantQ(librosa_side.cqt)
         self.delta = tf.constant(_delta_weights()[:, None, None])
-        if normalization == "global":
-            from m3bert_tf.data.normalization import global_scale
-
-            if stats is None:
-                raise ValueError("normalization 'global' needs the manifest's statistics")
-            mean, std = global_scale(stats)
-            self.global_mean, self.global_std = tf.constant(mean), tf.constant(std)
+        if normalization == "global" and stats is None:
+            raise ValueError("normalization 'global' needs the manifest's statistics")
+        self.scale = global_scale(stats) if stats is not None else None
 
     def power_spectrogram(self, waveform):
         """[B, S] -> [B, T, 1025] power."""
@@ -131,11 +126,15 @@ class FrontEnd(tf.Module):
         """([B, T, 324] model inputs, normalized as configured, [B] frame lengths)."""
         features, frame_lengths = self.raw(waveform, lengths)
         real = tf.sequence_mask(frame_lengths, tf.shape(features)[1])[:, :, None]
-        if self.normalization == "none":
-            return features, frame_lengths
-        if self.normalization == "global":
-            normalized = (features - self.global_mean) / self.global_std
-            return tf.where(real, normalized, 0.0), frame_lengths
+        inputs = model_inputs(
+            self.normalization, features, lambda: self._cmvn(features, frame_lengths, real),
+            self.scale,
+        )  # fmt: skip
+        return tf.where(real, inputs, 0.0), frame_lengths
+
+    def _cmvn(self, features, frame_lengths, real):
+        """[B, T, 324] per-row CMVN over the real frames (float64 sums), as
+        extraction normalizes a track; flat channels and padding are 0."""
         x = tf.cast(features, tf.float64)
         count = tf.cast(frame_lengths, tf.float64)[:, None, None]
         weights = tf.cast(real, tf.float64)
@@ -145,4 +144,4 @@ class FrontEnd(tf.Module):
         flat = std < reference.CMVN_MIN_STD
         out = (x - mean) / tf.maximum(std, reference.CMVN_MIN_STD)
         out = tf.where(flat | ~real, tf.zeros_like(out), out)
-        return tf.cast(out, tf.float32), frame_lengths
+        return tf.cast(out, tf.float32)

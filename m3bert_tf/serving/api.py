@@ -21,6 +21,7 @@ import numpy as np
 
 from m3bert_tf import runs, schema
 from m3bert_tf.data import windows as windows_lib
+from m3bert_tf.data.normalization import global_scale, model_inputs
 from m3bert_tf.io import storage
 from m3bert_tf.serving.backends import KerasBackend, SavedModelBackend
 
@@ -87,10 +88,7 @@ class Model:
             else schema.SAMPLE_RATE
         )
         self.normalization = spec["normalization"]
-        if self.normalization == "global":
-            from m3bert_tf.data.normalization import global_scale
-
-            self._global_scale = global_scale(spec["stats"])
+        self._global_scale = global_scale(spec["stats"]) if spec.get("stats") else None
 
     def __repr__(self):
         return (
@@ -143,13 +141,10 @@ class Model:
         normalized as in training (`data.normalization`), or of `ModelInputs`."""
         if isinstance(track, ModelInputs):
             return track.inputs[start:stop]
-        if self.normalization == "track":
-            return track.normalized(start, stop)
-        raw = track.raw(start, stop)
-        if self.normalization == "none":
-            return raw
-        mean, std = self._global_scale
-        return (raw - mean) / std
+        return model_inputs(
+            self.normalization, track.raw(start, stop),
+            lambda: track.normalized(start, stop), self._global_scale,
+        )  # fmt: skip
 
     def plan(self, num_frames: int, window_seconds=None, hop_seconds=None):
         """The windows of a track of `num_frames` frames (`windows.plan`)."""

@@ -62,7 +62,8 @@ class PretrainConfig:
 
     Attributes:
       data: training shards: a directory, glob or comma-separated globs.
-      model_dir: the run directory (`runs.py`).
+      model_dir: the run directory: checkpoints, TensorBoard logs, config (a
+        second run of the same command resumes it; `runs/`).
       eval_data: shards for evaluation; "" = the tracks of `data` held out by
         `holdout_percent` (hash of track id; never trained on).
       model: encoder sizes.
@@ -181,7 +182,8 @@ class FinetuneConfig:
     Attributes:
       pretrained: a bin/pretrain run directory (its encoder.keras is loaded).
       data: labeled shard dirs or globs, comma-separated.
-      model_dir: the run directory (`runs.py`).
+      model_dir: the run directory: checkpoints, TensorBoard logs, config (a
+        second run of the same command resumes it; `runs/`).
       tasks: tasks to train; empty = every task in the data's manifests.
       normalization: "" = as the pretrained encoder was trained (anything
         else must equal it).

@@ -6,7 +6,7 @@ The pretrained encoder (`<pretrained>/encoder.keras` from bin/pretrain) is
 frozen, or all but its top `unfreeze_top_blocks` blocks are; the enrichment
 layer and one head per task train on batches that mix every task
 (`batches.py`). Frozen, the encoder's output for every example is computed
-once (`example_cache.py`: windows of the training crop, stitched) and the
+once (`runs/example_cache.py`: windows of the training crop, stitched) and the
 enrichment layer and heads train on random crops of it; with blocks to
 fine-tune, the cache holds the normalized features and the whole model runs
 each step (`finetune_trainer.py`: the losses, the step, whole-clip

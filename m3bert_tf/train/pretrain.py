@@ -10,7 +10,7 @@ one device or N replicas, with or without accumulation (up to float
 rounding). Gradients are all-reduced, clipped by their global norm, then
 applied.
 
-`model_dir` is a run directory (`runs.py`): config, normalization,
+`model_dir` is a run directory (`runs/`): config, normalization,
 checkpoints (model, optimizer and input iterator every `checkpoint_every`
 steps, `keep_checkpoints` kept), TensorBoard logs, and encoder.keras and
 results.json at the end. Started again with the same command, a run resumes
