@@ -83,8 +83,3 @@ TRACK_STD_KEY = "track_std"
 LABEL_PREFIX = "label/"
 
 FEATURE_DTYPE = "<f2"  # float16, little-endian
-
-SHARD_SUFFIX = ".tfrecord"
-# Files being written; only names with this suffix are ever removed as debris.
-TMP_SUFFIX = ".m3bert-tmp"
-MANIFEST_NAME = "manifest.json"

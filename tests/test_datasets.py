@@ -8,8 +8,7 @@ import pytest
 from conftest import ROOT, run_bin, write_audio
 
 from m3bert_tf import datasets, schema
-from m3bert_tf.data import records
-from m3bert_tf.extract import manifest as extract_manifest
+from m3bert_tf.data import records, shards
 from m3bert_tf.tasks import LabelError, TaskSpec, infer_spec
 
 
@@ -193,10 +192,10 @@ def test_bin_extract_writes_labeled_shards_and_splits(tmp_path):
         env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
-    manifest = json.loads((out / schema.MANIFEST_NAME).read_text())
+    manifest = json.loads((out / shards.MANIFEST_NAME).read_text())
     assert manifest["tasks"]["ballroom"]["kind"] == "classification"
     assert sum(manifest["label_counts"]["ballroom"].values()) == 10
-    splits = (out / extract_manifest.SPLITS_NAME).read_text().splitlines()
+    splits = (out / shards.SPLITS_NAME).read_text().splitlines()
     assert splits[0] == "track_id,split,path" and len(splits) == 11
     import tensorflow as tf
 

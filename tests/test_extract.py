@@ -14,13 +14,13 @@ import soundfile
 from conftest import ROOT, run_bin, write_audio
 
 from m3bert_tf import extract, schema
-from m3bert_tf.data import records
+from m3bert_tf.data import records, shards
 
 
 def read_all(output_dir):
     """{(track_id, chunk_index): sha1 of features} over every shard in the dir."""
     out = {}
-    for shard in sorted(glob.glob(os.path.join(output_dir, "*" + schema.SHARD_SUFFIX))):
+    for shard in sorted(glob.glob(os.path.join(output_dir, "*" + shards.SHARD_SUFFIX))):
         for ex in records.read_examples(shard):
             digest = hashlib.sha1(ex[schema.FEATURES_KEY].tobytes()).hexdigest()
             key = (ex[schema.TRACK_ID_KEY], int(ex[schema.CHUNK_INDEX_KEY]))
@@ -46,7 +46,7 @@ def test_extracts_every_file_into_checked_shards(audio_dir, tmp_path):
     assert counts["tracks"] == 4 and counts["chunks"] == 4 and counts["failures"] == 0
     # shard_size=2: shards close at 2 examples.
     assert [s["num_examples"] for s in manifest["shards"]] == [2, 2]
-    on_disk = json.loads((out / schema.MANIFEST_NAME).read_text())
+    on_disk = json.loads((out / shards.MANIFEST_NAME).read_text())
     assert on_disk["feature_spec"]["num_features"] == 324
     assert on_disk["feature_spec"]["version"] == schema.FEATURE_SPEC_VERSION
     assert on_disk["package_version"]
@@ -57,7 +57,7 @@ def test_extracts_every_file_into_checked_shards(audio_dir, tmp_path):
         for ex in records.read_examples(str(out / s["name"]))
     )
     assert frames == on_disk["counts"]["frames"]
-    assert not glob.glob(str(out / ("*" + schema.TMP_SUFFIX)))
+    assert not glob.glob(str(out / ("*" + shards.TMP_SUFFIX)))
 
 
 def test_any_worker_count_gives_byte_identical_shards(audio_dir, tmp_path):
@@ -216,7 +216,7 @@ def test_killed_extraction_resumes_to_the_same_examples(tmp_path):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (out / schema.MANIFEST_NAME).exists(), "the run finished before the kill"
+    assert not (out / shards.MANIFEST_NAME).exists(), "the run finished before the kill"
     partial = len(glob.glob(str(out / "*.tfrecord")))
     assert 3 <= partial < 24
 
@@ -226,7 +226,7 @@ def test_killed_extraction_resumes_to_the_same_examples(tmp_path):
     assert f"; {partial} already done ({partial} shards" in res.stderr
     assert read_all(out) == read_all(reference)
     # Nor a worker's spilled features or framed records (dot files).
-    assert not [n for n in os.listdir(out) if n.endswith(schema.TMP_SUFFIX)]
+    assert not [n for n in os.listdir(out) if n.endswith(shards.TMP_SUFFIX)]
 
 
 def test_debris_of_a_killed_run_is_removed_and_redone(audio_dir, tmp_path):
@@ -236,13 +236,13 @@ def test_debris_of_a_killed_run_is_removed_and_redone(audio_dir, tmp_path):
     # Simulate kills at every point of a shard's life: a half-written shard, an
     # index whose shard was never renamed, and a half-written manifest.
     shard = out / "shard-00003.tfrecord"
-    os.replace(shard, str(shard) + schema.TMP_SUFFIX)
-    (out / ("manifest.json" + schema.TMP_SUFFIX)).write_text("{")
+    os.replace(shard, str(shard) + shards.TMP_SUFFIX)
+    (out / ("manifest.json" + shards.TMP_SUFFIX)).write_text("{")
     for name in (".features-x", ".records-y"):  # a killed worker's files
-        (out / (name + schema.TMP_SUFFIX)).write_bytes(b"\0" * 64)
+        (out / (name + shards.TMP_SUFFIX)).write_bytes(b"\0" * 64)
     manifest = extract.run_extract(config(audio_dir, out, shard_size=1))
     assert manifest["run"]["files"] == 1
-    assert not [n for n in os.listdir(out) if n.endswith(schema.TMP_SUFFIX)]
+    assert not [n for n in os.listdir(out) if n.endswith(shards.TMP_SUFFIX)]
     assert sorted(read_all(out)) == sorted(complete)
     assert len(glob.glob(str(out / "*.index.json"))) == len(manifest["shards"]) == 4
 
@@ -275,7 +275,7 @@ def test_encode_track_gives_the_records_the_job_writes(audio_dir, tmp_path):
 
     extract.run_extract(config(audio_dir, tmp_path / "out"), log=lambda m: None)
     written = {}
-    for shard in glob.glob(str(tmp_path / "out" / ("*" + schema.SHARD_SUFFIX))):
+    for shard in glob.glob(str(tmp_path / "out" / ("*" + shards.SHARD_SUFFIX))):
         for record in tf.data.TFRecordDataset(shard):
             ex = records.parse_example(record)
             written.setdefault(ex[schema.TRACK_ID_KEY].numpy().decode(), []).append(

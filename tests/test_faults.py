@@ -15,9 +15,9 @@ import pytest
 import tensorflow as tf
 from conftest import ROOT, run_bin, user_env, write_audio, write_constant_shard
 
-from m3bert_tf import extract, schema
+from m3bert_tf import extract
+from m3bert_tf.data import shards
 from m3bert_tf.datasets import csv_manifest
-from m3bert_tf.extract import manifest as extract_manifest
 from m3bert_tf.io import locks
 
 ENV = user_env()
@@ -26,7 +26,7 @@ ENV = user_env()
 def shard_bytes(directory):
     return {
         os.path.basename(p): open(p, "rb").read()
-        for p in sorted(glob.glob(os.path.join(directory, "*" + schema.SHARD_SUFFIX)))
+        for p in sorted(glob.glob(os.path.join(directory, "*" + shards.SHARD_SUFFIX)))
     }
 
 
@@ -84,13 +84,13 @@ def test_only_our_own_temporary_files_are_removed(audio_dir, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.tmp").write_text("a user's file")
-    (out / ("shard-00009.tfrecord" + schema.TMP_SUFFIX)).write_bytes(b"debris of a kill")
+    (out / ("shard-00009.tfrecord" + shards.TMP_SUFFIX)).write_bytes(b"debris of a kill")
     extract.run_extract(
         extract.ExtractConfig(input=str(audio_dir), output_dir=str(out), num_workers=1),
         log=lambda m: None,
     )
     assert (out / "notes.tmp").read_text() == "a user's file"
-    assert not glob.glob(str(out / ("*" + schema.TMP_SUFFIX)))
+    assert not glob.glob(str(out / ("*" + shards.TMP_SUFFIX)))
 
 
 def test_a_glob_through_a_symlink_loop_lists_each_file_once(tmp_path):
@@ -141,7 +141,7 @@ def test_a_second_input_is_merged_into_splits_csv(audio_dir, tmp_path):
             extract.ExtractConfig(input=str(source), output_dir=str(out), num_workers=1),
             log=lambda m: None,
         )
-    rows = (out / extract_manifest.SPLITS_NAME).read_text().splitlines()
+    rows = (out / shards.SPLITS_NAME).read_text().splitlines()
     assert len(rows) == 1 + 5  # header, the 4 files of the first input and the new one
 
 
@@ -203,9 +203,9 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(
 def test_data_of_another_feature_set_is_refused(corpus_shards, tmp_path):
     other = tmp_path / "authors"
     shutil.copytree(corpus_shards, other)
-    manifest = json.loads((other / schema.MANIFEST_NAME).read_text())
+    manifest = json.loads((other / shards.MANIFEST_NAME).read_text())
     manifest["feature_spec"]["feature_set"] = "authors"
-    (other / schema.MANIFEST_NAME).write_text(json.dumps(manifest))
+    (other / shards.MANIFEST_NAME).write_text(json.dumps(manifest))
 
     def pretrain(data):
         args = [

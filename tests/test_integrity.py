@@ -34,7 +34,7 @@ def test_a_shard_swapped_for_one_of_the_same_size_is_named_and_caches_follow_con
 ):
     data = str(tmp_path / "shards")
     shutil.copytree(corpus_shards, data)
-    with open(os.path.join(data, schema.MANIFEST_NAME)) as f:
+    with open(os.path.join(data, shards.MANIFEST_NAME)) as f:
         manifest = json.load(f)
     entry = manifest["shards"][0]
     assert len(entry["sha256"]) == 64  # the extractor wrote it, and the index too
@@ -60,7 +60,7 @@ def test_a_shard_swapped_for_one_of_the_same_size_is_named_and_caches_follow_con
     # Re-extracted for real (a manifest that lists the new contents): every
     # cache keyed by the data is another one, and rebuilt from the new bytes.
     entry["sha256"] = shards.content_digests([shard])[shard]
-    with open(os.path.join(data, schema.MANIFEST_NAME), "w") as f:
+    with open(os.path.join(data, shards.MANIFEST_NAME), "w") as f:
         json.dump(manifest, f)
     shards.read_manifests(data)
     assert source.key(shards.list_shards(data)) != key
@@ -295,14 +295,14 @@ def test_pretraining_names_a_shard_of_random_bytes(corpus_shards, tmp_path, dige
 
     data = tmp_path / "shards"
     shutil.copytree(corpus_shards, data)
-    manifest = json.loads((data / schema.MANIFEST_NAME).read_text())
+    manifest = json.loads((data / shards.MANIFEST_NAME).read_text())
     entry = manifest["shards"][1]
     shard = data / entry["name"]
     shard.write_bytes(np.random.default_rng(0).bytes(entry["bytes"]))
     if not digest:
         for e in manifest["shards"]:
             del e["sha256"]
-        (data / schema.MANIFEST_NAME).write_text(json.dumps(manifest))
+        (data / shards.MANIFEST_NAME).write_text(json.dumps(manifest))
     proc = subprocess.run(
         run_bin("pretrain", f"--flagfile={os.path.join(ROOT, 'configs', 'tiny.flags')}",
                 f"--data={data}", f"--model_dir={tmp_path / 'run'}", "--train_steps=20",

@@ -53,7 +53,7 @@ def test_records_hold_track_statistics_that_give_back_the_raw_features(corpus_sh
 
 
 def test_manifest_global_statistics_are_those_of_the_train_tracks(corpus_shards):
-    manifest = json.load(open(os.path.join(corpus_shards, schema.MANIFEST_NAME)))
+    manifest = json.load(open(os.path.join(corpus_shards, shards.MANIFEST_NAME)))
     stats = manifest["normalization_stats"]
     assert stats["split"] == "train"
     sources = {

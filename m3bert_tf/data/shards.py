@@ -1,4 +1,6 @@
-"""Writing shards atomically, with a sidecar index that makes jobs resumable.
+"""The shard directory: every name in it (the one owner of its layout, as
+`runs/` owns the run directory), writing shards atomically with a sidecar
+index that makes jobs resumable, and reading them back.
 
 A shard `shard-00007.tfrecord` is written under a temporary name and renamed
 when complete; before the rename, its index `shard-00007.index.json` (the
@@ -6,7 +8,7 @@ tracks it holds) is written the same way. So on disk:
 
 - a shard file exists only complete, and its index exists beside it;
 - an index without its shard, or a file with our temporary suffix
-  (`schema.TMP_SUFFIX`), is debris of a killed run: `scan_output_dir`
+  (`TMP_SUFFIX`), is debris of a killed run: `scan_output_dir`
   removes it and its tracks are redone. Nothing else is ever removed.
 
 Readers take `*.tfrecord` (or the manifest's shard list) and never see a
@@ -27,9 +29,16 @@ from m3bert_tf import schema
 from m3bert_tf.data import wire
 from m3bert_tf.io import storage
 
-SHARD_PATTERN = "shard-{:05d}" + schema.SHARD_SUFFIX
-INDEX_SUFFIX = ".index.json"
-TMP_SUFFIX = schema.TMP_SUFFIX
+# The layout: extraction writes these names, every reader reads through them.
+SHARD_SUFFIX = ".tfrecord"
+SHARD_PATTERN = "shard-{:05d}" + SHARD_SUFFIX
+INDEX_SUFFIX = ".index.json"  # beside each shard: its tracks, statistics, size, digest
+MANIFEST_NAME = "manifest.json"  # the finished job: shards, counts, statistics, spec
+SPEC_NAME = "feature_spec.json"  # the feature spec the directory was made with
+TASKS_NAME = "tasks.json"  # the labeled tasks and their classes
+SPLITS_NAME = "splits.csv"  # track id -> split, merged over runs
+FAILURES_NAME = "failures.jsonl"  # files that failed, one JSON line each
+TMP_SUFFIX = storage.TMP_SUFFIX
 
 
 def write_json_atomic(path: str, value) -> None:
@@ -38,7 +47,7 @@ def write_json_atomic(path: str, value) -> None:
 
 
 def index_path(shard_path: str) -> str:
-    return shard_path[: -len(schema.SHARD_SUFFIX)] + INDEX_SUFFIX
+    return shard_path[: -len(SHARD_SUFFIX)] + INDEX_SUFFIX
 
 
 class ShardWriter:
@@ -127,7 +136,7 @@ def scan_output_dir(output_dir: str) -> tuple[list[dict], int]:
             storage.remove(tmp)
     finished, next_number = [], 0
     for idx in storage.glob(os.path.join(output_dir, "shard-*" + INDEX_SUFFIX)):
-        shard = idx[: -len(INDEX_SUFFIX)] + schema.SHARD_SUFFIX
+        shard = idx[: -len(INDEX_SUFFIX)] + SHARD_SUFFIX
         number = int(os.path.basename(idx)[len("shard-") :][:5])
         next_number = max(next_number, number + 1)
         if not storage.exists(shard):
@@ -152,7 +161,7 @@ def list_shards(data: str) -> list[str]:
         part = part.strip()
         gfile = storage.gfile(part)
         if gfile.isdir(part):
-            part = part.rstrip("/") + "/*" + schema.SHARD_SUFFIX
+            part = part.rstrip("/") + "/*" + SHARD_SUFFIX
         files.extend(gfile.glob(part))
     if not files:
         raise DataError(f"data={data}: no shard files found")
@@ -178,10 +187,10 @@ def read_manifests(data: str) -> dict[str, dict]:
     out = {}
     files = list_shards(data)
     for d in sorted({os.path.dirname(f) for f in files}):
-        path = os.path.join(d, schema.MANIFEST_NAME)
+        path = os.path.join(d, MANIFEST_NAME)
         if not tf.io.gfile.exists(path):
             raise DataError(
-                f"data: {d} has no {schema.MANIFEST_NAME} (write shards with bin/extract)"
+                f"data: {d} has no {MANIFEST_NAME} (write shards with bin/extract)"
             )
         with tf.io.gfile.GFile(path) as f:
             manifest = json.load(f)
@@ -248,20 +257,20 @@ def _verify_shards(data: str, files: list[str], manifests: dict[str, dict]) -> N
         entry = entries[f] = listed[d].get(name)
         if entry is None:
             raise DataError(
-                f"data: {f} is not in {d}/{schema.MANIFEST_NAME} (a foreign file, or an "
+                f"data: {f} is not in {d}/{MANIFEST_NAME} (a foreign file, or an "
                 "extraction still running?)"
             )
         size = tf.io.gfile.stat(f).length
         if entry.get("bytes") is not None and size != entry["bytes"]:
             raise DataError(
-                f"data: {f} has {size} bytes, {schema.MANIFEST_NAME} says {entry['bytes']} "
+                f"data: {f} has {size} bytes, {MANIFEST_NAME} says {entry['bytes']} "
                 f"(truncated or replaced): {ADVICE}"
             )
     for f, digest in content_digests(files).items():
         want = entries[f].get("sha256")
         if want is not None and digest != want:
             raise DataError(
-                f"data: {f} is not the shard {schema.MANIFEST_NAME} lists (same name and "
+                f"data: {f} is not the shard {MANIFEST_NAME} lists (same name and "
                 f"size, other contents: SHA-256 {digest[:12]}..., written as {want[:12]}...; "
                 f"replaced or corrupted): {ADVICE}"
             )
@@ -271,7 +280,7 @@ def _verify_shards(data: str, files: list[str], manifests: dict[str, dict]) -> N
             missing = sorted(set(listed[part]) - {os.path.basename(f) for f in files})
             if missing:
                 raise DataError(
-                    f"data: {part}/{missing[0]} is listed in {schema.MANIFEST_NAME} but missing "
+                    f"data: {part}/{missing[0]} is listed in {MANIFEST_NAME} but missing "
                     f"({len(missing)} shard(s) missing): {ADVICE}"
                 )
 

@@ -30,6 +30,7 @@ import threading
 import time
 
 from m3bert_tf import schema
+from m3bert_tf.data import shards
 from m3bert_tf.datasets.base import Problem
 from m3bert_tf.extract.encode import TrackProblem, encode_track
 from m3bert_tf.extract.job import (
@@ -142,7 +143,7 @@ def _run_beam(config: ExtractConfig, tracks, specs, staging: str, beam_options: 
             | "ToExample" >> beam.Map(tf.train.Example.FromString)
             | "Write" >> beam.io.WriteToTFRecord(
                 os.path.join(staging, "part"), coder=beam.coders.ProtoCoder(tf.train.Example),
-                file_name_suffix=schema.SHARD_SUFFIX, num_shards=num_shards,
+                file_name_suffix=shards.SHARD_SUFFIX, num_shards=num_shards,
             )
         )  # fmt: skip
         for name in ("failures", "tracks"):
@@ -186,7 +187,7 @@ def _move_in(
     from m3bert_tf.data.normalization import add_sums
 
     finished = []
-    for part in storage.glob(os.path.join(staging, "part*" + schema.SHARD_SUFFIX)):
+    for part in storage.glob(os.path.join(staging, "part*" + shards.SHARD_SUFFIX)):
         contents = _shard_contents(part)
         if not contents:
             continue
@@ -274,7 +275,7 @@ def _run_locked(config, loaded, beam_options, log) -> dict:
         problems + resumed.old_failures + failures.new,
     )  # fmt: skip
     shards.write_json_atomic(
-        os.path.join(config.output_dir, schema.MANIFEST_NAME), manifest
+        os.path.join(config.output_dir, shards.MANIFEST_NAME), manifest
     )
     manifest["run"] = {
         "files": len(todo),

@@ -23,6 +23,7 @@ from m3bert_tf.datasets.base import Problem, Track
 from m3bert_tf.features import audio as audio_lib
 from m3bert_tf.features import frames as frames_lib
 from m3bert_tf.features import streaming
+from m3bert_tf.io import storage
 from m3bert_tf.tasks import LabelError, TaskSpec
 
 
@@ -211,13 +212,12 @@ def write_framed(
     Raises:
       TrackProblem: naming the file and the reason (no file is left).
     """
-    from m3bert_tf import schema
     from m3bert_tf.data import wire
 
     featurized = featurize_track(track, extractor, directory)
     encoded = serialize_track(track, featurized, labels)
     out = tempfile.NamedTemporaryFile(  # noqa: SIM115 (handed over, removed by the parent)
-        dir=directory, prefix=".records-", suffix=schema.TMP_SUFFIX, delete=False
+        dir=directory, prefix=".records-", suffix=storage.TMP_SUFFIX, delete=False
     )
     count = 0
     try:

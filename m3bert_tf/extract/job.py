@@ -19,7 +19,8 @@ import os
 import sys
 import tempfile
 
-from m3bert_tf import datasets, schema
+from m3bert_tf import datasets
+from m3bert_tf.data.shards import FAILURES_NAME, MANIFEST_NAME, SPEC_NAME, TASKS_NAME
 from m3bert_tf.datasets.base import LoadResult, Problem, Track
 from m3bert_tf.extract.encode import TrackProblem, label_vectors, write_framed
 from m3bert_tf.extract.manifest import build_manifest, write_splits
@@ -28,10 +29,6 @@ from m3bert_tf.features.config import FeatureConfig
 from m3bert_tf.io import storage
 from m3bert_tf.io.locks import DirectoryLock
 from m3bert_tf.io.progress import Progress
-
-FAILURES_NAME = "failures.jsonl"
-SPEC_NAME = "feature_spec.json"
-TASKS_NAME = "tasks.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,9 +326,7 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
     manifest = build_manifest(
         config, spec, task_specs, finished, problems + old_failures + failures.new
     )
-    shards.write_json_atomic(
-        os.path.join(config.output_dir, schema.MANIFEST_NAME), manifest
-    )
+    shards.write_json_atomic(os.path.join(config.output_dir, MANIFEST_NAME), manifest)
     manifest["run"] = {
         "files": len(todo),
         "seconds": progress.elapsed,

@@ -8,11 +8,10 @@ import io
 import os
 
 from m3bert_tf import schema
+from m3bert_tf.data.shards import SPLITS_NAME
 from m3bert_tf.datasets.base import Track
 from m3bert_tf.io import storage
 from m3bert_tf.version import __version__
-
-SPLITS_NAME = "splits.csv"
 
 
 def write_splits(output_dir: str, tracks: list[Track]) -> None:

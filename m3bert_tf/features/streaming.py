@@ -44,6 +44,7 @@ import soxr
 from m3bert_tf import schema
 from m3bert_tf.features import audio as audio_lib
 from m3bert_tf.features import frames as frames_lib
+from m3bert_tf.io import storage
 
 BLOCK_FRAMES = 2048  # frames computed per block (47.6 s)
 CONTEXT_FRAMES = 96  # frames of audio on each side of a block (2.2 s)
@@ -141,7 +142,7 @@ class _FrameFile:
             self.file = open(path, "rb")
         elif named:
             self.file = tempfile.NamedTemporaryFile(
-                dir=directory, prefix=".features-", suffix=schema.TMP_SUFFIX, delete=False
+                dir=directory, prefix=".features-", suffix=storage.TMP_SUFFIX, delete=False
             )
             self.path = self.file.name
         else:

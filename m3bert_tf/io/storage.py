@@ -23,7 +23,9 @@ import os
 import posixpath
 import shutil
 
-from m3bert_tf.schema import TMP_SUFFIX
+# Files being written (atomic writes, shards, spills); only names with this
+# suffix are ever removed as debris of a killed job.
+TMP_SUFFIX = ".m3bert-tmp"
 
 # Schemes whose file systems tensorflow-io registers when imported.
 _TFIO_SCHEMES = ("s3", "hdfs", "viewfs", "az", "http", "https")

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from m3bert_tf import schema
-from m3bert_tf.data import windows
+from m3bert_tf.data import shards, windows
 from m3bert_tf.io import storage
 from m3bert_tf.io.progress import Progress
 
@@ -173,11 +173,11 @@ def open_cache(directory: str, source: CacheSource, log=print, job="cache") -> E
     os.makedirs(directory, exist_ok=True)
     for old in os.listdir(directory):  # ours only: a directory with our info.json
         if os.path.exists(os.path.join(directory, old, "info.json")) or old.endswith(
-            schema.TMP_SUFFIX
+            storage.TMP_SUFFIX
         ):
             shutil.rmtree(os.path.join(directory, old))
             log(f"removed the stale cache {old} (another encoder, or other shard contents)")
-    tmp = path + schema.TMP_SUFFIX
+    tmp = path + storage.TMP_SUFFIX
     os.makedirs(tmp)
     _build(tmp, files, source, f"{job}: caching")
     os.replace(tmp, path)
@@ -350,7 +350,7 @@ def count_records(files: list[str]) -> int:
     counts = {}
     for d in {os.path.dirname(f) for f in files}:
         try:
-            with storage.open(os.path.join(d, schema.MANIFEST_NAME)) as f:
+            with storage.open(os.path.join(d, shards.MANIFEST_NAME)) as f:
                 manifest = json.load(f)
         except (OSError, ValueError):
             continue

@@ -253,7 +253,7 @@ def _export_locked(model_dir, export_base, version, log, model, kind, computatio
     if storage.exists(final):
         raise ExportError(f"{final} exists: versions are never overwritten (omit version "
                           "to take the next one)")  # fmt: skip
-    temporary = os.path.join(export_base, f".{version}{schema.TMP_SUFFIX}")
+    temporary = os.path.join(export_base, f".{version}{storage.TMP_SUFFIX}")
     storage.rmtree(temporary)
     info = export_info(model_dir, kind, computations)
     try:
