@@ -5,8 +5,8 @@ The public API: `load` (a trained model: embed, predict), `hear` (the HEAR
 TensorFlow, Keras nor librosa. The rooms, each importing only rooms above it
 in this list (tests/test_walls.py holds them to it):
 
-- `schema`, `version`: the 324-dim layout and record schema; the version
-  (the two leaves every room reads).
+- `schema`, `version`, `fields`: the 324-dim layout and record schema; the
+  version; what every config dataclass shares (the leaves every room reads).
 - `io/`: every file read or written (local paths and URLs), one job per
   directory, progress lines.
 - `features/`: decoding and librosa frame features (no TensorFlow).

@@ -16,7 +16,7 @@ PACKAGE = os.path.join(ROOT, "m3bert_tf")
 # Lowest first; a room may import rooms of a lower level only. A new module
 # at the package root, or a new room, gets its level here.
 LEVELS = [
-    ("schema", "version"),
+    ("schema", "version", "fields"),
     ("io",),
     ("features", "tasks", "layers"),
     ("datasets", "models", "data"),

@@ -13,7 +13,10 @@ import dataclasses
 
 import tensorflow as tf
 
+from m3bert_tf.fields import check_choices
+
 _SERVICE = tf.data.experimental.service
+MODES = ("dispatcher", "worker")
 
 # TensorFlow's data servers bind "0.0.0.0:<port>" (GrpcDataServerBase::Start)
 # and take no address: these are the only --bind_address values they keep.
@@ -44,7 +47,7 @@ class ServiceConfig:
         (needs work_dir).
     """
 
-    mode: str = dataclasses.field(metadata={"choices": ("dispatcher", "worker")})
+    mode: str = dataclasses.field(metadata={"choices": MODES})
     port: int = 0
     bind_address: str = "127.0.0.1"
     dispatcher: str = ""
@@ -53,8 +56,7 @@ class ServiceConfig:
     fault_tolerant: bool = False
 
     def __post_init__(self):
-        if self.mode not in ("dispatcher", "worker"):
-            raise ValueError(f"mode must be dispatcher or worker, got {self.mode!r}")
+        check_choices(self)
         if self.bind_address not in ALL_INTERFACES:
             raise ValueError(
                 f"bind_address={self.bind_address}: {EXPOSURE}; start it with "

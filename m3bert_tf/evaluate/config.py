@@ -4,6 +4,7 @@ import dataclasses
 
 from m3bert_tf.evaluate import probe
 from m3bert_tf.evaluate.baselines import BASELINES
+from m3bert_tf.fields import at_least, check_choices, choice
 
 SCORE_PER = ("track", "example")
 
@@ -47,13 +48,14 @@ class EvaluateConfig:
     probes: tuple[str, ...] = ("mlp", "linear")
     seeds: int = 3
     epochs: int = 100
-    score_per: str = dataclasses.field(default="track", metadata={"choices": SCORE_PER})
+    score_per: str = choice("track", SCORE_PER)
     batch_size: int = 16
     folds: int = 0
 
     def __post_init__(self):
         from m3bert_tf.serving.api import parse_layer
 
+        check_choices(self)
         parse_layer(self.layer)
         unknown = set(self.baselines) - set(BASELINES)
         if unknown:
@@ -70,15 +72,9 @@ class EvaluateConfig:
         unknown = set(self.probes) - set(probe.GRIDS)
         if unknown or not self.probes:
             raise ValueError(f"probes: use some of {tuple(probe.GRIDS)}, got {self.probes}")
-        if self.score_per not in SCORE_PER:
-            raise ValueError(
-                f"score_per must be one of {SCORE_PER}, got {self.score_per!r}"
-            )
         if self.folds and self.folds < 3:
             raise ValueError(
                 f"folds must be 0 (the data's splits) or >= 3 (test, valid and train "
                 f"folds), got {self.folds}"
             )
-        for name in ("seeds", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        at_least(self, 1, "seeds", "epochs", "batch_size")

@@ -30,6 +30,7 @@ import numpy as np
 from m3bert_tf import schema
 from m3bert_tf.evaluate import correlate_report
 from m3bert_tf.evaluate.correlate_report import DESCRIPTORS, SOURCES
+from m3bert_tf.fields import at_least
 from m3bert_tf.io import storage
 
 SAMPLE = 4000
@@ -54,8 +55,7 @@ class CorrelateConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.top < 1:
-            raise ValueError(f"top must be >= 1, got {self.top}")
+        at_least(self, 1, "top")
 
 
 def descriptors(y: np.ndarray) -> np.ndarray:

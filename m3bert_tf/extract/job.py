@@ -26,6 +26,7 @@ from m3bert_tf.extract.encode import TrackProblem, label_vectors, write_framed
 from m3bert_tf.extract.manifest import build_manifest, write_splits
 from m3bert_tf.features import kernels
 from m3bert_tf.features.config import FeatureConfig
+from m3bert_tf.fields import at_least, check_choices, choice
 from m3bert_tf.io import storage
 from m3bert_tf.io.locks import DirectoryLock
 from m3bert_tf.io.progress import Progress
@@ -54,9 +55,7 @@ class ExtractConfig:
 
     input: str
     output_dir: str
-    dataset: str = dataclasses.field(
-        default="", metadata={"choices": ("",) + tuple(datasets.LOADERS)}
-    )
+    dataset: str = choice("", ("",) + tuple(datasets.LOADERS))
     dataset_options: dict = dataclasses.field(default_factory=dict)
     features: FeatureConfig = FeatureConfig()
     num_workers: int = 0
@@ -66,10 +65,9 @@ class ExtractConfig:
     progress_interval: float = 5.0
 
     def __post_init__(self):
-        if self.shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        check_choices(self)
+        at_least(self, 1, "shard_size")
+        at_least(self, 0, "num_workers")
 
 
 def find_tracks(config: ExtractConfig) -> LoadResult:

@@ -8,6 +8,7 @@ job's parent process and its flags never import librosa for it.
 import dataclasses
 
 from m3bert_tf import schema
+from m3bert_tf.fields import check_choices, choice
 
 FEATURE_SETS = ("paper", "authors")
 
@@ -23,17 +24,12 @@ class FeatureConfig:
       min_duration: seconds; shorter files are rejected as too short.
     """
 
-    feature_set: str = dataclasses.field(
-        default="paper", metadata={"choices": FEATURE_SETS}
-    )
+    feature_set: str = choice("paper", FEATURE_SETS)
     tuning: float = 0.0
     min_duration: float = 1.0
 
     def __post_init__(self):
-        if self.feature_set not in FEATURE_SETS:
-            raise ValueError(
-                f"feature_set must be one of {FEATURE_SETS}, got {self.feature_set!r}"
-            )
+        check_choices(self)
         if self.min_duration <= 0:
             raise ValueError(f"min_duration must be > 0 s, got {self.min_duration}")
 

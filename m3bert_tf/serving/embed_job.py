@@ -26,6 +26,7 @@ import numpy as np
 
 from m3bert_tf import runs, schema
 from m3bert_tf.datasets.base import Problem, Track
+from m3bert_tf.fields import at_least, check_choices, choice
 from m3bert_tf.io import locks, storage
 from m3bert_tf.io.progress import Progress
 from m3bert_tf.serving import embed_outputs
@@ -66,18 +67,15 @@ class EmbedConfig:
     batch_size: int = 8
     num_workers: int = 1
     progress_interval: float = 5.0
-    frontend: str = dataclasses.field(default="librosa", metadata={"choices": FRONTENDS})
+    frontend: str = choice("librosa", FRONTENDS)
 
     def __post_init__(self):
         from m3bert_tf.serving.api import parse_layer
 
         parse_layer(self.layer)
-        if self.frontend not in FRONTENDS:
-            raise ValueError(f"frontend must be librosa or tf, got {self.frontend!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        check_choices(self)
+        at_least(self, 1, "batch_size")
+        at_least(self, 0, "num_workers")
         if self.window_seconds < 0 or self.hop_seconds < 0:
             raise ValueError("window_seconds and hop_seconds must be >= 0")
         if self.window_seconds > 30.0:

@@ -9,19 +9,8 @@ import dataclasses
 
 from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data.normalization import MODES as NORMALIZATIONS
+from m3bert_tf.fields import at_least, check_choices, choice
 from m3bert_tf.train.distribute import PRECISIONS, STRATEGIES
-
-
-def _choice(default: str, table):
-    """A field whose values are the names in `table` (its flag is an enum)."""
-    return dataclasses.field(default=default, metadata={"choices": tuple(table)})
-
-
-def _check_positive(config, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +34,7 @@ class ModelConfig:
     dropout: float = 0.1
 
     def __post_init__(self):
-        _check_positive(
-            self, "num_layers", "hidden_dim", "num_heads", "ffn_dim", "frame_stack"
-        )
+        at_least(self, 1, "num_layers", "hidden_dim", "num_heads", "ffn_dim", "frame_stack")
         if self.hidden_dim % self.num_heads:
             raise ValueError(
                 f"hidden_dim={self.hidden_dim} is not divisible by num_heads={self.num_heads}"
@@ -108,9 +95,9 @@ class PretrainConfig:
     model_dir: str
     eval_data: str = ""
     model: ModelConfig = ModelConfig()
-    masking: str = _choice("cfm+ccm", masking_lib.POLICIES)
+    masking: str = choice("cfm+ccm", masking_lib.POLICIES)
     per_clip_mask_choice: bool = False
-    normalization: str = _choice("track", NORMALIZATIONS)
+    normalization: str = choice("track", NORMALIZATIONS)
     train_steps: int = 200_000
     global_batch_size: int = 128
     gradient_accumulation_steps: int = 1
@@ -118,9 +105,9 @@ class PretrainConfig:
     learning_rate: float = 2e-4
     warmup_fraction: float = 0.07
     clip_norm: float = 1.0
-    mixed_precision: str = _choice("auto", PRECISIONS)
+    mixed_precision: str = choice("auto", PRECISIONS)
     xla: bool = False
-    strategy: str = _choice("auto", STRATEGIES)
+    strategy: str = choice("auto", STRATEGIES)
     tpu: str = ""
     data_service: str = ""
     num_cpu_replicas: int = 1
@@ -134,27 +121,17 @@ class PretrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        _check_positive(
-            self, "train_steps", "global_batch_size", "gradient_accumulation_steps",
+        check_choices(self)
+        at_least(
+            self, 1, "train_steps", "global_batch_size", "gradient_accumulation_steps",
             "max_frames", "num_cpu_replicas", "checkpoint_every", "keep_checkpoints",
             "log_every", "shuffle_buffer",
         )  # fmt: skip
-        if self.normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}"
-            )
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        at_least(self, 0, "eval_every")
         if self.data_service and "://" not in self.data_service:
             raise ValueError(
                 f"data_service must be grpc://host:port, got {self.data_service!r}"
             )
-        if self.mixed_precision not in PRECISIONS:
-            raise ValueError(
-                f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}"
-            )
-        if self.eval_every < 0:
-            raise ValueError(f"eval_every must be >= 0, got {self.eval_every}")
         if not 0 <= self.holdout_percent < 100:
             raise ValueError(
                 f"holdout_percent must be in [0, 100), got {self.holdout_percent}"
@@ -212,7 +189,7 @@ class FinetuneConfig:
     data: str
     model_dir: str
     tasks: tuple[str, ...] = ()
-    normalization: str = _choice("", ("",) + NORMALIZATIONS)
+    normalization: str = choice("", ("",) + NORMALIZATIONS)
     train_steps: int = 20000
     batch_size: int = 32
     max_frames: int = 0
@@ -231,18 +208,12 @@ class FinetuneConfig:
     seed: int = 0
 
     def __post_init__(self):
-        _check_positive(
-            self, "train_steps", "batch_size", "embedding_dim", "checkpoint_every",
+        check_choices(self)
+        at_least(
+            self, 1, "train_steps", "batch_size", "embedding_dim", "checkpoint_every",
             "keep_checkpoints", "log_every", "patience",
         )  # fmt: skip
-        if self.normalization and self.normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"normalization must be one of {NORMALIZATIONS} or empty, got "
-                f"{self.normalization!r}"
-            )
-        for name in ("max_frames", "eval_every", "unfreeze_top_blocks"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        at_least(self, 0, "max_frames", "eval_every", "unfreeze_top_blocks")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(
                 f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}"
