@@ -333,32 +333,52 @@ def demo_config_from_flags() -> dict:
     }
 
 
-def _job_flags(module: str, name: str):
+def _job_flags(config_class):
     """define_<tool>_flags and <tool>_config_from_flags of a job whose flags
-    are exactly its config's fields."""
-    import importlib
+    are exactly its config's fields; `config_class()` imports the class (the
+    job's module is imported when its binary runs, not when flags are read)."""
 
     def define() -> None:
-        define_config_flags(getattr(importlib.import_module(module), name))
+        define_config_flags(config_class())
 
     def build():
-        return config_from_flags(getattr(importlib.import_module(module), name))
+        return config_from_flags(config_class())
 
     return define, build
 
 
-define_export_flags, export_config_from_flags = _job_flags(
-    "m3bert_tf.serving.export", "ExportConfig"
-)
-define_embed_flags, embed_config_from_flags = _job_flags(
-    "m3bert_tf.serving.embed_job", "EmbedConfig"
-)
-define_evaluate_flags, evaluate_config_from_flags = _job_flags(
-    "m3bert_tf.evaluate.job", "EvaluateConfig"
-)
-define_correlate_flags, correlate_config_from_flags = _job_flags(
-    "m3bert_tf.evaluate.correlate", "CorrelateConfig"
-)
-define_data_service_flags, data_service_config_from_flags = _job_flags(
-    "m3bert_tf.data.service", "ServiceConfig"
-)
+def _export():
+    from m3bert_tf.serving.export import ExportConfig
+
+    return ExportConfig
+
+
+def _embed():
+    from m3bert_tf.serving.embed_job import EmbedConfig
+
+    return EmbedConfig
+
+
+def _evaluate():
+    from m3bert_tf.evaluate.config import EvaluateConfig
+
+    return EvaluateConfig
+
+
+def _correlate():
+    from m3bert_tf.evaluate.correlate import CorrelateConfig
+
+    return CorrelateConfig
+
+
+def _data_service():
+    from m3bert_tf.data.service import ServiceConfig
+
+    return ServiceConfig
+
+
+define_export_flags, export_config_from_flags = _job_flags(_export)
+define_embed_flags, embed_config_from_flags = _job_flags(_embed)
+define_evaluate_flags, evaluate_config_from_flags = _job_flags(_evaluate)
+define_correlate_flags, correlate_config_from_flags = _job_flags(_correlate)
+define_data_service_flags, data_service_config_from_flags = _job_flags(_data_service)
