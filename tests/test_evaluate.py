@@ -127,12 +127,15 @@ def test_pretrained_encoder_beats_random_weights_and_every_set_beats_chance(
 def _examples_cache(tmp_path, corpus):
     """examples-<key>.npz for the corpus (the labels and input-feature statistics)."""
     from m3bert_tf.data import shards
-    from m3bert_tf.evaluate import feature_sets
+    from m3bert_tf.evaluate import baselines, feature_sets
 
     files = shards.list_shards(corpus["shards"])
     sizes = {"genre": 1, "instrument": 1, "valence": 1, "arousal": 1}
     directory = str(tmp_path / "eval" / "embeddings")
-    feature_sets.load_examples(files, sizes, directory, log=lambda m: None)
+    stats = {b.name: b.frame_stats for b in baselines.frame_baselines()}
+    feature_sets.load_examples(
+        files, sizes, directory, log=lambda m: None, frame_stats=stats
+    )
     return [os.path.join(directory, n) for n in os.listdir(directory)]
 
 
