@@ -12,8 +12,9 @@ In one process (or its children), on the same inputs:
    the ratio is the export's overhead (target: within 10 %);
 2. bin/embed end to end (decode, features, model, .npz), audio-hours per
    second, with 1 and 2 feature workers, on --clips 30 s clips, start-up
-   (loading the model, booting workers) included; and its steady state,
-   T(2N clips) - T(N clips), in which the start-up cancels;
+   (loading the model, booting workers) included, after an untimed warm-up
+   run and the best of --job_repeats; and its steady state, T(2N clips) -
+   T(N clips), in which the start-up cancels;
 Peak memory on long files: benchmarks/long_audio_bench.py.
 """
 
@@ -79,9 +80,11 @@ def model_throughput(run, export_path, frames, repeats):
 
 
 EMBED_CHILD = """
-import sys, time
+import os, sys, time
 sys.path.insert(0, {root!r})
 from m3bert_tf.serving import embed_job
+for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):  # as bin/embed
+    os.environ.setdefault(name, str(embed_job.model_threads({workers})))
 t = time.perf_counter()
 r = embed_job.run_embed(embed_job.EmbedConfig(model={model!r}, input={input!r},
     output_dir={out!r}, num_workers={workers}, progress_interval=1e9))
@@ -89,22 +92,34 @@ print(r["audio_s"], time.perf_counter() - t)
 """
 
 
-def run_embed_child(model, input_path, out, workers):
-    code = EMBED_CHILD.format(
-        root=ROOT, model=model, input=input_path, out=out, workers=workers
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    audio_s, seconds = map(float, proc.stdout.split()[-2:])
-    return {"audio_s": audio_s, "seconds": seconds}
+def run_embed_child(model, input_path, out, workers, repeats=1):
+    """bin/embed's job in a fresh process: the best of `repeats` runs, each
+    into a new output directory (a rerun into one would skip every file)."""
+    best = None
+    for repeat in range(repeats):
+        code = EMBED_CHILD.format(
+            root=ROOT, model=model, input=input_path, out=f"{out}-{repeat}", workers=workers
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
+        audio_s, seconds = map(float, proc.stdout.split()[-2:])
+        if best is None or seconds < best["seconds"]:
+            best = {"audio_s": audio_s, "seconds": seconds}
+    return best
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1292, help="window frames (30 s)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--clips", type=int, default=32)
+    parser.add_argument(
+        "--job_repeats",
+        type=int,
+        default=2,
+        help="runs of each job timing; the best counts",
+    )
     parser.add_argument("--output", default="benchmarks/results/embed.json")
     parser.add_argument(
         "--skip_small_model", action="store_true", help="only bin/embed end to end"
@@ -152,13 +167,24 @@ def main():
                     os.path.join(clips, name), os.path.join(doubled, f"{copy}_{name}")
                 )
         result["end_to_end"] = {}
+        # An untimed first run: bytecode, the page cache, TensorFlow's first
+        # load would otherwise land on whichever run came first.
+        warm = os.path.join(tmp, "warm")
+        os.makedirs(warm)
+        os.symlink(os.path.join(clips, "c00.wav"), os.path.join(warm, "c00.wav"))
+        run_embed_child(tiny_export, warm, os.path.join(tmp, "w"), 1)
         for workers in (1, 2):
             r = run_embed_child(
-                tiny_export, clips, os.path.join(tmp, f"e{workers}"), workers
+                tiny_export,
+                clips,
+                os.path.join(tmp, f"e{workers}"),
+                workers,
+                args.job_repeats,
             )
             r2 = run_embed_child(
-                tiny_export, doubled, os.path.join(tmp, f"d{workers}"), workers
-            )
+                tiny_export, doubled, os.path.join(tmp, f"d{workers}"), workers,
+                args.job_repeats,
+            )  # fmt: skip
             r["audio_hours_per_s"] = r["audio_s"] / 3600 / r["seconds"]
             r["steady_ms_per_clip"] = 1000 * (r2["seconds"] - r["seconds"]) / args.clips
             result["end_to_end"][f"workers_{workers}"] = r
