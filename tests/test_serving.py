@@ -626,3 +626,4 @@ def test_the_model_process_takes_the_cores_the_feature_workers_leave():
     assert model_threads(1, cores=2) == 1
     assert model_threads(0, cores=16) == 16  # features in this process: every core
     assert model_threads(4, cores=16) == 12
+    assert model_threads(2, "tf", cores=2) == 2  # the workers only decode

@@ -258,13 +258,17 @@ class _TrackOutput:
         self.spilled.close()
 
 
-def model_threads(num_workers: int, cores: int | None = None) -> int:
+def model_threads(
+    num_workers: int, frontend: str = "librosa", cores: int | None = None
+) -> int:
     """TensorFlow threads for the model's process: the cores the feature
     workers leave, at least one. On 2 cores with 2 workers, TensorFlow's
     default pools (one thread per core) queue behind the workers: the tiny
-    model's windows took 30 ms a batch there against 21 ms with one thread."""
+    model's windows took 30 ms a batch there against 21 ms with one thread.
+    With the TensorFlow front end the workers only decode and the features
+    are computed here: every core."""
     cores = cores or os.cpu_count() or 1
-    return max(1, cores - num_workers)
+    return cores if frontend == "tf" else max(1, cores - num_workers)
 
 
 def model_feature_config(path: str):
