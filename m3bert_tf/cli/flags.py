@@ -16,6 +16,7 @@ Library errors name the fields; `translate` writes them as flags
 """
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -29,6 +30,7 @@ _DEFINED: set[str] = set()  # the flags defined here, for `translate`
 # --- the generator ---------------------------------------------------------
 
 
+@functools.cache  # once per class, not once per field
 def field_help(cls) -> dict[str, str]:
     """{field: its text} from `cls`'s Google-style `Attributes:` section; an
     entry `a, b: text` documents both fields."""
@@ -60,20 +62,19 @@ def field_help(cls) -> dict[str, str]:
 
 
 def _base_type(kind):
-    """(the type a flag parses, whether None is allowed) of a field's type."""
+    """The type a flag parses for a field's type (`int | None` -> int)."""
     if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
-        args = [a for a in typing.get_args(kind) if a is not type(None)]
-        return args[0], True
-    return kind, False
+        return next(a for a in typing.get_args(kind) if a is not type(None))
+    return kind
 
 
 def _flag_fields(cls, exclude=()):
-    """(field, nested config class or None) of the fields of `cls` that are
+    """(field, the config class declaring it) of the fields of `cls` that are
     flags, nested configs expanded, in order."""
     for field in dataclasses.fields(cls):
         if field.name in exclude or not field.metadata.get("flag", True):
             continue
-        kind, _ = _base_type(field.type)
+        kind = _base_type(field.type)
         if dataclasses.is_dataclass(kind):
             yield from _flag_fields(kind, exclude)
         elif kind is dict:
@@ -83,27 +84,23 @@ def _flag_fields(cls, exclude=()):
 
 
 def _default(field):
-    if field.default is not dataclasses.MISSING:
-        return field.default
+    """The field's default, or MISSING when it has none (a required flag)."""
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
-    return None
+    return field.default
 
 
-def define_config_flags(
-    cls, exclude=(), optional=(), overrides=None, flag_values=None
-) -> None:
+def define_config_flags(cls, exclude=(), optional=(), flag_values=None) -> None:
     """A flag for every field of `cls` (nested configs expanded) but `exclude`.
 
     A field with no default is a required flag unless named in `optional`
-    (then its default is ""); `overrides` {name: default} sets other defaults;
-    `flag_values`: absl's FlagValues to define them in (default: FLAGS).
+    (then its default is ""); `flag_values`: absl's FlagValues to define them
+    in (default: FLAGS).
 
     Raises:
       TypeError: a field without help in its class docstring, or of a type
         that has no flag form.
     """
-    overrides = overrides or {}
     where = {"flag_values": flag_values if flag_values is not None else FLAGS}
     for field, owner in _flag_fields(cls, exclude):
         help_text = field_help(owner).get(field.name)
@@ -111,14 +108,13 @@ def define_config_flags(
             raise TypeError(
                 f"{owner.__name__}.{field.name}: no entry in its docstring's Attributes"
             )
-        kind, _ = _base_type(field.type)
-        default = overrides.get(field.name, _default(field))
-        required = (
-            field.default is dataclasses.MISSING
-            and field.default_factory is dataclasses.MISSING
-        )
+        kind = _base_type(field.type)
+        default = _default(field)
+        required = default is dataclasses.MISSING
         if field.name in optional:
-            default, required = overrides.get(field.name, ""), False
+            default, required = "", False
+        elif required:
+            default = None  # absl's "not given"
         choices = field.metadata.get("choices")
         name = field.name
         if kind is bool:
@@ -143,7 +139,7 @@ def define_config_flags(
 
 def parse_value(field, text: str):
     """A field's value from its flag text (flag files read without absl)."""
-    kind, _ = _base_type(field.type)
+    kind = _base_type(field.type)
     if kind is bool:
         return text.lower() in ("", "true", "1")
     if typing.get_origin(kind) is tuple:
@@ -156,7 +152,7 @@ def config_from_flags(cls, exclude=(), flag_values=None, **fields):
     parsed = flag_values if flag_values is not None else FLAGS
     values = {}
     for field in dataclasses.fields(cls):
-        kind, _ = _base_type(field.type)
+        kind = _base_type(field.type)
         if field.name in fields:
             values[field.name] = fields[field.name]
         elif field.name in exclude or not field.metadata.get("flag", True):
