@@ -82,15 +82,19 @@ def model_inputs(mode: str, raw, stored=None, scale=None):
 
     Args:
       mode: one of MODES.
-      raw: [T, 324] raw features.
-      stored: "track" only: the per-track CMVN'd features (as extraction
-        stores them), or a function of no arguments computing them.
-      scale: "global" only: `global_scale(stats)`.
+      raw: "global" and "none": [T, 324] raw features.
+      stored: "track": the per-track CMVN'd features (as extraction stores
+        them).
+      scale: "global": `global_scale(stats)`.
+      Either of `raw` and `stored` may be a function of no arguments that
+      computes it: only the one `mode` needs is computed (the pipelines'
+      hot path never denormalizes for "track").
     """
     if mode == "track":
         if stored is None:
             raise ValueError("normalization 'track' needs the per-track CMVN'd features")
         return stored() if callable(stored) else stored
+    raw = raw() if callable(raw) else raw
     if mode == "none":
         return raw
     if mode != "global":
@@ -113,7 +117,7 @@ def normalize(features, track_mean, track_std, mode: str, stats: dict | None = N
     """
     scale = global_scale(stats) if stats is not None else None
     return model_inputs(
-        mode, raw_features(features, track_mean, track_std), features, scale
+        mode, lambda: raw_features(features, track_mean, track_std), features, scale
     )
 
 

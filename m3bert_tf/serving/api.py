@@ -142,7 +142,7 @@ class Model:
         if isinstance(track, ModelInputs):
             return track.inputs[start:stop]
         return model_inputs(
-            self.normalization, track.raw(start, stop),
+            self.normalization, lambda: track.raw(start, stop),
             lambda: track.normalized(start, stop), self._global_scale,
         )  # fmt: skip
 
