@@ -132,7 +132,7 @@ def _examples_cache(tmp_path, corpus):
     files = shards.list_shards(corpus["shards"])
     sizes = {"genre": 1, "instrument": 1, "valence": 1, "arousal": 1}
     directory = str(tmp_path / "eval" / "embeddings")
-    stats = {b.name: b.frame_stats for b in baselines.frame_baselines()}
+    stats = baselines.frame_stats()
     feature_sets.load_examples(
         files, sizes, directory, log=lambda m: None, frame_stats=stats
     )

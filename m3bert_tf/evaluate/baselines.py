@@ -53,17 +53,20 @@ def _mean_std(raw: np.ndarray) -> np.ndarray:
     return np.concatenate([raw.mean(0), raw.std(0)])
 
 
+RANDOM_SEED = 0  # of the random-weight encoder (`models.seeding`); part of its cache key
+
+
 def _random_encoder(first, context) -> np.ndarray:
-    """The first model's encoder architecture with random weights (seed 0),
+    """The first model's encoder architecture with random weights,
     at the probed layer (a layer profile's control: its last block)."""
     from m3bert_tf.evaluate import feature_sets
 
-    twin = feature_sets.random_twin(first)
+    twin = feature_sets.random_twin(first, RANDOM_SEED)
     layer = "last" if context.layer == "all" else context.layer
     key = feature_sets.digest(
         feature_sets.data_description(context.files, context.label_sizes),
         first.info["encoder"], first.info.get("config"), str(layer), first.window_frames,
-        "seed_weights 0",
+        f"seed_weights {RANDOM_SEED}",
     )  # fmt: skip
     return feature_sets.cached(
         context.cache_dir, "random", key,
@@ -97,6 +100,7 @@ register(Baseline("random", "first model's encoder, random weights",
                   from_model=_random_encoder))  # fmt: skip
 
 
-def frame_baselines() -> list[Baseline]:
-    """The baselines computed from input frames, in table order."""
-    return [b for b in BASELINES.values() if b.frame_stats is not None]
+def frame_stats() -> dict:
+    """{name: frame_stats} of the baselines computed from input frames, in
+    table order (`feature_sets.load_examples` computes and caches them)."""
+    return {b.name: b.frame_stats for b in BASELINES.values() if b.frame_stats}

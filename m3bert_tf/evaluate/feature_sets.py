@@ -143,7 +143,7 @@ def load_examples(
 
     Args:
       frame_stats: {baseline name: [T, 324] raw float64 -> [D]}
-        (`baselines.frame_baselines`); part of the cache key.
+        (`baselines.frame_stats`); part of the cache key.
     """
     tasks = list(label_sizes)
     frame_stats = frame_stats or {}

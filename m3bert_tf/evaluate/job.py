@@ -20,7 +20,7 @@ import numpy as np
 
 from m3bert_tf import runs
 from m3bert_tf.evaluate import bootstrap, feature_sets, folds, layers, probe, report
-from m3bert_tf.evaluate.baselines import BASELINES, Context, frame_baselines
+from m3bert_tf.evaluate.baselines import BASELINES, Context, frame_stats
 from m3bert_tf.evaluate.config import EvaluateConfig
 from m3bert_tf.io import storage
 from m3bert_tf.tasks import metrics
@@ -262,13 +262,7 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
     manifest_spec = next(iter(manifests.values())).get("feature_spec")
     storage.makedirs(config.output_dir)
     cache_dir = os.path.join(config.output_dir, "embeddings")
-    examples = feature_sets.load_examples(
-        files,
-        label_sizes,
-        cache_dir,
-        log,
-        {b.name: b.frame_stats for b in frame_baselines()},
-    )
+    examples = feature_sets.load_examples(files, label_sizes, cache_dir, log, frame_stats())
 
     sets, first = [], None
     for entry in config.models:
