@@ -80,11 +80,10 @@ def model_throughput(run, export_path, frames, repeats):
 
 
 EMBED_CHILD = """
-import os, sys, time
+import sys, time
 sys.path.insert(0, {root!r})
 from m3bert_tf.serving import embed_job
-for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):  # as bin/embed
-    os.environ.setdefault(name, str(embed_job.model_threads({workers})))
+embed_job.claim_model_threads({workers})  # as bin/embed
 t = time.perf_counter()
 r = embed_job.run_embed(embed_job.EmbedConfig(model={model!r}, input={input!r},
     output_dir={out!r}, num_workers={workers}, progress_interval=1e9))

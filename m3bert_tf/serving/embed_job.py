@@ -262,13 +262,18 @@ def model_threads(
     num_workers: int, frontend: str = "librosa", cores: int | None = None
 ) -> int:
     """TensorFlow threads for the model's process: the cores the feature
-    workers leave, at least one. On 2 cores with 2 workers, TensorFlow's
-    default pools (one thread per core) queue behind the workers: the tiny
-    model's windows took 30 ms a batch there against 21 ms with one thread.
-    With the TensorFlow front end the workers only decode and the features
-    are computed here: every core."""
+    workers leave, at least one (beside 2 busy workers on 2 cores the tiny
+    model's batches took 30 ms with TensorFlow's default pools, 21 ms with
+    one thread); every core with the TF front end, whose workers only decode."""
     cores = cores or os.cpu_count() or 1
     return cores if frontend == "tf" else max(1, cores - num_workers)
+
+
+def claim_model_threads(num_workers: int, frontend: str = "librosa") -> None:
+    """`model_threads` through the environment TensorFlow reads as it starts
+    (a process of its own, before any op: bin/embed); the user's setting wins."""
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(name, str(model_threads(num_workers, frontend)))
 
 
 def model_feature_config(path: str):
