@@ -6,7 +6,7 @@ import pytest
 from conftest import music_like
 
 from m3bert_tf import schema
-from m3bert_tf.features import frames
+from m3bert_tf.features import banks, frames
 from m3bert_tf.features.cqt import ConstantQ
 
 SR, N_FFT, HOP = schema.SAMPLE_RATE, schema.N_FFT, schema.HOP_LENGTH
@@ -52,14 +52,17 @@ def test_block_equals_direct_librosa(waveform, extractor, block):
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-3)
 
 
-def test_cached_cqt_is_bit_exact_with_librosa(waveform):
-    cqt = ConstantQ(SR, HOP, librosa.note_to_hz("C1"), 144, 24)
-    theirs = np.abs(librosa.cqt(waveform, sr=SR, n_bins=144, bins_per_octave=24, **CQT))
-    np.testing.assert_array_equal(cqt(waveform), theirs)
-    # The cached bank is reused: a second, different signal is still exact.
-    other = music_like(3.1, SR, seed=9)
-    theirs = np.abs(librosa.cqt(other, sr=SR, n_bins=144, bins_per_octave=24, **CQT))
-    np.testing.assert_array_equal(cqt(other), theirs)
+def test_cached_cqt_equals_librosa(waveform):
+    cqt = ConstantQ(banks.cqt_bank(SR, HOP, librosa.note_to_hz("C1"), 144, 24))
+    for y in (waveform, music_like(3.1, SR, seed=9)):  # the bank serves any signal
+        theirs = np.abs(librosa.cqt(y, sr=SR, n_bins=144, bins_per_octave=24, **CQT))
+        ours = cqt(y)
+        assert ours.shape == theirs.shape
+        # float32 FFTs against librosa's float64 ones: rounding of each octave's
+        # largest response, nothing more.
+        error = np.abs(ours - theirs) / theirs.max(axis=1, keepdims=True)
+        print(f"CQT against librosa: {error.max():.1e} of a bin's largest value")
+        assert error.max() < 1e-5
 
 
 def test_authors_feature_set_uses_chroma_folded_cqt(waveform):
@@ -131,22 +134,25 @@ def test_chunking_on_real_features(extractor):
     np.testing.assert_array_equal(chunks[1][0], x[969].astype(np.float16))
 
 
-# How far numpy 2.x moves the features from the numpy 1.26.4 stack they were
-# first written on (measured 2026-12-03, Intel Xeon: STFT and mel spectra
-# bit-equal; librosa's CQT filters and resampling differ at float32 rounding,
-# 4e-7 of the largest bin, which the log spreads over the quietest top bins:
-# 1.2 % of the "paper" set's stored float16 values, at most 0.0068 of a
-# channel's standard deviation; the "authors" set 0.16 %, one float16 step).
-NUMPY2_FEATURE_ATOL = 0.01  # CMVN'd units: 1 % of a channel's std
-NUMPY2_CHANGED_SHARE = 0.02
-NUMPY2_STATS_RTOL = 1e-3
+# How far today's features are from those the first release wrote on the
+# numpy 1.26.4 stack (tests/fixtures/features_numpy1.26.4.npz). Measured
+# 2026-12-04, Intel Xeon: the power spectrum is a float32 FFT since
+# extraction moved to `features.spectrum` (librosa's is float64), which moves
+# MFCC, delta and mel values by one float16 step in about 2 % of cases; on
+# numpy 2.x librosa's CQT filters also differ at float32 rounding (4e-7 of the
+# largest bin), which the log spreads over the quietest top CQT bins. Stored
+# float16 values that differ: "paper" 1.3 % (numpy 1.26) and 2.5 % (numpy 2),
+# "authors" 1.0 % and 1.2 %; at most 0.0068 of a channel's standard deviation.
+FIXTURE_FEATURE_ATOL = 0.01  # CMVN'd units: 1 % of a channel's std
+FIXTURE_CHANGED_SHARE = 0.04
+FIXTURE_STATS_RTOL = 1e-3
 
 
 def test_features_equal_those_of_the_numpy_1_26_stack():
     """tests/fixtures/features_numpy1.26.4.npz was written on the TensorFlow
-    2.17.1 / numpy 1.26.4 stack: on numpy 1.26.4 (the tensorflow-io line) the
-    features are bit-identical, on numpy 2.x (the default line) within the
-    bounds above, and a model trained on either reads the other's shards."""
+    2.17.1 / numpy 1.26.4 stack by the first release: on either line the
+    features stay within the bounds above, so a model trained on shards of
+    any release or line reads the others'."""
     import os
     import sys
 
@@ -159,14 +165,13 @@ def test_features_equal_those_of_the_numpy_1_26_stack():
     got = featurize(want["pcm"], int(want["rate"]))
     assert set(got) == {k for k in want.files if k not in ("pcm", "rate")}
     for key, value in got.items():
-        if np.__version__ == "1.26.4":
-            np.testing.assert_array_equal(value, want[key], err_msg=key)
-        elif key.endswith("_chunk"):
+        if key.endswith("_chunk"):
             changed = np.mean(value != want[key])
-            assert changed <= NUMPY2_CHANGED_SHARE, (key, changed)
+            print(f"{key}: {100 * changed:.2f} % of the stored values differ")
+            assert changed <= FIXTURE_CHANGED_SHARE, (key, changed)
             np.testing.assert_allclose(value.astype(np.float32), want[key].astype(np.float32),
-                                       rtol=0, atol=NUMPY2_FEATURE_ATOL, err_msg=key)  # fmt: skip
+                                       rtol=0, atol=FIXTURE_FEATURE_ATOL, err_msg=key)  # fmt: skip
         else:
             np.testing.assert_allclose(
-                value, want[key], rtol=NUMPY2_STATS_RTOL, err_msg=key
+                value, want[key], rtol=FIXTURE_STATS_RTOL, err_msg=key
             )

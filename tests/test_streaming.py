@@ -25,6 +25,17 @@ def long_file(path, seconds, rate=22050):
     return path
 
 
+@pytest.mark.parametrize("block_samples", [100_000, 132_300, 10**7])
+def test_decoded_pieces_are_the_whole_file_resampled(tmp_path, block_samples):
+    """A resampling stream over pieces (long files) and one call (a file that
+    fits one piece) give the samples `audio.load_audio` gives."""
+    path = str(tmp_path / "a.wav")
+    soundfile.write(path, music_like(20.0, 48000, seed=3), 48000, subtype="FLOAT")
+    pieces = list(streaming.file_samples(path, block_samples=block_samples))
+    assert len(pieces) == (1 if block_samples > 882_000 else -(-882_000 // block_samples))
+    np.testing.assert_array_equal(np.concatenate(pieces), audio.load_audio(path))
+
+
 def test_one_block_track_is_exact(tmp_path, extractor):
     path = long_file(str(tmp_path / "short.wav"), 30.0)
     whole = extractor(audio.load_audio(path))

@@ -56,10 +56,10 @@ def _encode_fn(feature_config, specs):
 
             from m3bert_tf.features import frames as frames_lib
 
+            self.extractor = frames_lib.FeatureExtractor(feature_config)
             # As the local pool's workers: one BLAS thread (the parallelism
             # is across tracks), which also gives the same float rounding.
             threadpool_limits(1)
-            self.extractor = frames_lib.FeatureExtractor(feature_config)
 
         def process(self, track):
             try:

@@ -24,7 +24,7 @@ from m3bert_tf.data.shards import FAILURES_NAME, MANIFEST_NAME, SPEC_NAME, TASKS
 from m3bert_tf.datasets.base import LoadResult, Problem, Track
 from m3bert_tf.extract.encode import TrackProblem, label_vectors, write_framed
 from m3bert_tf.extract.manifest import build_manifest, write_splits
-from m3bert_tf.features import kernels
+from m3bert_tf.features import banks, kernels
 from m3bert_tf.features.config import FeatureConfig
 from m3bert_tf.fields import at_least, check_choices, choice
 from m3bert_tf.io import storage
@@ -85,10 +85,12 @@ def _init_worker(feature_config: FeatureConfig, spill_dir: str) -> None:
     global _EXTRACTOR, _SPILL_DIR
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(1)  # one BLAS thread per worker: the parallelism is across files
-    from m3bert_tf.features.frames import FeatureExtractor  # librosa: the workers' alone
+    from m3bert_tf.features.frames import FeatureExtractor
 
     _EXTRACTOR = FeatureExtractor(feature_config)
+    # One BLAS thread per worker (the parallelism is across files), set once
+    # the extractor has loaded every library it calls.
+    threadpool_limits(1)
     # A track's features spill there and its framed records wait there
     # (temporary files, debris if killed) for the parent to append: no track
     # is ever whole in memory.
@@ -277,8 +279,9 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
     spill_dir = storage.local_path(config.output_dir) or tempfile.gettempdir()
     num_workers = config.num_workers or os.cpu_count() or 1
     num_workers = max(1, min(num_workers, len(jobs)))
-    if jobs:  # once, here: workers only read the kernel cache
+    if jobs:  # once, here: workers only read the kernel and filter bank caches
         kernels.ensure_compiled()
+        banks.ensure(config.features, log)
     audio_seconds = 0.0
     progress = Progress("extract", len(todo), "files", config.progress_interval)
     writer, pool = None, None

@@ -1,7 +1,7 @@
 """The 324-dim frame features, per-track CMVN and the 30 s chunking rule.
 
     waveform [num_samples] float32 at 44.1 kHz
-      -> power STFT [1025, T] (Hamming 2048, hop 1024, centered), computed once
+      -> power STFT [T, 1025] (Hamming 2048, hop 1024, centered), computed once
       -> chroma 12 | mfcc 20 | delta_mfcc 20 | mel 128 | cqt 144   -> [T, 324]
       -> CMVN over the whole track -> chunks of at most 1294 frames -> float16
 
@@ -19,10 +19,13 @@ would cost a third of the extraction time and would misalign the chroma with
 the CQT block, which never estimates it.
 """
 
-import librosa
 import numpy as np
+import scipy.fft
+import scipy.sparse
 
 from m3bert_tf import schema
+from m3bert_tf.features import banks, spectrum
+from m3bert_tf.features.banks import CQT_BINS_PER_OCTAVE, CQT_FMIN  # noqa: F401 (re-exported)
 from m3bert_tf.features.config import FEATURE_SETS, FeatureConfig  # noqa: F401 (re-exported)
 from m3bert_tf.features.cqt import ConstantQ
 
@@ -30,16 +33,15 @@ N_MELS = schema.BLOCK["mel"].dim
 N_MFCC = schema.BLOCK["mfcc"].dim
 N_CHROMA = schema.BLOCK["chroma"].dim
 N_CQT = schema.BLOCK["cqt"].dim
-CQT_FMIN = 32.70319566257483  # C1 in Hz
-CQT_BINS_PER_OCTAVE = 24
 DELTA_WIDTH = 9  # librosa.feature.delta's default
 CMVN_MIN_STD = 1e-5  # channels flatter than this are set to 0 (their mean)
 TOP_DB = 80.0  # librosa.power_to_db's default floor under the loudest value
+AMIN = 1e-10  # librosa.power_to_db's floor on power
 
 
 def mel_db_max(mel_power: np.ndarray) -> float:
     """The largest value of `librosa.power_to_db(mel_power)` (ref 1.0, amin 1e-10)."""
-    return float(10.0 * np.log10(max(float(np.max(mel_power)), 1e-10)))
+    return float(10.0 * np.log10(max(float(np.max(mel_power)), AMIN)))
 
 
 def log_compress(power: np.ndarray) -> np.ndarray:
@@ -47,58 +49,91 @@ def log_compress(power: np.ndarray) -> np.ndarray:
     return np.log(10.0 * power + 1e-6)
 
 
+def delta_weights(width: int = DELTA_WIDTH) -> np.ndarray:
+    """[width] float64 weights of the Savitzky-Golay first derivative
+    (polynomial order 1) that librosa.feature.delta applies: k / sum(k^2),
+    k = -width // 2 ... width // 2."""
+    half = width // 2
+    k = np.arange(-half, half + 1, dtype=np.float64)
+    return k / (k * k).sum()
+
+
+def delta(x: np.ndarray, width: int = DELTA_WIDTH) -> np.ndarray:
+    """[T, C] -> [T, C] float32 `librosa.feature.delta(x.T, width).T`
+    (mode "interp"): the local slope over `width` frames; the first and last
+    width // 2 frames take the slope of the first and last full window (the
+    derivative of the line fitted there). T >= width."""
+    half = width // 2
+    x64 = np.asarray(x, np.float64)
+    num_frames = len(x64)
+    inner = np.zeros((num_frames - 2 * half, x64.shape[1]))
+    for k, w in enumerate(delta_weights(width)):
+        if w:
+            inner += w * x64[k : k + num_frames - 2 * half]
+    out = np.empty(x64.shape, np.float32)
+    out[half:-half] = inner
+    out[:half] = inner[0]
+    out[-half:] = inner[-1]
+    return out
+
+
 class FeatureExtractor:
     """Computes [num_frames, 324] float32 features of a 44.1 kHz waveform.
 
-    Build one per process: the mel, chroma and CQT filter banks are made once
-    and reused for every track.
+    Build one per process: its window, filter banks and CQT kernels come from
+    `banks.load` (built with librosa once per environment, then read from
+    disk) and are reused for every track.
     """
 
     def __init__(self, config: FeatureConfig = FeatureConfig()):
         self.config = config
-        sr = schema.SAMPLE_RATE
-        self.mel_basis = librosa.filters.mel(sr=sr, n_fft=schema.N_FFT, n_mels=N_MELS)
-        self.chroma_basis = librosa.filters.chroma(
-            sr=sr, n_fft=schema.N_FFT, n_chroma=N_CHROMA, tuning=config.tuning
-        )
+        bank = banks.load(config)
+        self.window = bank["window"]  # [2048] float32
+        self.mel_basis = bank["mel"]  # [128, 1025] float32
+        self.chroma_basis = bank["chroma"]  # [12, 1025] float32
+        # Each mel filter spans a few FFT bins (2 % of the bank is nonzero).
+        self._mel_sparse = scipy.sparse.csr_matrix(self.mel_basis)
+        self._chroma_t = np.ascontiguousarray(self.chroma_basis.T)
         if config.feature_set == "paper":
-            self.cqt = ConstantQ(
-                sr, schema.HOP_LENGTH, CQT_FMIN, N_CQT, CQT_BINS_PER_OCTAVE,
-                tuning=config.tuning,
-            )  # fmt: skip
+            self.cqt = ConstantQ(banks.cqt_part(bank))
+        else:  # librosa's chroma_cqt and its libraries, loaded now, not at a first track
+            import librosa
 
-    def power_spectrogram(self, waveform: np.ndarray) -> np.ndarray:
-        """[num_samples] -> [1025, num_frames] power STFT (float32)."""
-        spec = librosa.stft(
-            waveform, n_fft=schema.N_FFT, hop_length=schema.HOP_LENGTH,
-            window=schema.WINDOW, center=True,
-        )  # fmt: skip
-        return np.abs(spec) ** 2
+            self._chroma_cqt = librosa.feature.chroma_cqt
+
+    def power_rows(self, waveform: np.ndarray) -> np.ndarray:
+        """[num_samples] -> [num_frames, 1025] float32 power STFT."""
+        return spectrum.power_rows(waveform, schema.N_FFT, schema.HOP_LENGTH, self.window)
 
     def local_blocks(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
         """The parts of the features that depend only on nearby audio.
 
-        Returns {"chroma": [12, T], "mel_power": [128, T] (linear power),
-        "cqt": [144, T] (magnitude, not log-compressed)}, float32. Everything
-        else (`finish_blocks`) needs the whole track: the MFCC's dB floor is
-        80 dB under the track's loudest mel value.
+        Returns {"chroma": [T, 12] (max-normalized per frame), "mel_power":
+        [T, 128] (linear power), "cqt": [T, 144] (magnitude, not
+        log-compressed)}, float32. Everything else (`finish_blocks`) needs the
+        whole track: the MFCC's dB floor is 80 dB under the track's loudest
+        mel value.
         """
-        power = self.power_spectrogram(waveform)
-        # chroma_stft(S=power) with the cached basis: the same normalized chroma.
-        chroma = librosa.util.normalize(self.chroma_basis @ power, norm=np.inf, axis=0)
+        power = self.power_rows(waveform)
+        # librosa.feature.chroma_stft(S=power): the chroma filters, then each
+        # frame divided by its largest value (left as is when that is ~0).
+        chroma = power @ self._chroma_t
+        peak = np.max(np.abs(chroma), axis=1, keepdims=True)
+        chroma /= np.where(peak < np.finfo(np.float32).tiny, 1.0, peak)
         if self.config.feature_set == "paper":
-            cqt = self.cqt(waveform)
+            cqt = self.cqt(waveform).T
         else:
-            cqt = librosa.feature.chroma_cqt(
+            cqt = self._chroma_cqt(
                 y=waveform, sr=schema.SAMPLE_RATE, hop_length=schema.HOP_LENGTH,
                 fmin=CQT_FMIN, n_chroma=N_CQT, bins_per_octave=N_CQT,
                 tuning=self.config.tuning,
-            )  # fmt: skip
-        return {"chroma": chroma, "mel_power": self.mel_basis @ power, "cqt": cqt}
+            ).T  # fmt: skip
+        mel_power = (self._mel_sparse @ power.T).T
+        return {"chroma": chroma, "mel_power": mel_power, "cqt": cqt}
 
     @staticmethod
     def finish_blocks(local: dict[str, np.ndarray], db_max: float) -> dict[str, np.ndarray]:
-        """`local_blocks` output -> every block before normalization, [dim, T] each.
+        """`local_blocks` output -> every block before normalization, [T, dim] each.
 
         Args:
           local: the frame-local parts of `local_blocks`, T >= 9 frames (the
@@ -106,19 +141,21 @@ class FeatureExtractor:
           db_max: the track's largest mel power in dB (`mel_db_max`); the MFCC
             input is floored 80 dB below it, as `librosa.power_to_db` does.
         """
-        mel_db = librosa.power_to_db(local["mel_power"], top_db=None)
+        # librosa.power_to_db(ref=1.0, top_db=None), then the track's floor.
+        mel_db = 10.0 * np.log10(np.maximum(AMIN, local["mel_power"]))
         mel_db = np.maximum(mel_db, db_max - TOP_DB)
-        mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=N_MFCC)
+        # librosa.feature.mfcc(S=mel_db): DCT-II, orthonormal, first 20.
+        mfcc = scipy.fft.dct(mel_db, axis=1, type=2, norm="ortho")[:, :N_MFCC]
         return {
             "chroma": local["chroma"],
             "mfcc": mfcc,
-            "delta_mfcc": librosa.feature.delta(mfcc, width=DELTA_WIDTH),
+            "delta_mfcc": delta(mfcc),
             "mel": log_compress(local["mel_power"]),
             "cqt": log_compress(local["cqt"]),
         }
 
     def blocks(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
-        """Every block before normalization, each [dim, num_frames] float32.
+        """Every block before normalization, each [num_frames, dim] float32.
 
         chroma and mel are the librosa functions' outputs given the shared power
         STFT; mel and cqt are log-compressed (ln(10 S + 1e-6)).
@@ -135,12 +172,12 @@ class FeatureExtractor:
 
 
 def stack_blocks(blocks: dict[str, np.ndarray]) -> np.ndarray:
-    """{block name: [dim, T]} -> [T, 324] float32 in the schema's channel order
+    """{block name: [T, dim]} -> [T, 324] float32 in the schema's channel order
     (T: the shortest block's length)."""
-    num_frames = min(b.shape[1] for b in blocks.values())
+    num_frames = min(len(b) for b in blocks.values())
     out = np.empty((num_frames, schema.NUM_FEATURES), dtype=np.float32)
     for block in schema.BLOCKS:
-        out[:, block.start : block.stop] = blocks[block.name][:, :num_frames].T
+        out[:, block.start : block.stop] = blocks[block.name][:num_frames]
     return out
 
 
@@ -162,9 +199,10 @@ def cmvn_with_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
 def apply_cmvn(features: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """[num_frames, C] raw -> float32 (x - mean) / std per channel, computed in
     float64; channels with std < CMVN_MIN_STD become 0."""
-    x = np.asarray(features, np.float64)
+    out = np.array(features, np.float64)
     std = np.asarray(std, np.float64)
-    out = (x - np.asarray(mean, np.float64)) / np.maximum(std, CMVN_MIN_STD)
+    out -= np.asarray(mean, np.float64)
+    out /= np.maximum(std, CMVN_MIN_STD)
     out[:, std < CMVN_MIN_STD] = 0.0
     return out.astype(np.float32)
 

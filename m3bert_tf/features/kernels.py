@@ -31,8 +31,17 @@ STAMP_NAME = "checked.json"
 LOCK_NAME = ".lock"
 
 
+def cache_root() -> str:
+    """`$XDG_CACHE_HOME` (or ~/.cache)/m3bert_tf: what this package builds once
+    per environment (numba kernels here, filter banks in `banks`)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache"
+    )
+    return os.path.join(base, "m3bert_tf")
+
+
 def cache_dir() -> str:
-    """`$XDG_CACHE_HOME` (or ~/.cache)/m3bert_tf/numba/<python>-<numba>-<librosa>."""
+    """`cache_root()`/numba/<python>-<numba>-<librosa>."""
     from importlib import metadata
 
     versions = []
@@ -41,11 +50,8 @@ def cache_dir() -> str:
             versions.append(f"{package}{metadata.version(package)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{package}-none")
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".cache"
-    )
     python = f"py{sys.version_info.major}.{sys.version_info.minor}"
-    return os.path.join(base, "m3bert_tf", "numba", "-".join([python, *versions]))
+    return os.path.join(cache_root(), "numba", "-".join([python, *versions]))
 
 
 def configure() -> None:

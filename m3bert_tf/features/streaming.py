@@ -74,11 +74,7 @@ def file_samples(
         raise audio_lib.AudioError(f"{path}: not decodable audio ({_reason(e)})") from None
     with sound:
         rate = sound.samplerate
-        stream = None
-        if rate != schema.SAMPLE_RATE:
-            stream = soxr.ResampleStream(
-                rate, schema.SAMPLE_RATE, 1, dtype="float32", quality="HQ"
-            )
+        resample = _To44k(rate)
         read_frames = max(1, block_samples * rate // schema.SAMPLE_RATE)
         total = 0
         while True:
@@ -90,9 +86,7 @@ def file_samples(
                 ) from None
             last = len(data) < read_frames
             total += len(data)
-            mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-            if stream is not None:
-                mono = stream.resample_chunk(mono, last=last)
+            mono = resample(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0], last)
             if len(mono):
                 yield np.ascontiguousarray(mono, dtype=np.float32)
             if last:
@@ -110,18 +104,33 @@ def waveform_samples(
         raise ValueError(
             f"waveform must be [num_samples] (mono), got shape {waveform.shape}"
         )
-    stream = None
-    if sample_rate != schema.SAMPLE_RATE:
-        stream = soxr.ResampleStream(
-            sample_rate, schema.SAMPLE_RATE, 1, dtype="float32", quality="HQ"
-        )
+    resample = _To44k(sample_rate)
     step = max(1, block_samples * sample_rate // schema.SAMPLE_RATE)
     for start in range(0, max(len(waveform), 1), step):
-        piece = waveform[start : start + step]
-        if stream is not None:
-            piece = stream.resample_chunk(piece, last=start + step >= len(waveform))
+        piece = resample(waveform[start : start + step], start + step >= len(waveform))
         if len(piece):
             yield piece
+
+
+class _To44k:
+    """Consecutive float32 pieces at `rate` Hz -> 44.1 kHz, soxr "HQ" (as
+    `audio.load_audio`): a signal that comes in one piece is resampled in one
+    call, the same samples as a stream gives, without the stream's overhead."""
+
+    def __init__(self, rate: int):
+        self.rate = rate
+        self.stream = None
+
+    def __call__(self, piece: np.ndarray, last: bool) -> np.ndarray:
+        if self.rate == schema.SAMPLE_RATE:
+            return piece
+        if last and self.stream is None:
+            return soxr.resample(piece, self.rate, schema.SAMPLE_RATE, quality="HQ")
+        if self.stream is None:
+            self.stream = soxr.ResampleStream(
+                self.rate, schema.SAMPLE_RATE, 1, dtype="float32", quality="HQ"
+            )
+        return self.stream.resample_chunk(piece, last=last)
 
 
 def _reason(e: Exception) -> str:
@@ -289,10 +298,11 @@ def _local_pass(samples, extractor, out: _FrameFile, name: str):
         hi = None if stop_sample is None else stop_sample - buffer_start
         with warnings.catch_warnings():
             # A clip shorter than the CQT's low-octave filters (~1 s) is padded
-            # as librosa documents; its warning would repeat for every clip.
+            # as librosa documents; its warning (from chroma_cqt, the authors
+            # set) would repeat for every clip.
             warnings.filterwarnings("ignore", message="n_fft=.* is too large")
             local = extractor.local_blocks(buffer[lo:hi])
-        rows = np.concatenate([local["chroma"], local["mel_power"], local["cqt"]]).T
+        rows = np.concatenate([local["chroma"], local["mel_power"], local["cqt"]], axis=1)
         offset = next_frame - segment_start
         keep = (
             rows[offset:] if stop_sample is None else rows[offset : offset + BLOCK_FRAMES]
@@ -304,11 +314,14 @@ def _local_pass(samples, extractor, out: _FrameFile, name: str):
         next_frame += len(keep)
 
     for piece in samples:
-        if not np.all(np.isfinite(piece)):
-            raise audio_lib.AudioError(f"{name}: samples contain NaN or infinity")
+        if len(piece):
+            # NaN and infinity survive max and min: one check of the extremes.
+            piece_peak = max(float(np.max(piece)), -float(np.min(piece)))
+            if not np.isfinite(piece_peak):
+                raise audio_lib.AudioError(f"{name}: samples contain NaN or infinity")
+            peak = max(peak, piece_peak)
         num_samples += len(piece)
-        peak = max(peak, float(np.max(np.abs(piece))) if len(piece) else 0.0)
-        buffer = np.concatenate([buffer, piece])
+        buffer = np.concatenate([buffer, piece]) if len(buffer) else piece
         while (
             buffer_start + len(buffer) >= (next_frame + BLOCK_FRAMES + CONTEXT_FRAMES) * HOP
         ):
@@ -330,11 +343,11 @@ def _finish_pass(local: _FrameFile, out: _FrameFile, db_max: float):
     for start in range(0, n, BLOCK_FRAMES):
         stop = min(n, start + BLOCK_FRAMES)
         lo, hi = max(0, start - FINISH_CONTEXT), min(n, stop + FINISH_CONTEXT)
-        rows = local.read(lo, hi).T
+        rows = local.read(lo, hi)
         parts = {
-            "chroma": rows[:chroma_end],
-            "mel_power": rows[chroma_end:mel_end],
-            "cqt": rows[mel_end:],
+            "chroma": rows[:, :chroma_end],
+            "mel_power": rows[:, chroma_end:mel_end],
+            "cqt": rows[:, mel_end:],
         }
         blocks = frames_lib.FeatureExtractor.finish_blocks(parts, db_max)
         features = frames_lib.stack_blocks(blocks)
@@ -343,7 +356,8 @@ def _finish_pass(local: _FrameFile, out: _FrameFile, db_max: float):
         # Chan et al.'s pairwise update of the mean and the sum of squares.
         x = block.astype(np.float64)
         block_mean = x.mean(axis=0)
-        block_m2 = ((x - block_mean) ** 2).sum(axis=0)
+        x -= block_mean
+        block_m2 = np.einsum("ij,ij->j", x, x)
         total = count + len(x)
         delta = block_mean - mean
         mean = mean + delta * (len(x) / total)

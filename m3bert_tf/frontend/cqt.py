@@ -47,8 +47,8 @@ class TFConstantQ:
         self.lowpass = tf.constant(half_band_filter()[:, None, None])  # [taps, 1, 1]
         self.octaves = []  # (hop, n_fft, [n_fft // 2 + 1, filters] complex64 kernels, halve)
         for hop, n_fft, fft_basis, halve in reference.octaves:
-            dense = np.asarray(fft_basis.toarray(), np.complex64).T
-            self.octaves.append((hop, n_fft, tf.constant(dense), halve))
+            kernels = np.asarray(fft_basis, np.complex64).T
+            self.octaves.append((hop, n_fft, tf.constant(kernels), halve))
         self.inverse_sqrt_lengths = tf.constant(
             (1.0 / reference.sqrt_lengths[:, 0]).astype(np.float32)
         )

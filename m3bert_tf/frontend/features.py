@@ -26,12 +26,6 @@ from m3bert_tf.frontend.cqt import TFConstantQ
 from m3bert_tf.frontend.resample import Resampler
 
 
-def _delta_weights(width: int = reference.DELTA_WIDTH) -> np.ndarray:
-    half = width // 2
-    k = np.arange(-half, half + 1, dtype=np.float64)
-    return (k / (k * k).sum()).astype(np.float32)
-
-
 class FrontEnd(tf.Module):
     """The feature computation of `features.frames` as TensorFlow ops.
 
@@ -58,13 +52,13 @@ class FrontEnd(tf.Module):
             raise ValueError(f"normalization must be one of {MODES}")
         librosa_side = reference.FeatureExtractor(config)
         self.normalization = normalization
-        self.window = tf.constant(
-            np.hamming(schema.N_FFT + 1)[:-1].astype(np.float32)
-        )  # periodic, as scipy's get_window("hamming", 2048) that librosa uses
+        self.window = tf.constant(librosa_side.window)  # periodic Hamming, [2048]
         self.mel_basis = tf.constant(librosa_side.mel_basis.T.astype(np.float32))
         self.chroma_basis = tf.constant(librosa_side.chroma_basis.T.astype(np.float32))
         self.cqt = TFConstantQ(librosa_side.cqt)
-        self.delta = tf.constant(_delta_weights()[:, None, None])
+        self.delta = tf.constant(
+            reference.delta_weights().astype(np.float32)[:, None, None]
+        )
         if normalization == "global" and stats is None:
             raise ValueError("normalization 'global' needs the manifest's statistics")
         self.scale = global_scale(stats) if stats is not None else None

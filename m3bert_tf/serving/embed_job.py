@@ -33,8 +33,6 @@ from m3bert_tf.serving import embed_outputs
 from m3bert_tf.version import __version__
 
 TMP_DIR = ".tmp"
-
-
 FRONTENDS = ("librosa", "tf")  # how audio becomes features: the reference, or in-graph
 
 
@@ -96,8 +94,8 @@ def _init_worker(feature_config, tmp_dir) -> None:
     global _EXTRACTOR, _TMP
     from m3bert_tf.features import frames as frames_lib
 
-    _init_decoder()
     _EXTRACTOR, _TMP = frames_lib.FeatureExtractor(feature_config), tmp_dir
+    _init_decoder()  # after the extractor has loaded every library it calls
 
 
 def _featurize(track: Track):
@@ -149,9 +147,11 @@ class _Workers:
         if tf_frontend:
             self.work, init, init_args = _decode, _init_decoder, ()
         else:
-            from m3bert_tf.features.kernels import ensure_compiled
+            from m3bert_tf.features import banks, kernels
 
-            ensure_compiled()  # once, here: workers only read the kernel cache
+            # Once, here: workers only read the kernel and filter bank caches.
+            kernels.ensure_compiled()
+            banks.ensure(feature_config)
             self.work, init, init_args = _featurize, _init_worker, (feature_config, tmp_dir)
         self.num_workers, self.pool = num_workers, None
         if num_workers == 0:
