@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -78,6 +79,37 @@ def test_a_lock_left_by_a_killed_job_is_taken_over(tmp_path):
         with pytest.raises(locks.DirectoryInUse, match=f"pid {os.getpid()}"):
             locks.DirectoryLock(str(tmp_path), "output_dir").acquire()
     assert said == [f"took over the lock of an ended job (pid 999999) on {tmp_path}"]
+
+
+def test_a_killed_jobs_forked_children_do_not_hold_its_lock(tmp_path):
+    """The extraction job forks its workers while it holds the output
+    directory's lock: they close their copy at once, so a job killed while
+    they live (SIGKILL: no cleanup) leaves the directory free."""
+    code = (
+        "import multiprocessing, sys, time\n"
+        "from m3bert_tf.io import locks\n"
+        f"locks.DirectoryLock({str(tmp_path)!r}, 'output_dir').acquire()\n"
+        "child = multiprocessing.get_context('fork').Process(target=time.sleep, args=(60,))\n"
+        "child.start()\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    job = subprocess.Popen(
+        [sys.executable, "-c", code], env={**ENV, "PYTHONPATH": ROOT},
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    child = int(job.stdout.readline())
+    try:
+        assert locks.holder(str(tmp_path)) == str(job.pid)
+        job.kill()
+        job.wait()
+        os.kill(child, 0)  # the forked child still lives...
+        assert locks.holder(str(tmp_path)) is None  # ...and holds nothing
+        with locks.DirectoryLock(str(tmp_path), "output_dir"):
+            pass
+    finally:
+        job.kill()
+        os.kill(child, signal.SIGKILL)
 
 
 def test_only_our_own_temporary_files_are_removed(audio_dir, tmp_path):

@@ -75,8 +75,11 @@ class ConstantQ:
         for (hop, n_fft, _, halve), kernels in zip(
             self.octaves, self._time_kernels, strict=True
         ):
-            rows = np.ascontiguousarray(spectrum.frame_rows(y, n_fft, hop, np.float64))
-            responses.append((rows @ kernels).view(np.complex128))
+            frames = spectrum.frame_rows(y, n_fft, hop, np.float64)
+            response = np.empty((len(frames), kernels.shape[1]))
+            for start, stop in spectrum.blocks(len(frames)):
+                response[start:stop] = np.ascontiguousarray(frames[start:stop]) @ kernels
+            responses.append(response.view(np.complex128))
             if halve:
                 y = decimate(y, 2)
         # Octaves come top-down; stack them bottom-up, trimmed to the shortest.

@@ -18,6 +18,23 @@ import shutil
 
 LOCK_NAME = ".m3bert.lock"
 
+# The descriptors of the locks this process holds. A child forked while one is
+# held (the extraction job's workers) closes its copies at once: it never
+# holds the directory, and no lock outlives a killed job in its children.
+_HELD: set[int] = set()
+
+
+def _close_in_child() -> None:
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
+
 
 class DirectoryInUse(RuntimeError):
     """Another live process holds the directory's lock."""
@@ -83,10 +100,14 @@ class DirectoryLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        _HELD.add(fd)
         return self
 
     def release(self) -> None:
+        if self._fd is not None and self._fd not in _HELD:  # a forked child's copy
+            self._fd = None
         if self._fd is not None:
+            _HELD.discard(self._fd)
             os.ftruncate(self._fd, 0)  # an empty file: released cleanly
             if self._created and _only_lock_files(self._created):
                 shutil.rmtree(self._created, ignore_errors=True)  # still locked: ours
