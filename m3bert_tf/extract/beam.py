@@ -52,14 +52,13 @@ def _encode_fn(feature_config, specs):
 
     class Encode(beam.DoFn):
         def setup(self):
-            from threadpoolctl import threadpool_limits
-
             from m3bert_tf.features import frames as frames_lib
+            from m3bert_tf.features import workers
 
             self.extractor = frames_lib.FeatureExtractor(feature_config)
             # As the local pool's workers: one BLAS thread (the parallelism
-            # is across tracks), which also gives the same float rounding.
-            threadpool_limits(1)
+            # is across tracks, and the same float rounding), memory reused.
+            workers.configure()
 
         def process(self, track):
             try:

@@ -131,10 +131,10 @@ def _decode(track: Track):
 
 
 def _init_decoder() -> None:
-    """One BLAS thread per worker process."""
-    from threadpoolctl import threadpool_limits
+    """One BLAS thread per worker process, freed memory kept for the next file."""
+    from m3bert_tf.features import workers
 
-    threadpool_limits(1)
+    workers.configure()
 
 
 class _Workers:
