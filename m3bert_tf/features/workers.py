@@ -10,8 +10,9 @@
   of the heap beyond the trim threshold) and takes back page by page: 3,000 to
   5,500 page faults, 6-9 ms of kernel time (13 %) per file, measured
   2026-12-04 on an Intel Xeon. With a fixed 32 MB mmap threshold (glibc's
-  largest) and no trimming, a worker's memory stays at its peak (the same
-  peak: bounded by a block of audio) and is reused.
+  largest) and no trimming, a worker's memory stays at its peak and is
+  reused: still bounded by a block of audio (one worker extracting a 60 and
+  a 180-minute file: 126 MB both; 111 MB with glibc's defaults).
 """
 
 import ctypes
