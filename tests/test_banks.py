@@ -98,3 +98,13 @@ def test_a_worker_featurizes_without_importing_librosa(cache, tmp_path):
                          text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split("\n")[0] == f"{1 + 3 * 44100 // schema.HOP_LENGTH} []"
+
+
+def test_an_unwritable_cache_still_gives_the_bank(cache):
+    cache.write_text(
+        "a file where the cache directory would go"
+    )  # unwritable, even for root
+    said = []
+    got = banks.load(FeatureConfig(), log=said.append)
+    assert got["mel"].shape == (128, 1 + schema.N_FFT // 2)
+    assert said and "cannot cache the feature filter banks" in said[-1]

@@ -87,12 +87,16 @@ def load(config: FeatureConfig = FeatureConfig(), log=None) -> dict[str, np.ndar
     if log is not None:
         log(f"building the feature filter banks once for this environment (into {path})")
     bank = build(config)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        dir=os.path.dirname(path), prefix=".bank-", suffix=".tmp", delete=False
-    ) as f:
-        np.savez(f, key=np.array(key), **bank)
-    os.replace(f.name, path)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            dir=os.path.dirname(path), prefix=".bank-", suffix=".tmp", delete=False
+        ) as f:
+            np.savez(f, key=np.array(key), **bank)
+        os.replace(f.name, path)
+    except OSError as e:  # a read-only cache: every process builds its own
+        if log is not None:
+            log(f"cannot cache the feature filter banks in {path} ({e.strerror or e})")
     return bank
 
 
