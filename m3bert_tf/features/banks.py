@@ -6,7 +6,7 @@ The STFT window, the mel and chroma filter banks and the CQT's per-octave
 FFT kernels are librosa's (`build`). Building them imports librosa, and with
 it scipy.signal and numba: about 0.7 s of a process's start-up, paid by every
 extraction worker and twice by a job's first file. So they are built once,
-stored under the user's cache directory (`kernels.cache_root()`/banks) and
+stored under the user's cache directory (`storage.user_cache_dir()`/banks) and
 loaded from there: a worker then imports numpy, scipy.fft, soxr and
 soundfile, and no librosa (the "authors" feature set still calls
 librosa.feature.chroma_cqt).
@@ -30,8 +30,8 @@ from importlib import metadata
 import numpy as np
 
 from m3bert_tf import schema
-from m3bert_tf.features import kernels
 from m3bert_tf.features.config import FeatureConfig
+from m3bert_tf.io import storage
 
 CQT_FMIN = 32.70319566257483  # C1 in Hz
 CQT_BINS_PER_OCTAVE = 24
@@ -53,7 +53,7 @@ def cache_key(config: FeatureConfig) -> str:
 
 
 def cache_path(config: FeatureConfig) -> str:
-    return os.path.join(kernels.cache_root(), "banks", f"{cache_key(config)}.npz")
+    return os.path.join(storage.user_cache_dir(), "banks", f"{cache_key(config)}.npz")
 
 
 def _read(path: str, key: str, names=None) -> dict[str, np.ndarray] | None:

@@ -26,22 +26,15 @@ import shutil
 import subprocess
 import sys
 
+from m3bert_tf.io import storage
+
 CACHE_ENV = "NUMBA_CACHE_DIR"
 STAMP_NAME = "checked.json"
 LOCK_NAME = ".lock"
 
 
-def cache_root() -> str:
-    """`$XDG_CACHE_HOME` (or ~/.cache)/m3bert_tf: what this package builds once
-    per environment (numba kernels here, filter banks in `banks`)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".cache"
-    )
-    return os.path.join(base, "m3bert_tf")
-
-
 def cache_dir() -> str:
-    """`cache_root()`/numba/<python>-<numba>-<librosa>."""
+    """`storage.user_cache_dir()`/numba/<python>-<numba>-<librosa>."""
     from importlib import metadata
 
     versions = []
@@ -51,7 +44,7 @@ def cache_dir() -> str:
         except metadata.PackageNotFoundError:
             versions.append(f"{package}-none")
     python = f"py{sys.version_info.major}.{sys.version_info.minor}"
-    return os.path.join(cache_root(), "numba", "-".join([python, *versions]))
+    return os.path.join(storage.user_cache_dir(), "numba", "-".join([python, *versions]))
 
 
 def configure() -> None:

@@ -95,6 +95,15 @@ def _load_tfio(path, tf) -> None:
         raise OSError(f"{line}; its {scheme(path)}:// file system did not register")
 
 
+def user_cache_dir() -> str:
+    """`$XDG_CACHE_HOME` (or ~/.cache)/m3bert_tf: what the package builds once
+    per environment (librosa's numba kernels, the feature filter banks)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache"
+    )
+    return os.path.join(base, "m3bert_tf")
+
+
 def local_path(path) -> str | None:
     """The OS path of a plain path or a file:// URL; None for other URLs."""
     path = str(path)
