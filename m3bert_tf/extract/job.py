@@ -24,7 +24,7 @@ from m3bert_tf.data.shards import FAILURES_NAME, MANIFEST_NAME, SPEC_NAME, TASKS
 from m3bert_tf.datasets.base import LoadResult, Problem, Track
 from m3bert_tf.extract.encode import TrackProblem, label_vectors, write_framed
 from m3bert_tf.extract.manifest import build_manifest, write_splits
-from m3bert_tf.features import banks, kernels
+from m3bert_tf.features import workers
 from m3bert_tf.features.config import FeatureConfig
 from m3bert_tf.fields import at_least, check_choices, choice
 from m3bert_tf.io import storage
@@ -83,7 +83,6 @@ _SPILL_DIR = None
 
 def _init_worker(feature_config: FeatureConfig, spill_dir: str) -> None:
     global _EXTRACTOR, _SPILL_DIR
-    from m3bert_tf.features import workers
     from m3bert_tf.features.frames import FeatureExtractor
 
     _EXTRACTOR = FeatureExtractor(feature_config)
@@ -294,8 +293,7 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
     num_workers = config.num_workers or os.cpu_count() or 1
     num_workers = max(1, min(num_workers, len(jobs)))
     if jobs:  # once, here: workers only read the kernel and filter bank caches
-        kernels.ensure_compiled()
-        banks.ensure(config.features, log)
+        workers.prepare(config.features, log)
     audio_seconds = 0.0
     progress = Progress("extract", len(todo), "files", config.progress_interval)
     writer, pool = None, None

@@ -52,8 +52,10 @@ def cache_key(config: FeatureConfig) -> str:
     return hashlib.sha256(content.encode()).hexdigest()
 
 
-def cache_path(config: FeatureConfig) -> str:
-    return os.path.join(storage.user_cache_dir(), "banks", f"{cache_key(config)}.npz")
+def cache_path(config: FeatureConfig, key: str | None = None) -> str:
+    """Where the bank of `config` (whose `cache_key` is `key`, when known) is kept."""
+    key = key or cache_key(config)
+    return os.path.join(storage.user_cache_dir(), "banks", f"{key}.npz")
 
 
 def _read(path: str, key: str, names=None) -> dict[str, np.ndarray] | None:
@@ -72,7 +74,8 @@ def _read(path: str, key: str, names=None) -> dict[str, np.ndarray] | None:
 def ensure(config: FeatureConfig = FeatureConfig(), log=None) -> None:
     """Builds and stores the bank of `config` unless the cache holds it: run
     by a job's parent before its workers start, so that they only read it."""
-    if _read(cache_path(config), cache_key(config), names=()) is None:
+    key = cache_key(config)
+    if _read(cache_path(config, key), key, names=()) is None:
         load(config, log)
 
 
@@ -80,7 +83,7 @@ def load(config: FeatureConfig = FeatureConfig(), log=None) -> dict[str, np.ndar
     """The arrays of `build(config)`, from the cache (built and stored first
     when missing, unreadable or keyed otherwise)."""
     key = cache_key(config)
-    path = cache_path(config)
+    path = cache_path(config, key)
     bank = _read(path, key)
     if bank is not None:
         return bank

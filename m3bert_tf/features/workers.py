@@ -1,6 +1,11 @@
-"""What a process that featurizes files one after another sets up once.
+"""What a process that featurizes files one after another sets up once, and
+what the job that starts such processes prepares for them.
 
-    workers.configure()   # after the extractor is built, in each worker
+    workers.prepare(feature_config)   # in the job's process, before its workers start
+    workers.configure()               # after the extractor is built, in each worker
+
+- The caches workers only read: librosa's numba kernels (`kernels`, which two
+  workers compiling at once could poison) and the filter banks (`banks`).
 
 - One BLAS thread: the parallelism is across files (one process per core),
   and one thread also gives every worker count the same float rounding.
@@ -38,6 +43,15 @@ def keep_freed_memory() -> bool:
         mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
         and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     )
+
+
+def prepare(feature_config, log=None) -> None:
+    """Compiles the numba kernels and builds the filter bank of
+    `feature_config` unless cached, so that workers only read both caches."""
+    from m3bert_tf.features import banks, kernels
+
+    kernels.ensure_compiled()
+    banks.ensure(feature_config, log)
 
 
 def configure() -> None:

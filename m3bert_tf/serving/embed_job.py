@@ -147,11 +147,9 @@ class _Workers:
         if tf_frontend:
             self.work, init, init_args = _decode, _init_decoder, ()
         else:
-            from m3bert_tf.features import banks, kernels
+            from m3bert_tf.features import workers
 
-            # Once, here: workers only read the kernel and filter bank caches.
-            kernels.ensure_compiled()
-            banks.ensure(feature_config)
+            workers.prepare(feature_config)  # once, here: workers only read the caches
             self.work, init, init_args = _featurize, _init_worker, (feature_config, tmp_dir)
         self.num_workers, self.pool = num_workers, None
         if num_workers == 0:
