@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -312,3 +313,46 @@ def test_pretraining_names_a_shard_of_random_bytes(corpus_shards, tmp_path, dige
     assert proc.returncode == 2, proc.stderr[-3000:]
     said = "is not the shard manifest.json lists" if digest else "is corrupted"
     assert f"{shard} {said}" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_jobs_writing_to_a_url_stream_through_a_directory_of_their_own(
+    tmp_path, monkeypatch
+):
+    """bin/extract and bin/embed into a URL (TensorFlow's ram:// file system
+    here) keep their local temporary files in a new directory under the
+    system's, and remove it: a shared name there was cleared by every job,
+    under the feet of another one writing elsewhere."""
+    from m3bert_tf.serving.embed_job import EmbedConfig, run_embed
+
+    system_tmp = tmp_path / "system_tmp"
+    (system_tmp / ".tmp").mkdir(parents=True)
+    (system_tmp / ".tmp" / "another-job.raw").write_bytes(b"in flight")
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+    music = tmp_path / "music"
+    music.mkdir()
+    for i, name in enumerate("ab"):
+        write_audio(str(music / f"{name}.wav"), 2.0, 22050, seed=i)
+
+    def ours():
+        return sorted(
+            p.name for p in system_tmp.iterdir() if not p.name.startswith("__autograph")
+        )
+
+    manifest = extract.run_extract(extract.ExtractConfig(
+        input=str(music), output_dir="ram://integrity/shards", num_workers=2,
+        progress_interval=0.0,
+    ))  # fmt: skip
+    assert manifest["counts"]["tracks"] == 2 and ours() == [".tmp"]
+    run = make_run(tmp_path / "run", "pretrained")
+    result = run_embed(
+        EmbedConfig(model=run, input=str(music), output_dir="ram://integrity/emb")
+    )
+    assert result["embedded"] == 2 and not result["failed"]
+    assert ours() == [".tmp"]
+    assert (system_tmp / ".tmp" / "another-job.raw").read_bytes() == b"in flight"
+    assert sorted(tf.io.gfile.listdir("ram://integrity/emb")) == [
+        "a.npz",
+        "b.npz",
+        "embed.json",
+        "index.csv",
+    ]

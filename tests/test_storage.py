@@ -14,7 +14,7 @@ ALLOWED_OPEN = {
     "m3bert_tf/features/streaming.py": "spilled features: temporary files it created",
     "m3bert_tf/train/distribute.py": "/proc/cpuinfo",
     "m3bert_tf/runs/example_cache.py": "a memory-mapped cache, always on this machine's disk",
-    "m3bert_tf/serving/embed_job.py": "raw outputs in a temporary directory",
+    "m3bert_tf/serving/embed_outputs.py": "raw outputs in a temporary directory",
     "m3bert_tf/features/kernels.py": "numba's kernel cache: a local directory of ours (lock, stamp)",
     "m3bert_tf/features/banks.py": "its own source, hashed into the filter bank cache's key",
 }

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 
@@ -288,8 +289,11 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
             failures.add(e.problem)
     # Features wait in a local file between the passes: the output dir when
     # it is on this machine (a killed run's debris is removed with its
-    # shards'), else the temporary directory.
-    spill_dir = storage.local_path(config.output_dir) or tempfile.gettempdir()
+    # shards'), else a directory of this job's own, removed when it ends.
+    private_spill = not storage.local_path(config.output_dir)
+    spill_dir = storage.local_path(config.output_dir) or tempfile.mkdtemp(
+        prefix="m3bert-extract-"
+    )
     num_workers = config.num_workers or os.cpu_count() or 1
     num_workers = max(1, min(num_workers, len(jobs)))
     if jobs:  # once, here: workers only read the kernel and filter bank caches
@@ -331,6 +335,9 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
         failures.close()
         if pool is not None:
             pool.terminate()
+            pool.join()
+        if private_spill:
+            shutil.rmtree(spill_dir, ignore_errors=True)
     problems = [p.to_json() for p in loaded.problems]
     manifest = build_manifest(
         config, spec, task_specs, finished, problems + old_failures + failures.new

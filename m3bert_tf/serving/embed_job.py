@@ -20,9 +20,6 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-import zipfile
-
-import numpy as np
 
 from m3bert_tf import runs, schema
 from m3bert_tf.datasets.base import Problem, Track
@@ -194,68 +191,6 @@ def _featurized(tracks, model, workers: _Workers):
 # --- parent side ------------------------------------------------------------------
 
 
-class _TrackOutput:
-    """One track's outputs, streamed to temporary files until `write` makes the .npz."""
-
-    def __init__(self, track, spilled, plan, path, tmp_dir):
-        self.track, self.spilled, self.plan, self.path = track, spilled, plan, path
-        self.remaining = len(plan)
-        self.tmp_dir = tmp_dir
-        self.files, self.shapes, self.sums = {}, {}, {}
-
-    def add(self, frames: dict) -> None:
-        for key, value in frames.items():
-            value = np.ascontiguousarray(value, dtype=np.float32)
-            if key not in self.files:
-                self.files[key] = open(
-                    os.path.join(self.tmp_dir, f"{os.getpid()}-{id(self)}-{key}.raw"), "w+b"
-                )
-                self.shapes[key] = [0, *value.shape[1:]]
-                self.sums[key] = np.zeros(value.shape[1:], np.float64)
-            self.files[key].write(value.tobytes())
-            self.shapes[key][0] += len(value)
-            self.sums[key] += value.sum(axis=0, dtype=np.float64)
-        self.remaining -= 1
-
-    def write(self, frame_stack: int) -> None:
-        """The .npz, atomically (written under a temporary name, then renamed)."""
-        from m3bert_tf.data.windows import timestamps
-        from m3bert_tf.serving.api import clip_key
-
-        storage.makedirs(os.path.dirname(self.path) or ".")
-        temporary = os.path.join(self.tmp_dir, f"{os.getpid()}-{id(self)}.npz")
-        num_frames = self.shapes["frame_embeddings"][0]
-        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
-            small = {
-                "timestamps": timestamps(num_frames, frame_stack),
-                "duration_s": np.float64(self.spilled.duration_s),
-            }
-            for key, value in self.sums.items():
-                small[clip_key(key)] = (value / max(num_frames, 1)).astype(np.float32)
-            for key, value in small.items():
-                with z.open(f"{key}.npy", "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, np.asarray(value))
-            for key, handle in self.files.items():
-                header = {
-                    "descr": "<f4",
-                    "fortran_order": False,
-                    "shape": tuple(self.shapes[key]),
-                }
-                with z.open(f"{key}.npy", "w", force_zip64=True) as f:
-                    np.lib.format.write_array_header_1_0(f, header)
-                    handle.seek(0)
-                    shutil.copyfileobj(handle, f, 1 << 22)
-        storage.put_file(temporary, self.path)
-        self.close()
-
-    def close(self) -> None:
-        for handle in self.files.values():
-            handle.close()
-            os.remove(handle.name)
-        self.files = {}
-        self.spilled.close()
-
-
 def model_threads(
     num_workers: int, frontend: str = "librosa", cores: int | None = None
 ) -> int:
@@ -296,17 +231,31 @@ def run_embed(config: EmbedConfig) -> dict:
     from m3bert_tf.serving.api import load
 
     loaded = datasets.find_tracks(config.input)
-    # Outputs stream to local files there until a track's .npz is whole.
-    local = storage.local_path(config.output_dir)
-    tmp_dir = os.path.join(local or tempfile.gettempdir(), TMP_DIR)
+    tmp_dir = job_tmp_dir(config.output_dir)
     tf_frontend = config.frontend == "tf"
-    feature_config = None if tf_frontend else model_feature_config(config.model)
-    workers = _Workers(config.num_workers, tf_frontend, feature_config, tmp_dir)
     try:
-        model = load(config.model, frontend=config.frontend)
-        return _run_loaded(config, loaded, model, tmp_dir, workers)
+        feature_config = None if tf_frontend else model_feature_config(config.model)
+        workers = _Workers(config.num_workers, tf_frontend, feature_config, tmp_dir)
+        try:
+            model = load(config.model, frontend=config.frontend)
+            return _run_loaded(config, loaded, model, tmp_dir, workers)
+        finally:
+            workers.close()
     finally:
-        workers.close()
+        if not storage.local_path(config.output_dir):  # ours alone (job_tmp_dir)
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def job_tmp_dir(output_dir: str) -> str:
+    """Where features and outputs stream to local files until a track's .npz
+    is whole: `<output_dir>/.tmp` when the output is on this machine (a killed
+    run's leftovers are removed by the next run, under the output lock), else
+    a new directory of this job's own in the system's temporary directory
+    (jobs writing to different URLs must not share, or clear, one)."""
+    local = storage.local_path(output_dir)
+    if local:
+        return os.path.join(local, TMP_DIR)
+    return tempfile.mkdtemp(prefix="m3bert-embed-")
 
 
 def _run_loaded(config, loaded, model, tmp_dir, workers) -> dict:
@@ -363,7 +312,7 @@ def _embed_all(config, model, layer, window, hop, loaded, tmp_dir, workers) -> d
                 failed_now.append(result)
                 progress.update(stats["files"] + len(failed_now), _rate(stats, progress))
                 continue
-            output = _TrackOutput(
+            output = embed_outputs.TrackOutput(
                 track, result, model.plan(result.num_frames, window, hop),
                 embed_outputs.npz_path(config.output_dir, track.track_id), tmp_dir,
             )  # fmt: skip

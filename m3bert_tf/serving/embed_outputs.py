@@ -10,6 +10,7 @@ the rows of earlier inputs whose files are there (`write_index`).
 import csv
 import io
 import os
+import shutil
 import zipfile
 
 import numpy as np
@@ -127,3 +128,65 @@ def write_index(output_dir: str, tracks) -> list[dict]:
     writer.writerows(sorted(rows, key=lambda r: r["track_id"]))
     storage.write_atomic(index, text.getvalue())
     return rows
+
+
+class TrackOutput:
+    """One track's outputs, streamed to temporary files until `write` makes the .npz."""
+
+    def __init__(self, track, spilled, plan, path, tmp_dir):
+        self.track, self.spilled, self.plan, self.path = track, spilled, plan, path
+        self.remaining = len(plan)
+        self.tmp_dir = tmp_dir
+        self.files, self.shapes, self.sums = {}, {}, {}
+
+    def add(self, frames: dict) -> None:
+        for key, value in frames.items():
+            value = np.ascontiguousarray(value, dtype=np.float32)
+            if key not in self.files:
+                self.files[key] = open(
+                    os.path.join(self.tmp_dir, f"{os.getpid()}-{id(self)}-{key}.raw"), "w+b"
+                )
+                self.shapes[key] = [0, *value.shape[1:]]
+                self.sums[key] = np.zeros(value.shape[1:], np.float64)
+            self.files[key].write(value.tobytes())
+            self.shapes[key][0] += len(value)
+            self.sums[key] += value.sum(axis=0, dtype=np.float64)
+        self.remaining -= 1
+
+    def write(self, frame_stack: int) -> None:
+        """The .npz, atomically (written under a temporary name, then renamed)."""
+        from m3bert_tf.data.windows import timestamps
+        from m3bert_tf.serving.api import clip_key
+
+        storage.makedirs(os.path.dirname(self.path) or ".")
+        temporary = os.path.join(self.tmp_dir, f"{os.getpid()}-{id(self)}.npz")
+        num_frames = self.shapes["frame_embeddings"][0]
+        with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+            small = {
+                "timestamps": timestamps(num_frames, frame_stack),
+                "duration_s": np.float64(self.spilled.duration_s),
+            }
+            for key, value in self.sums.items():
+                small[clip_key(key)] = (value / max(num_frames, 1)).astype(np.float32)
+            for key, value in small.items():
+                with z.open(f"{key}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asarray(value))
+            for key, handle in self.files.items():
+                header = {
+                    "descr": "<f4",
+                    "fortran_order": False,
+                    "shape": tuple(self.shapes[key]),
+                }
+                with z.open(f"{key}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array_header_1_0(f, header)
+                    handle.seek(0)
+                    shutil.copyfileobj(handle, f, 1 << 22)
+        storage.put_file(temporary, self.path)
+        self.close()
+
+    def close(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+            os.remove(handle.name)
+        self.files = {}
+        self.spilled.close()
