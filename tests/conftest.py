@@ -139,8 +139,9 @@ def small_pipeline(data, batch_size=2):
     )
 
 
-def extract_corpus(root, shard_size=4, **corpus_kwargs) -> str:
-    """Writes the example corpus under `root` and extracts it; returns the shard dir."""
+def extract_corpus(root, **corpus_kwargs) -> str:
+    """Writes the example corpus under `root` and extracts it (4 examples
+    per shard); returns the shard dir."""
     from m3bert_tf import extract
     from m3bert_tf.demo import corpus
 
@@ -195,9 +196,7 @@ def pretrained_corpus(tmp_path_factory):
     import subprocess
 
     root = tmp_path_factory.mktemp("pretrained")
-    shards = extract_corpus(
-        root, shard_size=16, num_tracks=320, min_duration=6.0, max_duration=12.0
-    )
+    shards = extract_corpus(root, num_tracks=320, min_duration=6.0, max_duration=12.0)
     res = subprocess.run(
         run_bin("pretrain", f"--flagfile={os.path.join(ROOT, 'configs', 'tiny.flags')}",
                 f"--data={shards}", f"--model_dir={root / 'pretrain'}"),

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 
+import numpy as np
 import pytest
 from conftest import ROOT, run_bin, write_audio
 
@@ -206,3 +207,33 @@ def test_bin_extract_writes_labeled_shards_and_splits(tmp_path):
         dance = parsed[schema.TRACK_ID_KEY].numpy().decode().split("/")[0]
         assert parsed["label/ballroom"].numpy().tolist() == [float(dances.index(dance))]
         assert parsed["label/genre"].numpy().tolist() == [0.0]
+
+
+def test_the_example_corpus_notes_are_their_full_sum_of_partials():
+    """The synthesizer skips partials of zero amplitude (the organ's upper, the
+    square's even ones) for speed; a note must equal the plain sum over every
+    partial up to float32 rounding, or the example corpus would change."""
+    from m3bert_tf.demo import corpus
+
+    for instrument in corpus.INSTRUMENTS:
+        for f0, rate in ((110.0, 22050), (523.25, 48000)):
+            got = corpus._tone(instrument, f0, 0.5, rate, brightness=0.7)
+            k, amps = corpus._harmonics(instrument, f0, rate)
+            amps = amps * 0.7 ** (k - 1)
+            t = np.arange(len(got)) / rate
+            wave = np.sin(2 * np.pi * f0 * t[:, None] * k[None, :])
+            if instrument == "pluck":
+                wave = wave * np.exp(-t[:, None] * (3.0 + 2.0 * k[None, :]))
+            else:
+                attack = np.minimum(t / (0.12 if instrument == "saw" else 0.01), 1.0)
+                wave = (
+                    wave * (attack * np.minimum((0.5 - t) / 0.03, 1.0).clip(0, 1))[:, None]
+                )
+                if instrument == "square":
+                    wave = (
+                        wave
+                        * (1.0 - 0.5 * (0.5 + 0.5 * np.sin(2 * np.pi * 7.0 * t)))[:, None]
+                    )
+            want = (wave @ amps) / np.sum(np.abs(amps))
+            np.testing.assert_allclose(got, want, rtol=0, atol=2e-7, err_msg=instrument)
+            assert np.sum(amps != 0) < len(k) or instrument in ("saw", "pluck")
