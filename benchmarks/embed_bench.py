@@ -20,7 +20,10 @@ In one process (or its children), on the same inputs:
    (decoding and resampling paid by the feature workers, as in
    extract_bench.py). The model process's share of a clip bounds the gain of
    a second worker on two cores: with features f and model m ms per clip,
-   one worker runs at max(f, m), two at (f + m) / 2 at best.
+   one worker runs at max(f, m), two at (f + m) / 2 at best; and of more
+   workers, each on a core of its own beside the model's: max(f / W, m).
+   m is measured (the job's clock less the time it waited for workers,
+   steady state), f is the 1-worker steady state where the model waited.
 Peak memory on long files: benchmarks/long_audio_bench.py.
 """
 
@@ -95,7 +98,7 @@ embed_job.claim_model_threads({workers})  # as bin/embed
 t = time.perf_counter()
 r = embed_job.run_embed(embed_job.EmbedConfig(model={model!r}, input={input!r},
     output_dir={out!r}, num_workers={workers}, progress_interval=1e9))
-print(r["audio_s"], time.perf_counter() - t, r["seconds"])
+print(r["audio_s"], time.perf_counter() - t, r["seconds"], r["waiting_s"])
 """
 
 
@@ -110,10 +113,12 @@ def run_embed_child(model, input_path, out, workers, repeats=1):
         proc = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
         )
-        audio_s, seconds, job_seconds = map(float, proc.stdout.split()[-3:])
+        audio_s, seconds, job_seconds, waiting = map(float, proc.stdout.split()[-4:])
         if best is None or seconds < best["seconds"]:
-            best = {"audio_s": audio_s, "seconds": seconds}
-        best["job_seconds"] = min(best.get("job_seconds", job_seconds), job_seconds)
+            best = {**(best or {}), "audio_s": audio_s, "seconds": seconds}
+        if job_seconds < best.get("job_seconds", float("inf")):
+            # The model process's busy time, from the same run as the job's clock.
+            best["job_seconds"], best["model_busy_s"] = job_seconds, job_seconds - waiting
     return best
 
 
@@ -134,10 +139,16 @@ def end_to_end(tmp, model, clips, count, repeats):
         )
         r["audio_hours_per_s"] = r["audio_s"] / 3600 / r["seconds"]
         r["steady_ms_per_clip"] = 1000 * (r2["job_seconds"] - r["job_seconds"]) / count
+        r["model_busy_ms_per_clip"] = (
+            1000 * (r2["model_busy_s"] - r["model_busy_s"]) / count
+        )
         out[f"workers_{workers}"] = r
     one, two = out["workers_1"], out["workers_2"]
     out["speedup_2_vs_1"] = one["seconds"] / two["seconds"]
     out["steady_speedup_2_vs_1"] = one["steady_ms_per_clip"] / two["steady_ms_per_clip"]
+    # With one worker the model process runs beside it: a clip takes max(f, m).
+    f, m = one["steady_ms_per_clip"], one["model_busy_ms_per_clip"]
+    out["predicted_speedup"] = {str(w): f / max(f / w, m) for w in (2, 4, 8, 16, 32)}
     return out
 
 
@@ -212,6 +223,12 @@ def main():
                       f"steady state {w['steady_ms_per_clip']:.1f} ms per clip", flush=True)  # fmt: skip
             print(f"  1 -> 2 workers: {r['speedup_2_vs_1']:.2f}x the job, "
                   f"{r['steady_speedup_2_vs_1']:.2f}x in steady state", flush=True)  # fmt: skip
+            one = r["workers_1"]
+            print(f"  the model process busy {one['model_busy_ms_per_clip']:.1f} ms per clip "
+                  f"beside 1 worker ({one['steady_ms_per_clip']:.1f} ms); predicted speedup "
+                  "with a core per worker beside it: " + ", ".join(
+                      f"{w} workers {x:.2f}x" for w, x in r["predicted_speedup"].items()),
+                  flush=True)  # fmt: skip
 
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     write_json_atomic(args.output, result)
