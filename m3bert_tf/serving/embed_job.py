@@ -35,8 +35,8 @@ FRONTENDS = ("librosa", "tf")  # how audio becomes features: the reference, or i
 # Feature workers run at a lower priority than the model's process, the one
 # serial stage: with more processes than cores it is not preempted by the
 # workers it waits for (2 workers on 2 cores, 64 x 30 s clips: its busy time
-# per clip 24 -> 17 ms, the job 2-15 % faster in 9 of 9 paired runs; the
-# steady state of WAV clips within noise, -4 % to +1 %; docs/speed.md).
+# per clip 24 -> 17 ms, the job 2-15 % faster in 9 of 9 paired runs; in the
+# steady state ogg clips faster, WAV clips 3-5 % slower; docs/speed.md).
 WORKER_NICENESS = 10
 
 
