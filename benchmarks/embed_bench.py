@@ -103,9 +103,11 @@ print(r["audio_s"], time.perf_counter() - t, r["seconds"], r["waiting_s"])
 
 
 def run_embed_child(model, input_path, out, workers, repeats=1):
-    """bin/embed's job in a fresh process: the best of `repeats` runs, each
-    into a new output directory (a rerun into one would skip every file)."""
-    best = None
+    """bin/embed's job in a fresh process, `repeats` times, each into a new
+    output directory (a rerun into one would skip every file): the best
+    "seconds" (start-up included) and, from the run with the best job clock,
+    "job_seconds" and "model_busy_s" (that clock less the model's waiting)."""
+    runs = []
     for repeat in range(repeats):
         code = EMBED_CHILD.format(
             root=ROOT, model=model, input=input_path, out=f"{out}-{repeat}", workers=workers
@@ -114,12 +116,11 @@ def run_embed_child(model, input_path, out, workers, repeats=1):
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
         )
         audio_s, seconds, job_seconds, waiting = map(float, proc.stdout.split()[-4:])
-        if best is None or seconds < best["seconds"]:
-            best = {**(best or {}), "audio_s": audio_s, "seconds": seconds}
-        if job_seconds < best.get("job_seconds", float("inf")):
-            # The model process's busy time, from the same run as the job's clock.
-            best["job_seconds"], best["model_busy_s"] = job_seconds, job_seconds - waiting
-    return best
+        runs.append((seconds, job_seconds, job_seconds - waiting, audio_s))
+    seconds, _, _, audio_s = min(runs)
+    _, job_seconds, busy, _ = min(runs, key=lambda r: r[1])
+    return {"audio_s": audio_s, "seconds": seconds, "job_seconds": job_seconds,
+            "model_busy_s": busy}  # fmt: skip
 
 
 def end_to_end(tmp, model, clips, count, repeats):

@@ -16,9 +16,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import shutil
 import sys
-import tempfile
 
 from m3bert_tf import datasets
 from m3bert_tf.data.shards import FAILURES_NAME, MANIFEST_NAME, SPEC_NAME, TASKS_NAME
@@ -287,19 +285,17 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
             jobs.append((track, label_vectors(track, loaded.specs)))
         except TrackProblem as e:
             failures.add(e.problem)
-    # Features wait in a local file between the passes: the output dir when
-    # it is on this machine (a killed run's debris is removed with its
-    # shards'), else a directory of this job's own, removed when it ends.
-    private_spill = not storage.local_path(config.output_dir)
-    spill_dir = storage.local_path(config.output_dir) or tempfile.mkdtemp(
-        prefix="m3bert-extract-"
-    )
     num_workers = config.num_workers or os.cpu_count() or 1
     num_workers = max(1, min(num_workers, len(jobs)))
     if jobs:  # once, here: workers only read the kernel and filter bank caches
         workers.prepare(config.features, log)
     audio_seconds = 0.0
     progress = Progress("extract", len(todo), "files", config.progress_interval)
+    # Features wait in a local file between the passes: the output dir when
+    # it is on this machine (a killed run's debris is removed with its
+    # shards'), else a directory of this job's own, removed when it ends.
+    scratch = storage.LocalScratch(config.output_dir, prefix="m3bert-extract-")
+    spill_dir = scratch.path
     writer, pool = None, None
     try:
         if num_workers == 1:
@@ -336,8 +332,7 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
         if pool is not None:
             pool.terminate()
             pool.join()
-        if private_spill:
-            shutil.rmtree(spill_dir, ignore_errors=True)
+        scratch.close()
     problems = [p.to_json() for p in loaded.problems]
     manifest = build_manifest(
         config, spec, task_specs, finished, problems + old_failures + failures.new

@@ -10,7 +10,7 @@ segmentation fault and no message (seen with `piptrack`'s
   numba's cache at `cache_dir()`, a directory of ours per Python, numba and
   librosa version (`NUMBA_CACHE_DIR`; a value the user set is kept);
 - `ensure_compiled()` (run by every job's parent before it starts workers,
-  `workers.prepare`, and by `make install`) compiles every kernel our code and the benchmarks'
+  through `workers.prepare`, and by `make install`) compiles every kernel our code and the benchmarks'
   reference paths use, in a child process, under a file lock, so that no
   two processes ever write the cache at once and workers only read it. A
   child that fails (a cache that does not load can crash the process) has

@@ -22,6 +22,7 @@ import hashlib
 import os
 import posixpath
 import shutil
+import tempfile
 
 # Files being written (atomic writes, shards, spills); only names with this
 # suffix are ever removed as debris of a killed job.
@@ -110,6 +111,29 @@ def local_path(path) -> str | None:
     if path.startswith("file://"):
         return path[len("file://") :]
     return None if is_url(path) else path
+
+
+class LocalScratch:
+    """A local directory for a job's temporary files while it writes `output_dir`.
+
+    On this machine, `<output_dir>/<subdirectory>` (or `output_dir` itself):
+    the job clears a killed run's leftovers there under its directory lock,
+    and `close` leaves it. For a URL, a new directory of the job's own under
+    the system's temporary directory, removed by `close`: jobs writing to
+    different URLs must not share, or clear, one.
+    """
+
+    def __init__(self, output_dir, subdirectory: str = "", prefix: str = "m3bert-"):
+        local = local_path(output_dir)
+        self.private = local is None
+        if self.private:
+            self.path = tempfile.mkdtemp(prefix=prefix)
+        else:
+            self.path = os.path.join(local, subdirectory) if subdirectory else local
+
+    def close(self) -> None:
+        if self.private:
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 def abspath(path) -> str:

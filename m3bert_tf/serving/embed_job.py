@@ -19,7 +19,6 @@ import dataclasses
 import multiprocessing
 import os
 import shutil
-import tempfile
 import time
 
 from m3bert_tf import runs, schema
@@ -247,31 +246,19 @@ def run_embed(config: EmbedConfig) -> dict:
     from m3bert_tf.serving.api import load
 
     loaded = datasets.find_tracks(config.input)
-    tmp_dir = job_tmp_dir(config.output_dir)
+    # Features and outputs stream to local files there until a track's .npz is whole.
+    scratch = storage.LocalScratch(config.output_dir, TMP_DIR, prefix="m3bert-embed-")
     tf_frontend = config.frontend == "tf"
     try:
         feature_config = None if tf_frontend else model_feature_config(config.model)
-        workers = _Workers(config.num_workers, tf_frontend, feature_config, tmp_dir)
+        workers = _Workers(config.num_workers, tf_frontend, feature_config, scratch.path)
         try:
             model = load(config.model, frontend=config.frontend)
-            return _run_loaded(config, loaded, model, tmp_dir, workers)
+            return _run_loaded(config, loaded, model, scratch.path, workers)
         finally:
             workers.close()
     finally:
-        if not storage.local_path(config.output_dir):  # ours alone (job_tmp_dir)
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-
-
-def job_tmp_dir(output_dir: str) -> str:
-    """Where features and outputs stream to local files until a track's .npz
-    is whole: `<output_dir>/.tmp` when the output is on this machine (a killed
-    run's leftovers are removed by the next run, under the output lock), else
-    a new directory of this job's own in the system's temporary directory
-    (jobs writing to different URLs must not share, or clear, one)."""
-    local = storage.local_path(output_dir)
-    if local:
-        return os.path.join(local, TMP_DIR)
-    return tempfile.mkdtemp(prefix="m3bert-embed-")
+        scratch.close()
 
 
 def _run_loaded(config, loaded, model, tmp_dir, workers) -> dict:
