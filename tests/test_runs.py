@@ -90,7 +90,7 @@ def test_bin_pretrain_refuses_another_num_layers_and_resumes_more_steps(
 def test_start_up_lines_are_hidden_by_the_level_a_user_set():
     """TensorFlow 2.21 writes its import-time lines through absl before it reads
     TF_CPP_MIN_LOG_LEVEL; the binaries filter them by the same levels."""
-    from m3bert_tf.cli import hidden
+    from m3bert_tf.io.logs import hidden
 
     info = "I0000 00:00:1796319248.236745   31021 port.cc:153] oneDNN custom operations are on."
     warning = "W0000 00:00:1796319248.2   31021 cpu_feature_guard.cc:1] slow"
