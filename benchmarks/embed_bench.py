@@ -11,19 +11,20 @@ In one process (or its children), on the same inputs:
    (L=4, H=768) with random weights, batches of 8 windows of --frames frames;
    the ratio is the export's overhead (target: within 10 %);
 2. bin/embed end to end (decode, features, model, .npz), audio-hours per
-   second, with 1 and 2 feature workers, on --clips 30 s clips, start-up
-   (loading the model, booting workers) included, after an untimed warm-up
-   run and the best of --job_repeats; and its steady state, T(2N clips) -
-   T(N clips) of the job's own clock (which starts once the model is
-   loaded), in which the first files' latency cancels; for WAV clips at
-   44.1 kHz (decoding is almost free) and ogg/vorbis clips at 48 kHz
-   (decoding and resampling paid by the feature workers, as in
-   extract_bench.py). The model process's share of a clip bounds the gain of
-   a second worker on two cores: with features f and model m ms per clip,
-   one worker runs at max(f, m), two at (f + m) / 2 at best; and of more
-   workers, each on a core of its own beside the model's: max(f / W, m).
-   m is measured (the job's clock less the time it waited for workers,
-   steady state), f is the 1-worker steady state where the model waited.
+   second, with 1 and 2 workers, on --clips 30 s clips, start-up (loading
+   the model, booting workers) included, after an untimed warm-up run and
+   the best of --job_repeats; and its steady state, T(2N clips) - T(N clips)
+   of the job's own clock (which starts once the model is loaded), in which
+   the first files' latency cancels; for WAV clips at 44.1 kHz (decoding is
+   almost free) and ogg/vorbis clips at 48 kHz (decoding and resampling paid
+   by the workers, as in extract_bench.py). Both layouts (--model_in):
+   "workers" (each worker embeds whole tracks; the job's process only hands
+   them out: its busy time per clip, the job's clock less its waiting, is
+   the serial share s, and W workers on a core each run at max(w / W, s),
+   w the 1-worker steady state) and "main" (one model process fed by
+   feature workers: its busy time m bounds them; with features f per clip,
+   one worker runs at max(f, m), two at (f + m) / 2 at best, W at
+   max(f / W, m)).
 Peak memory on long files: benchmarks/long_audio_bench.py.
 """
 
@@ -94,24 +95,26 @@ EMBED_CHILD = """
 import sys, time
 sys.path.insert(0, {root!r})
 from m3bert_tf.serving import embed_job
-embed_job.claim_model_threads({workers})  # as bin/embed
+config = embed_job.EmbedConfig(model={model!r}, input={input!r}, output_dir={out!r},
+    num_workers={workers}, model_in={model_in!r}, progress_interval=1e9)
+embed_job.claim_model_threads(config)  # as bin/embed
 t = time.perf_counter()
-r = embed_job.run_embed(embed_job.EmbedConfig(model={model!r}, input={input!r},
-    output_dir={out!r}, num_workers={workers}, progress_interval=1e9))
+r = embed_job.run_embed(config)
 print(r["audio_s"], time.perf_counter() - t, r["seconds"], r["waiting_s"])
 """
 
 
-def run_embed_child(model, input_path, out, workers, repeats=1):
+def run_embed_child(model, input_path, out, workers, repeats=1, model_in="main"):
     """bin/embed's job in a fresh process, `repeats` times, each into a new
     output directory (a rerun into one would skip every file): the best
     "seconds" (start-up included) and, from the run with the best job clock,
-    "job_seconds" and "model_busy_s" (that clock less the model's waiting)."""
+    "job_seconds" and "busy_s" (that clock less the job's process's waiting)."""
     runs = []
     for repeat in range(repeats):
         code = EMBED_CHILD.format(
-            root=ROOT, model=model, input=input_path, out=f"{out}-{repeat}", workers=workers
-        )
+            root=ROOT, model=model, input=input_path, out=f"{out}-{repeat}",
+            workers=workers, model_in=model_in,
+        )  # fmt: skip
         proc = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
         )
@@ -120,37 +123,92 @@ def run_embed_child(model, input_path, out, workers, repeats=1):
     seconds, _, _, audio_s = min(runs)
     _, job_seconds, busy, _ = min(runs, key=lambda r: r[1])
     return {"audio_s": audio_s, "seconds": seconds, "job_seconds": job_seconds,
-            "model_busy_s": busy}  # fmt: skip
+            "busy_s": busy}  # fmt: skip
 
 
-def end_to_end(tmp, model, clips, count, repeats):
+def end_to_end(tmp, model, clips, count, repeats, model_in):
     """bin/embed with 1 and 2 workers on the clips in `clips` (and on each
     twice, for the steady state): {workers_1, workers_2, speedups}."""
     doubled = clips + "-twice"
-    os.makedirs(doubled)
-    for name in os.listdir(clips):  # the same clips twice: 2N files
-        for copy in range(2):
-            os.symlink(os.path.join(clips, name), os.path.join(doubled, f"{copy}_{name}"))
+    if not os.path.isdir(doubled):
+        os.makedirs(doubled)
+        for name in os.listdir(clips):  # the same clips twice: 2N files
+            for copy in range(2):
+                os.symlink(
+                    os.path.join(clips, name), os.path.join(doubled, f"{copy}_{name}")
+                )
     out = {}
     for workers in (1, 2):
-        tag = f"{os.path.basename(clips)}-{workers}"
-        r = run_embed_child(model, clips, os.path.join(tmp, tag), workers, repeats)
+        tag = f"{os.path.basename(clips)}-{model_in}-{workers}"
+        r = run_embed_child(
+            model, clips, os.path.join(tmp, tag), workers, repeats, model_in
+        )
         r2 = run_embed_child(
-            model, doubled, os.path.join(tmp, tag + "x2"), workers, repeats
+            model, doubled, os.path.join(tmp, tag + "x2"), workers, repeats, model_in
         )
         r["audio_hours_per_s"] = r["audio_s"] / 3600 / r["seconds"]
         r["steady_ms_per_clip"] = 1000 * (r2["job_seconds"] - r["job_seconds"]) / count
-        r["model_busy_ms_per_clip"] = (
-            1000 * (r2["model_busy_s"] - r["model_busy_s"]) / count
-        )
+        # The job's process busy: the model process ("main"), the hand-out ("workers").
+        r["busy_ms_per_clip"] = 1000 * (r2["busy_s"] - r["busy_s"]) / count
+        r["busy_s_2n"] = r2["busy_s"]
         out[f"workers_{workers}"] = r
     one, two = out["workers_1"], out["workers_2"]
     out["speedup_2_vs_1"] = one["seconds"] / two["seconds"]
     out["steady_speedup_2_vs_1"] = one["steady_ms_per_clip"] / two["steady_ms_per_clip"]
-    # With one worker the model process runs beside it: a clip takes max(f, m).
-    f, m = one["steady_ms_per_clip"], one["model_busy_ms_per_clip"]
-    out["predicted_speedup"] = {str(w): f / max(f / w, m) for w in (2, 4, 8, 16, 32)}
+    # "main": with one worker the model process runs beside it, a clip takes
+    # max(f, m); "workers": one worker does all of a clip, the job's process
+    # only its serial share s.
+    # s: the model process's busy time per clip in steady state; or the job's
+    # process's per clip over the whole 2N-clip job (its fixed work included:
+    # an upper bound, where the steady-state difference is within noise).
+    w = one["steady_ms_per_clip"]
+    if model_in == "workers":
+        s = 1000 * one["busy_s_2n"] / (2 * count)
+    else:
+        s = one["busy_ms_per_clip"]
+    out["serial_ms_per_clip"] = s
+    # A longer job, from the measured start-up (the job's wall time less its
+    # clips at the steady rate) and steady state: T(n) = start + n x steady.
+    start = {
+        k: out[k]["seconds"] - count * out[k]["steady_ms_per_clip"] / 1000
+        for k in ("workers_1", "workers_2")
+    }
+    out["start_up_s"] = start
+    out["predicted_job_speedup"] = {
+        str(n): (start["workers_1"] + n * w / 1000)
+        / (start["workers_2"] + n * two["steady_ms_per_clip"] / 1000)
+        for n in (256, 1024, 4096)
+    }
+    # Amdahl: the serial part never overlaps the workers' (s + w / n); the
+    # pipeline bound: it is a stage of its own on a core of its own.
+    out["predicted_speedup"] = {
+        str(n): {"amdahl": w / (s + w / n), "pipeline_bound": w / max(w / n, s)}
+        for n in (2, 4, 8, 16, 32)
+    }
     return out
+
+
+def print_end_to_end(r, model_in, name, clips):
+    for workers in (1, 2):
+        w = r[f"workers_{workers}"]
+        print(f"bin/embed --model_in={model_in}, {clips} x 30 s {name} clips, "
+              f"{workers} worker(s): {w['audio_hours_per_s']:.4f} audio-hours/s "
+              f"({w['audio_s'] / w['seconds']:.0f}x real time, start-up included); "
+              f"steady state {w['steady_ms_per_clip']:.1f} ms per clip", flush=True)  # fmt: skip
+    print(f"  1 -> 2 workers: {r['speedup_2_vs_1']:.2f}x the job, "
+          f"{r['steady_speedup_2_vs_1']:.2f}x in steady state; start-up "
+          f"{r['start_up_s']['workers_1']:.1f} / {r['start_up_s']['workers_2']:.1f} s, "
+          "so a job of " + ", ".join(
+              f"{n} clips {x:.2f}x" for n, x in r["predicted_job_speedup"].items()),
+          flush=True)  # fmt: skip
+    one = r["workers_1"]
+    busy = "the model process" if model_in == "main" else "the job's process (serial)"
+    print(f"  {busy} busy {r['serial_ms_per_clip']:.2f} ms per clip "
+          f"beside 1 worker ({one['steady_ms_per_clip']:.1f} ms); predicted speedup "
+          "with a core per worker (Amdahl / pipeline bound): " + ", ".join(
+              f"{n} workers {x['amdahl']:.2f}x / {x['pipeline_bound']:.2f}x"
+              for n, x in r["predicted_speedup"].items()),
+          flush=True)  # fmt: skip
 
 
 def main():
@@ -213,24 +271,13 @@ def main():
         os.makedirs(ogg)
         make_clips(ogg, args.clips)
         result["end_to_end"] = {}
-        for name, clips in (("wav_44k", wav), ("ogg_48k", ogg)):
-            r = end_to_end(tmp, tiny_export, clips, args.clips, args.job_repeats)
-            result["end_to_end"][name] = r
-            for workers in (1, 2):
-                w = r[f"workers_{workers}"]
-                print(f"bin/embed, {args.clips} x 30 s {name} clips, {workers} worker(s): "
-                      f"{w['audio_hours_per_s']:.4f} audio-hours/s "
-                      f"({w['audio_s'] / w['seconds']:.0f}x real time, start-up included); "
-                      f"steady state {w['steady_ms_per_clip']:.1f} ms per clip", flush=True)  # fmt: skip
-            print(f"  1 -> 2 workers: {r['speedup_2_vs_1']:.2f}x the job, "
-                  f"{r['steady_speedup_2_vs_1']:.2f}x in steady state", flush=True)  # fmt: skip
-            one = r["workers_1"]
-            print(f"  the model process busy {one['model_busy_ms_per_clip']:.1f} ms per clip "
-                  f"beside 1 worker ({one['steady_ms_per_clip']:.1f} ms); predicted speedup "
-                  "with a core per worker beside it: " + ", ".join(
-                      f"{w} workers {x:.2f}x" for w, x in r["predicted_speedup"].items()),
-                  flush=True)  # fmt: skip
-
+        for model_in in ("workers", "main"):
+            for name, clips in (("wav_44k", wav), ("ogg_48k", ogg)):
+                r = end_to_end(
+                    tmp, tiny_export, clips, args.clips, args.job_repeats, model_in
+                )
+                result["end_to_end"][f"{model_in}_{name}"] = r
+                print_end_to_end(r, model_in, name, args.clips)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     write_json_atomic(args.output, result)
     print(f"wrote {args.output}")

@@ -344,9 +344,11 @@ def test_jobs_writing_to_a_url_stream_through_a_directory_of_their_own(
     ))  # fmt: skip
     assert manifest["counts"]["tracks"] == 2 and ours() == [".tmp"]
     run = make_run(tmp_path / "run", "pretrained")
-    result = run_embed(
-        EmbedConfig(model=run, input=str(music), output_dir="ram://integrity/emb")
-    )
+    # One model process: ram:// lives in one process's memory, and model
+    # workers would write their files into their own.
+    result = run_embed(EmbedConfig(
+        model=run, input=str(music), output_dir="ram://integrity/emb", model_in="main"
+    ))  # fmt: skip
     assert result["embedded"] == 2 and not result["failed"]
     assert ours() == [".tmp"]
     assert (system_tmp / ".tmp" / "another-job.raw").read_bytes() == b"in flight"

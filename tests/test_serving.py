@@ -617,27 +617,3 @@ def test_global_normalization_feeds_the_model_as_training_did(tmp_path):
     ones, zeros = np.ones(324, np.float32), np.zeros(324, np.float32)
     expected = normalize(tf.constant(raw), zeros, ones, "global", stats).numpy()
     np.testing.assert_allclose(fed, expected, rtol=1e-6, atol=1e-6)
-
-
-def test_the_model_process_takes_the_cores_the_feature_workers_leave():
-    from m3bert_tf.serving.embed_job import model_threads
-
-    assert model_threads(2, cores=2) == 1  # never none
-    assert model_threads(1, cores=2) == 1
-    assert model_threads(0, cores=16) == 16  # features in this process: every core
-    assert model_threads(4, cores=16) == 12
-    assert model_threads(2, "tf", cores=2) == 2  # the workers only decode
-
-
-def test_feature_workers_yield_the_cpu_to_the_model_process(tmp_path):
-    from m3bert_tf.serving import embed_job
-
-    ours = os.nice(0)
-    workers = embed_job._Workers(1, True, None, str(tmp_path))
-    try:
-        niceness = workers.pool.apply(os.nice, (0,))
-    finally:
-        workers.close()
-    assert niceness == min(ours + embed_job.WORKER_NICENESS, 19) > ours
-    embed_job._Workers(0, True, None, str(tmp_path)).close()  # the work in this process
-    assert os.nice(0) == ours
