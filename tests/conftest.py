@@ -66,6 +66,33 @@ def kill_after_checkpoints(argv, checkpoint_dir, count, env):
     return max(steps())
 
 
+def press_ctrl_c(argv, after_line: str, env):
+    """Starts argv in a session of its own, and once a stderr line starts with
+    `after_line`, sends SIGINT to all of its processes, as a terminal's Ctrl-C
+    does; returns (exit status, the stderr after that line, the pids of its
+    children then, all gone by the time this returns)."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    for line in proc.stderr:
+        if line.startswith(after_line):
+            break
+    assert proc.poll() is None, f"{argv[1]} ended before {after_line!r}"
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                              text=True).stdout.split()  # fmt: skip
+    os.killpg(proc.pid, signal.SIGINT)
+    rest = proc.stderr.read()
+    proc.wait(timeout=120)
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in children):
+        assert time.monotonic() < deadline, f"workers {children} outlived {argv[1]}"
+        time.sleep(0.05)
+    return proc.returncode, rest, children
+
+
 def write_manifest_like(template_dir, directory):
     """A manifest for hand-written shards in `directory`: the template's (its
     feature spec and statistics) listing the shards that are there."""

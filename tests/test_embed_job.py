@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, user_env, write_audio
+from conftest import ROOT, press_ctrl_c, run_bin, user_env, write_audio
 from tolerances import assert_close_across_kernels
 
 JOB = """
@@ -126,3 +126,23 @@ def test_the_model_runs_in_the_workers_unless_a_gpu_or_no_workers(monkeypatch):
     assert embed_job.model_layout(config(num_workers=2, model_in="workers")) == "workers"
     with pytest.raises(ValueError, match="model_in=workers needs num_workers >= 1"):
         config(num_workers=0, model_in="workers")
+
+
+def test_ctrl_c_stops_an_embedding_and_its_model_workers_with_one_line(exported, tmp_path):
+    _, path = exported["pretrained"]
+    music = tmp_path / "music"
+    music.mkdir()
+    write_audio(str(tmp_path / "clip.wav"), 10.0, 44100, seed=1)
+    for i in range(100):  # the job must still be running when Ctrl-C comes
+        os.symlink(tmp_path / "clip.wav", music / f"c{i:03d}.wav")
+    out = tmp_path / "emb"
+    argv = run_bin("embed", f"--model={path}", f"--input={music}", f"--output_dir={out}",
+                   "--num_workers=2", "--model_in=workers")  # fmt: skip
+    status, stderr, children = press_ctrl_c(argv, "embed: 1/", user_env())
+    assert status == 130 and stderr == "embed: interrupted\n", stderr
+    assert len(children) >= 2  # the model workers (and the executor's helper), gone
+    done = len(list(out.glob("*.npz")))
+    assert 1 <= done < 100 and not (out / ".tmp").exists()
+    proc = subprocess.run(argv, env=user_env(), capture_output=True, text=True)
+    assert proc.returncode == 0 and f"{done} already done" in proc.stdout, proc.stderr
+    assert len(list(out.glob("*.npz"))) == 100

@@ -14,7 +14,14 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, run_bin, user_env, write_audio, write_constant_shard
+from conftest import (
+    ROOT,
+    press_ctrl_c,
+    run_bin,
+    user_env,
+    write_audio,
+    write_constant_shard,
+)
 
 from m3bert_tf import extract
 from m3bert_tf.data import shards
@@ -403,3 +410,22 @@ def test_the_divergence_guard_judges_from_the_first_step(corpus_shards, tmp_path
     latest = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
     assert latest is None or int(latest.rsplit("-", 1)[1]) < stopped
     assert f"The last good checkpoint is {latest or 'none'}" in res.stderr
+
+
+def test_ctrl_c_stops_an_extraction_and_its_workers_with_one_line(tmp_path):
+    """Ctrl-C reaches the job and its forked workers: the workers ignore it,
+    the job stops them and says so once (status 130); the rerun finishes."""
+    music = tmp_path / "music"
+    music.mkdir()
+    write_audio(str(tmp_path / "clip.wav"), 10.0, 44100, seed=1)
+    for i in range(150):  # the job must still be running when Ctrl-C comes
+        os.symlink(tmp_path / "clip.wav", music / f"c{i:03d}.wav")
+    argv = run_bin("extract", f"--input={music}", f"--output_dir={tmp_path / 'out'}",
+                   "--num_workers=2")  # fmt: skip
+    status, stderr, children = press_ctrl_c(argv, "extract: 1/", ENV)
+    assert status == 130 and stderr == "extract: interrupted\n", stderr
+    assert len(children) == 2  # the forked workers, gone
+    proc = subprocess.run(argv, env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"]["tracks"] == 150

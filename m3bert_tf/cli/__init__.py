@@ -1,5 +1,6 @@
 """What every binary does around its one library call: quiet framework logs,
-flags parsed by absl, and usage errors as one line with exit status 2.
+flags parsed by absl, usage errors as one line with exit status 2, and
+Ctrl-C as one line with status 130 (its workers ignore it and are stopped).
 
     cli.run(flags.define_pretrain_flags, main)   # flags: `cli/flags.py`
 
@@ -53,6 +54,9 @@ def run(define_flags, main) -> None:
 
             print(f"{prog}: {translate(str(e))}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:  # Ctrl-C: the job's clean-up has run
+            print(f"{prog}: interrupted", file=sys.stderr)
+            sys.exit(130)
 
     try:
         app.run(wrapped, flags_parser=parse)

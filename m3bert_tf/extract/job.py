@@ -103,10 +103,17 @@ def _start_workers(num_workers: int, feature_config: FeatureConfig, spill_dir: s
     """
     if sys.platform.startswith("linux"):
         _init_worker(feature_config, spill_dir)
-        return multiprocessing.get_context("fork").Pool(num_workers)
+        return multiprocessing.get_context("fork").Pool(
+            num_workers, initializer=workers.leave_interrupts_to_the_job
+        )
     return multiprocessing.get_context("spawn").Pool(
-        num_workers, initializer=_init_worker, initargs=(feature_config, spill_dir)
+        num_workers, initializer=_init_spawned_worker, initargs=(feature_config, spill_dir)
     )
+
+
+def _init_spawned_worker(feature_config: FeatureConfig, spill_dir: str) -> None:
+    workers.leave_interrupts_to_the_job()
+    _init_worker(feature_config, spill_dir)
 
 
 def _encode_in_worker(job: tuple[Track, dict]):

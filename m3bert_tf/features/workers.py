@@ -3,6 +3,7 @@ what the job that starts such processes prepares for them.
 
     workers.prepare(feature_config)   # in the job's process, before its workers start
     workers.configure()               # after the extractor is built, in each worker
+    workers.leave_interrupts_to_the_job()   # first thing in each worker process
 
 - The caches workers only read: librosa's numba kernels (`kernels`, which two
   workers compiling at once could poison) and the filter banks (`banks`).
@@ -21,6 +22,7 @@ what the job that starts such processes prepares for them.
 """
 
 import ctypes
+import signal
 import sys
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
@@ -52,6 +54,13 @@ def prepare(feature_config, log=None) -> None:
 
     kernels.ensure_compiled()
     banks.ensure(feature_config, log)
+
+
+def leave_interrupts_to_the_job() -> None:
+    """Ignores Ctrl-C (SIGINT) in this worker process: the terminal sends it
+    to every process of the job, whose own process stops the workers and
+    says so once (`cli.run`), instead of each worker printing a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def configure() -> None:

@@ -124,8 +124,9 @@ class _Processes:
             init(*init_args)
         else:
             self._executor = futures.ProcessPoolExecutor(
-                num_workers, multiprocessing.get_context("spawn"), init, init_args
-            )
+                num_workers, multiprocessing.get_context("spawn"), _start_worker,
+                (init, *init_args),
+            )  # fmt: skip
             # A spawning executor starts a process per task submitted while
             # none is idle: all of them now, booting while the job prepares.
             for _ in range(num_workers):
@@ -190,6 +191,13 @@ class _Processes:
 _EXTRACTOR = None  # the librosa extractor of a worker that featurizes
 _TMP = None  # where it spills features
 _MODEL = None  # a model worker's (Model, TrackJob), or what loading them raised
+
+
+def _start_worker(init, *init_args) -> None:
+    from m3bert_tf.features import workers
+
+    workers.leave_interrupts_to_the_job()  # the job's process stops us
+    init(*init_args)
 
 
 def _init_feature_worker(feature_config, tmp_dir) -> None:
