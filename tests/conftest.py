@@ -75,8 +75,12 @@ def press_ctrl_c(argv, after_line: str, env):
     import subprocess
     import time
 
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    def as_a_terminal_starts_it():  # where this runs in the background, SIGINT is ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True,
+                            preexec_fn=as_a_terminal_starts_it)  # fmt: skip
     for line in proc.stderr:
         if line.startswith(after_line):
             break
