@@ -137,11 +137,8 @@ def claim_model_threads(config: EmbedConfig) -> None:
     reads as it starts (a process of its own, before any op: bin/embed);
     model workers set their own (`embed_tracks.ModelWorkers`). The user's
     setting wins."""
-    if model_layout(config) == "workers":
-        return
-    threads = model_threads(config.num_workers, config.frontend)
-    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
-        os.environ.setdefault(name, str(threads))
+    if model_layout(config) != "workers":
+        embed_tracks.claim_tf_threads(model_threads(config.num_workers, config.frontend))
 
 
 def model_feature_config(path: str):
@@ -181,9 +178,8 @@ def run_embed(config: EmbedConfig) -> dict:
         feature_config = None
         if config.frontend == "librosa":
             feature_config = model_feature_config(config.model)
-            feature_workers.prepare(
-                feature_config
-            )  # once, here: workers only read the caches
+            # Once, here: workers only read the caches.
+            feature_workers.prepare(feature_config)
         if layout == "workers":
             # No more processes (each holding the model) than files.
             count = max(1, min(config.num_workers, len(loaded.tracks)))
@@ -206,8 +202,7 @@ def run_embed(config: EmbedConfig) -> dict:
                 from m3bert_tf.serving.api import load
 
                 model = load(config.model, frontend=config.frontend)
-                model.check_layer(job.layer)
-                model.plan(1, job.window_s, job.hop_s)
+                embed_tracks.check_job(model, job)
             return {**_run_checked(config, loaded, job, model, workers), "model_in": layout}
         finally:
             workers.close()

@@ -65,6 +65,20 @@ class TrackJob:
     tmp_dir: str
 
 
+def check_job(model, job: TrackJob) -> None:
+    """Refuses, before any work, a block index `model` lacks or a hop longer
+    than the window (ValueError)."""
+    model.check_layer(job.layer)
+    model.plan(1, job.window_s, job.hop_s)
+
+
+def claim_tf_threads(threads: int) -> None:
+    """`threads` TensorFlow threads for this process and its children, through
+    the environment TensorFlow reads as it starts; the user's setting wins."""
+    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(name, str(threads))
+
+
 def embed_featurized(model, featurized, job: TrackJob):
     """Runs tracks' features through the model, windows of several tracks
     per batch, and writes each track's .npz as its last window comes back.
@@ -271,14 +285,12 @@ def _init_model_worker(model_path: str, frontend: str, job: TrackJob, threads: i
 
     logs.quiet_tensorflow_import()  # as quiet as the job's process
     os.environ["CUDA_VISIBLE_DEVICES"] = "-1"  # N copies must not share one GPU
-    for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
-        os.environ.setdefault(name, str(threads))
+    claim_tf_threads(threads)
     try:
         from m3bert_tf.serving.api import load
 
         model = load(model_path, frontend=frontend)
-        model.check_layer(job.layer)
-        model.plan(1, job.window_s, job.hop_s)
+        check_job(model, job)
         _EXTRACTOR = model.extractor if model.frontend == "librosa" else None
         _TMP, _MODEL = job.tmp_dir, (model, job)
     except Exception as e:  # raised in the job's process by the first task
