@@ -91,14 +91,17 @@ def test_a_lock_left_by_a_killed_job_is_taken_over(tmp_path):
 def test_a_killed_jobs_forked_children_do_not_hold_its_lock(tmp_path):
     """The extraction job forks its workers while it holds the output
     directory's lock: they close their copy at once, so a job killed while
-    they live (SIGKILL: no cleanup) leaves the directory free."""
+    they live (SIGKILL: no cleanup) leaves the directory free. The child
+    prints its own pid: it has run its fork hooks by then (a pid printed by
+    the parent right after the fork raced them on a loaded CI machine)."""
     code = (
-        "import multiprocessing, sys, time\n"
+        "import multiprocessing, os, sys, time\n"
         "from m3bert_tf.io import locks\n"
+        "def nap():\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(60)\n"
         f"locks.DirectoryLock({str(tmp_path)!r}, 'output_dir').acquire()\n"
-        "child = multiprocessing.get_context('fork').Process(target=time.sleep, args=(60,))\n"
-        "child.start()\n"
-        "print(child.pid, flush=True)\n"
+        "multiprocessing.get_context('fork').Process(target=nap).start()\n"
         "time.sleep(60)\n"
     )
     job = subprocess.Popen(
