@@ -71,8 +71,8 @@ def test_model_workers_embed_what_one_model_process_does(exported, tmp_path):
     script = tmp_path / "job.py"
     script.write_text(JOB.format(root=ROOT))
 
-    def job(out, workers, model_in, layer="last"):
-        argv = [sys.executable, str(script), path, str(music), str(tmp_path / out),
+    def job(out, workers, model_in, layer="last", audio=str(music)):
+        argv = [sys.executable, str(script), path, audio, str(tmp_path / out),
                 str(workers), model_in, layer]  # fmt: skip
         proc = subprocess.run(argv, env=user_env(), capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -92,6 +92,11 @@ def test_model_workers_embed_what_one_model_process_does(exported, tmp_path):
             assert sorted(a.files) == sorted(b.files)
             for key in a.files:
                 assert_close_across_kernels(a[key], b[key], what=key)
+    assert by_workers["model_workers"] == 2
+    # A rerun with one file left starts one model worker, not one per core.
+    os.remove(tmp_path / "w" / "t2.npz")
+    rerun = job("w", 2, "workers", audio=str(music / "t*.wav"))
+    assert (rerun["embedded"], rerun["skipped"], rerun["model_workers"]) == (1, 3, 1)
     refused = job("x", 2, "workers", layer="7")
     assert "the model has 2 blocks" in refused["error"]
     assert not (tmp_path / "x").exists()

@@ -161,7 +161,8 @@ def run_embed(config: EmbedConfig) -> dict:
     """Embeds every track of `config.input`; returns {"embedded", "skipped",
     "failed", "seconds" (the job's clock, from the model loaded), "waiting_s"
     (of those, this process idle, waiting for its workers), "model_in"
-    (the layout), ...}."""
+    (the layout), "model_workers" (model workers started: at most one per
+    file to do), ...}."""
     from m3bert_tf import datasets
     from m3bert_tf.features import workers as feature_workers
     from m3bert_tf.serving.api import parse_layer
@@ -181,8 +182,9 @@ def run_embed(config: EmbedConfig) -> dict:
             # Once, here: workers only read the caches.
             feature_workers.prepare(feature_config)
         if layout == "workers":
-            # No more processes (each holding the model) than files.
-            count = max(1, min(config.num_workers, len(loaded.tracks)))
+            # No more processes (each holding the model) than files to do.
+            todo = embed_outputs.pending(loaded.tracks, config.output_dir)
+            count = max(1, min(config.num_workers, todo))
             workers = embed_tracks.ModelWorkers(
                 count,
                 config.model,
@@ -195,15 +197,17 @@ def run_embed(config: EmbedConfig) -> dict:
                 config.num_workers, config.frontend == "tf", feature_config, scratch.path
             )
         try:
-            model = None
+            model, started = None, {}
             if layout == "workers":
+                started = {"model_workers": count}
                 workers.check()  # refused now, before anything is written
             else:
                 from m3bert_tf.serving.api import load
 
                 model = load(config.model, frontend=config.frontend)
                 embed_tracks.check_job(model, job)
-            return {**_run_checked(config, loaded, job, model, workers), "model_in": layout}
+            result = _run_checked(config, loaded, job, model, workers)
+            return {**result, "model_in": layout, **started}
         finally:
             workers.close()
     finally:

@@ -80,6 +80,23 @@ def usable_tracks(tracks, output_dir: str):
     return usable, problems
 
 
+def pending(tracks, output_dir: str) -> int:
+    """How many of `tracks` have no .npz in a local `output_dir` yet (read
+    before the job's lock, to start no more model workers than that); every
+    track of a remote one (a request per track is not worth the estimate).
+    Under the lock the job decides, reading each."""
+    local = storage.local_path(output_dir)
+    if local is None:
+        return len(tracks)
+    count = 0
+    for t in tracks:
+        try:
+            count += not os.path.exists(npz_path(local, t.track_id))
+        except ValueError:  # refused, not embedded
+            pass
+    return count
+
+
 def check_job(output_dir: str, job: dict) -> None:
     """Refuses to mix embeddings of another model, layer or windowing in one dir."""
     path = os.path.join(output_dir, JOB_NAME)
