@@ -25,6 +25,9 @@ In one process (or its children), on the same inputs:
    feature workers: its busy time m bounds them; with features f per clip,
    one worker runs at max(f, m), two at (f + m) / 2 at best, W at
    max(f / W, m)).
+3. a longer job measured, not predicted: --long_job clips (the --clips
+   distinct ones over and over, symlinked as for the steady state), model
+   workers, 1 and 2 workers, start-up included, the best of --job_repeats.
 Peak memory on long files: benchmarks/long_audio_bench.py.
 """
 
@@ -188,6 +191,27 @@ def end_to_end(tmp, model, clips, count, repeats, model_in):
     return out
 
 
+def long_job(tmp, model, clips, count, repeats):
+    """bin/embed (model workers) with 1 and 2 workers on a job of `count`
+    files, start-up included: the clips in `clips` over and over."""
+    many = f"{clips}-{count}"
+    names = sorted(os.listdir(clips))
+    os.makedirs(many)
+    for i in range(count):
+        name = names[i % len(names)]
+        os.symlink(os.path.join(clips, name), os.path.join(many, f"{i:05d}_{name}"))
+    out = {"clips": count}
+    for workers in (1, 2):
+        tag = f"{os.path.basename(many)}-{workers}"
+        r = run_embed_child(
+            model, many, os.path.join(tmp, tag), workers, repeats, "workers"
+        )
+        out[f"workers_{workers}_s"] = r["seconds"]
+        out["audio_hours"] = r["audio_s"] / 3600
+    out["speedup_2_vs_1"] = out["workers_1_s"] / out["workers_2_s"]
+    return out
+
+
 def print_end_to_end(r, model_in, name, clips):
     for workers in (1, 2):
         w = r[f"workers_{workers}"]
@@ -221,6 +245,12 @@ def main():
         type=int,
         default=2,
         help="runs of each job timing; the best counts",
+    )
+    parser.add_argument(
+        "--long_job",
+        type=int,
+        default=512,
+        help="clips in the measured longer job (0: none)",
     )
     parser.add_argument("--output", default="benchmarks/results/embed.json")
     parser.add_argument(
@@ -278,6 +308,13 @@ def main():
                 )
                 result["end_to_end"][f"{model_in}_{name}"] = r
                 print_end_to_end(r, model_in, name, args.clips)
+        for name, clips in (("wav_44k", wav), ("ogg_48k", ogg)) if args.long_job else ():
+            r = long_job(tmp, tiny_export, clips, args.long_job, args.job_repeats)
+            result["end_to_end"][f"long_job_{name}"] = r
+            print(f"bin/embed --model_in=workers, a job of {args.long_job} x 30 s {name} "
+                  f"clips ({r['audio_hours']:.1f} h of audio), start-up included: "
+                  f"1 worker {r['workers_1_s']:.1f} s, 2 workers {r['workers_2_s']:.1f} s: "
+                  f"{r['speedup_2_vs_1']:.2f}x", flush=True)  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     write_json_atomic(args.output, result)
     print(f"wrote {args.output}")
