@@ -31,6 +31,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from m3bert_tf.io import logs  # noqa: E402
+
+logs.quiet_tensorflow_import()  # TensorFlow 2.21 prints its import lines before reading the level
 
 import tensorflow as tf  # noqa: E402
 from pretrain_bench import write_shards  # noqa: E402

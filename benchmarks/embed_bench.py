@@ -45,6 +45,9 @@ import soundfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from m3bert_tf.io import logs  # noqa: E402
+
+logs.quiet_tensorflow_import()  # TensorFlow 2.21 prints its import lines before reading the level
 
 from extract_bench import make_clips  # noqa: E402  (ogg/vorbis clips at 48 kHz)
 
@@ -249,7 +252,7 @@ def main():
     parser.add_argument(
         "--long_job",
         type=int,
-        default=512,
+        default=1024,
         help="clips in the measured longer job (0: none)",
     )
     parser.add_argument("--output", default="benchmarks/results/embed.json")

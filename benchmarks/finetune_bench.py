@@ -30,6 +30,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from m3bert_tf.io import logs  # noqa: E402
+
+logs.quiet_tensorflow_import()  # TensorFlow 2.21 prints its import lines before reading the level
 
 CONFIGS = {
     "tiny": dict(num_layers=2, hidden_dim=64, num_heads=2, ffn_dim=128),

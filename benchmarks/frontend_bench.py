@@ -24,6 +24,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from m3bert_tf.io import logs  # noqa: E402
+
+logs.quiet_tensorflow_import()  # TensorFlow 2.21 prints its import lines before reading the level
 
 
 def clips(count: int, seconds: float = 30.0) -> list:

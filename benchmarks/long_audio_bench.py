@@ -29,6 +29,9 @@ import soundfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from m3bert_tf.io import logs  # noqa: E402
+
+logs.quiet_tensorflow_import()  # TensorFlow 2.21 prints its import lines before reading the level
 
 from m3bert_tf.data.shards import write_json_atomic  # noqa: E402
 from m3bert_tf.demo import corpus  # noqa: E402
