@@ -135,14 +135,7 @@ def run_embed_child(model, input_path, out, workers, repeats=1, model_in="main")
 def end_to_end(tmp, model, clips, count, repeats, model_in):
     """bin/embed with 1 and 2 workers on the clips in `clips` (and on each
     twice, for the steady state): {workers_1, workers_2, speedups}."""
-    doubled = clips + "-twice"
-    if not os.path.isdir(doubled):
-        os.makedirs(doubled)
-        for name in os.listdir(clips):  # the same clips twice: 2N files
-            for copy in range(2):
-                os.symlink(
-                    os.path.join(clips, name), os.path.join(doubled, f"{copy}_{name}")
-                )
+    doubled = repeated(clips, 2 * count)  # the same clips twice: 2N files
     out = {}
     for workers in (1, 2):
         tag = f"{os.path.basename(clips)}-{model_in}-{workers}"
@@ -194,15 +187,23 @@ def end_to_end(tmp, model, clips, count, repeats, model_in):
     return out
 
 
+def repeated(clips, count):
+    """A directory `<clips>-<count>` of `count` symlinks to the files in
+    `clips`, over and over (made once)."""
+    many = f"{clips}-{count}"
+    if not os.path.isdir(many):
+        names = sorted(os.listdir(clips))
+        os.makedirs(many)
+        for i in range(count):
+            name = names[i % len(names)]
+            os.symlink(os.path.join(clips, name), os.path.join(many, f"{i:05d}_{name}"))
+    return many
+
+
 def long_job(tmp, model, clips, count, repeats):
     """bin/embed (model workers) with 1 and 2 workers on a job of `count`
     files, start-up included: the clips in `clips` over and over."""
-    many = f"{clips}-{count}"
-    names = sorted(os.listdir(clips))
-    os.makedirs(many)
-    for i in range(count):
-        name = names[i % len(names)]
-        os.symlink(os.path.join(clips, name), os.path.join(many, f"{i:05d}_{name}"))
+    many = repeated(clips, count)
     out = {"clips": count}
     for workers in (1, 2):
         tag = f"{os.path.basename(many)}-{workers}"

@@ -46,6 +46,16 @@ class Problem:
         where = f"{self.path}:{self.line}" if self.line else self.path
         return f"{where}: {self.reason}"
 
+    @classmethod
+    def from_error(cls, path: str, error: Exception, expected=()) -> "Problem":
+        """The Problem of a file whose reading raised `error`: an `expected`
+        error's own words, less the path they start with (the Problem holds
+        it); any other error with its type (a bug or an odd file must not end
+        a long job)."""
+        if isinstance(error, expected):
+            return cls(path, str(error).removeprefix(f"{path}: "))
+        return cls(path, f"{type(error).__name__}: {error}")
+
     def to_json(self) -> dict:
         return {"path": self.path, "line": self.line, "reason": str(self)}
 

@@ -124,10 +124,10 @@ def featurize_track(
             min_duration=extractor.config.min_duration, reject_silent=True,
             directory=spill_dir, named=spill_dir is not None,
         )  # fmt: skip
-    except audio_lib.AudioError as e:
-        raise TrackProblem(Problem(track.path, _reason(str(e), track.path))) from None
     except Exception as e:
-        raise TrackProblem(Problem(track.path, f"{type(e).__name__}: {e}")) from None
+        raise TrackProblem(
+            Problem.from_error(track.path, e, audio_lib.AudioError)
+        ) from None
     if spill_dir is not None:
         chunks = SpilledChunks(spilled.detach(), spilled.num_frames)
     else:
@@ -143,12 +143,6 @@ def featurize_track(
         num_frames=spilled.num_frames,
         duration_s=spilled.duration_s,
     )
-
-
-def _reason(message: str, path: str) -> str:
-    """AudioError messages start with the path; the Problem holds it already."""
-    prefix = f"{path}: "
-    return message[len(prefix) :] if message.startswith(prefix) else message
 
 
 def serialize_track(

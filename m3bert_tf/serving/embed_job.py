@@ -162,7 +162,7 @@ def run_embed(config: EmbedConfig) -> dict:
     "failed", "seconds" (the job's clock, from the model loaded), "waiting_s"
     (of those, this process idle, waiting for its workers), "model_in"
     (the layout), "model_workers" (model workers started: at most one per
-    file to do), ...}."""
+    file to do; 0 with model_in=main), ...}."""
     from m3bert_tf import datasets
     from m3bert_tf.features import workers as feature_workers
     from m3bert_tf.serving.api import parse_layer
@@ -197,9 +197,8 @@ def run_embed(config: EmbedConfig) -> dict:
                 config.num_workers, config.frontend == "tf", feature_config, scratch.path
             )
         try:
-            model, started = None, {}
+            model = None
             if layout == "workers":
-                started = {"model_workers": count}
                 workers.check()  # refused now, before anything is written
             else:
                 from m3bert_tf.serving.api import load
@@ -207,7 +206,8 @@ def run_embed(config: EmbedConfig) -> dict:
                 model = load(config.model, frontend=config.frontend)
                 embed_tracks.check_job(model, job)
             result = _run_checked(config, loaded, job, model, workers)
-            return {**result, "model_in": layout, **started}
+            started = workers.num_workers if layout == "workers" else 0
+            return {**result, "model_in": layout, "model_workers": started}
         finally:
             workers.close()
     finally:

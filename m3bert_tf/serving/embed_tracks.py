@@ -243,11 +243,8 @@ def _featurize(track: Track):
             reject_silent=True, directory=_TMP, named=True,
         )  # fmt: skip
         return track, spilled.detach()
-    except audio_lib.AudioError as e:
-        reason = str(e).removeprefix(f"{track.path}: ")
-        return track, Problem(track.path, reason)
-    except Exception as e:  # an odd file must not end a long job
-        return track, Problem(track.path, f"{type(e).__name__}: {e}")
+    except Exception as e:
+        return track, Problem.from_error(track.path, e, audio_lib.AudioError)
 
 
 def _decode(track: Track):
@@ -258,10 +255,8 @@ def _decode(track: Track):
         y = audio_lib.load_audio(track.path)
         audio_lib.check_usable(track.path, y, schema.SAMPLE_RATE, 0.0)
         return track, y
-    except audio_lib.AudioError as e:
-        return track, Problem(track.path, str(e).removeprefix(f"{track.path}: "))
-    except Exception as e:  # an odd file must not end a long job
-        return track, Problem(track.path, f"{type(e).__name__}: {e}")
+    except Exception as e:
+        return track, Problem.from_error(track.path, e, audio_lib.AudioError)
 
 
 def _model_input(model, track: Track, result):
