@@ -68,11 +68,11 @@ def test_pretrained_encoder_beats_random_weights_and_every_set_beats_chance(
     examples = np.load(next(iter(_examples_cache(tmp_path, pretrained_corpus))))
     external = tmp_path / "external"
     for track, x in zip(
-        examples["track_ids"].astype(str), examples["baseline_features"], strict=True
+        examples["track_ids"].astype(str), examples["baseline_features_mean"], strict=True
     ):
         path = external / f"{track}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, embedding=x[:324])
+        np.savez(path, embedding=x)
     messages = []
     config = job.EvaluateConfig(
         data=pretrained_corpus["shards"], output_dir=str(tmp_path / "eval"),
@@ -103,9 +103,16 @@ def test_pretrained_encoder_beats_random_weights_and_every_set_beats_chance(
         for row in r["rows"]:
             low, high = row["interval"]
             assert np.isfinite([low, high]).all() and low < high, (task, row["set"])
-        against = {(c["a"], c["probe"]) for c in r["comparisons"] if c["baseline"]}
+        against = {(c["a"], c["probe"]) for c in r["comparisons"]
+                   if c["baseline"] and not c["added"]}  # fmt: skip
         assert against == {(n, p) for n in ("M2BERT tiny", "channel means")
                            for p in ("mlp", "linear")}  # fmt: skip
+        # Each model, and the random control, joined to the raw baseline best on
+        # valid, compared with that baseline alone.
+        added = {(c["a"], c["b"]) for c in r["comparisons"] if c["added"]}
+        assert added == {(f"{n} + {r['added_to']}", r["added_to"])
+                         for n in ("M2BERT tiny", "channel means", "random")}  # fmt: skip
+        assert r["added_to"] in ("mfcc", "features")
         for c in r["comparisons"]:
             assert c["resolved"] == (c["interval"][0] > 0 or c["interval"][1] < 0)
     assert "## Summary" in table and "resolved" in table
@@ -132,9 +139,8 @@ def _examples_cache(tmp_path, corpus):
     files = shards.list_shards(corpus["shards"])
     sizes = {"genre": 1, "instrument": 1, "valence": 1, "arousal": 1}
     directory = str(tmp_path / "eval" / "embeddings")
-    stats = baselines.frame_stats()
     feature_sets.load_examples(
-        files, sizes, directory, log=lambda m: None, frame_stats=stats
+        files, sizes, directory, log=lambda m: None, raw_frames=baselines.raw_frames()
     )
     return [os.path.join(directory, n) for n in os.listdir(directory)]
 

@@ -143,16 +143,17 @@ def test_evaluate_with_folds_tests_every_track_once(tmp_path, monkeypatch):
                    for i in range(18)]
     )  # fmt: skip
     monkeypatch.setitem(baselines.BASELINES, "loudest", baselines.Baseline(
-        "loudest", "the largest raw value of each channel", frame_stats=lambda raw: raw.max(0),
+        "loudest", "the magnitude of each raw channel", frames=np.abs,
     ))  # fmt: skip
     config = job.EvaluateConfig(
         data=data, output_dir=str(tmp_path / "eval"), baselines=("mfcc", "features", "loudest"),
         probes=("linear",), seeds=2, epochs=5, folds=3,
     )  # fmt: skip
     result = job.run_evaluate(config, log=lambda m: None)
-    assert result["feature_sets"]["loudest"] == "the largest raw value of each channel"
+    assert result["feature_sets"]["loudest"] == "the magnitude of each raw channel"
     rows = {row["set"]: row for row in result["tasks"]["genre"]["rows"]}
-    assert rows["loudest"]["dim"] == 324 and rows["mfcc"]["dim"] == 40
+    # Pooled like every set (mean+std by default): 2 x 324 and 2 x 20.
+    assert rows["loudest"]["dim"] == 648 and rows["mfcc"]["dim"] == 40
     genre = result["tasks"]["genre"]
     assert genre["test_examples"] == 18 and genre["folds"] == 3
     assert sorted((s["seed"], s["fold"]) for s in genre["rows"][0]["seeds"]) == [
@@ -176,7 +177,8 @@ def test_the_layer_weights_prefer_a_planted_informative_layer():
     data = probe.ProbeData(
         {s: x[r] for s, r in splits.items()}, {s: y[r] for s, r in splits.items()}
     )
-    for grid in (probe.GRIDS["linear"], probe.GRIDS["mlp"][:2]):
+    weakest = [c for c in probe.GRIDS["mlp"] if c.l2 == min(probe.MLP_L2)][:2]
+    for grid in (probe.GRIDS["linear"], weakest):
         result = probe.run_probe(GENRE, data, grid, 0, epochs=30)
         weights = result.layer_weights
         assert weights.shape == (4,) and weights.sum() == pytest.approx(1.0, abs=1e-5)

@@ -4,6 +4,7 @@ import dataclasses
 
 from m3bert_tf.evaluate import probe
 from m3bert_tf.evaluate.baselines import BASELINES
+from m3bert_tf.evaluate.pooling import DEFAULT_POOLING, POOLINGS
 from m3bert_tf.fields import at_least, check_choices, choice
 
 SCORE_PER = ("track", "example")
@@ -18,12 +19,21 @@ class EvaluateConfig:
       output_dir: where results.md/.json, plots and the embedding cache go.
       models: run or export dirs; `name=path` names a row (default: the
         directory's name). A fine-tuned run gives an M3BERT row and its
-        encoder's M2BERT row.
+        encoder's M2BERT row. `run@step` is a pretraining run's encoder
+        snapshot at that step, `run@every` every snapshot it kept
+        (bin/pretrain --snapshot_every): a learning curve, curve_<task>.png.
       baselines: any of `baselines.BASELINES` (mfcc, features, random: the
         first model with random weights); empty = none.
       embeddings: dirs of <track id>.npz from any other model (VGGish, CLAP,
         MERT...); `name=dir` names a row.
       tasks: tasks to probe; empty = every task of the data.
+      pooling: how every set's frames become one vector per example, the
+        same for models, raw baselines and frame-level external embeddings:
+        some of mean, std and max over time (`pooling.POOLINGS`); "mean" is
+        the paper's pooling of model frames.
+      added_value: give each model (and the random encoder) a row of its
+        embedding joined to the raw baseline best on validation, compared
+        paired with that baseline alone: what the encoder adds to its input.
       layer: encoder output probed: last | mean | N (0-based) | all (the layer
         profile: every block, their mean and their learned weighted sum;
         layers_<task>.png).
@@ -44,6 +54,8 @@ class EvaluateConfig:
     baselines: tuple[str, ...] = tuple(BASELINES)
     embeddings: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()
+    pooling: str = choice(DEFAULT_POOLING, tuple(POOLINGS))
+    added_value: bool = True
     layer: str = "last"
     probes: tuple[str, ...] = ("mlp", "linear")
     seeds: int = 3

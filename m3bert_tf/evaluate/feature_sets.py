@@ -6,9 +6,10 @@
     sets[0].name, sets[0].x          # "M2BERT <name>", [N, H]
 
 An example is one record (a chunk of at most 30 s of a track). Its clip
-embedding is the mean over every real frame of the whole example: the
-encoder sees it in windows of its training crop, stitched as `bin/embed`
-stitches (`windows.plan`), never a random crop.
+embedding pools every real frame of the whole example (`pooling.py`: mean,
+std and max over time, stored; `--pooling` picks which are joined, the same
+for every set): the encoder sees it in windows of its training crop,
+stitched as `bin/embed` stitches (`windows.plan`), never a random crop.
 
 Feature sets:
 - M2BERT <model>: a pretrained encoder's output (`--layer`);
@@ -16,8 +17,8 @@ Feature sets:
   output is that model's M2BERT row: the pretrained encoder, unless blocks
   were unfrozen, when the run's pretrained model is embedded instead);
 - random: the first model's encoder architecture with random weights;
-- mfcc: mean and std over the example's frames of the 20 raw MFCCs;
-- features: mean and std of the 324 raw input channels;
+- mfcc: the 20 raw MFCCs of the example's frames;
+- features: the 324 raw input channels;
 - external: a directory of `<track id>.npz` a user computed (`load_external`).
 
 Raw features come back from the stored (per-track CMVN'd) ones and the
@@ -36,12 +37,13 @@ import zipfile
 import numpy as np
 
 from m3bert_tf.data.normalization import raw_features
+from m3bert_tf.evaluate import pooling
 from m3bert_tf.io import storage
 from m3bert_tf.io.progress import Progress
 from m3bert_tf.runs.example_cache import count_records, labeled_records
 
 EXAMPLES_NAME = "examples"
-FORMAT = 1  # of the cached arrays; part of every key
+FORMAT = 2  # of the cached arrays (2: frame statistics, not means); part of every key
 
 
 @dataclasses.dataclass
@@ -50,15 +52,26 @@ class FeatureSet:
     ([N, L, D] for a layer profile's weighted row: `evaluate.layers`).
 
     Attributes:
+      pooling: how its frames became `x` (a `pooling.POOLINGS` name), or
+        "given" for vectors a user computed.
       profile, layer: the layer profile (the encoder's name) and the layer
         ("L3", "mean", "weighted") of a --layer=all row; "" otherwise.
+      kind: "model" (an encoder or a user's embedding), "baseline", or
+        "added" (a model joined to a raw baseline: `adds_to` names it).
+      curve, step: a learning curve's run name and this point's pretraining
+        step (`--models=name=run@step`); "" and -1 otherwise.
     """
 
     name: str
     x: np.ndarray
     what: str = ""
+    pooling: str = ""
     profile: str = ""
     layer: str = ""
+    kind: str = "model"
+    adds_to: str = ""
+    curve: str = ""
+    step: int = -1
 
 
 @dataclasses.dataclass
@@ -68,8 +81,8 @@ class Examples:
     Attributes:
       track_ids, splits: [N] str.
       labels: {task: [N, size] float32}; has: {task: [N] bool}.
-      baselines: {name: [N, D] float32} of the input-frame baselines
-        (`baselines.py`: {"mfcc": [N, 40], "features": [N, 648]}, ...).
+      baselines: {name: {statistic: [N, D] float32}} of the input-frame
+        baselines (`baselines.py`: "mfcc" D = 20, "features" D = 324).
     """
 
     track_ids: np.ndarray
@@ -137,19 +150,20 @@ def cached(directory: str, name: str, key: str, compute, log) -> dict:
 
 
 def load_examples(
-    files: list[str], label_sizes: dict, directory: str, log=print, frame_stats=None
+    files: list[str], label_sizes: dict, directory: str, log=print, raw_frames=None
 ) -> Examples:
-    """The labeled examples and the input-frame baselines (cached).
+    """The labeled examples and the input-frame baselines' statistics (cached).
 
     Args:
-      frame_stats: {baseline name: [T, 324] raw float64 -> [D]}
-        (`baselines.frame_stats`); part of the cache key.
+      raw_frames: {baseline name: [T, 324] raw float64 -> [T, D]}
+        (`baselines.raw_frames`); part of the cache key.
     """
     tasks = list(label_sizes)
-    frame_stats = frame_stats or {}
+    raw_frames = raw_frames or {}
 
     def compute():
-        meta = {"track_ids": [], "splits": []} | {f"baseline_{b}": [] for b in frame_stats}
+        meta = {"track_ids": [], "splits": []}
+        stats = {b: pooling.Accumulator() for b in raw_frames}
         labels = {t: [] for t in tasks}
         has = {t: [] for t in tasks}
         progress = Progress("evaluate: reading examples", count_records(files), "records")
@@ -158,10 +172,10 @@ def load_examples(
             if record is None:
                 continue
             raw = raw_features(record.features.astype(np.float64), record.mean, record.std)
+            for name, frames in raw_frames.items():
+                stats[name].add(len(meta["splits"]), frames(raw))
             meta["track_ids"].append(record.track_id)
             meta["splits"].append(record.split)
-            for name, stats in frame_stats.items():
-                meta[f"baseline_{name}"].append(stats(raw))
             for t, (value, present) in record.labels.items():
                 labels[t].append(value)
                 has[t].append(bool(present))
@@ -174,11 +188,9 @@ def load_examples(
         out = {
             "track_ids": np.array(meta["track_ids"]),
             "splits": np.array(meta["splits"]),
-            **{
-                f"baseline_{b}": np.array(meta[f"baseline_{b}"], np.float32)
-                for b in frame_stats
-            },
         }
+        for b, accumulated in stats.items():
+            out |= pooling.stats_arrays(f"baseline_{b}", accumulated.result())
         for t in tasks:  # task names are letters, digits and "_"
             out[f"label_{t}"] = np.array(labels[t], np.float32).reshape(
                 len(out["splits"]), -1
@@ -186,21 +198,23 @@ def load_examples(
             out[f"has_{t}"] = np.array(has[t], bool)
         return out
 
-    key = digest(data_description(files, label_sizes), sorted(frame_stats))
+    key = digest(data_description(files, label_sizes), sorted(raw_frames))
     arrays = cached(directory, EXAMPLES_NAME, key, compute, log)
     return Examples(
         arrays["track_ids"].astype(str),
         arrays["splits"].astype(str),
         {t: arrays[f"label_{t}"] for t in tasks},
         {t: arrays[f"has_{t}"] for t in tasks},
-        {b: arrays[f"baseline_{b}"] for b in frame_stats},
+        {b: pooling.stats_from(arrays, f"baseline_{b}") for b in raw_frames},
     )
 
 
 def embed_examples(model, files, label_sizes, layer, batch_size: int = 16,
                    name: str = "model") -> dict:  # fmt: skip
-    """{"embedding": [N, H] (and "enrichment": [N, E] for a fine-tuned model
-    at layer "last")}: each labeled example's mean over its real output frames.
+    """{"embedding_<stat>": [N, H] ([N, L, H] for layer "all"; and
+    "enrichment_<stat>": [N, E] for a fine-tuned model at layer "last")}:
+    each labeled example's statistics (`pooling.STATISTICS`) over its real
+    output frames.
 
     Args:
       model: a `serving.api.Model`.
@@ -209,8 +223,7 @@ def embed_examples(model, files, label_sizes, layer, batch_size: int = 16,
     from m3bert_tf.serving import api
 
     signature = api.signature_for(layer)
-    sums: dict[int, dict] = {}
-    counts: dict[int, int] = {}
+    accumulated = {"embedding": pooling.Accumulator(), "enrichment": pooling.Accumulator()}
     progress = Progress(f"evaluate: embedding with {name}", count_records(files), "records")
 
     def items():
@@ -228,20 +241,15 @@ def embed_examples(model, files, label_sizes, layer, batch_size: int = 16,
         kept = api.reduce_layers(
             api.select_frames(out, window, model.frame_stack, signature), layer
         )
-        into = sums.setdefault(owner, {})
-        for key, value in kept.items():
-            into[key] = into.get(key, 0.0) + value.astype(np.float64).sum(0)
-        counts[owner] = counts.get(owner, 0) + len(kept["frame_embeddings"])
-    owners = sorted(sums)
-    out = {
-        "embedding": np.array(
-            [sums[i]["frame_embeddings"] / counts[i] for i in owners], np.float32
-        )
-    }
-    if owners and "frame_enrichment" in sums[owners[0]]:
-        out["enrichment"] = np.array(
-            [sums[i]["frame_enrichment"] / counts[i] for i in owners], np.float32
-        )
+        accumulated["embedding"].add(owner, kept["frame_embeddings"])
+        if "frame_enrichment" in kept:
+            accumulated["enrichment"].add(owner, kept["frame_enrichment"])
+    out = {}
+    for name, stats in accumulated.items():
+        if stats.owners():
+            # Windows come back in the order they were asked for: owners in order.
+            assert stats.owners() == sorted(stats.owners())
+            out |= pooling.stats_arrays(name, stats.result())
     return out
 
 
@@ -275,42 +283,62 @@ def random_twin(model, seed: int = 0):
     return api.Model(api.KerasBackend(twin), info, f"random {model.source}")
 
 
-def load_external(directory: str, examples: Examples, name: str) -> FeatureSet:
+def load_external(directory: str, examples: Examples, name: str,
+                  pooling_name: str = pooling.DEFAULT_POOLING) -> FeatureSet:  # fmt: skip
     """An external embedding: `<directory>/<track id>.npz` per track (or the
-    paths in its index.csv, as bin/embed writes), holding `clip_embedding`,
-    `embedding` or one array; a 2-D array is averaged over its first axis
-    (frames). Every chunk of a track gets the track's vector.
+    paths in its index.csv, as bin/embed writes), holding `frame_embeddings`,
+    `clip_embedding`, `embedding` or one array (the first of these found). A
+    2-D array [frames, D] is pooled over its frames like every other set
+    (`pooling_name`); a vector is taken as it is (pooling "given"). Every
+    chunk of a track gets the track's vector.
 
     Raises:
       FileNotFoundError: tracks without a file (the first few named).
+      ValueError: a file with no usable array, non-finite values, or vectors
+        of several widths (the file named).
     """
     index = _index(directory)
-    vectors, missing = {}, []
+    vectors, missing, given = {}, [], set()
     for track in dict.fromkeys(examples.track_ids):
         path = index.get(track) or os.path.join(directory, *track.split("/")) + ".npz"
         if not os.path.exists(path):
             missing.append(track)
             continue
         with np.load(path) as data:
-            keys = [k for k in ("clip_embedding", "embedding") if k in data.files]
-            if not keys and len(data.files) != 1:
+            names = [n.removesuffix(".npy") for n in data.files]
+            keys = [
+                k for k in ("frame_embeddings", "clip_embedding", "embedding") if k in names
+            ]
+            if not keys and len(names) != 1:
                 raise ValueError(
-                    f"{path}: holds {data.files}; expected clip_embedding, embedding or one array"
+                    f"{path}: holds {names}; expected frame_embeddings, clip_embedding, "
+                    "embedding or one array"
                 )
             value = np.asarray(data[keys[0] if keys else data.files[0]], np.float32)
-        vectors[track] = value.mean(0) if value.ndim == 2 else value.reshape(-1)
+        if not np.isfinite(value).all():
+            raise ValueError(
+                f"embeddings={directory}: {path} holds non-finite values (NaN or Inf); "
+                "a probe cannot judge them"
+            )
+        if value.ndim == 2:
+            vectors[track] = pooling.pool(pooling.frame_statistics(value), pooling_name)
+        else:
+            vectors[track] = value.reshape(-1)
+            given.add(track)
     if missing:
         raise FileNotFoundError(
             f"embeddings={directory}: no embedding for {len(missing)} of "
             f"{len(vectors) + len(missing)} tracks (e.g. {', '.join(missing[:3])})"
         )
     widths = {v.shape for v in vectors.values()}
-    if len(widths) > 1:
+    if len(widths) > 1 or (given and len(given) < len(vectors)):
         raise ValueError(
-            f"embeddings={directory}: vectors of several shapes {sorted(widths)}"
+            f"embeddings={directory}: vectors of several shapes {sorted(widths)} (frame-level "
+            f"arrays for some tracks, clip vectors for {len(given)} others?)"
         )
     x = np.stack([vectors[t] for t in examples.track_ids])
-    return FeatureSet(name, x, f"external embeddings from {directory}")
+    how = "given" if given else pooling_name
+    return FeatureSet(name, x, f"external embeddings from {directory}", how)
 
 
 def _index(directory: str) -> dict:

@@ -2,10 +2,12 @@
 
     result = run_evaluate(EvaluateConfig(data=..., models=("runs/m3bert",), output_dir=...))
 
-For every task of the data: every feature set (`feature_sets.py`) probed
-with a linear model and an MLP (`probe.py`: hyper-parameters chosen on
-valid, scored on test) over `seeds` seeds, reported as mean ± std beside the
-audio-blind chance score. Writes `<output_dir>/results.json`, `results.md`
+For every task of the data: every feature set (`feature_sets.py`, each
+pooled over its frames alike: `pooling.py`) probed with a linear model and
+an MLP (`probe.py`: hyper-parameters chosen on valid, scored on test) over
+`seeds` seeds, reported as mean ± std beside the audio-blind chance score;
+then each model's added-value row (its embedding joined to the raw baseline
+best on valid, compared paired with that baseline alone). Writes `<output_dir>/results.json`, `results.md`
 and `plot_<task>.png` (`report.py`); embeddings are cached under
 `<output_dir>/embeddings/`, so a rerun with other probe settings reads them.
 """
@@ -19,8 +21,17 @@ import time
 import numpy as np
 
 from m3bert_tf import runs
-from m3bert_tf.evaluate import bootstrap, feature_sets, folds, layers, probe, report
-from m3bert_tf.evaluate.baselines import BASELINES, Context, frame_stats
+from m3bert_tf.evaluate import (
+    bootstrap,
+    comparisons,
+    feature_sets,
+    folds,
+    layers,
+    pooling,
+    probe,
+    report,
+)
+from m3bert_tf.evaluate.baselines import BASELINES, Context, raw_frames
 from m3bert_tf.evaluate.config import EvaluateConfig
 from m3bert_tf.io import storage
 from m3bert_tf.tasks import metrics
@@ -38,6 +49,31 @@ def named(entry: str) -> tuple[str, str]:
     return name, path
 
 
+def curve_entries(entries) -> list[str]:
+    """`models` entries with every `run@every` expanded into one `run@step`
+    per snapshot the run kept (`runs.snapshot_steps`), named `name@step`.
+
+    Raises:
+      FileNotFoundError: a run without snapshots (bin/pretrain --snapshot_every).
+    """
+    out = []
+    for entry in entries:
+        name, path = named(entry)
+        run_dir, step = runs.at_step(path, allow_every=True)
+        if step != "every":
+            out.append(entry)
+            continue
+        steps = runs.snapshot_steps(run_dir)
+        if not steps:
+            raise FileNotFoundError(
+                f"models: {run_dir} kept no encoder snapshots (pretrain it with "
+                "--snapshot_every=N to draw a learning curve)"
+            )
+        base = name.removesuffix("@every")
+        out += [f"{base}@{s}={run_dir}@{s}" for s in steps]
+    return out
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
@@ -48,6 +84,7 @@ def model_sets(entry: str, config, files, label_sizes, manifest_spec, log) -> tu
 
     name, path = named(entry)
     model = api.load(path)
+    step = runs.at_step(path)[1]
     if not runs.same_features(model.info["input_spec"].get("feature_spec"), manifest_spec):
         raise ValueError(
             f"models={path}: trained on other features than data={config.data} holds "
@@ -68,19 +105,36 @@ def model_sets(entry: str, config, files, label_sizes, manifest_spec, log) -> tu
         )  # fmt: skip
 
     embedded = functools.cache(embedded)
+
+    def pooled(layer, label, prefix="embedding"):
+        stats = pooling.stats_from(embedded(layer, label), prefix)
+        return pooling.pool(stats, config.pooling)
+
     layer = model.check_layer(config.layer)
-    what = f"layer {layer}, mean over every frame"
+    what = f"layer {layer}"
     if model.kind != "finetuned":
-        x = embedded(layer, name)["embedding"]
-        return layers.encoder_sets(f"M2BERT {name}", x, what), model
-    out = []
-    enrichment = embedded("last", name)["enrichment"]
-    out.append(feature_sets.FeatureSet(f"M3BERT {name}", enrichment, "enrichment layer"))
+        sets = layers.encoder_sets(
+            f"M2BERT {name}", pooled(layer, name), what, config.pooling
+        )
+        for fs in sets if step is not None else ():  # a point of a learning curve
+            fs.curve, fs.step = name.rsplit("@", 1)[0], step
+        return sets, model
+    out = [
+        feature_sets.FeatureSet(
+            f"M3BERT {name}", pooled("last", name, "enrichment"), "enrichment layer",
+            config.pooling,
+        )
+    ]  # fmt: skip
     tuned = model.info.get("config", {})
     if not tuned.get("unfreeze_top_blocks"):
         # The frozen encoder is the pretrained one: its rows are the M2BERT rows.
-        x = embedded(layer, name)["embedding"]
-        out = layers.encoder_sets(f"M2BERT {name}", x, what + " (frozen encoder)") + out
+        x = pooled(layer, name)
+        out = (
+            layers.encoder_sets(
+                f"M2BERT {name}", x, what + " (frozen encoder)", config.pooling
+            )
+            + out
+        )
     elif tuned.get("pretrained") and storage.exists(tuned["pretrained"]):
         sets, _ = model_sets(
             tuned["pretrained"], config, files, label_sizes, manifest_spec, log
@@ -107,58 +161,81 @@ def _probe_data(
 
 
 def _probe_task(config, spec, examples, sets, progress) -> dict:
-    """results.json's entry of one task: every feature set x probe x seed.
+    """results.json's entry of one task: every feature set x probe x seed,
+    then the added-value rows (`added_value_sets`).
 
     Raises:
       ValueError: the task cannot be probed (e.g. no finite validation score).
     """
-    task, rows, done = spec.name, [], 0
-    resampled, labels = [], None  # per row: [B] scores on the shared resamples
+    task, rows, done = spec.name, [], [0]
+    resampled, shared = [], {}  # per row: [B] scores on the task's one set of resamples
     # The data's own splits, or K folds whose test predictions are pooled.
     parts = (
         folds.partitions(examples, task, spec, config.folds)
         if config.folds
         else [examples.splits]
     )
-    for fs in sets:
+
+    def probe_set(fs):
         data = [_probe_data(examples, task, fs.x, config.score_per, p) for p in parts]
         for kind in config.probes:
+            grid = probe.GRIDS[kind]
+            # A solved probe is deterministic: its seeds would repeat seed 0.
+            solved = fs.x.ndim == 2 and all(c.solved for c in grid)
             seeds, predictions, weights = [], [], []
             for seed in range(config.seeds):
-                pooled, labels = [], []
-                for fold, part in enumerate(data):
-                    r = probe.run_probe(spec, part, probe.GRIDS[kind], seed, config.epochs)
-                    seeds.append({
-                        "seed": seed, "fold": fold if config.folds else None,
-                        "chosen": dataclasses.asdict(r.chosen), "epoch": r.epoch,
-                        "valid": r.valid, "test": r.test,
-                    })  # fmt: skip
-                    labels.append(r.test_labels)
-                    pooled.append(r.test_predictions)
-                    if r.layer_weights is not None:
-                        weights.append(r.layer_weights)
-                labels = np.concatenate(labels)
-                predictions.append(np.concatenate(pooled))
-                done += 1
-                progress(done)
+                if solved and seed:
+                    seeds += [{**s, "seed": seed} for s in seeds[: len(data)]]
+                    predictions.append(predictions[0])
+                else:
+                    pooled, labels = [], []
+                    for fold, part in enumerate(data):
+                        r = probe.run_probe(spec, part, grid, seed, config.epochs)
+                        seeds.append({
+                            "seed": seed, "fold": fold if config.folds else None,
+                            "chosen": dataclasses.asdict(r.chosen), "epoch": r.epoch,
+                            "valid": r.valid, "test": r.test,
+                        })  # fmt: skip
+                        labels.append(r.test_labels)
+                        pooled.append(r.test_predictions)
+                        if r.layer_weights is not None:
+                            weights.append(r.layer_weights)
+                    shared["labels"] = np.concatenate(labels)
+                    predictions.append(np.concatenate(pooled))
+                done[0] += 1
+                progress(done[0])
             mean, std = _summary(seeds)
-            if not len(resampled):  # one set of resamples for the whole task: paired
-                indices = bootstrap.resample_indices(len(labels))
-            resampled.append(bootstrap.resampled_scores(spec, labels, predictions, indices))
+            if "indices" not in shared:  # one set of resamples for the whole task: paired
+                shared["indices"] = bootstrap.resample_indices(len(shared["labels"]))
+            resampled.append(
+                bootstrap.resampled_scores(
+                    spec, shared["labels"], predictions, shared["indices"]
+                )
+            )
             rows.append({"set": fs.name, "probe": kind, "mean": mean, "std": std,
                          "interval": bootstrap.interval(resampled[-1]),
-                         "seeds": seeds, "dim": int(fs.x.shape[-1])})  # fmt: skip
-            if fs.profile:
-                rows[-1].update(profile=fs.profile, layer=fs.layer)
+                         "seeds": seeds, "dim": int(fs.x.shape[-1]),
+                         "pooling": fs.pooling, "kind": fs.kind})  # fmt: skip
+            for key in ("profile", "layer", "adds_to", "curve"):
+                if getattr(fs, key):
+                    rows[-1][key] = getattr(fs, key)
+            if fs.curve:
+                rows[-1]["step"] = fs.step
             if weights:
                 rows[-1]["layer_weights"] = np.mean(weights, axis=0).tolist()
+
+    for fs in sets:
+        probe_set(fs)
+    base = comparisons.best_raw_baseline(rows) if config.added_value else None
+    for fs in comparisons.added_value_sets(sets, base):
+        probe_set(fs)
     train = _probe_data(examples, task, sets[0].x, config.score_per, parts[0])
     test_labels, train_labels = (
         probe.group_labels(spec, train.y[s], (train.groups or {}).get(s))
         for s in ("test", "train")
     )
     if config.folds:  # every unit is tested once: chance from all of them
-        test_labels = train_labels = labels
+        test_labels = train_labels = shared["labels"]
     return {
         "spec": spec.to_json(),
         "per": config.score_per,
@@ -166,38 +243,10 @@ def _probe_task(config, spec, examples, sets, progress) -> dict:
         "folds": config.folds,
         "chance": metrics.chance_score(spec, train_labels, test_labels),
         "rows": rows,
-        "comparisons": _comparisons(rows, resampled),
+        "added_to": base,
+        "comparisons": comparisons.paired(rows, resampled),
         "resamples": bootstrap.RESAMPLES,
     }
-
-
-def _comparisons(rows: list[dict], resampled: list) -> list[dict]:
-    """Per probe: every other feature set against the best baseline (by mean
-    test score), and the other feature sets against each other, paired on the
-    task's resamples (`bootstrap.compare`)."""
-    out = []
-    for kind in dict.fromkeys(r["probe"] for r in rows):
-        mine = [i for i, r in enumerate(rows) if r["probe"] == kind]
-        baselines = [i for i in mine if rows[i]["set"] in BASELINES]
-        others = [i for i in mine if rows[i]["set"] not in BASELINES]
-        # Rows of one layer profile are compared with the baseline, not with
-        # each other: the profile's plot shows them side by side.
-        pairs = [
-            (a, b) for n, a in enumerate(others) for b in others[n + 1 :]
-            if not rows[a].get("profile") or rows[a].get("profile") != rows[b].get("profile")
-        ]  # fmt: skip
-        if baselines:
-            best = max(baselines, key=lambda i: rows[i]["mean"]["score"])
-            pairs = [(a, best) for a in others] + pairs
-        for a, b in pairs:
-            result = bootstrap.compare(
-                resampled[a], resampled[b], rows[a]["mean"]["score"], rows[b]["mean"]["score"]
-            )  # fmt: skip
-            out.append({
-                "probe": kind, "a": rows[a]["set"], "b": rows[b]["set"],
-                "baseline": rows[b]["set"] in BASELINES, **result,
-            })  # fmt: skip
-    return out
 
 
 def _summary(seeds: list[dict]) -> tuple[dict, dict]:
@@ -245,8 +294,9 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
     t0 = time.monotonic()
     for flag, entries in (("models", config.models), ("embeddings", config.embeddings)):
         for entry in entries:  # before any record is read or file written
-            if not storage.exists(named(entry)[1]):
+            if not storage.exists(runs.at_step(named(entry)[1])[0]):
                 raise FileNotFoundError(f"{flag}: {named(entry)[1]} does not exist")
+    entries = curve_entries(config.models)
     files = shards.list_shards(config.data)
     manifests = shards.read_manifests(config.data)
     specs, _ = read_task_info(manifests)
@@ -262,24 +312,27 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
     manifest_spec = next(iter(manifests.values())).get("feature_spec")
     storage.makedirs(config.output_dir)
     cache_dir = os.path.join(config.output_dir, "embeddings")
-    examples = feature_sets.load_examples(files, label_sizes, cache_dir, log, frame_stats())
+    examples = feature_sets.load_examples(files, label_sizes, cache_dir, log, raw_frames())
 
     sets, first = [], None
-    for entry in config.models:
+    for entry in entries:
         found, model = model_sets(entry, config, files, label_sizes, manifest_spec, log)
         sets += found
         first = first or model
     context = Context(files, label_sizes, cache_dir, config.layer, config.batch_size, log)
     for name in config.baselines:  # in the order asked
         baseline = BASELINES[name]
-        x = (
-            examples.baselines[name] if baseline.frame_stats
+        stats = (
+            examples.baselines[name] if baseline.frames
             else baseline.from_model(first, context)
         )  # fmt: skip
-        sets.append(feature_sets.FeatureSet(name, x, baseline.what))
+        x = pooling.pool(stats, config.pooling)
+        sets.append(
+            feature_sets.FeatureSet(name, x, baseline.what, config.pooling, kind="baseline")
+        )
     for entry in config.embeddings:
         name, path = named(entry)
-        sets.append(feature_sets.load_external(path, examples, name))
+        sets.append(feature_sets.load_external(path, examples, name, config.pooling))
 
     sets = _distinct(sets, log)
     results = {"tasks": {}, "feature_sets": {s.name: s.what for s in sets}, "skipped": {}}
@@ -296,7 +349,13 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
             tasks.remove(task)
     if not tasks:
         raise ValueError(f"data={config.data}: no task has train, valid and test examples")
-    per_task = len(sets) * len(config.probes) * config.seeds
+    added = len(comparisons.added_value_sources(sets)) if config.added_value else 0
+    if added and not any(
+        fs.kind == "baseline" and BASELINES[fs.name].frames for fs in sets
+    ):
+        log("no raw baseline (mfcc, features) to join: no added-value rows")
+        added = 0
+    per_task = (len(sets) + added) * len(config.probes) * config.seeds
     progress = Progress("evaluate: probing", len(tasks) * per_task, "probes")
     for number, task in enumerate(tasks):
         # One task that cannot be probed (a degenerate split, labels that

@@ -11,24 +11,22 @@ is probed and scored like any other; `report.plot_layers` draws the profile
 from m3bert_tf.evaluate.feature_sets import FeatureSet
 
 
-def encoder_sets(name: str, x, what: str) -> list[FeatureSet]:
-    """[FeatureSet(name, x)] for one layer's [N, H]; the profile's L + 2 sets
-    for every block's [N, L, H]."""
+def encoder_sets(name: str, x, what: str, pooling: str) -> list[FeatureSet]:
+    """[FeatureSet(name, x)] for one layer's pooled [N, D]; the profile's L + 2
+    sets for every block's [N, L, D] (each block pooled alike, `pooling`)."""
     if x.ndim == 2:
-        return [FeatureSet(name, x, what)]
+        return [FeatureSet(name, x, what, pooling)]
     profile = [
-        FeatureSet(f"{name} L{i}", x[:, i], f"block {i}", profile=name, layer=f"L{i}")
+        FeatureSet(f"{name} L{i}", x[:, i], f"block {i}", pooling, name, f"L{i}")
         for i in range(x.shape[1])
     ]
     profile.append(
-        FeatureSet(
-            f"{name} mean", x.mean(1), "mean of the blocks", profile=name, layer="mean"
-        )
+        FeatureSet(f"{name} mean", x.mean(1), "mean of the blocks", pooling, name, "mean")
     )
     profile.append(
         FeatureSet(
             f"{name} weighted", x, "softmax-weighted sum of the blocks, weights learned "
-            "with the probe", profile=name, layer="weighted",
+            "with the probe", pooling, name, "weighted",
         )
     )  # fmt: skip
     return profile

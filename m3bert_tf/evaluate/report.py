@@ -1,13 +1,13 @@
 """bin/evaluate's outputs: results.json, results.md (one table per task, as the
-paper's Tables 6-10) and one bar chart per task (plot_<task>.png)."""
+paper's Tables 6-10) and the plots of `plots.py`."""
 
 import collections
-import io
 import os
 
 import numpy as np
 
 from m3bert_tf import runs
+from m3bert_tf.evaluate import plots
 from m3bert_tf.io import storage
 
 METRIC_NAMES = {
@@ -67,12 +67,13 @@ def summary(results: dict) -> list[str]:
         for t in tasks
     }
     out = [
-        "| feature set | "
+        "| feature set | pooling | dim | "
         + " | ".join(f"{t} ({_main(results['tasks'][t]['spec'])})" for t in tasks)
         + " |"
     ]
-    out.append("|" + " --- |" * (len(tasks) + 1))
+    out.append("|" + " --- |" * (len(tasks) + 3))
     for fs in sets:
+        first = next(chosen[t, fs] for t in tasks if (t, fs) in chosen)
         cells = []
         for t in tasks:
             row = chosen.get((t, fs))
@@ -81,7 +82,11 @@ def summary(results: dict) -> list[str]:
                 continue
             text = f"{row['mean']['score']:.3f} {_interval(row)} ({row['probe']})"
             cells.append(f"**{text}**" if row["mean"]["score"] == best[t] else text)
-        out.append(f"| {fs} | " + " | ".join(cells) + " |")
+        out.append(
+            f"| {fs} | {first.get('pooling', '')} | {first['dim']} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return out
 
 
@@ -121,7 +126,15 @@ def sentences(results: dict) -> list[str]:
             ):
                 continue
             low, high = c["interval"]
-            if c["resolved"]:
+            if c.get("added"):
+                source = c["a"].removesuffix(f" + {c['b']}")
+                verdict = "resolved" if c["resolved"] else "not resolved"
+                out.append(
+                    f"{task}: {source} joined to {c['b']} against {c['b']} alone: "
+                    f"{c['difference']:+.3f} [{low:+.3f}, {high:+.3f}], {verdict} "
+                    f"(what it adds to its input's statistics; {c['probe']} probe)"
+                )
+            elif c["resolved"]:
                 verb = "beats" if c["difference"] > 0 else "is beaten by"
                 if c["difference"] < 0:  # the margin and its interval as positive numbers
                     low, high = -high, -low
@@ -149,7 +162,9 @@ def markdown(results: dict) -> str:
         f"Test-split scores, mean ± std over {folds}{settings.get('seeds', '?')} seeds; "
         "probe hyper-parameters and epoch chosen on the validation split. Intervals: "
         "95 %, a bootstrap over test units paired across feature sets, with the seeds "
-        "(docs/evaluate.md)."
+        "(docs/evaluate.md). Every set with frames is pooled alike "
+        f"({settings.get('pooling', '?')} over time); a row `A + B` is A's embedding "
+        "joined to the raw baseline B, compared with B alone."
     )
     if results["tasks"]:
         out += ["", "## Summary", ""] + summary(results)
@@ -173,15 +188,15 @@ def markdown(results: dict) -> str:
         ]
         columns = _columns(r["rows"])
         out.append(
-            "| feature set | probe | dim | "
+            "| feature set | probe | pooling | dim | "
             + " | ".join(map(_metric_name, columns))
             + " | 95 % interval | chosen on valid |"
         )
-        out.append("|" + " --- |" * (len(columns) + 5))
+        out.append("|" + " --- |" * (len(columns) + 6))
         for row in r["rows"]:
             cells = [f"{row['mean'][k]:.3f} ± {row['std'][k]:.3f}" for k in columns]
             out.append(
-                f"| {row['set']} | {row['probe']} | {row['dim']} | "
+                f"| {row['set']} | {row['probe']} | {row.get('pooling', '')} | {row['dim']} | "
                 + " | ".join(cells)
                 + f" | {_interval(row)} | {_chosen(row)} |"
             )
@@ -191,7 +206,7 @@ def markdown(results: dict) -> str:
             else ("ROC-AUC" if spec["kind"] == "multilabel" else "mean R²")
         )
         out.append(
-            f"| chance (audio-blind) | | | {main} {r['chance']:.3f} |"
+            f"| chance (audio-blind) | | | | {main} {r['chance']:.3f} |"
             + " |" * (len(columns) + 1)
         )
         for row in r["rows"]:
@@ -220,88 +235,6 @@ def markdown(results: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def plot_task(task: str, r: dict, path: str) -> None:
-    """Bar chart of the main score per feature set (one bar per probe), with
-    its 95 % interval and chance marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sets = list(dict.fromkeys(row["set"] for row in r["rows"]))
-    probes = list(dict.fromkeys(row["probe"] for row in r["rows"]))
-    width = 0.8 / len(probes)
-    kind = r["spec"]["kind"]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(sets) + 1.5), 3.6))
-    for j, name in enumerate(probes):
-        values = {row["set"]: row for row in r["rows"] if row["probe"] == name}
-        x = np.arange(len(sets)) + (j - (len(probes) - 1) / 2) * width
-        ax.bar(
-            x, [values[s]["mean"]["score"] for s in sets], width,
-            yerr=_error_bars(values, sets), capsize=3, label=name,
-        )  # fmt: skip
-    if kind == "regression":  # an R² far below 0 would squash the rest
-        ax.set_ylim(bottom=max(ax.get_ylim()[0], min(-1.0, r["chance"] - 0.1)))
-    ax.axhline(r["chance"], color="k", linestyle="--", linewidth=1, label="chance")
-    ax.set_xticks(np.arange(len(sets)), sets, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel(
-        {"classification": "accuracy", "multilabel": "ROC-AUC macro"}.get(kind, "mean R²")
-    )
-    ax.set_title(f"{task}: test score, mean and 95 % interval")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    storage.write_atomic(path, buffer.getvalue())
-
-
-def _error_bars(values: dict, sets: list) -> np.ndarray:
-    """[2, sets] distances from each mean down and up to its interval's ends."""
-    means = np.array([values[s]["mean"]["score"] for s in sets])
-    bounds = np.array([values[s].get("interval", [np.nan, np.nan]) for s in sets]).T
-    return np.abs(bounds - means)
-
-
-def plot_layers(task: str, r: dict, path: str) -> None:
-    """The layer profile: per profile and probe, the main score and its 95 %
-    interval for every block, their mean and their learned weighted sum; below,
-    the weighted rows' learned layer weights."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [row for row in r["rows"] if row.get("profile")]
-    keys = list(dict.fromkeys((row["profile"], row["probe"]) for row in rows))
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), height_ratios=[2, 1])
-    for profile, kind in keys:
-        mine = [row for row in rows if (row["profile"], row["probe"]) == (profile, kind)]
-        means = np.array([row["mean"]["score"] for row in mine])
-        bounds = np.array([row["interval"] for row in mine]).T
-        top.errorbar(
-            [row["layer"] for row in mine], means, yerr=np.abs(bounds - means),
-            marker="o", capsize=3, label=f"{profile} ({kind})",
-        )  # fmt: skip
-        weighted = next((row for row in mine if "layer_weights" in row), None)
-        if weighted is not None:
-            w = weighted["layer_weights"]
-            bottom.plot(
-                [f"L{i}" for i in range(len(w))], w, marker="s", label=f"{profile} ({kind})"
-            )
-    top.axhline(r["chance"], color="k", linestyle="--", linewidth=1, label="chance")
-    top.set_ylabel(_main(r["spec"]))
-    top.set_title(f"{task}: test score per layer, mean and 95 % interval")
-    top.legend(fontsize=8)
-    bottom.set_ylabel("learned weight")
-    bottom.set_title("the weighted rows' layer weights (softmax, trained with the probe)")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    storage.write_atomic(path, buffer.getvalue())
-
-
 def write(results: dict, output_dir: str) -> None:
     """results.json, results.md, plot_<task>.png and, for a layer profile,
     layers_<task>.png, each written atomically."""
@@ -309,6 +242,8 @@ def write(results: dict, output_dir: str) -> None:
     text = markdown(results)
     storage.write_atomic(os.path.join(output_dir, "results.md"), text)
     for task, r in results["tasks"].items():
-        plot_task(task, r, os.path.join(output_dir, f"plot_{task}.png"))
+        plots.plot_task(task, r, os.path.join(output_dir, f"plot_{task}.png"))
         if any(row.get("profile") for row in r["rows"]):
-            plot_layers(task, r, os.path.join(output_dir, f"layers_{task}.png"))
+            plots.plot_layers(task, r, os.path.join(output_dir, f"layers_{task}.png"))
+        if any(row.get("curve") for row in r["rows"]):
+            plots.plot_curve(task, r, os.path.join(output_dir, f"curve_{task}.png"))

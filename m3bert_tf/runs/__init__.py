@@ -14,6 +14,9 @@ A run directory (`--model_dir` of bin/pretrain or bin/finetune) holds:
                            (`example_cache.py`; the key names encoder and data)
     train/ eval/           TensorBoard logs
     encoder.keras          bin/pretrain's encoder
+    snapshots/encoder-NNNNNNNN.keras  bin/pretrain's encoder at step N
+                           (--snapshot_every): the points of a learning
+                           curve, read as `run@N` (`at_step`)
     multitask.keras        bin/finetune's model
     best.weights.h5        bin/finetune's best weights so far
     results.json           bin/pretrain's final results
@@ -44,6 +47,8 @@ EVAL_LOGS_DIR = "eval"
 ENCODER_NAME = "encoder.keras"
 MULTITASK_NAME = "multitask.keras"
 BEST_WEIGHTS_NAME = "best.weights.h5"
+SNAPSHOTS_DIR = "snapshots"
+SNAPSHOT_PATTERN = "encoder-{:08d}.keras"
 RESULTS_NAME = "results.json"
 METRICS_NAME = "metrics.json"
 
@@ -77,12 +82,47 @@ def write_json(path: str, value) -> None:
     storage.write_atomic(path, json.dumps(value, indent=1) + "\n")
 
 
+def at_step(path: str, allow_every: bool = False) -> tuple:
+    """`run@step` -> (run, step) of a pretraining run's encoder snapshot;
+    any other path -> (path, None). With `allow_every`, `run@every` ->
+    (run, "every").
+
+    Raises:
+      ValueError: text after "@" that is not a step.
+    """
+    head, sep, tail = path.rstrip("/").rpartition("@")
+    if not sep or os.sep in tail:
+        return path, None
+    if allow_every and tail == "every":
+        return head, "every"
+    if not tail.isdigit():
+        raise ValueError(
+            f"{path}: after '@' comes a pretraining step (run@2000), got {tail!r}"
+        )
+    return head, int(tail)
+
+
+def snapshot_file(run_dir: str, step: int) -> str:
+    return os.path.join(run_dir, SNAPSHOTS_DIR, SNAPSHOT_PATTERN.format(step))
+
+
+def snapshot_steps(run_dir: str) -> list[int]:
+    """The steps of the encoder snapshots a run kept, in order."""
+    pattern = os.path.join(run_dir, SNAPSHOTS_DIR, SNAPSHOT_PATTERN.replace("{:08d}", "*"))
+    names = (os.path.basename(f) for f in storage.glob(pattern))
+    return sorted(int(n.removeprefix("encoder-").removesuffix(".keras")) for n in names)
+
+
 def model_digest(path: str) -> str:
     """A digest of a run's or an export's model files (their bytes, not their
-    path or dates): what identifies "the same model" wherever outputs made
-    with it are reused. Raises FileNotFoundError when `path` holds none."""
+    path or dates), or of one snapshot's (`run@step`): what identifies "the
+    same model" wherever outputs made with it are reused. Raises
+    FileNotFoundError when `path` holds none."""
     import hashlib
 
+    run_dir, step = at_step(path)
+    if step is not None:
+        return storage.sha256(snapshot_path(run_dir, step))[:16]
     h, found = hashlib.sha256(), False
     for pattern in (ENCODER_NAME, MULTITASK_NAME, "saved_model.pb", "variables/*"):
         for f in sorted(storage.glob(os.path.join(path, pattern))):
@@ -257,9 +297,24 @@ def encoder_file(run_dir: str) -> str:
     )
 
 
-def load_encoder(run_dir: str):
-    """The `M3BertEncoder` of a run: a pretraining run's encoder.keras, or the
-    encoder inside a fine-tuning run's multitask.keras."""
+def snapshot_path(run_dir: str, step: int) -> str:
+    """The snapshot file of `run@step`; FileNotFoundError naming the steps kept."""
+    path = snapshot_file(run_dir, step)
+    if not storage.exists(path):
+        kept = snapshot_steps(run_dir)
+        raise FileNotFoundError(
+            f"{run_dir}@{step}: no encoder snapshot of step {step} (kept: "
+            f"{', '.join(map(str, kept)) or 'none; pretrain with --snapshot_every=N'})"
+        )
+    return path
+
+
+def load_encoder(run_dir: str, step: int | None = None):
+    """The `M3BertEncoder` of a run: a pretraining run's encoder.keras (or its
+    snapshot of `step`), or the encoder inside a fine-tuning run's
+    multitask.keras."""
+    if step is not None:
+        return _load_keras(snapshot_path(run_dir, step))
     path = encoder_file(run_dir)
     if path.endswith(ENCODER_NAME):
         return _load_keras(path)

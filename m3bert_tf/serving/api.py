@@ -366,6 +366,15 @@ def load(path: str, frontend: str = "auto") -> Model:
     """
     from m3bert_tf.serving import export
 
+    run_dir, step = runs.at_step(path)
+    if step is not None:  # a pretraining run's encoder snapshot: a learning curve's point
+        model = runs.load_encoder(run_dir, step)
+        backend = KerasBackend(
+            model, runs.read_input_spec(run_dir) if frontend == "tf" else None
+        )
+        info = export.export_info(run_dir, "pretrained", backend.computations)
+        info |= {"step": step, "model_digest": runs.model_digest(path)}
+        return Model(backend, info, path, frontend)
     if not storage.isdir(path):
         raise FileNotFoundError(f"{path}: no such directory (an export or a run directory)")
     if storage.exists(os.path.join(path, "saved_model.pb")):

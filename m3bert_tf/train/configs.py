@@ -84,6 +84,9 @@ class PretrainConfig:
       num_cpu_replicas: with no GPU, split the CPU into this many logical
         devices (mirrored; exercises the distributed path).
       checkpoint_every, keep_checkpoints: checkpoint cadence and retention.
+      snapshot_every: keep the encoder every N steps as
+        snapshots/encoder-<step>.keras, none removed (0 = never): the points
+        of a learning curve (bin/evaluate --models=name=run@every).
       eval_every, eval_batches: evaluation cadence and size (0 = at the end only).
       log_every: steps between progress lines and TensorBoard scalars.
       shuffle_buffer: examples in the shuffle buffer.
@@ -113,6 +116,7 @@ class PretrainConfig:
     num_cpu_replicas: int = 1
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
+    snapshot_every: int = 0
     eval_every: int = 1000
     eval_batches: int = 20
     log_every: int = 100
@@ -127,7 +131,7 @@ class PretrainConfig:
             "max_frames", "num_cpu_replicas", "checkpoint_every", "keep_checkpoints",
             "log_every", "shuffle_buffer",
         )  # fmt: skip
-        at_least(self, 0, "eval_every")
+        at_least(self, 0, "eval_every", "snapshot_every")
         if self.data_service and "://" not in self.data_service:
             raise ValueError(
                 f"data_service must be grpc://host:port, got {self.data_service!r}"
@@ -146,7 +150,8 @@ class PretrainConfig:
 
 
 PRETRAIN_MAY_CHANGE = (
-    "train_steps", "data", "eval_data", "checkpoint_every", "keep_checkpoints", "eval_every",
+    "train_steps", "data", "eval_data", "checkpoint_every", "keep_checkpoints",
+    "snapshot_every", "eval_every",
     "eval_batches", "log_every", "mixed_precision", "xla", "num_cpu_replicas",
     "gradient_accumulation_steps", "strategy", "tpu", "data_service",
 )  # fmt: skip

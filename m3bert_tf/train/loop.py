@@ -29,6 +29,7 @@ class Cadence:
     log_every: int
     checkpoint_every: int
     eval_every: int
+    snapshot_every: int = 0  # 0 = never
 
     @staticmethod
     def due(step: int, every: int, last: int) -> bool:
@@ -128,6 +129,7 @@ def run_loop(
     evaluate: Callable[[int], bool] | None = None,
     on_log: Callable | None = None,
     stopped_early: bool = False,
+    snapshot: Callable[[int], None] | None = None,
 ) -> LoopResult:
     """Steps from `session.step` to `cadence.train_steps` (or an early stop).
 
@@ -135,7 +137,7 @@ def run_loop(
     FloatingPointError naming the last good checkpoint). At log steps: the metrics go to TensorBoard and a
     progress line is printed. At evaluation steps: `evaluate(step)`, which
     may ask to stop. At checkpoint steps, the last step and an early stop:
-    a checkpoint.
+    a checkpoint. Every `cadence.snapshot_every` steps: `snapshot(step)`.
     """
     step, last = session.step, cadence.train_steps
     progress = Progress(job, last, "steps", interval=0.0, start=step)
@@ -162,4 +164,10 @@ def run_loop(
             evaluated = True
         if Cadence.due(step, cadence.checkpoint_every, last) or stopped_early:
             session.manager.save(checkpoint_number=step)
+        if (
+            snapshot is not None
+            and cadence.snapshot_every
+            and step % cadence.snapshot_every == 0
+        ):
+            snapshot(step)
     return LoopResult(step, metrics, stopped_early, evaluated)

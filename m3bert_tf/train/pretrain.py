@@ -19,6 +19,7 @@ changed config is refused unless only `PRETRAIN_MAY_CHANGE` fields changed.
 """
 
 import dataclasses
+import os
 import sys
 
 import tensorflow as tf
@@ -26,6 +27,7 @@ import tensorflow as tf
 from m3bert_tf import runs
 from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data import pipeline, shards
+from m3bert_tf.io import storage
 from m3bert_tf.train import cluster, distribute
 from m3bert_tf.train.checkpoints import random_states
 from m3bert_tf.train.cluster import WorkerLost
@@ -331,15 +333,22 @@ def _pretrain(
         return False
 
     cadence = Cadence(
-        config.train_steps, config.log_every, config.checkpoint_every, config.eval_every
-    )
+        config.train_steps, config.log_every, config.checkpoint_every, config.eval_every,
+        config.snapshot_every,
+    )  # fmt: skip
+
+    def snapshot(step):
+        if run.is_chief():
+            _save_keras(trainer.encoder, runs.snapshot_file(run.path, step))
+
     result = run_loop(
-        f"pretrain{worker.label()}", session, cadence, trainer.train_step, evaluate, on_log
-    )
+        f"pretrain{worker.label()}", session, cadence, trainer.train_step, evaluate, on_log,
+        snapshot=snapshot,
+    )  # fmt: skip
     if not result.evaluated_at_end:  # resumed at the last step: evaluate what was restored
         last_eval.update(trainer.evaluate(eval_dataset))
     if run.is_chief():
-        trainer.encoder.save(run.file(runs.ENCODER_NAME))
+        _save_keras(trainer.encoder, run.file(runs.ENCODER_NAME))
     results = {
         "step": result.step,
         "train": {k: float(v) for k, v in result.metrics.items()},
@@ -348,3 +357,13 @@ def _pretrain(
     }
     run.write_json(runs.RESULTS_NAME, results)
     return results
+
+
+def _save_keras(model, path: str) -> None:
+    """`model.save(path)` through a temporary name and a rename: a reader
+    never sees half a file (Keras writes the zip in place)."""
+    directory = os.path.dirname(path)
+    storage.makedirs(directory)
+    partial = os.path.join(directory, f".{os.path.basename(path)}.partial.keras")
+    model.save(partial)
+    storage.replace(partial, path)
