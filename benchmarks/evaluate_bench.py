@@ -16,7 +16,13 @@ this measures speed only):
 3. the probe stage again without the intervals and paired comparisons
    (`evaluate.bootstrap`'s resampling replaced by a constant): the reference
    for their cost, which must not double the stage;
-4. seconds per 1000 clips of each, and their ratios.
+4. seconds per 1000 clips of each, and their ratios;
+5. the probe stage under load (`--load_clips`, 0 = skip): a 12-class task
+   of synthesized clip embeddings (a model row, mfcc- and features-wide
+   rows, the added-value rows) probed alone and beside one CPU-bound
+   process per core, with the job's BLAS threads (one) and with one per
+   core (the library default) as the reference; the ratio beside/alone of
+   each, and the intervals' share of the stage.
 """
 
 import argparse
@@ -42,8 +48,110 @@ def main() -> None:
     parser.add_argument("--config", default="tiny", choices=sorted(CONFIGS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--output", default="")
+    parser.add_argument("--load_clips", type=int, default=880)
+    parser.add_argument("--skip_pipeline", action="store_true",
+                        help="only the probe stage under load")  # fmt: skip
     args = parser.parse_args()
+    results = {"cpu": cpu_name(), "cpus": os.cpu_count()}
+    if not args.skip_pipeline:
+        results |= pipeline_stage(args)
+    if args.load_clips:
+        results["under_load"] = probe_stage_under_load(args.load_clips, args.seeds)
+    if args.output:
+        from m3bert_tf.data.shards import write_json_atomic
 
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        write_json_atomic(args.output, results)
+
+
+def _busy(stop):
+    """A CPU-bound process: spins until `stop` is set."""
+    while not stop.is_set():
+        sum(i * i for i in range(10_000))
+
+
+def probe_stage_under_load(clips: int, seeds: int) -> dict:
+    """Seconds of one task's probe stage (`job._probe_task`) alone and beside
+    one busy process per core, with one BLAS thread and with one per core."""
+    import multiprocessing
+    from unittest import mock
+
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from m3bert_tf.evaluate import bootstrap, feature_sets, job
+    from m3bert_tf.tasks import TaskSpec
+
+    rng = np.random.default_rng(0)
+    classes = 12
+    spec = TaskSpec(
+        "soundtrack", "classification", classes=tuple(f"c{i}" for i in range(classes))
+    )
+    y = rng.integers(0, classes, clips)
+    splits = np.array(["train", "train", "train", "valid", "test"])[np.arange(clips) % 5]
+    examples = feature_sets.Examples(
+        np.array([f"t{i}" for i in range(clips)]), splits,
+        {"soundtrack": y[:, None].astype(np.float32)}, {"soundtrack": np.ones(clips, bool)}, {},
+    )  # fmt: skip
+
+    def signal(width, strength):
+        x = rng.normal(size=(clips, width)).astype(np.float32)
+        x[:, :classes] += strength * np.eye(classes, dtype=np.float32)[y]
+        return x
+
+    sets = [
+        feature_sets.FeatureSet("M2BERT", signal(128, 0.5), pooling="mean+std"),
+        feature_sets.FeatureSet("mfcc", signal(40, 0.3), pooling="mean+std", kind="baseline"),
+        feature_sets.FeatureSet("features", signal(648, 0.5), pooling="mean+std", kind="baseline"),
+    ]  # fmt: skip
+    config = job.EvaluateConfig(data="-", output_dir="-", baselines=("mfcc", "features"),
+                                seeds=seeds)  # fmt: skip
+
+    def stage(threads):
+        start = time.perf_counter()
+        with threadpool_limits(limits=threads, user_api="blas"):
+            job._probe_task(config, spec, examples, sets, lambda done: None)
+        return time.perf_counter() - start
+
+    cores = len(os.sched_getaffinity(0))
+    out = {"clips": clips, "classes": classes, "seeds": seeds, "cores": cores}
+    out["alone_1_thread"] = stage(1)
+    out[f"alone_{cores}_threads"] = stage(cores)
+    with mock.patch.object(
+        bootstrap, "resampled_scores", lambda *a: np.zeros(bootstrap.RESAMPLES)
+    ):
+        out["alone_without_intervals"] = stage(1)
+    stop = multiprocessing.Event()
+    hogs = [multiprocessing.Process(target=_busy, args=(stop,)) for _ in range(cores)]
+    for hog in hogs:
+        hog.start()
+    try:
+        time.sleep(1.0)
+        out["beside_load_1_thread"] = stage(1)
+        out[f"beside_load_{cores}_threads"] = stage(cores)
+    finally:
+        stop.set()
+        for hog in hogs:
+            hog.join()
+    out["ratio_1_thread"] = out["beside_load_1_thread"] / out["alone_1_thread"]
+    out[f"ratio_{cores}_threads"] = (
+        out[f"beside_load_{cores}_threads"] / out[f"alone_{cores}_threads"]
+    )
+    out["intervals_share"] = 1 - out["alone_without_intervals"] / out["alone_1_thread"]
+    print(f"probe stage of a {classes}-class task, {clips} clips, 5 sets + added-value rows "
+          f"x 2 probes x {seeds} seeds, {cores} cores:")  # fmt: skip
+    for threads in (1, cores):
+        suffix = f"{threads}_thread" + ("s" if threads > 1 else "")
+        print(f"  {threads} BLAS thread(s): alone {out[f'alone_{suffix}']:.1f} s, beside "
+              f"{cores} busy processes {out[f'beside_load_{suffix}']:.1f} s "
+              f"(x{out[f'ratio_{suffix}']:.2f})")  # fmt: skip
+    print(
+        f"  intervals and paired comparisons: {100 * out['intervals_share']:.0f} % of the stage"
+    )
+    return out
+
+
+def pipeline_stage(args) -> dict:
     from unittest import mock
 
     import numpy as np
@@ -79,14 +187,14 @@ def main() -> None:
             timings[name] = time.perf_counter() - start
     per_1000 = {k: v * 1000 / args.clips for k, v in timings.items()}
     results = {
-        "cpu": cpu_name(), "cpus": os.cpu_count(), "config": args.config, "clips": args.clips,
+        "config": args.config, "clips": args.clips,
         "seeds": args.seeds, "feature_sets": len(result["feature_sets"]),
         "tasks": len(result["tasks"]), "seconds": timings,
         "seconds_per_1000_clips": per_1000,
         "embedding_share": 1 - timings["probe_only_cached"] / timings["embed_and_probe"],
         "intervals_ratio": timings["probe_only_cached"] / timings["probe_without_intervals"],
     }  # fmt: skip
-    print(f"{results['cpu']} ({results['cpus']} CPUs), {args.config} encoder, {args.clips} clips "
+    print(f"{cpu_name()} ({os.cpu_count()} CPUs), {args.config} encoder, {args.clips} clips "
           f"of 30 s, {results['feature_sets']} feature sets x {results['tasks']} tasks x 2 probes "
           f"x {args.seeds} seeds")  # fmt: skip
     for name, value in per_1000.items():
@@ -95,11 +203,7 @@ def main() -> None:
     print(
         f"  intervals and paired comparisons: the probe stage x{results['intervals_ratio']:.2f}"
     )
-    if args.output:
-        from m3bert_tf.data.shards import write_json_atomic
-
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        write_json_atomic(args.output, results)
+    return results
 
 
 if __name__ == "__main__":

@@ -44,12 +44,12 @@ def best_raw_baseline(rows: list[dict]) -> str | None:
 
 def added_value_sources(sets: list) -> list:
     """The sets that get an added-value row: every model and external
-    embedding (a layer profile through its mean of the blocks), and the
-    random-weight encoder as its control."""
+    embedding (a layer profile through its mean of the blocks; not the points
+    of a learning curve), and the random-weight encoder as its control."""
     return [
         fs for fs in sets
         if fs.x.ndim == 2 and (fs.kind == "model" or fs.name == "random")
-        and (not fs.profile or fs.layer == "mean")
+        and (not fs.profile or fs.layer == "mean") and not fs.curve
     ]  # fmt: skip
 
 

@@ -74,6 +74,22 @@ def curve_entries(entries) -> list[str]:
     return out
 
 
+# BLAS threads of the probe stage. Its matrices are small (hundreds of
+# examples by hundreds of dimensions): on 2 cores a second thread made the
+# MLP probes 2.2x slower alone and 2.5x slower beside two busy processes
+# (benchmarks/evaluate_bench.py), where OpenBLAS's threads spin waiting for
+# each other. One thread per probe; the limit is lifted when the stage ends.
+PROBE_BLAS_THREADS = 1
+
+
+def probe_threads():
+    """A context that runs BLAS (numpy, scipy, scikit-learn) on
+    `PROBE_BLAS_THREADS` threads and restores the process's setting after."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=PROBE_BLAS_THREADS, user_api="blas")
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
@@ -260,10 +276,13 @@ def _summary(seeds: list[dict]) -> tuple[dict, dict]:
 
 
 def _distinct(sets: list, log) -> list:
-    """The feature sets without repeats: a fine-tuned model's frozen encoder
-    is its pretrained model, listed too."""
+    """The feature sets without repeats (a fine-tuned model's frozen encoder
+    is its pretrained model, listed too); a learning curve's points stay."""
     out = []
     for fs in sets:
+        if fs.curve:  # a learning curve keeps every point, its last one too
+            out.append(fs)
+            continue
         same = next(
             (o for o in out if o.x.shape == fs.x.shape and np.array_equal(o.x, fs.x)), None
         )
@@ -361,10 +380,11 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
         # One task that cannot be probed (a degenerate split, labels that
         # disagree within a track) is listed with its reason; the others go on.
         try:
-            results["tasks"][task] = _probe_task(
-                config, specs[task], examples, sets,
-                lambda done, base=number * per_task: progress.update(base + done),
-            )  # fmt: skip
+            with probe_threads():
+                results["tasks"][task] = _probe_task(
+                    config, specs[task], examples, sets,
+                    lambda done, base=number * per_task: progress.update(base + done),
+                )  # fmt: skip
         except (ValueError, FloatingPointError) as e:
             results["skipped"][task] = str(e).removeprefix(f"task {task}: ")
             log(f"task {task}: not probed, {results['skipped'][task]}")
