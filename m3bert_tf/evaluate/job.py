@@ -313,7 +313,7 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
     t0 = time.monotonic()
     for flag, entries in (("models", config.models), ("embeddings", config.embeddings)):
         for entry in entries:  # before any record is read or file written
-            if not storage.exists(runs.at_step(named(entry)[1])[0]):
+            if not storage.exists(runs.at_step(named(entry)[1], allow_every=True)[0]):
                 raise FileNotFoundError(f"{flag}: {named(entry)[1]} does not exist")
     entries = curve_entries(config.models)
     files = shards.list_shards(config.data)
