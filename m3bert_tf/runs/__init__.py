@@ -84,21 +84,13 @@ def write_json(path: str, value) -> None:
 
 def at_step(path: str, allow_every: bool = False) -> tuple:
     """`run@step` -> (run, step) of a pretraining run's encoder snapshot;
-    any other path -> (path, None). With `allow_every`, `run@every` ->
-    (run, "every").
-
-    Raises:
-      ValueError: text after "@" that is not a step.
-    """
+    any other path (a directory whose name holds "@" too) -> (path, None).
+    With `allow_every`, `run@every` -> (run, "every")."""
     head, sep, tail = path.rstrip("/").rpartition("@")
-    if not sep or os.sep in tail:
-        return path, None
-    if allow_every and tail == "every":
+    if allow_every and sep and tail == "every":
         return head, "every"
-    if not tail.isdigit():
-        raise ValueError(
-            f"{path}: after '@' comes a pretraining step (run@2000), got {tail!r}"
-        )
+    if not sep or not tail.isdigit():
+        return path, None
     return head, int(tail)
 
 
