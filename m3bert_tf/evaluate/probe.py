@@ -25,8 +25,11 @@ import dataclasses
 
 import numpy as np
 
+from m3bert_tf.evaluate.scores import main_score
 from m3bert_tf.tasks import TaskSpec
 from m3bert_tf.tasks.metrics import score_task
+
+__all__ = ["HyperParams", "ProbeData", "ProbeResult", "main_score", "run_probe"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,20 +221,3 @@ def run_probe(spec: TaskSpec, data: ProbeData, configs=MLP_GRID, seed: int = 0,
     valid = score_task(spec, labels["valid"], found[0])
     test = score_task(spec, labels["test"], found[1])
     return ProbeResult(chosen, epoch, valid, test, labels["test"], found[1], found[2])
-
-
-def main_score(spec: TaskSpec, labels: np.ndarray, predictions: np.ndarray) -> float:
-    """`metrics.score_task(...)["score"]`, in numpy where that is quicker
-    (accuracy, mean R²): it is computed for every configuration at every
-    evaluation."""
-    if spec.kind == "classification":
-        return float(np.mean(np.argmax(predictions, -1) == labels[:, 0].astype(int)))
-    if spec.kind == "regression" and len(labels) > 1:
-        residual = ((labels - predictions) ** 2).sum(0)
-        total = ((labels - labels.mean(0)) ** 2).sum(0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r2 = np.where(
-                total > 0, 1.0 - residual / total, np.where(residual > 0, 0.0, 1.0)
-            )
-        return float(np.mean(r2))
-    return score_task(spec, labels, predictions).get("score", -np.inf)

@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from m3bert_tf.evaluate.probe import main_score
+from m3bert_tf.evaluate.scores import main_score
 from m3bert_tf.tasks import TaskSpec
 
 MAX_ITER = 1000  # lbfgs iterations per fit; the strongest penalties converge in tens

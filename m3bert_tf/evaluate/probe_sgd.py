@@ -13,7 +13,7 @@ The epoch is chosen with the configuration (early stopping on valid).
 
 import numpy as np
 
-from m3bert_tf.evaluate.probe import main_score
+from m3bert_tf.evaluate.scores import main_score
 from m3bert_tf.tasks import TaskSpec
 
 # Adam's rate for the layer-mixing logits: a probe's rate (1e-3) would move

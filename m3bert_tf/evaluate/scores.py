@@ -1,0 +1,24 @@
+"""The main score of a task's predictions, quick: chosen on at every evaluation
+of every probe configuration (`probe`, `probe_sgd`, `probe_linear`)."""
+
+import numpy as np
+
+from m3bert_tf.tasks import TaskSpec
+from m3bert_tf.tasks.metrics import score_task
+
+
+def main_score(spec: TaskSpec, labels: np.ndarray, predictions: np.ndarray) -> float:
+    """`metrics.score_task(...)["score"]`, in numpy where that is quicker
+    (accuracy, mean R²): it is computed for every configuration at every
+    evaluation."""
+    if spec.kind == "classification":
+        return float(np.mean(np.argmax(predictions, -1) == labels[:, 0].astype(int)))
+    if spec.kind == "regression" and len(labels) > 1:
+        residual = ((labels - predictions) ** 2).sum(0)
+        total = ((labels - labels.mean(0)) ** 2).sum(0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(
+                total > 0, 1.0 - residual / total, np.where(residual > 0, 0.0, 1.0)
+            )
+        return float(np.mean(r2))
+    return score_task(spec, labels, predictions).get("score", -np.inf)
