@@ -208,3 +208,32 @@ def test_a_learning_curve_from_three_snapshots_of_a_tiny_run(tmp_path):
         runs.load_encoder(run, 7)
     # A directory whose name holds "@" is a directory, not a step.
     assert runs.at_step(f"{run}@v2") == (f"{run}@v2", None)
+
+
+def test_a_model_fine_tuned_on_the_evaluated_shards_is_recognized_by_their_content(
+    tmp_path,
+):
+    """Under --folds such a model's M3BERT row would be tested on tracks whose
+    labels it learned: `tuned_on` finds it by the shards' digests, wherever
+    the shards were copied; shards of other tracks are not confused with them."""
+    import shutil
+    import types
+
+    from conftest import extract_labeled
+
+    from m3bert_tf.data import shards
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rows = [
+        (f"g{i}", ("train", "valid", "test")[i % 3], "genre", "ab"[i % 2]) for i in range(6)
+    ]
+    data = extract_labeled(tmp_path / "a", rows)
+    other = extract_labeled(tmp_path / "b", [(f"h{i}", *r[1:]) for i, r in enumerate(rows)])
+    copy = str(tmp_path / "copy")
+    shutil.copytree(data, copy)
+    model = types.SimpleNamespace(info={"config": {"data": copy}})
+    assert job.tuned_on(model, shards.read_manifests(data))
+    assert not job.tuned_on(model, shards.read_manifests(other))
+    gone = types.SimpleNamespace(info={"config": {"data": str(tmp_path / "gone")}})
+    assert not job.tuned_on(gone, shards.read_manifests(data))

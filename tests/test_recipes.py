@@ -30,9 +30,16 @@ def _run(script, *args, **env):
 
 
 def _rows(work):
+    """The feature sets of a recipe's evaluation, its added-value rows apart
+    (each of those is checked to join a model row to the baseline)."""
     with open(os.path.join(work, "evaluate", "results.json")) as f:
         results = json.load(f)
-    return {row["set"] for task in results["tasks"].values() for row in task["rows"]}
+    rows = [row for task in results["tasks"].values() for row in task["rows"]]
+    sets = {row["set"] for row in rows if row["kind"] != "added"}
+    added = {row["set"] for row in rows if row["kind"] == "added"}
+    models = {s for s in sets if s.startswith(("M2BERT", "M3BERT"))}
+    assert added == {f"{m} + mfcc" for m in models}, added
+    return sets
 
 
 def test_table5_pretrains_each_masking_policy_then_evaluates_them(small_corpus):

@@ -246,10 +246,8 @@ def embed_examples(model, files, label_sizes, layer, batch_size: int = 16,
             accumulated["enrichment"].add(owner, kept["frame_enrichment"])
     out = {}
     for name, stats in accumulated.items():
-        if stats.owners():
-            # Windows come back in the order they were asked for: owners in order.
-            assert stats.owners() == sorted(stats.owners())
-            out |= pooling.stats_arrays(name, stats.result())
+        if stats.owners():  # examples in shard order, however windows were batched
+            out |= pooling.stats_arrays(name, stats.result(sorted(stats.owners())))
     return out
 
 

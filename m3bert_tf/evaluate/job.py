@@ -94,8 +94,33 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def model_sets(entry: str, config, files, label_sizes, manifest_spec, log) -> tuple:
-    """(feature sets of one model, the loaded `api.Model`)."""
+def tuned_on(model, manifests: dict) -> bool:
+    """Whether a fine-tuned model was fine-tuned on shards (by content: the
+    SHA-256 in their manifests) that `manifests` list too."""
+    from m3bert_tf.data import shards
+
+    data = model.info.get("config", {}).get("data")
+    if not data:
+        return False
+    try:
+        theirs = shards.read_manifests(data)
+    except (OSError, ValueError):  # its data is gone: nothing to compare
+        return False
+
+    def digests(found):
+        return {s.get("sha256") for m in found.values() for s in m.get("shards", [])}
+
+    return bool((digests(theirs) & digests(manifests)) - {None})
+
+
+def model_sets(entry: str, config, files, label_sizes, manifest_spec, log,
+               manifests=None) -> tuple:  # fmt: skip
+    """(feature sets of one model, the loaded `api.Model`).
+
+    Under `--folds`, a fine-tuned model's M3BERT row is left out (and said)
+    when it was fine-tuned on the evaluated shards: the folds test every
+    track, those whose labels its heads and enrichment layer learned too.
+    """
     from m3bert_tf.serving import api
 
     name, path = named(entry)
@@ -141,6 +166,13 @@ def model_sets(entry: str, config, files, label_sizes, manifest_spec, log) -> tu
             config.pooling,
         )
     ]  # fmt: skip
+    if config.folds and tuned_on(model, manifests or {}):
+        log(
+            f"M3BERT {name}: left out: it was fine-tuned on these shards' labels, and "
+            f"--folds={config.folds} tests every track, those it learned too (judge it "
+            "with --folds=0, on the test split its fine-tuning never saw)"
+        )
+        out = []
     tuned = model.info.get("config", {})
     if not tuned.get("unfreeze_top_blocks"):
         # The frozen encoder is the pretrained one: its rows are the M2BERT rows.
@@ -153,7 +185,7 @@ def model_sets(entry: str, config, files, label_sizes, manifest_spec, log) -> tu
         )
     elif tuned.get("pretrained") and storage.exists(tuned["pretrained"]):
         sets, _ = model_sets(
-            tuned["pretrained"], config, files, label_sizes, manifest_spec, log
+            tuned["pretrained"], config, files, label_sizes, manifest_spec, log, manifests
         )
         out = sets + out
     else:
@@ -335,7 +367,9 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
 
     sets, first = [], None
     for entry in entries:
-        found, model = model_sets(entry, config, files, label_sizes, manifest_spec, log)
+        found, model = model_sets(
+            entry, config, files, label_sizes, manifest_spec, log, manifests
+        )
         sets += found
         first = first or model
     context = Context(files, label_sizes, cache_dir, config.layer, config.batch_size, log)

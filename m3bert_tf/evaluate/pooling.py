@@ -43,8 +43,8 @@ def frame_statistics(frames: np.ndarray) -> dict:
 class Accumulator:
     """Statistics of each owner's frames gathered window by window.
 
-    `add(owner, frames)` takes [t, ..., D] frames of one window; `result()`
-    gives {stat: [owners, ..., D] float32} in the order owners first came,
+    `add(owner, frames)` takes [t, ..., D] frames of one window, in any order
+    of owners and windows; `result()` gives {stat: [owners, ..., D] float32},
     equal to `frame_statistics` of each owner's frames concatenated.
     """
 
@@ -68,8 +68,9 @@ class Accumulator:
     def owners(self) -> list:
         return list(self._sum)
 
-    def result(self) -> dict:
-        owners = self.owners()
+    def result(self, owners=None) -> dict:
+        """{stat: [owners, ..., D]} in the order of `owners` (default: as first seen)."""
+        owners = self.owners() if owners is None else list(owners)
         if not owners:
             return {k: np.zeros((0,), np.float32) for k in STATISTICS}
         counts = np.array([self._count[o] for o in owners], np.float64)
