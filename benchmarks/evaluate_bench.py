@@ -138,8 +138,9 @@ def probe_stage_under_load(clips: int, seeds: int) -> dict:
         out[f"beside_load_{cores}_threads"] / out[f"alone_{cores}_threads"]
     )
     out["intervals_share"] = 1 - out["alone_without_intervals"] / out["alone_1_thread"]
-    print(f"probe stage of a {classes}-class task, {clips} clips, 5 sets + added-value rows "
-          f"x 2 probes x {seeds} seeds, {cores} cores:")  # fmt: skip
+    print(f"probe stage of a {classes}-class task, {clips} clips: a model row, mfcc, "
+          f"features and the model's added-value row x 2 probes x {seeds} seeds, "
+          f"{cores} cores:")  # fmt: skip
     for threads in (1, cores):
         suffix = f"{threads}_thread" + ("s" if threads > 1 else "")
         print(f"  {threads} BLAS thread(s): alone {out[f'alone_{suffix}']:.1f} s, beside "

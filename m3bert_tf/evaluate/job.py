@@ -75,10 +75,11 @@ def curve_entries(entries) -> list[str]:
 
 
 # BLAS threads of the probe stage. Its matrices are small (hundreds of
-# examples by hundreds of dimensions): on 2 cores a second thread made the
-# MLP probes 2.2x slower alone and 2.5x slower beside two busy processes
-# (benchmarks/evaluate_bench.py), where OpenBLAS's threads spin waiting for
-# each other. One thread per probe; the limit is lifted when the stage ends.
+# examples by hundreds of dimensions): on 2 cores (AMD EPYC, 2026-12-07) one
+# BLAS thread per core took the stage of a 12-class task 98.5 s alone and
+# 529 s beside two busy processes (x5.4), where OpenBLAS's threads spin
+# waiting for each other; one thread took 89.8 s and 129 s (x1.44)
+# (benchmarks/evaluate_bench.py). The limit is lifted when the stage ends.
 PROBE_BLAS_THREADS = 1
 
 
