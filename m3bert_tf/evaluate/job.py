@@ -278,19 +278,29 @@ def _probe_task(config, spec, examples, sets, progress) -> dict:
     base = comparisons.best_raw_baseline(rows) if config.added_value else None
     for fs in comparisons.added_value_sets(sets, base):
         probe_set(fs)
-    train = _probe_data(examples, task, sets[0].x, config.score_per, parts[0])
-    test_labels, train_labels = (
-        probe.group_labels(spec, train.y[s], (train.groups or {}).get(s))
-        for s in ("test", "train")
-    )
-    if config.folds:  # every unit is tested once: chance from all of them
-        test_labels = train_labels = shared["labels"]
+    # The audio-blind predictor, fit on each partition's training labels (per
+    # fold under --folds, its test predictions pooled as the probes' are).
+    blind = []
+    for part in parts:
+        data = _probe_data(examples, task, sets[0].x, config.score_per, part)
+        test_labels, train_labels = (
+            probe.group_labels(spec, data.y[s], (data.groups or {}).get(s))
+            for s in ("test", "train")
+        )
+        blind.append((train_labels, test_labels))
+    chance = metrics.chance_score(spec, *blind[0])
+    if config.folds and spec.kind != "multilabel":
+        test_labels = np.concatenate([t for _, t in blind])
+        guesses = [metrics.chance_predictions(spec, tr, len(t)) for tr, t in blind]
+        chance = metrics.score_task(spec, test_labels, np.concatenate(guesses))["score"]
     return {
         "spec": spec.to_json(),
         "per": config.score_per,
-        "test_examples": len(test_labels),
+        "test_examples": sum(len(t) for _, t in blind)
+        if config.folds
+        else len(test_labels),
         "folds": config.folds,
-        "chance": metrics.chance_score(spec, train_labels, test_labels),
+        "chance": chance,
         "rows": rows,
         "added_to": base,
         "comparisons": comparisons.paired(rows, resampled),

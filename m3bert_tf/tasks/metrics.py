@@ -52,6 +52,20 @@ def score_task(spec: TaskSpec, labels: np.ndarray, predictions: np.ndarray) -> d
     return out
 
 
+def chance_predictions(spec: TaskSpec, train_labels: np.ndarray, n: int) -> np.ndarray:
+    """[n, outputs] predictions of a predictor that ignores the audio, fit on
+    `train_labels`: the majority class, the tags' training rates, the
+    training mean."""
+    if spec.kind == "classification":
+        majority = np.bincount(
+            train_labels[:, 0].astype(int), minlength=spec.num_outputs
+        ).argmax()
+        predictions = np.zeros((n, spec.num_outputs))
+        predictions[:, majority] = 1.0
+        return predictions
+    return np.repeat(train_labels.mean(0, keepdims=True), n, 0)
+
+
 def chance_score(spec: TaskSpec, train_labels: np.ndarray, labels: np.ndarray) -> float:
     """The main score of a predictor that ignores the audio (fit on train labels).
 
@@ -59,17 +73,10 @@ def chance_score(spec: TaskSpec, train_labels: np.ndarray, labels: np.ndarray) -
     """
     if len(labels) == 0 or len(train_labels) == 0:
         return float("nan")
-    if spec.kind == "classification":
-        majority = np.bincount(
-            train_labels[:, 0].astype(int), minlength=spec.num_outputs
-        ).argmax()
-        predictions = np.zeros((len(labels), spec.num_outputs))
-        predictions[:, majority] = 1.0
-        return score_task(spec, labels, predictions)["score"]
     if spec.kind == "multilabel":
         return 0.5
-    constant = np.repeat(train_labels.mean(0, keepdims=True), len(labels), 0)
-    return score_task(spec, labels, constant)["score"]
+    predictions = chance_predictions(spec, train_labels, len(labels))
+    return score_task(spec, labels, predictions)["score"]
 
 
 def format_table(tasks: dict, splits=("valid", "test"), scope: str = "") -> str:
