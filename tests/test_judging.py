@@ -222,6 +222,7 @@ def test_a_model_fine_tuned_on_the_evaluated_shards_is_recognized_by_their_conte
     from conftest import extract_labeled
 
     from m3bert_tf.data import shards
+    from m3bert_tf.evaluate import model_sets
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -233,7 +234,7 @@ def test_a_model_fine_tuned_on_the_evaluated_shards_is_recognized_by_their_conte
     copy = str(tmp_path / "copy")
     shutil.copytree(data, copy)
     model = types.SimpleNamespace(info={"config": {"data": copy}})
-    assert job.tuned_on(model, shards.read_manifests(data))
-    assert not job.tuned_on(model, shards.read_manifests(other))
+    assert model_sets.tuned_on(model, shards.read_manifests(data))
+    assert not model_sets.tuned_on(model, shards.read_manifests(other))
     gone = types.SimpleNamespace(info={"config": {"data": str(tmp_path / "gone")}})
-    assert not job.tuned_on(gone, shards.read_manifests(data))
+    assert not model_sets.tuned_on(gone, shards.read_manifests(data))
