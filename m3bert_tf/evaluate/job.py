@@ -111,6 +111,17 @@ def _probe_task(config, spec, examples, sets, progress) -> dict:
                 done[0] += 1
                 progress(done[0])
             mean, std = _summary(seeds)
+            if config.folds:
+                # The main score of the pooled out-of-fold predictions (mean over
+                # seeds): what the interval resamples and the audio-blind score
+                # is computed on. A mean of per-fold R² or ROC-AUC is not: on a
+                # fold of 8 tracks one R² can be -3.
+                everything = np.arange(len(shared["labels"]))[None]
+                mean["score"] = float(
+                    bootstrap.resampled_scores(
+                        spec, shared["labels"], predictions, everything
+                    )[0]
+                )
             if "indices" not in shared:  # one set of resamples for the whole task: paired
                 shared["indices"] = bootstrap.resample_indices(len(shared["labels"]))
             resampled.append(

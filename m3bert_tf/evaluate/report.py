@@ -165,6 +165,13 @@ def markdown(results: dict) -> str:
         "(docs/evaluate.md). Every set with frames is pooled alike "
         f"({settings.get('pooling', '?')} over time); a row `A + B` is A's embedding "
         "joined to the raw baseline B, compared with B alone."
+        + (
+            " With folds, the summary's scores, the intervals, the paired differences and "
+            "the audio-blind score are those of the pooled out-of-fold predictions; the "
+            "task tables' metric columns are means over folds and seeds."
+            if settings.get("folds")
+            else ""
+        )
     )
     if results["tasks"]:
         out += ["", "## Summary", ""] + summary(results)
