@@ -18,15 +18,7 @@ import numpy as np
 
 from m3bert_tf.evaluate import bootstrap, feature_sets
 from m3bert_tf.evaluate.baselines import BASELINES
-
-
-def _valid_score(rows: list[dict], name: str) -> float:
-    """A feature set's best mean validation score over its probes."""
-    return max(
-        float(np.nanmean([s["valid"].get("score", np.nan) for s in r["seeds"]]))
-        for r in rows
-        if r["set"] == name
-    )
+from m3bert_tf.evaluate.scores import chosen_on_valid, valid_score
 
 
 def best_raw_baseline(rows: list[dict]) -> str | None:
@@ -39,7 +31,12 @@ def best_raw_baseline(rows: list[dict]) -> str | None:
     ]  # fmt: skip
     if not raw:
         return None
-    return max(dict.fromkeys(raw), key=lambda name: _valid_score(rows, name))
+    return max(
+        dict.fromkeys(raw),
+        key=lambda name: valid_score(
+            chosen_on_valid([r for r in rows if r["set"] == name])
+        ),
+    )
 
 
 def added_value_sources(sets: list) -> list:

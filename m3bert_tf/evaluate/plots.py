@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 
+from m3bert_tf.evaluate.scores import chosen_on_valid
 from m3bert_tf.io import storage
 
 
@@ -100,13 +101,6 @@ def plot_layers(task: str, r: dict, path: str) -> None:
     _save(fig, path)
 
 
-def _chosen_on_valid(rows: list[dict]) -> dict:
-    return max(
-        rows,
-        key=lambda r: np.nanmean([s["valid"].get("score", np.nan) for s in r["seeds"]]),
-    )
-
-
 def plot_curve(task: str, r: dict, path: str) -> None:
     """The learning curve: per pretraining run, the test score (probe chosen
     on validation) and its 95 % interval against the step of each encoder
@@ -120,7 +114,7 @@ def plot_curve(task: str, r: dict, path: str) -> None:
             if row.get("curve") == curve and not row.get("profile"):
                 points.setdefault(row["step"], []).append(row)
         steps = sorted(points)
-        best = [_chosen_on_valid(points[s]) for s in steps]
+        best = [chosen_on_valid(points[s]) for s in steps]
         means = np.array([row["mean"]["score"] for row in best])
         bounds = np.array([row["interval"] for row in best]).T
         ax.errorbar(steps, means, yerr=np.abs(bounds - means), marker="o", capsize=3,
@@ -129,7 +123,7 @@ def plot_curve(task: str, r: dict, path: str) -> None:
         row["set"] for row in r["rows"] if row.get("kind") == "baseline"
     )
     for number, name in enumerate(baselines):
-        row = _chosen_on_valid([x for x in r["rows"] if x["set"] == name])
+        row = chosen_on_valid([x for x in r["rows"] if x["set"] == name])
         ax.axhline(row["mean"]["score"], color=f"C{len(curves) + number}", linewidth=1,
                    linestyle=":", label=f"{name} ({row['pooling']})")  # fmt: skip
     ax.axhline(r["chance"], color="k", linestyle="--", linewidth=1, label="chance")

@@ -4,10 +4,9 @@ paper's Tables 6-10) and the plots of `plots.py`."""
 import collections
 import os
 
-import numpy as np
-
 from m3bert_tf import runs
 from m3bert_tf.evaluate import plots
+from m3bert_tf.evaluate.scores import chosen_on_valid
 from m3bert_tf.io import storage
 
 METRIC_NAMES = {
@@ -45,11 +44,7 @@ def _interval(row: dict) -> str:
 
 def _chosen_probe(rows: list[dict], feature_set: str) -> dict:
     """A feature set's row whose probe has the best mean validation score."""
-    mine = [r for r in rows if r["set"] == feature_set]
-    return max(
-        mine,
-        key=lambda r: np.nanmean([s["valid"].get("score", np.nan) for s in r["seeds"]]),
-    )
+    return chosen_on_valid([r for r in rows if r["set"] == feature_set])
 
 
 def summary(results: dict) -> list[str]:

@@ -22,3 +22,15 @@ def main_score(spec: TaskSpec, labels: np.ndarray, predictions: np.ndarray) -> f
             )
         return float(np.mean(r2))
     return score_task(spec, labels, predictions).get("score", -np.inf)
+
+
+def valid_score(row: dict) -> float:
+    """A results row's mean validation main score over its seeds (and folds)."""
+    return float(np.nanmean([s["valid"].get("score", np.nan) for s in row["seeds"]]))
+
+
+def chosen_on_valid(rows: list[dict]) -> dict:
+    """Of rows of one feature set (one per probe), the one whose probe has the
+    best mean validation score: the row every summary, plot and added-value
+    choice reports (first in order on ties)."""
+    return max(rows, key=valid_score)
