@@ -35,6 +35,10 @@ NEVER = {  # room: libraries (top-level names) it must not import, even lazily
     "frontend": {"keras", "librosa"},
     "layers": {"m3bert_tf.io.storage"},
     "models": {"m3bert_tf.io.storage"},
+    # what uses a trained model reads it through runs/, never through training code
+    "serving": {"m3bert_tf.train"},
+    "evaluate": {"m3bert_tf.train"},
+    "hear": {"m3bert_tf.train"},
 }
 
 
@@ -74,18 +78,41 @@ def test_every_room_has_a_level():
     assert rooms <= set(LEVEL), f"rooms without a level in LEVELS: {rooms - set(LEVEL)}"
 
 
+def wrong_imports(dotted: str, path: str) -> list[str]:
+    """The imports of module `dotted` (its source at `path`) that go up a
+    level or reach a library its room must never import."""
+    wrong, room = [], room_of(dotted)
+    for target in sorted(imports(path)):
+        other = room_of(target)
+        if other is not None and other != room and LEVEL[other] >= LEVEL[room]:
+            wrong.append(f"{dotted} -> {target} ({room} may not import {other})")
+        for banned in NEVER.get(room, ()):
+            if target == banned or target.startswith(banned + "."):
+                wrong.append(f"{dotted} -> {target} (never in {room}/)")
+    return wrong
+
+
 def test_imports_only_go_down_and_libraries_stay_out():
-    wrong = []
-    for dotted, path in modules():
-        room = room_of(dotted)
-        for target in imports(path):
-            other = room_of(target)
-            if other is not None and other != room and LEVEL[other] >= LEVEL[room]:
-                wrong.append(f"{dotted} -> {target} ({room} may not import {other})")
-            for banned in NEVER.get(room, ()):
-                if target == banned or target.startswith(banned + "."):
-                    wrong.append(f"{dotted} -> {target} (never in {room}/)")
+    wrong = [w for dotted, path in modules() for w in wrong_imports(dotted, path)]
     assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize(
+    "dotted, line",
+    [
+        ("m3bert_tf.serving.planted", "from m3bert_tf.train import loop"),
+        ("m3bert_tf.evaluate.planted", "import m3bert_tf.train.configs"),
+        ("m3bert_tf.hear", "from m3bert_tf.train.configs import ModelConfig"),
+        ("m3bert_tf.runs.planted", "from m3bert_tf import serving"),
+        ("m3bert_tf.data.planted", "import keras"),
+    ],
+)
+def test_a_planted_import_is_caught(tmp_path, dotted, line):
+    """The check fails on an import the walls forbid, lazy ones too:
+    serving/, evaluate/ and hear read models through runs/, never train/."""
+    path = tmp_path / "planted.py"
+    path.write_text(f"def later():\n    {line}\n")
+    assert wrong_imports(dotted, str(path)), line
 
 
 @pytest.mark.parametrize("level", range(len(LEVELS) - 1))
