@@ -51,8 +51,8 @@ logs.quiet_tensorflow_import()  # TensorFlow 2.21 prints its import lines before
 
 from extract_bench import make_clips  # noqa: E402  (ogg/vorbis clips at 48 kHz)
 
-from m3bert_tf.data.shards import write_json_atomic  # noqa: E402
 from m3bert_tf.demo import corpus  # noqa: E402
+from m3bert_tf.io.storage import write_json  # noqa: E402
 
 
 def make_run(directory, layers, hidden, heads, ffn, frames):
@@ -78,8 +78,8 @@ def rate(fn, batch, repeats):
 def model_throughput(run, export_path, frames, repeats):
     import tensorflow as tf
 
+    from m3bert_tf.runs import load_model as load_run_model
     from m3bert_tf.serving.api import KerasBackend
-    from m3bert_tf.serving.export import load_run_model
 
     rng = np.random.default_rng(0)
     features = tf.constant(rng.standard_normal((8, frames, 324)), tf.float32)
@@ -320,7 +320,7 @@ def main():
                   f"1 worker {r['workers_1_s']:.1f} s, 2 workers {r['workers_2_s']:.1f} s: "
                   f"{r['speedup_2_vs_1']:.2f}x", flush=True)  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    write_json_atomic(args.output, result)
+    write_json(args.output, result)
     print(f"wrote {args.output}")
 
 

@@ -58,10 +58,10 @@ def main() -> None:
     if args.load_clips:
         results["under_load"] = probe_stage_under_load(args.load_clips, args.seeds)
     if args.output:
-        from m3bert_tf.data.shards import write_json_atomic
+        from m3bert_tf.io.storage import write_json
 
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        write_json_atomic(args.output, results)
+        write_json(args.output, results)
 
 
 def _busy(stop):

@@ -46,11 +46,11 @@ sys.path.insert(0, ROOT)
 
 from m3bert_tf import schema  # noqa: E402
 from m3bert_tf.data import records, shards, wire  # noqa: E402
-from m3bert_tf.data.shards import write_json_atomic  # noqa: E402
 from m3bert_tf.datasets.base import Track  # noqa: E402
 from m3bert_tf.demo import corpus  # noqa: E402
 from m3bert_tf.extract import encode  # noqa: E402
 from m3bert_tf.features import frames  # noqa: E402
+from m3bert_tf.io.storage import write_json  # noqa: E402
 
 SR, HOP = schema.SAMPLE_RATE, schema.HOP_LENGTH
 STFT = dict(n_fft=schema.N_FFT, hop_length=HOP, window="hamming")
@@ -201,7 +201,7 @@ def stage_seconds(paths, directory, shard_size=128):
             writer = None
             parent["close_shards"] += time.process_time() - t2
     t0 = time.process_time()
-    write_json_atomic(
+    write_json(
         os.path.join(directory, "manifest.json"),
         {"shards": [{"tracks": w.tracks, "sha256": w.sha256} for w in closed]},
     )
@@ -377,7 +377,7 @@ def main():
         )
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        write_json_atomic(args.output, results)
+        write_json(args.output, results)
 
 
 if __name__ == "__main__":

@@ -105,10 +105,10 @@ def main() -> None:
         print(f"{threads:>8d} {row['librosa']:9.0f} {row['tf_batch_1']:11.0f} "
               f"{row['tf_batch_16']:12.0f}  {row['device']}")  # fmt: skip
     if args.output:
-        from m3bert_tf.data.shards import write_json_atomic
+        from m3bert_tf.io.storage import write_json
 
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        write_json_atomic(args.output, results)
+        write_json(args.output, results)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ from m3bert_tf.io import logs  # noqa: E402
 
 logs.quiet_tensorflow_import()  # TensorFlow 2.21 prints its import lines before reading the level
 
-from m3bert_tf.data.shards import write_json_atomic  # noqa: E402
 from m3bert_tf.demo import corpus  # noqa: E402
+from m3bert_tf.io.storage import write_json  # noqa: E402
 
 WAVEFORM_REQUEST = """
 import sys; sys.path.insert(0, {root!r})
@@ -141,7 +141,7 @@ def main():
         peaks["ratio"] = peaks[f"{args.minutes}_min_mb"] / peaks["1_min_mb"]
         print(f"{job}: peak RSS {args.minutes} min / 1 min = {peaks['ratio']:.2f}")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    write_json_atomic(args.output, result)
+    write_json(args.output, result)
     print(f"wrote {args.output}")
 
 

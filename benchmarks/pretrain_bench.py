@@ -36,7 +36,7 @@ sys.path.insert(0, ROOT)
 
 from m3bert_tf import schema  # noqa: E402
 from m3bert_tf.data import pipeline, records  # noqa: E402
-from m3bert_tf.data.shards import write_json_atomic  # noqa: E402
+from m3bert_tf.io.storage import write_json  # noqa: E402
 from m3bert_tf.train import distribute, pretrain  # noqa: E402
 
 H, A, FFN, C = 768, 12, 3072, schema.NUM_FEATURES
@@ -364,7 +364,7 @@ def main():
     )
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        write_json_atomic(args.output, results)
+        write_json(args.output, results)
 
 
 if __name__ == "__main__":

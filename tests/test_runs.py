@@ -43,6 +43,37 @@ def test_resume_refuses_changed_fields_by_name_and_records_allowed_ones(tmp_path
     assert runs.read_config(run.path)["train_steps"] == 20
 
 
+def test_an_export_is_told_apart_from_a_run_in_one_place(tmp_path):
+    """`is_export`/`read_export_info` decide what the API, bin/embed and the
+    digest read; a SavedModel without our export.json is refused by name."""
+    run = runs.RunDir(str(tmp_path / "run"))
+    run.start(CONFIG)
+    export = tmp_path / "export" / "1"
+    export.mkdir(parents=True)
+    (export / runs.SAVED_MODEL_NAME).write_bytes(b"pb")
+    assert runs.is_export(str(export)) and not runs.is_export(run.path)
+    with pytest.raises(FileNotFoundError, match="export.json"):
+        runs.read_export_info(str(export))
+    (export / runs.EXPORT_INFO_NAME).write_text(json.dumps({"kind": "pretrained"}))
+    assert runs.read_export_info(str(export)) == {"kind": "pretrained"}
+
+
+def test_the_shard_index_has_one_writer_and_reader(tmp_path):
+    from m3bert_tf.data import shards
+
+    shard = str(tmp_path / "shard-00000.tfrecord")
+    tracks = [{"track_id": "a", "num_chunks": 2}, {"track_id": "b", "num_chunks": 1}]
+    info = shards.write_index(shard, 3, 10, "ab", tracks, {})
+    assert shards.read_index(shard) == info
+    with pytest.raises(ValueError, match="3 chunks, the shard 4 records"):
+        shards.write_index(shard, 4, 10, "ab", tracks, {})
+    # one that does not add up is not trusted: the reader counts the shard
+    (tmp_path / "shard-00000.index.json").write_text(json.dumps({**info, "num_examples": 5}))
+    assert shards.read_index(shard) is None
+    (tmp_path / "shard-00000.index.json").write_text("{")
+    assert shards.read_index(shard) is None
+
+
 def test_non_chief_writes_nothing(tmp_path):
     run = runs.RunDir(str(tmp_path / "run"), is_chief=lambda: False)
     run.start(CONFIG)

@@ -37,10 +37,10 @@ def mixed_batch(seed=0):
 
 @pytest.mark.parametrize("kind", ["pretrained", "finetuned"])
 def test_exported_signatures_equal_the_keras_model(exported, kind):
-    from m3bert_tf.serving import export
+    from m3bert_tf import runs
 
     run, path = exported[kind]
-    model, _ = export.load_run_model(run)
+    model, _ = runs.load_model(run)
     loaded = tf.saved_model.load(path)
     features, lengths = mixed_batch()
     mask = np.arange(features.shape[1])[None] < lengths[:, None]
@@ -311,8 +311,6 @@ def test_grpc_client_round_trip(exported):
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from m3bert_tf.serving import export
-
     run, path = exported["pretrained"]
     server, port = prediction_server(path)
     try:
@@ -330,7 +328,9 @@ def test_grpc_client_round_trip(exported):
         # ---
     finally:
         server.stop(None)
-    model, _ = export.load_run_model(run)
+    from m3bert_tf import runs
+
+    model, _ = runs.load_model(run)
     mask = np.arange(features.shape[1])[None] < lengths[:, None]
     reference = model({"features": features, "padding_mask": mask}, training=False)
     for i, n in enumerate(lengths):

@@ -27,7 +27,6 @@ each other, so tf.data service workers can each take whole units.
 """
 
 import dataclasses
-import json
 
 import tensorflow as tf
 
@@ -35,8 +34,7 @@ from m3bert_tf import schema
 from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data import records
 from m3bert_tf.data.normalization import normalize
-from m3bert_tf.data.shards import DataError, index_path, list_shards
-from m3bert_tf.io import storage
+from m3bert_tf.data.shards import DataError, list_shards, read_index
 
 GROUP_FILES = 8  # shard files read at once (interleaved)
 
@@ -138,20 +136,14 @@ def training_counts(files: list[str], holdout_percent: int) -> list[int]:
     (a file without a matching index is counted by reading it)."""
     counts = []
     for f in files:
-        info = None
-        gfile = storage.gfile(f)
-        if gfile.exists(index_path(f)):
-            with gfile.GFile(index_path(f)) as fh:
-                info = json.load(fh)
-            chunks = [int(t["num_chunks"]) for t in info["tracks"]]
-            if sum(chunks) != info.get("num_examples"):
-                info = None
+        info = read_index(f)
         if info is None:
             heldout = tf.data.TFRecordDataset(f).map(
                 lambda s: is_heldout(s, holdout_percent)
             )
             counts.append(int(heldout.reduce(0, lambda n, h: n + 1 - tf.cast(h, tf.int32))))
             continue
+        chunks = [int(t["num_chunks"]) for t in info["tracks"]]
         ids = [t["track_id"] for t in info["tracks"]]
         held = (
             tf.strings.to_hash_bucket_fast(ids, 100).numpy() < holdout_percent

@@ -41,13 +41,58 @@ FAILURES_NAME = "failures.jsonl"  # files that failed, one JSON line each
 TMP_SUFFIX = storage.TMP_SUFFIX
 
 
-def write_json_atomic(path: str, value) -> None:
-    """Writes JSON to `path` via a temporary file and a rename."""
-    storage.write_atomic(path, json.dumps(value, indent=1))
-
-
 def index_path(shard_path: str) -> str:
     return shard_path[: -len(SHARD_SUFFIX)] + INDEX_SUFFIX
+
+
+INDEX_FIELDS = ("num_examples", "bytes", "sha256", "tracks", "stats")
+
+
+def write_index(
+    shard_path: str,
+    num_examples: int,
+    num_bytes: int,
+    sha256: str,
+    tracks: list,
+    stats: dict,
+) -> dict:
+    """Writes the index beside `shard_path` (before the shard's own rename)
+    and returns it: the one writer of the record, for the local and the
+    Beam writer alike.
+
+    Args:
+      num_examples: records in the shard (the sum of its tracks' num_chunks).
+      num_bytes, sha256: the shard file's size and digest.
+      tracks: one entry per track ({"track_id", "num_chunks", ...}).
+      stats: {split: raw-feature sums} of the tracks whose first chunk is here.
+    """
+    chunks = sum(int(t["num_chunks"]) for t in tracks)
+    if chunks != num_examples:
+        raise ValueError(
+            f"{shard_path}: its tracks hold {chunks} chunks, the shard {num_examples} records"
+        )
+    info = dict(
+        zip(INDEX_FIELDS, (num_examples, num_bytes, sha256, tracks, stats), strict=True)
+    )
+    storage.write_json(index_path(shard_path), info)
+    return info
+
+
+def read_index(shard_path: str) -> dict | None:
+    """The index of `shard_path`, or None when it has none or one that does
+    not add up (tracks' chunks != num_examples, a field missing): the reader
+    then counts the shard itself."""
+    path = index_path(shard_path)
+    if not storage.exists(path):
+        return None
+    try:
+        info = storage.read_json(path)
+        chunks = sum(int(t["num_chunks"]) for t in info["tracks"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(info, dict) or set(INDEX_FIELDS) - set(info):
+        return None
+    return info if chunks == info["num_examples"] else None
 
 
 class ShardWriter:
@@ -107,15 +152,8 @@ class ShardWriter:
     def close(self) -> None:
         self._file.close()
         self.sha256 = self._hash.hexdigest()
-        write_json_atomic(
-            index_path(self.path),
-            {
-                "num_examples": self.num_examples,
-                "bytes": self.bytes,
-                "sha256": self.sha256,
-                "tracks": self.tracks,
-                "stats": self.stats,
-            },
+        write_index(
+            self.path, self.num_examples, self.bytes, self.sha256, self.tracks, self.stats
         )
         storage.replace(self.path + TMP_SUFFIX, self.path)
 
@@ -142,8 +180,7 @@ def scan_output_dir(output_dir: str) -> tuple[list[dict], int]:
         if not storage.exists(shard):
             storage.remove(idx)  # killed between the index and the shard rename
             continue
-        with storage.open(idx) as f:
-            info = json.load(f)
+        info = storage.read_json(idx)
         finished.append({"shard": os.path.basename(shard), **info})
     return finished, next_number
 

@@ -4,7 +4,6 @@ paper's Tables 6-10) and the plots of `plots.py`."""
 import collections
 import os
 
-from m3bert_tf import runs
 from m3bert_tf.evaluate import plots
 from m3bert_tf.evaluate.scores import chosen_on_valid
 from m3bert_tf.io import storage
@@ -240,7 +239,7 @@ def markdown(results: dict) -> str:
 def write(results: dict, output_dir: str) -> None:
     """results.json, results.md, plot_<task>.png and, for a layer profile,
     layers_<task>.png, each written atomically."""
-    runs.write_json(os.path.join(output_dir, "results.json"), results)
+    storage.write_json(os.path.join(output_dir, "results.json"), results)
     text = markdown(results)
     storage.write_atomic(os.path.join(output_dir, "results.md"), text)
     for task, r in results["tasks"].items():

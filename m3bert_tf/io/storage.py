@@ -272,3 +272,19 @@ def write_atomic(path, data: str | bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
     replace(tmp, path)
+
+
+def write_json(path, value) -> None:
+    """Writes `value` as JSON (indent 1, a final newline) atomically
+    (`write_atomic`): the one JSON writer of every record on disk."""
+    import json
+
+    write_atomic(path, json.dumps(value, indent=1) + "\n")
+
+
+def read_json(path):
+    """The JSON value stored at `path`."""
+    import json
+
+    with open(path) as f:
+        return json.load(f)

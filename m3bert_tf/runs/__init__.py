@@ -22,9 +22,11 @@ A run directory (`--model_dir` of bin/pretrain or bin/finetune) holds:
     results.json           bin/pretrain's final results
     metrics.json           bin/finetune's final table
 
-Export, embedding and evaluation read runs through `load_encoder`,
-`load_multitask`, `read_config` and `read_input_spec`, never through
-`train/`. Writes go through a `RunDir` whose `is_chief` predicate is false
+Export, embedding and evaluation read runs through `load_model`,
+`load_encoder`, `load_multitask`, `read_config` and `read_input_spec`, never
+through `train/`. An export version directory (bin/export's) is told apart
+here too: `is_export` (a `saved_model.pb`) and `read_export_info` (its
+`export.json`), so every tool that takes "a model" decides it one way. Writes go through a `RunDir` whose `is_chief` predicate is false
 on every worker but one in multi-worker training.
 """
 
@@ -51,6 +53,9 @@ SNAPSHOTS_DIR = "snapshots"
 SNAPSHOT_PATTERN = "encoder-{:08d}.keras"
 RESULTS_NAME = "results.json"
 METRICS_NAME = "metrics.json"
+# An export version directory (written by serving/export.py):
+SAVED_MODEL_NAME = "saved_model.pb"
+EXPORT_INFO_NAME = "export.json"  # what the export is: kind, config, input spec, digest
 
 
 class ConfigMismatch(ValueError):
@@ -75,11 +80,6 @@ def config_changes(old: dict, new: dict) -> dict:
     return {
         k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
     }
-
-
-def write_json(path: str, value) -> None:
-    """Writes JSON through a temporary file and a rename."""
-    storage.write_atomic(path, json.dumps(value, indent=1) + "\n")
 
 
 def at_step(path: str, allow_every: bool = False) -> tuple:
@@ -116,7 +116,7 @@ def model_digest(path: str) -> str:
     if step is not None:
         return storage.sha256(snapshot_path(run_dir, step))[:16]
     h, found = hashlib.sha256(), False
-    for pattern in (ENCODER_NAME, MULTITASK_NAME, "saved_model.pb", "variables/*"):
+    for pattern in (ENCODER_NAME, MULTITASK_NAME, SAVED_MODEL_NAME, "variables/*"):
         for f in sorted(storage.glob(os.path.join(path, pattern))):
             found = True
             h.update(os.path.relpath(f, path).encode())
@@ -126,11 +126,6 @@ def model_digest(path: str) -> str:
             f"{path}: no model files (encoder.keras, multitask.keras or a SavedModel)"
         )
     return h.hexdigest()[:16]
-
-
-def read_json(path: str):
-    with storage.open(path) as f:
-        return json.load(f)
 
 
 @dataclasses.dataclass
@@ -165,7 +160,7 @@ class RunDir:
 
     def write_json(self, name: str, value) -> None:
         if self.is_chief():
-            write_json(self.file(name), value)
+            storage.write_json(self.file(name), value)
 
     def start(
         self, config: dict, flags_text: str = "", may_change: tuple[str, ...] = ()
@@ -218,13 +213,13 @@ def read_config(run_dir: str) -> dict:
     """The latest config of a run: config.json, or its last config.resume-NNN.json."""
     resumes = storage.glob(os.path.join(run_dir, RESUME_PATTERN.replace("{:03d}", "*")))
     if resumes:
-        return read_json(resumes[-1])["config"]
+        return storage.read_json(resumes[-1])["config"]
     path = os.path.join(run_dir, CONFIG_NAME)
     if not storage.exists(path):
         raise FileNotFoundError(
             f"{run_dir}: no {CONFIG_NAME} (not a bin/pretrain or bin/finetune run)"
         )
-    return read_json(path)
+    return storage.read_json(path)
 
 
 def training_frames(run_dir: str) -> int:
@@ -254,7 +249,7 @@ def read_input_spec(run_dir: str) -> dict:
     path = os.path.join(run_dir, INPUT_SPEC_NAME)
     if not storage.exists(path):
         return input_spec(None, "track", None)
-    return read_json(path)
+    return storage.read_json(path)
 
 
 def same_features(a: dict | None, b: dict | None) -> bool:
@@ -321,3 +316,29 @@ def load_multitask(run_dir: str):
             f"{run_dir}: no {MULTITASK_NAME} (not a finished bin/finetune run)"
         )
     return _load_keras(path)
+
+
+def is_export(path: str) -> bool:
+    """Whether `path` is an export version directory (bin/export's), not a run."""
+    return storage.exists(os.path.join(path, SAVED_MODEL_NAME))
+
+
+def read_export_info(path: str) -> dict:
+    """An export's export.json. Raises FileNotFoundError naming the file when
+    the directory has a SavedModel but not ours (made elsewhere, or damaged)."""
+    info = os.path.join(path, EXPORT_INFO_NAME)
+    if not storage.exists(info):
+        raise FileNotFoundError(
+            f"{path}: a SavedModel without {EXPORT_INFO_NAME}: not a bin/export directory "
+            "(or a damaged one); export the run again"
+        )
+    return storage.read_json(info)
+
+
+def load_model(run_dir: str):
+    """(model, kind) of a finished run directory: a fine-tuning run's
+    M3BertMultiTask ("finetuned") or a pretraining run's M3BertEncoder
+    ("pretrained")."""
+    if storage.exists(os.path.join(run_dir, MULTITASK_NAME)):
+        return load_multitask(run_dir), "finetuned"
+    return load_encoder(run_dir), "pretrained"

@@ -14,7 +14,6 @@ frames stitched, clip embedding = mean over the track's frames.
 """
 
 import contextlib
-import json
 import os
 
 import numpy as np
@@ -377,15 +376,14 @@ def load(path: str, frontend: str = "auto") -> Model:
         return Model(backend, info, path, frontend)
     if not storage.isdir(path):
         raise FileNotFoundError(f"{path}: no such directory (an export or a run directory)")
-    if storage.exists(os.path.join(path, "saved_model.pb")):
-        with storage.open(os.path.join(path, export.EXPORT_INFO_NAME)) as f:
-            info = json.load(f)
+    if runs.is_export(path):
+        info = runs.read_export_info(path)
         return Model(SavedModelBackend(path), info, path, frontend)
     if not storage.exists(os.path.join(path, runs.CONFIG_NAME)):
         raise FileNotFoundError(
             f"{path}: neither an export (saved_model.pb) nor a run directory ({runs.CONFIG_NAME})"
         )
-    model, kind = export.load_run_model(path)
+    model, kind = runs.load_model(path)
     # A run directory keeps librosa unless the TF front end is asked for.
     backend = KerasBackend(model, runs.read_input_spec(path) if frontend == "tf" else None)
     info = export.export_info(path, kind, backend.computations)

@@ -145,15 +145,11 @@ def model_feature_config(path: str):
     """The `FeatureConfig` of the model at `path` (an export or a run directory),
     from its JSON alone: no TensorFlow, so feature workers start while the
     model loads."""
-    import json
-
     from m3bert_tf.features.config import FeatureConfig
-    from m3bert_tf.serving import export
 
-    info = os.path.join(path, export.EXPORT_INFO_NAME)
-    if storage.exists(os.path.join(path, "saved_model.pb")) and storage.exists(info):
-        with storage.open(info) as f:
-            return FeatureConfig.from_spec(json.load(f)["input_spec"].get("feature_spec"))
+    if runs.is_export(path):
+        info = runs.read_export_info(path)
+        return FeatureConfig.from_spec(info["input_spec"].get("feature_spec"))
     return FeatureConfig.from_spec(runs.read_input_spec(path).get("feature_spec"))
 
 

@@ -101,7 +101,7 @@ def check_job(output_dir: str, job: dict) -> None:
     """Refuses to mix embeddings of another model, layer or windowing in one dir."""
     path = os.path.join(output_dir, JOB_NAME)
     if storage.exists(path):
-        old = runs.read_json(path)
+        old = storage.read_json(path)
         changed = runs.config_changes(old["settings"], job["settings"])
         if changed:
             fields = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items())
@@ -110,7 +110,7 @@ def check_job(output_dir: str, job: dict) -> None:
                 f"({fields}); use a new output_dir"
             )
     else:
-        runs.write_json(path, job)
+        storage.write_json(path, job)
 
 
 def write_index(output_dir: str, tracks) -> list[dict]:

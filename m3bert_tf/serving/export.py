@@ -36,7 +36,7 @@ from m3bert_tf.io import storage
 from m3bert_tf.serving import signatures
 from m3bert_tf.version import __version__
 
-EXPORT_INFO_NAME = "export.json"
+EXPORT_INFO_NAME = runs.EXPORT_INFO_NAME
 LABELS_NAME = "labels.json"
 WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MODEL_NAME = "m3bert"  # the model name docs/serve.md's serving command uses
@@ -44,14 +44,6 @@ MODEL_NAME = "m3bert"  # the model name docs/serve.md's serving command uses
 
 class ExportError(ValueError):
     """A refused export (existing version, not a finished run); names what."""
-
-
-def load_run_model(model_dir: str):
-    """(model, kind): a fine-tuning run's M3BertMultiTask ("finetuned") or a
-    pretraining run's M3BertEncoder ("pretrained")."""
-    if storage.exists(os.path.join(model_dir, runs.MULTITASK_NAME)):
-        return runs.load_multitask(model_dir), "finetuned"
-    return runs.load_encoder(model_dir), "pretrained"
 
 
 def next_version(base: str) -> int:
@@ -76,7 +68,7 @@ def export_info(model_dir: str, kind: str, computations) -> dict:
         "kind": kind,
         # Which weights: the run's last step and a digest of its model files
         # (`runs.model_digest`: equal digests, equal weights).
-        "step": runs.read_json(results).get("step") if storage.exists(results) else None,
+        "step": storage.read_json(results).get("step") if storage.exists(results) else None,
         "model_digest": runs.model_digest(model_dir),
         "config": config,
         "input_spec": runs.read_input_spec(model_dir),
@@ -222,7 +214,7 @@ def export_run(
     if not storage.isdir(model_dir):
         raise ExportError(f"model_dir={model_dir}: no such directory")
     try:
-        model, kind = load_run_model(model_dir)
+        model, kind = runs.load_model(model_dir)
     except FileNotFoundError as e:
         raise ExportError(str(e)) from None
     if input_sample_rate <= 0:
@@ -272,8 +264,8 @@ def _export_locked(model_dir, export_base, version, log, model, kind, computatio
             )
             for record in warmup_requests(computations, frames):
                 writer.write(record.SerializeToString())
-        runs.write_json(os.path.join(temporary, LABELS_NAME), labels)
-        runs.write_json(os.path.join(temporary, EXPORT_INFO_NAME), info)
+        storage.write_json(os.path.join(temporary, LABELS_NAME), labels)
+        storage.write_json(os.path.join(temporary, EXPORT_INFO_NAME), info)
         # A version that appeared meanwhile (a non-empty directory) is not
         # replaced on a local disk: rename(2) fails on it.
         storage.replace(temporary, final)
