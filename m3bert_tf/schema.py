@@ -3,7 +3,7 @@
 Everything that touches a feature channel or a record key imports it from
 here: the extractor, the shard writer and reader, the masking and the tests.
 
-Frame layout (DESIGN.md, paper Table 1): 44.1 kHz mono, 2048-sample Hamming
+Frame layout (docs/contract.md, the paper's Table 1): 44.1 kHz mono, 2048-sample Hamming
 window, hop 1024 samples (23.2 ms), centered frames; per frame the blocks
 below, concatenated in this order.
 """

@@ -44,20 +44,69 @@ def test_the_readme_is_one_or_two_screens():
         assert len(f.read().splitlines()) <= README_LINES
 
 
-@pytest.mark.parametrize("page", PAGES, ids=_rel)
-def test_every_relative_link_resolves(page):
-    with open(page) as f:
-        text = f.read()
-    missing = []
+def broken_links(page: str, text: str) -> list[str]:
+    """The relative links of `page` (its text) that lead nowhere or out of
+    the repository: a clone has nothing beside it."""
+    wrong = []
     for target in re.findall(r"\]\(([^)\s]+)\)", text):
         if target.startswith(("http://", "https://", "mailto:", "#")):
             continue
         path = os.path.normpath(os.path.join(os.path.dirname(page), target.split("#")[0]))
         if not path.startswith(ROOT + os.sep):
-            continue  # outside the repository (the shared folder beside a checkout)
-        if not os.path.exists(path):
-            missing.append(target)
-    assert not missing, f"{_rel(page)}: links to nothing: {missing}"
+            wrong.append(f"{target} (outside the repository)")
+        elif not os.path.exists(path):
+            wrong.append(f"{target} (no such file)")
+    return wrong
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_rel)
+def test_every_relative_link_resolves_inside_the_repository(page):
+    with open(page) as f:
+        wrong = broken_links(page, f.read())
+    assert not wrong, f"{_rel(page)}: {wrong}"
+
+
+# What only the authors' working folder had: the repository cites the paper
+# by its reference and holds its contract in docs/contract.md.
+OUTSIDE = re.compile(r"DESIGN\.md|\.\./shared|m3bert-paper\.txt")
+
+
+def outside_mentions(root: str) -> list[str]:
+    """`file:line` of every mention of a file outside the repository in the
+    sources, docs, configs and build files under `root`."""
+    found = []
+    for directory, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not d.endswith(".egg-info")]
+        for name in names:
+            if not name.endswith((".py", ".md", ".flags", ".sh", ".toml", ".cfg")) and (
+                name not in ("Makefile",) and "bin" not in directory.split(os.sep)[-1:]
+            ):
+                continue
+            path = os.path.join(directory, name)
+            if path == os.path.abspath(__file__):
+                continue  # this test names what it looks for
+            with open(path, errors="replace") as f:
+                for number, line in enumerate(f, 1):
+                    if OUTSIDE.search(line):
+                        found.append(f"{os.path.relpath(path, root)}:{number}")
+    return found
+
+
+def test_nothing_points_outside_the_repository():
+    found = outside_mentions(ROOT)
+    assert not found, f"mentions of files a clone does not have: {found}"
+
+
+def test_a_planted_outside_link_or_mention_fails(tmp_path):
+    page = os.path.join(ROOT, "docs", "planted.md")
+    text = "See [the paper](../../shared/reference/x.txt) and [x](missing.md)."
+    assert broken_links(page, text) == [
+        "../../shared/reference/x.txt (outside the repository)",
+        "missing.md (no such file)",
+    ]
+    (tmp_path / "m.py").write_text('"""As DESIGN.md says."""\n')
+    (tmp_path / "c.flags").write_text("# see ../shared/STYLE.md\n")
+    assert sorted(outside_mentions(str(tmp_path))) == ["c.flags:1", "m.py:1"]
 
 
 @functools.cache

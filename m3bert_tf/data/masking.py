@@ -17,7 +17,7 @@ pipeline more than the masking itself.
 Every random draw is stateless, from `seed` ([2] int), so the same seed gives
 the same mask eagerly and inside `Dataset.map`, on any number of threads.
 
-Policies (DESIGN.md "Masking"):
+Policies (docs/contract.md "Masking"):
 - CFM: spans of frames until 15 % of the real frames are covered. Span length
   l ~ Geometric(p=0.2) truncated to [2, 7] and renormalized (mean 3.87, the
   paper's number; clipping instead would give a mean of 4.15), start uniform
@@ -230,7 +230,7 @@ class Component(NamedTuple):
 
 COMPONENTS = {"cfm": Component(_cfm, 0), "ccm": Component(_ccm, 1), "pm": Component(_pm, 2)}
 
-# A policy is the components it applies (DESIGN.md "Masking"); a new policy
+# A policy is the components it applies (docs/contract.md "Masking"); a new policy
 # is a row here, a new component a function and a row of COMPONENTS.
 POLICIES = {
     "cfm+ccm": ("cfm", "ccm"),

@@ -41,7 +41,7 @@ def seconds_to_frames(seconds: float, frame_stack: int) -> int:
 def default_window_frames(training_frames: int, frame_stack: int) -> int:
     """The model's training crop, at most 30 s: positions a model never saw in
     training are not to be trusted (a 256-frame-trained tiny model scored far
-    worse on whole 30 s clips), and DESIGN.md caps windows at 30 s."""
+    worse on whole 30 s clips), and docs/contract.md caps windows at 30 s."""
     cap = seconds_to_frames(MAX_WINDOW_SECONDS, frame_stack)
     return max(frame_stack, min(training_frames // frame_stack * frame_stack, cap))
 

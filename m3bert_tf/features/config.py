@@ -18,7 +18,7 @@ class FeatureConfig:
     """What `FeatureExtractor` computes; stored in every manifest.
 
     Attributes:
-      feature_set: "paper" (the 144-bin CQT of DESIGN.md) or "authors" (the
+      feature_set: "paper" (the 144-bin CQT of docs/contract.md) or "authors" (the
         authors' chroma-folded CQT).
       tuning: chroma/CQT tuning offset in fractions of a bin (0.0 = A440).
       min_duration: seconds; shorter files are rejected as too short.

@@ -7,7 +7,7 @@
 
 The feature sets:
 - "paper" (default): the CQT block is a 144-bin CQT magnitude, 24 bins per
-  octave from C1 (32.70 Hz to 2.09 kHz), as DESIGN.md's table says.
+  octave from C1 (32.70 Hz to 2.09 kHz), as docs/contract.md's table says.
 - "authors": the authors' public code instead used a 144-bin chroma-folded
   CQT (librosa.feature.chroma_cqt with n_chroma=144 over 7 octaves at 144
   bins per octave); offered for reproducing their numbers.

@@ -15,7 +15,7 @@ from m3bert_tf.train.distribute import PRECISIONS, STRATEGIES
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Encoder sizes (DESIGN.md "Model").
+    """Encoder sizes (docs/contract.md "Model").
 
     Attributes:
       num_layers: transformer blocks (L).
