@@ -258,19 +258,17 @@ _DIGESTS: dict[tuple, str] = {}
 
 def content_digests(files: list[str]) -> dict[str, str]:
     """{file: SHA-256 of its bytes}, each file read once per process (a file
-    whose size or modification time changed is read again)."""
-    import tensorflow as tf
-
+    whose size, modification time or inode changed is read again:
+    `storage.version_key`)."""
     from m3bert_tf.io.progress import Progress
 
     out, todo = {}, []
     for f in files:
-        stat = tf.io.gfile.stat(f)
-        key = (f, stat.length, stat.mtime_nsec)
+        key = (f, *storage.version_key(f))
         if key in _DIGESTS:
             out[f] = _DIGESTS[key]
         else:
-            todo.append((f, key, stat.length))
+            todo.append((f, key, key[1]))
     total = sum(n for _, _, n in todo)
     progress = Progress("checking shards", total >> 20, "MiB") if total > 2**30 else None
     done = 0

@@ -215,6 +215,20 @@ def size(path) -> int:
         raise FileNotFoundError(2, "No such file or directory", str(path)) from None
 
 
+def version_key(path) -> tuple:
+    """What changes when a file is rewritten or replaced: (size, mtime in ns,
+    inode) from the OS for a local file (TensorFlow's stat has whole
+    seconds: a shard replaced within the second would look unchanged), (size,
+    mtime) from the file system of a URL. For per-process caches of content
+    digests; the digest, not this key, is what identifies content."""
+    local = local_path(path)
+    if local is not None:
+        stat = os.stat(local)
+        return stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev
+    info = gfile(path).stat(str(path))
+    return int(info.length), int(info.mtime_nsec)
+
+
 def sha256(path) -> str:
     """The SHA-256 hex digest of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
