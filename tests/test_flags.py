@@ -140,6 +140,77 @@ def test_help_lists_the_binarys_flags(tool, expected):
     assert expected <= listed, out.stdout
 
 
+def test_flags_py_defines_no_flag_by_hand():
+    """Every DEFINE_* call of cli/flags.py is inside the generator."""
+    import ast
+
+    tree = ast.parse(open(flags.__file__).read())
+    by_hand = []
+    for function in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        for node in ast.walk(function):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr.startswith("DEFINE")
+                    and function.name != "define_config_flags"):  # fmt: skip
+                by_hand.append(f"{function.name}: {node.func.attr}")
+    assert not by_hand
+
+
+def test_a_loader_option_is_a_flag_with_its_help(fresh_flags, monkeypatch):
+    from m3bert_tf.datasets import base, loaders
+
+    option = base.Option("clip_list", "clip_list", "", "file of the clips to keep")
+    row = loaders.LOADERS["deam"]
+    monkeypatch.setitem(
+        loaders.LOADERS, "deam", loaders.Loader(row.load, row.options + (option,))
+    )
+    options = loaders.options_class()
+    flags.define_config_flags(options, flag_values=fresh_flags)
+    assert fresh_flags["clip_list"].help == "file of the clips to keep (deam)."
+    assert fresh_flags["split_seed"].help.startswith("seed of the 60/20/20 split by track")
+    fresh_flags(["prog", "--clip_list=keep.txt", "--split_seed=3"])
+    config = flags.config_from_flags(options, flag_values=fresh_flags)
+    assert config.for_loader("deam") == {"seed": 3, "clip_list": "keep.txt"}
+    assert config.for_loader("mtg_jamendo_moodtheme") == {"split_dir": ""}  # its own only
+
+
+def test_extract_flags_are_config_fields(fresh_flags):
+    """Runner, Beam options and each loader's options reach ExtractConfig
+    through the generator; the config refuses what does not go together."""
+    from m3bert_tf.datasets.rwc import DEFAULT_PATTERN
+    from m3bert_tf.extract import ExtractConfig
+
+    flags.define_config_flags(ExtractConfig, flag_values=fresh_flags)
+    fresh_flags(["prog", "--dataset=rwc_instrument", "--dataset_root=/d", "--output_dir=o",
+                 "--runner=beam", "--beam_options=--runner=DirectRunner"])  # fmt: skip
+    config = flags.config_from_flags(ExtractConfig, flag_values=fresh_flags)
+    assert (config.runner, config.beam_options, config.source) == (
+        "beam", "--runner=DirectRunner", "/d")  # fmt: skip
+    assert config.dataset_options.for_loader("rwc_instrument") == {
+        "pattern": DEFAULT_PATTERN, "seed": 0}  # fmt: skip
+    for wrong, match in [
+        (dict(input="a", dataset="gtzan", dataset_root="/d"), "either input"),
+        (dict(input="a", dataset_root="/d"), "dataset_root"),
+        (dict(input="a", strict=True, runner="beam"), "strict"),
+        (dict(input="a", beam_options="--x"), "beam_options needs runner=beam"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            ExtractConfig(output_dir="o", **wrong)
+
+
+def test_the_finetune_flagfile_is_read_by_absl(tmp_path):
+    path = tmp_path / "f.flags"
+    path.write_text("# a comment\n--train_steps=7\n--learning_rate=0.5\n")
+    config = flags.finetune_config_from_flagfile(
+        str(path), pretrained="p", data="d", model_dir="m"
+    )
+    assert (config.train_steps, config.learning_rate, config.data) == (7, 0.5, "d")
+    path.write_text("--train_steps=7\n--not_a_flag=1\n")
+    with pytest.raises(ValueError, match="not_a_flag"):
+        flags.finetune_config_from_flagfile(
+            str(path), pretrained="p", data="d", model_dir="m"
+        )
+
+
 def test_a_binary_error_names_the_flag():
     out = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bin", "correlate"), "--model=m", "--input=i",

@@ -137,16 +137,6 @@ def define_config_flags(cls, exclude=(), optional=(), flag_values=None) -> None:
         _DEFINED.add(name)
 
 
-def parse_value(field, text: str):
-    """A field's value from its flag text (flag files read without absl)."""
-    kind = _base_type(field.type)
-    if kind is bool:
-        return text.lower() in ("", "true", "1")
-    if typing.get_origin(kind) is tuple:
-        return tuple(t.strip() for t in text.split(",") if t.strip())
-    return kind(text)
-
-
 def config_from_flags(cls, exclude=(), flag_values=None, **fields):
     """A `cls` from the parsed flags (nested configs too), `fields` overriding."""
     parsed = flag_values if flag_values is not None else FLAGS
@@ -192,57 +182,13 @@ def translate(message: str) -> str:
 def define_extract_flags() -> None:
     from m3bert_tf.extract import ExtractConfig
 
-    define_config_flags(ExtractConfig, optional=("input",))
-    # How the job runs, and the dataset loaders' options (`datasets.LOADERS`).
-    flags.DEFINE_string("dataset_root", "", "Root directory of --dataset.")
-    flags.DEFINE_string(
-        "split_dir", "",
-        "gtzan: dir of the fault-filtered train/valid/test lists; "
-        "mtg_jamendo_moodtheme: dir of the autotagging_moodtheme-*.tsv split files.",
-    )  # fmt: skip
-    flags.DEFINE_string(
-        "rwc_pattern", r"^(?P<instrument>\d{2})\d",
-        "rwc_instrument: regex on the file name with a group named 'instrument'.",
-    )  # fmt: skip
-    flags.DEFINE_integer("split_seed", 0, "Seed of the 60/20/20 splits by track.")
-    flags.DEFINE_enum(
-        "runner", "local", ["local", "beam"],
-        "local: a process pool on this machine; beam: Apache Beam "
-        "(pip install 'm3bert_tf[beam]'; DirectRunner unless --beam_options names one).",
-    )  # fmt: skip
-    flags.DEFINE_string(
-        "beam_options", "",
-        'Beam pipeline options, e.g. "--runner=DataflowRunner --project=P --region=R '
-        '--temp_location=gs://B/tmp".',
-    )  # fmt: skip
-    _DEFINED.update(
-        ("dataset_root", "split_dir", "rwc_pattern", "split_seed", "runner", "beam_options")
-    )
+    define_config_flags(ExtractConfig)
 
 
 def extract_config_from_flags():
     from m3bert_tf.extract import ExtractConfig
 
-    if bool(FLAGS.input) == bool(FLAGS.dataset):
-        raise ValueError("give either --input, or --dataset with --dataset_root")
-    if FLAGS.runner == "beam" and FLAGS.strict:
-        raise ValueError("--strict stops at the first failure: only with --runner=local")
-    if FLAGS.beam_options and FLAGS.runner != "beam":
-        raise ValueError("--beam_options needs --runner=beam")
-    if FLAGS.dataset and not FLAGS.dataset_root:
-        raise ValueError(f"--dataset={FLAGS.dataset} needs --dataset_root")
-    options = {"seed": FLAGS.split_seed}
-    if FLAGS.dataset in ("gtzan", "mtg_jamendo_moodtheme") and FLAGS.split_dir:
-        options["split_dir"] = FLAGS.split_dir
-    if FLAGS.dataset == "rwc_instrument":
-        options["pattern"] = FLAGS.rwc_pattern
-    if FLAGS.dataset == "mtg_jamendo_moodtheme":
-        options.pop("seed")  # official splits only
-    return config_from_flags(
-        ExtractConfig,
-        input=FLAGS.dataset_root if FLAGS.dataset else FLAGS.input,
-        dataset_options=options,
-    )
+    return config_from_flags(ExtractConfig)
 
 
 def define_pretrain_flags(with_paths: bool = True) -> None:
@@ -272,30 +218,31 @@ def finetune_config_from_flags():
 
 
 def finetune_config_from_flagfile(path: str, **fields):
-    """A FinetuneConfig from a flag file's `--name=value` lines plus `fields`
-    (a relative path not found here is looked up in the repository)."""
+    """A FinetuneConfig from a flag file plus `fields` (which the file may
+    not set), read by absl's own flag-file parser into flags of their own
+    (a relative path not found here is looked up in the repository).
+
+    Raises:
+      ValueError: no such file, or a line absl would skip or refuse (a flag
+        that is not bin/finetune's, a bad value), naming the file.
+    """
     import os
 
     from m3bert_tf.io import storage
     from m3bert_tf.train.configs import FinetuneConfig
 
-    fields_by_name = {f.name: f for f in dataclasses.fields(FinetuneConfig)}
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if not storage.exists(path) and os.path.exists(os.path.join(repo, path)):
         path = os.path.join(repo, path)
     if not storage.exists(path):
         raise ValueError(f"--finetune_flagfile={path}: no such file")
-    values = {}
-    with storage.open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line.startswith("--"):
-                continue
-            name, _, text = line[2:].partition("=")
-            if name not in fields_by_name:
-                raise ValueError(f"{path}: --{name} is not a bin/finetune flag")
-            values[name] = parse_value(fields_by_name[name], text)
-    return FinetuneConfig(**{**values, **fields})
+    values = flags.FlagValues()
+    define_config_flags(FinetuneConfig, exclude=tuple(fields), flag_values=values)
+    try:
+        values(["finetune", f"--flagfile={path}"])
+    except flags.Error as e:
+        raise ValueError(f"--finetune_flagfile={path}: {e}") from None
+    return config_from_flags(FinetuneConfig, flag_values=values, **fields)
 
 
 def define_demo_flags() -> None:

@@ -11,9 +11,14 @@ No TensorFlow, no Keras. Tracks without a published split get a seeded
 
 from m3bert_tf.datasets.audio_files import find_tracks
 from m3bert_tf.datasets.base import LoadResult, Problem, Track
-from m3bert_tf.datasets.loaders import LOADERS, load, refuse_conflicting_labels
+from m3bert_tf.datasets.loaders import (
+    LOADERS,
+    DatasetOptions,
+    load,
+    refuse_conflicting_labels,
+)
 
 __all__ = [
-    "LOADERS", "LoadResult", "Problem", "Track", "find_tracks", "load",
+    "LOADERS", "DatasetOptions", "LoadResult", "Problem", "Track", "find_tracks", "load",
     "refuse_conflicting_labels",
 ]  # fmt: skip

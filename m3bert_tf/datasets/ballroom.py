@@ -3,6 +3,7 @@
 import os
 
 from m3bert_tf.datasets.base import (
+    SPLIT_SEED,
     LoadResult,
     Track,
     audio_files,
@@ -16,6 +17,7 @@ DANCES = (
     "Slowwaltz", "Tango", "Viennesewaltz", "Waltz", "Wcswing",
 )  # fmt: skip
 SPEC = TaskSpec("ballroom", "classification", classes=DANCES)
+OPTIONS = (SPLIT_SEED,)
 
 
 def load(root: str, seed: int = 0) -> LoadResult:

@@ -11,6 +11,27 @@ SPLITS = ("train", "valid", "test")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".au", ".aif", ".aiff")
 
 
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One keyword option of a loader, declared beside it (its module's
+    `OPTIONS`): bin/extract's flag `--<name>` and `ExtractConfig.dataset_options.<name>`.
+
+    Attributes:
+      name: the flag and config field; loaders sharing an option share it.
+      keyword: the loader function's argument it is passed as.
+      default: its value when not given (its type is the flag's).
+      help: what it means for this loader (one line).
+    """
+
+    name: str
+    keyword: str
+    default: object
+    help: str
+
+
+SPLIT_SEED = Option("split_seed", "seed", 0, "seed of the 60/20/20 split by track")
+
+
 @dataclasses.dataclass
 class Track:
     """One audio file to extract.

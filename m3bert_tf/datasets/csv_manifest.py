@@ -13,9 +13,18 @@ loaded them exits 1.
 import csv
 import os
 
-from m3bert_tf.datasets.base import SPLITS, LoadResult, Problem, Track, split_by_track
+from m3bert_tf.datasets.base import (
+    SPLIT_SEED,
+    SPLITS,
+    LoadResult,
+    Problem,
+    Track,
+    split_by_track,
+)  # fmt: skip
 from m3bert_tf.io import storage
 from m3bert_tf.tasks import infer_spec
+
+OPTIONS = (SPLIT_SEED,)  # for the rows without a split
 
 
 def load(csv_path: str, seed: int = 0, check_audio: bool = True) -> LoadResult:

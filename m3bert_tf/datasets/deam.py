@@ -9,11 +9,12 @@ Valence and arousal are rated on 1-9; they are scaled to [-1, 1] as
 import csv
 import os
 
-from m3bert_tf.datasets.base import LoadResult, Problem, Track, split_by_track
+from m3bert_tf.datasets.base import SPLIT_SEED, LoadResult, Problem, Track, split_by_track
 from m3bert_tf.io import storage
 from m3bert_tf.tasks import TaskSpec
 
 SPEC = TaskSpec("emotion", "regression", outputs=("valence", "arousal"))
+OPTIONS = (SPLIT_SEED,)
 
 
 def scale(rating: float) -> float:

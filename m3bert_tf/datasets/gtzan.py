@@ -9,7 +9,9 @@ stratified by genre, with a warning among the problems.
 import os
 
 from m3bert_tf.datasets.base import (
+    SPLIT_SEED,
     LoadResult,
+    Option,
     Problem,
     Track,
     audio_files,
@@ -42,6 +44,11 @@ LIST_NAMES = {
 def _stem(name: str) -> str:
     return os.path.splitext(os.path.basename(name.strip()))[0]
 
+
+OPTIONS = (
+    Option("split_dir", "split_dir", "", "dir of the fault-filtered train/valid/test lists"),
+    SPLIT_SEED,
+)
 
 def load(root: str, split_dir: str = "", seed: int = 0) -> LoadResult:
     tracks = {}

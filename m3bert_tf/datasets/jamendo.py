@@ -9,7 +9,7 @@ taken when only it exists). 56 tags, multi-label.
 
 import os
 
-from m3bert_tf.datasets.base import LoadResult, Problem, Track
+from m3bert_tf.datasets.base import LoadResult, Option, Problem, Track
 from m3bert_tf.io import storage
 from m3bert_tf.tasks import TaskSpec
 
@@ -23,6 +23,12 @@ TAGS = tuple(
 SPEC = TaskSpec("moodtheme", "multilabel", classes=TAGS)
 PREFIX = "mood/theme---"
 FILES = {"train": "train", "valid": "validation", "test": "test"}
+OPTIONS = (  # official splits only: no seed
+    Option(
+        "split_dir", "split_dir", "",
+        "dir of the autotagging_moodtheme-*.tsv split files (default: the root)",
+    ),
+)  # fmt: skip
 
 
 def _audio(root, rel):

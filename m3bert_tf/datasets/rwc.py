@@ -12,7 +12,9 @@ import re
 
 from m3bert_tf.datasets.base import (
     AUDIO_EXTENSIONS,
+    SPLIT_SEED,
     LoadResult,
+    Option,
     Problem,
     Track,
     split_by_track,
@@ -21,6 +23,13 @@ from m3bert_tf.io import storage
 from m3bert_tf.tasks import TaskSpec
 
 DEFAULT_PATTERN = r"^(?P<instrument>\d{2})\d"
+OPTIONS = (
+    Option(
+        "rwc_pattern", "pattern", DEFAULT_PATTERN,
+        "regex on the file name with a group named 'instrument'",
+    ),
+    SPLIT_SEED,
+)  # fmt: skip
 
 
 def load(root: str, pattern: str = DEFAULT_PATTERN, seed: int = 0) -> LoadResult:

@@ -1,7 +1,9 @@
 """The extraction room: audio files -> 324-dim frame features -> TFRecord shards.
 
     from m3bert_tf import extract
-    manifest = extract.run_extract(extract.ExtractConfig(input="music/", output_dir="shards/"))
+    manifest = extract.run(extract.ExtractConfig(input="music/", output_dir="shards/"))
+
+`run` calls the runner the config names (`RUNNERS`: "local", "beam").
 
 - `encode`: one track in, its records out (the pure per-track step; no
   TensorFlow, so any runner calls it);
@@ -16,10 +18,32 @@ listing the audio of an input is `datasets.find_tracks`'.
 
 from m3bert_tf.extract.job import (
     FAILURES_NAME,
+    RUNNERS,
     ExtractConfig,
     StrictStop,
     find_tracks,
     run_extract,
 )
 
-__all__ = ["FAILURES_NAME", "ExtractConfig", "StrictStop", "find_tracks", "run_extract"]
+
+def run(config: ExtractConfig) -> dict:
+    """Runs (or resumes) the extraction job of `config` on `config.runner`;
+    returns the manifest dict.
+
+    Raises:
+      FileNotFoundError: the input names no audio (nothing is created).
+      locks.DirectoryInUse: another job is writing into the output directory.
+      StrictStop: `config.strict` and a file failed.
+      ImportError: runner "beam" without Apache Beam (the message says what to install).
+    """
+    if config.runner == "beam":
+        from m3bert_tf.extract import beam
+
+        return beam.run_extract_beam(config)
+    return run_extract(config)
+
+
+__all__ = [
+    "FAILURES_NAME", "RUNNERS", "ExtractConfig", "StrictStop", "find_tracks", "run",
+    "run_extract",
+]  # fmt: skip

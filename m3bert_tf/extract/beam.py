@@ -1,6 +1,6 @@
 """The extraction job on Apache Beam: `bin/extract --runner=beam`.
 
-    run_extract_beam(ExtractConfig(...), beam_options="--runner=DataflowRunner ...")
+    run_extract_beam(ExtractConfig(..., runner="beam", beam_options="--runner=DataflowRunner ..."))
 
 The same pure per-track function as the local pool (`encode.encode_track`:
 decode, featurize, serialize; no files written) runs in a Beam `ParDo`, so
@@ -204,14 +204,14 @@ def _move_in(
                 stats[split] = add_sums(stats.get(split), summary["sums"])
         path = os.path.join(output_dir, shards.SHARD_PATTERN.format(next_number))
         next_number += 1
-        info = {
-            "num_examples": sum(t["num_chunks"] for t in tracks),
-            "bytes": storage.size(part),
-            "sha256": storage.sha256(part),
-            "tracks": tracks,
-            "stats": stats,
-        }
-        shards.write_json_atomic(shards.index_path(path), info)
+        info = shards.write_index(
+            path,
+            sum(t["num_chunks"] for t in tracks),
+            storage.size(part),
+            storage.sha256(part),
+            tracks,
+            stats,
+        )
         storage.replace(part, path)
         finished.append({"shard": os.path.basename(path), **info})
     return finished
@@ -225,16 +225,20 @@ def _import_beam():
     root.setLevel(logging.ERROR)
     try:
         import apache_beam  # noqa: F401
+    except ImportError as e:
+        raise ImportError(
+            f"runner=beam needs Apache Beam: pip install 'm3bert_tf[beam]' ({e})"
+        ) from None
     finally:
         root.setLevel(level)
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
 
 
-def run_extract_beam(config: ExtractConfig, beam_options: str = "", log=None) -> dict:
+def run_extract_beam(config: ExtractConfig, log=None) -> dict:
     """Runs (or resumes) one extraction job on Beam; returns the manifest dict.
 
     Raises:
-      FileNotFoundError: `config.input` names no audio (nothing is created).
+      FileNotFoundError: `config.source` names no audio (nothing is created).
       locks.DirectoryInUse: another job is writing into `config.output_dir`.
       ImportError: Apache Beam is not installed (pip install 'm3bert_tf[beam]').
     """
@@ -242,7 +246,7 @@ def run_extract_beam(config: ExtractConfig, beam_options: str = "", log=None) ->
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     loaded = find_tracks(config)
     with DirectoryLock(config.output_dir, "output_dir", lambda m: log(f"extract: {m}")):
-        return _run_locked(config, loaded, beam_options, log)
+        return _run_locked(config, loaded, config.beam_options, log)
 
 
 def _run_locked(config, loaded, beam_options, log) -> dict:
@@ -273,9 +277,7 @@ def _run_locked(config, loaded, beam_options, log) -> dict:
         config, resumed.spec, resumed.task_specs, finished,
         problems + resumed.old_failures + failures.new,
     )  # fmt: skip
-    shards.write_json_atomic(
-        os.path.join(config.output_dir, shards.MANIFEST_NAME), manifest
-    )
+    storage.write_json(os.path.join(config.output_dir, shards.MANIFEST_NAME), manifest)
     manifest["run"] = {
         "files": len(todo),
         "seconds": time.monotonic() - started,

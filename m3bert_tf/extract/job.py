@@ -30,15 +30,16 @@ from m3bert_tf.io import storage
 from m3bert_tf.io.locks import DirectoryLock
 from m3bert_tf.io.progress import Progress
 
+RUNNERS = ("local", "beam")  # `extract.run` calls the one a config names
 
-@dataclasses.dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ExtractConfig:
     """One extraction job.
 
     Attributes:
-      input: a directory (searched recursively for audio files), a glob, a
-        CSV manifest (`datasets/csv_manifest.py`), or with `dataset` the
-        dataset's root directory.
+      input: a directory (searched recursively for audio files), a glob or a
+        CSV manifest (`datasets/csv_manifest.py`); or dataset and dataset_root.
       output_dir: where shards, indexes and manifest.json go.
       features: what to compute per file.
       num_workers: worker processes (0 = all cores).
@@ -49,13 +50,21 @@ class ExtractConfig:
       progress_interval: seconds between progress lines.
       dataset: read a labeled dataset in its publisher's layout from dataset_root:
         a loader of `m3bert_tf.datasets.LOADERS` ("" = none, read input).
-      dataset_options: keyword options of that loader (split_dir, pattern, seed).
+      dataset_root: root directory of dataset.
+      dataset_options: the loaders' options (each loader reads its own).
+      runner: local: a process pool on this machine; beam: Apache Beam (pip
+        install 'm3bert_tf[beam]'; DirectRunner unless beam_options names one).
+      beam_options: Beam pipeline options, e.g. "--runner=DataflowRunner
+        --project=P --region=R --temp_location=gs://B/tmp".
     """
 
-    input: str
+    input: str = ""
     output_dir: str
     dataset: str = choice("", ("",) + tuple(datasets.LOADERS))
-    dataset_options: dict = dataclasses.field(default_factory=dict)
+    dataset_root: str = ""
+    dataset_options: datasets.DatasetOptions = datasets.DatasetOptions()
+    runner: str = choice("local", RUNNERS)
+    beam_options: str = ""
     features: FeatureConfig = FeatureConfig()
     num_workers: int = 0
     shard_size: int = 128
@@ -67,11 +76,30 @@ class ExtractConfig:
         check_choices(self)
         at_least(self, 1, "shard_size")
         at_least(self, 0, "num_workers")
+        if bool(self.input) == bool(self.dataset):
+            raise ValueError("input: give either input, or dataset with dataset_root")
+        if bool(self.dataset) != bool(self.dataset_root):
+            raise ValueError(
+                f"dataset_root: needed with dataset, and only with it (dataset={self.dataset!r})"
+            )
+        if self.runner != "local" and self.strict:
+            raise ValueError("strict: stops at the first failure, only with runner=local")
+        if self.beam_options and self.runner != "beam":
+            raise ValueError("beam_options needs runner=beam")
+
+    @property
+    def source(self) -> str:
+        """What is read: input, or dataset_root with a dataset."""
+        return self.dataset_root if self.dataset else self.input
 
 
 def find_tracks(config: ExtractConfig) -> LoadResult:
     """The tracks, tasks and load problems of `config`'s input (`datasets.find_tracks`)."""
-    return datasets.find_tracks(config.input, config.dataset, config.dataset_options)
+    return datasets.find_tracks(
+        config.source,
+        config.dataset,
+        config.dataset_options.for_loader(config.dataset or "csv"),
+    )
 
 
 # --- Worker side (librosa only) ----------------------------------------------
@@ -142,8 +170,6 @@ def _read_failures(path: str) -> list[dict]:
 
 def _check_same(output_dir: str, name: str, value: dict, advice: str) -> None:
     """Writes `value` to output_dir/name, or checks it equals what an earlier run wrote."""
-    from m3bert_tf.data.shards import write_json_atomic
-
     path = os.path.join(output_dir, name)
     if storage.exists(path):
         with storage.open(path) as f:
@@ -159,7 +185,7 @@ def _check_same(output_dir: str, name: str, value: dict, advice: str) -> None:
                 f"output_dir={output_dir} was made with another spec ({path} differs); {advice}"
             )
     else:
-        write_json_atomic(path, value)
+        storage.write_json(path, value)
 
 
 def _close(writer) -> dict:
@@ -211,7 +237,7 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
     """Runs (or resumes) one extraction job; returns the manifest dict.
 
     Raises:
-      FileNotFoundError: `config.input` names no audio (nothing is created).
+      FileNotFoundError: `config.source` names no audio (nothing is created).
       locks.DirectoryInUse: another job is writing into `config.output_dir`.
       StrictStop: `config.strict` and a file failed.
     """
@@ -268,7 +294,7 @@ def resume_output(
     done |= {f["path"] for f in old_failures}
     todo = [j for j in loaded.tracks if j.path not in done]
     log(
-        f"extract: {len(loaded.tracks)} files in {config.input}; {len(loaded.tracks) - len(todo)} "
+        f"extract: {len(loaded.tracks)} files in {config.source}; {len(loaded.tracks) - len(todo)} "
         f"already done ({len(finished)} shards, {len(old_failures)} failures), {len(todo)} to do"
         + (f" on {runner}" if runner else "")
     )
@@ -344,7 +370,7 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
     manifest = build_manifest(
         config, spec, task_specs, finished, problems + old_failures + failures.new
     )
-    shards.write_json_atomic(os.path.join(config.output_dir, MANIFEST_NAME), manifest)
+    storage.write_json(os.path.join(config.output_dir, MANIFEST_NAME), manifest)
     manifest["run"] = {
         "files": len(todo),
         "seconds": progress.elapsed,

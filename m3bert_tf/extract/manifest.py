@@ -69,7 +69,7 @@ def build_manifest(config, spec, task_specs, finished, failures) -> dict:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"
         ),
-        "input": config.input,
+        "input": config.source,
         "feature_spec": spec,
         "tasks": task_specs,
         "label_counts": label_counts,
