@@ -106,8 +106,9 @@ def test_enum_values_come_from_the_library_tables():
     from m3bert_tf.data import masking
     from m3bert_tf.data.normalization import MODES
 
+    fields = {f.name: f for f in dataclasses.fields(masking.MaskingConfig)}
+    assert fields["policy"].metadata["choices"] == tuple(masking.POLICIES)
     fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
-    assert fields["masking"].metadata["choices"] == tuple(masking.POLICIES)
     assert fields["normalization"].metadata["choices"] == MODES
 
 
@@ -138,6 +139,19 @@ def test_help_lists_the_binarys_flags(tool, expected):
     listed = {line.split(":")[0].strip() for line in out.stdout.splitlines()
               if line.startswith("  --")}  # fmt: skip
     assert expected <= listed, out.stdout
+
+
+def test_a_nested_config_keeps_its_flag_names(fresh_flags):
+    """PretrainConfig nests MaskingConfig as it nests ModelConfig; its policy
+    is still --masking and its per-clip choice --per_clip_mask_choice."""
+    flags.define_config_flags(PretrainConfig, flag_values=fresh_flags)
+    assert "policy" not in fresh_flags and "per_clip_choice" not in fresh_flags
+    fresh_flags(["prog", "--data=d", "--model_dir=m", "--masking=pm",
+                 "--per_clip_mask_choice", "--patch_size=5"])  # fmt: skip
+    config = flags.config_from_flags(PretrainConfig, flag_values=fresh_flags)
+    assert (config.masking.policy, config.masking.per_clip_choice) == ("pm", True)
+    assert config.masking.patch_size == 5
+    assert fresh_flags["masking"].parser.enum_values == ["cfm+ccm", "cfm", "ccm", "pm"]
 
 
 def test_flags_py_defines_no_flag_by_hand():

@@ -50,7 +50,7 @@ def test_table5_pretrains_each_masking_policy_then_evaluates_them(small_corpus):
     assert _rows(work) == {"M2BERT pm", "M2BERT cfm+ccm", "mfcc"}
     for policy, directory in (("pm", "pretrain-pm"), ("cfm+ccm", "pretrain-cfm_ccm")):
         with open(work / directory / "config.json") as f:
-            assert json.load(f)["masking"] == policy
+            assert json.load(f)["masking"]["policy"] == policy
 
 
 def test_tables6_10_pretrain_finetune_and_evaluate_m2bert_against_m3bert(small_corpus):

@@ -68,10 +68,33 @@ def test_the_shard_index_has_one_writer_and_reader(tmp_path):
     with pytest.raises(ValueError, match="3 chunks, the shard 4 records"):
         shards.write_index(shard, 4, 10, "ab", tracks, {})
     # one that does not add up is not trusted: the reader counts the shard
-    (tmp_path / "shard-00000.index.json").write_text(json.dumps({**info, "num_examples": 5}))
+    (tmp_path / "shard-00000.index.json").write_text(
+        json.dumps({**info, "num_examples": 5})
+    )
     assert shards.read_index(shard) is None
     (tmp_path / "shard-00000.index.json").write_text("{")
     assert shards.read_index(shard) is None
+
+
+def test_a_run_stored_with_the_flat_masking_fields_resumes(tmp_path):
+    """config.json of release 0.2.0 had "masking": policy and
+    "per_clip_mask_choice"; read now, it is the nested MaskingConfig with the
+    same numbers, so the same flags resume it and another policy is refused."""
+    import dataclasses
+
+    from m3bert_tf.train.configs import PretrainConfig
+
+    config = dataclasses.asdict(PretrainConfig(data="d", model_dir="x"))
+    old = {k: v for k, v in config.items() if k != "masking"}
+    old |= {"masking": "cfm+ccm", "per_clip_mask_choice": False}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / runs.CONFIG_NAME).write_text(json.dumps(old))
+    run = runs.RunDir(str(tmp_path / "run"))
+    assert run.start(config) == {}
+    assert runs.read_config(run.path)["masking"] == config["masking"]
+    other = {**config, "masking": {**config["masking"], "policy": "pm"}}
+    with pytest.raises(runs.ConfigMismatch, match="masking.policy: 'cfm\\+ccm' -> 'pm'"):
+        run.start(other)
 
 
 def test_non_chief_writes_nothing(tmp_path):

@@ -617,3 +617,22 @@ def test_global_normalization_feeds_the_model_as_training_did(tmp_path):
     ones, zeros = np.ones(324, np.float32), np.zeros(324, np.float32)
     expected = normalize(tf.constant(raw), zeros, ones, "global", stats).numpy()
     np.testing.assert_allclose(fed, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_every_input_kind_warms_up_with_what_its_specs_take():
+    """The input-kind table is the one place: each kind's warm-up example
+    fits the TensorSpecs its signatures are exported with, and `feed` names
+    them as clients send them."""
+    import types
+
+    from m3bert_tf.serving import signatures
+
+    computations = types.SimpleNamespace(enrichment_dim=5, input_sample_rate=16000)
+    rng = np.random.default_rng(0)
+    for signature in signatures.SIGNATURES:
+        specs = signatures.input_specs(signature, computations)
+        example = signatures.warmup_example(signature, computations, 4, 12, rng)
+        assert list(example) == [s.name for s in specs], signature.name
+        fed = signatures.feed(signature.name, list(example.values()))
+        for spec in specs:
+            assert spec.is_compatible_with(fed[spec.name]), (signature.name, spec)

@@ -3,10 +3,10 @@
 A config field is a flag of the same name: its default is the field's, its
 help the field's entry in the class docstring's `Attributes:` section, its
 values (an enum) the library table in the field's `metadata["choices"]`. A
-nested config (`PretrainConfig.model`, `ExtractConfig.features`) adds its
-fields under their own names. So a new config field is a new flag with no
-second edit; a field with `metadata={"flag": False}` or of a type with no
-flag form (a dict) is not one.
+nested config (`PretrainConfig.model`, `.masking`, `ExtractConfig.features`)
+adds its fields under their own names, or the name in `metadata["flag"]`.
+So a new config field is a new flag with no second edit; a field with
+`metadata={"flag": False}` or of a type with no flag form (a dict) is not one.
 
     define_config_flags(EvaluateConfig)       # in define_<tool>_flags()
     config = config_from_flags(EvaluateConfig)  # in <tool>_config_from_flags()
@@ -83,6 +83,13 @@ def _flag_fields(cls, exclude=()):
             yield field, cls
 
 
+def flag_name(field) -> str:
+    """A field's flag: its name, or `metadata["flag"]` when that is a string
+    (a nested config's field keeping the flag name it had before it nested)."""
+    name = field.metadata.get("flag", True)
+    return name if isinstance(name, str) else field.name
+
+
 def _default(field):
     """The field's default, or MISSING when it has none (a required flag)."""
     if field.default_factory is not dataclasses.MISSING:
@@ -116,7 +123,7 @@ def define_config_flags(cls, exclude=(), optional=(), flag_values=None) -> None:
         elif required:
             default = None  # absl's "not given"
         choices = field.metadata.get("choices")
-        name = field.name
+        name = flag_name(field)
         if kind is bool:
             flags.DEFINE_bool(name, default, help_text, **where)
         elif kind is int:
@@ -149,8 +156,8 @@ def config_from_flags(cls, exclude=(), flag_values=None, **fields):
             continue
         elif dataclasses.is_dataclass(kind):
             values[field.name] = config_from_flags(kind, exclude, flag_values, **fields)
-        elif field.name in parsed and field.name in _DEFINED:
-            value = parsed[field.name].value
+        elif flag_name(field) in parsed and flag_name(field) in _DEFINED:
+            value = parsed[flag_name(field)].value
             values[field.name] = tuple(value) if typing.get_origin(kind) is tuple else value
     return cls(**values)
 

@@ -41,13 +41,25 @@ from m3bert_tf import schema
 
 KINDS = ("frame", "channel", "patch")
 
+# A policy is the components it applies (docs/contract.md "Masking"); a new policy
+# is a row here, a new component a function and a row of COMPONENTS.
+POLICIES = {
+    "cfm+ccm": ("cfm", "ccm"),
+    "cfm": ("cfm",),
+    "ccm": ("ccm",),
+    "pm": ("pm",),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class MaskingConfig:
-    """How examples are masked (defaults: the paper's numbers).
+    """How examples are masked (defaults: the paper's numbers). Nested in
+    `PretrainConfig.masking`; `policy` is the flag --masking and
+    `per_clip_choice` the flag --per_clip_mask_choice (their names of
+    earlier releases), the others flags of their own names.
 
     Attributes:
-      policy: a name of POLICIES.
+      policy: masking policy, a name of POLICIES.
       frame_budget: fraction of real frames CFM covers.
       span_p: geometric parameter of CFM span lengths.
       min_span, max_span: CFM span length range, frames.
@@ -58,14 +70,18 @@ class MaskingConfig:
       patch_budget: fraction of real elements PM covers.
     """
 
-    policy: str = "cfm+ccm"
+    policy: str = dataclasses.field(
+        default="cfm+ccm", metadata={"flag": "masking", "choices": tuple(POLICIES)}
+    )
     frame_budget: float = 0.15
     span_p: float = 0.2
     min_span: int = 2
     max_span: int = 7
     zero_prob: float = 0.7
     replace_prob: float = 0.2
-    per_clip_choice: bool = False
+    per_clip_choice: bool = dataclasses.field(
+        default=False, metadata={"flag": "per_clip_mask_choice"}
+    )
     patch_size: int = 7
     patch_budget: float = 0.15
 
@@ -230,14 +246,8 @@ class Component(NamedTuple):
 
 COMPONENTS = {"cfm": Component(_cfm, 0), "ccm": Component(_ccm, 1), "pm": Component(_pm, 2)}
 
-# A policy is the components it applies (docs/contract.md "Masking"); a new policy
-# is a row here, a new component a function and a row of COMPONENTS.
-POLICIES = {
-    "cfm+ccm": ("cfm", "ccm"),
-    "cfm": ("cfm",),
-    "ccm": ("ccm",),
-    "pm": ("pm",),
-}
+if _missing := {c for row in POLICIES.values() for c in row} - set(COMPONENTS):
+    raise TypeError(f"POLICIES name components without a COMPONENTS row: {_missing}")
 
 
 def mask_compact(features, length, seed, config: MaskingConfig):

@@ -46,9 +46,12 @@ def _stem(name: str) -> str:
 
 
 OPTIONS = (
-    Option("split_dir", "split_dir", "", "dir of the fault-filtered train/valid/test lists"),
+    Option(
+        "split_dir", "split_dir", "", "dir of the fault-filtered train/valid/test lists"
+    ),
     SPLIT_SEED,
 )
+
 
 def load(root: str, split_dir: str = "", seed: int = 0) -> LoadResult:
     tracks = {}

@@ -93,11 +93,10 @@ def model_sets(entry: str, config, files, label_sizes, manifest_spec, log,
     name, path = named(entry)
     model = api.load(path)
     step = runs.at_step(path)[1]
-    if not runs.same_features(model.info["input_spec"].get("feature_spec"), manifest_spec):
-        raise ValueError(
-            f"models={path}: trained on other features than data={config.data} holds "
-            "(re-extract the data with the model's feature settings)"
-        )
+    runs.check_same_features(
+        model.info["input_spec"].get("feature_spec"), manifest_spec, config.data,
+        f"the model models={path} was trained on",
+    )  # fmt: skip
     cache_dir = os.path.join(config.output_dir, "embeddings")
     described = feature_sets.data_description(files, label_sizes)
     weights = runs.model_digest(path)

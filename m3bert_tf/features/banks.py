@@ -110,8 +110,8 @@ def build(config: FeatureConfig) -> dict[str, np.ndarray]:
       window: [2048] float32 periodic Hamming (librosa's get_window).
       mel: [128, 1025] float32 mel filter bank (Slaney, as librosa.filters.mel).
       chroma: [12, 1025] float32 chroma filter bank at `config.tuning`.
-      cqt_*: the paper feature set's CQT kernels (`cqt_bank`); absent for
-        "authors".
+      cqt_*: the CQT kernels (`cqt_bank`) of a feature set that has them
+        (`FeatureSet.cqt_kernels`).
     """
     import librosa
 
@@ -124,7 +124,7 @@ def build(config: FeatureConfig) -> dict[str, np.ndarray]:
         ),
     }
     bank = {name: np.asarray(a, np.float32) for name, a in bank.items()}
-    if config.feature_set == "paper":
+    if config.variant.cqt_kernels:
         cqt = cqt_bank(
             sr, schema.HOP_LENGTH, CQT_FMIN, schema.BLOCK["cqt"].dim,
             CQT_BINS_PER_OCTAVE, tuning=config.tuning,

@@ -120,7 +120,7 @@ class FeatureExtractor:
         self.chroma_basis = bank["chroma"]  # [12, 1025] float32
         self._mel_bands = mel_bands(self.mel_basis)
         self._chroma_t = np.ascontiguousarray(self.chroma_basis.T)
-        if config.feature_set == "paper":
+        if config.variant.cqt_kernels:
             self.cqt = ConstantQ(banks.cqt_part(bank))
         else:  # librosa's chroma_cqt and its libraries, loaded now, not at a first track
             import librosa
@@ -148,7 +148,7 @@ class FeatureExtractor:
         # frame divided by its largest value (left as is when that is ~0).
         peak = np.max(np.abs(chroma), axis=1, keepdims=True)
         chroma /= np.where(peak < np.finfo(np.float32).tiny, 1.0, peak)
-        if self.config.feature_set == "paper":
+        if self.config.variant.cqt_kernels:
             cqt = self.cqt(waveform).T
         else:
             cqt = self._chroma_cqt(

@@ -43,10 +43,10 @@ class FrontEnd(tf.Module):
         super().__init__(name="frontend")
         self.input_rate = int(input_rate)
         self.resample = Resampler(self.input_rate)
-        if config.feature_set != "paper":
+        if not config.variant.tf_frontend:
             raise ValueError(
-                f"feature_set {config.feature_set!r}: the TensorFlow front end computes "
-                "the paper's CQT block only"
+                f"feature_set {config.feature_set!r} ({config.variant.what}): the "
+                "TensorFlow front end does not compute it"
             )
         if normalization not in MODES:
             raise ValueError(f"normalization must be one of {MODES}")

@@ -210,16 +210,36 @@ class RunDir:
 
 
 def read_config(run_dir: str) -> dict:
-    """The latest config of a run: config.json, or its last config.resume-NNN.json."""
+    """The latest config of a run: config.json, or its last config.resume-NNN.json,
+    in this release's layout (`current_layout`)."""
     resumes = storage.glob(os.path.join(run_dir, RESUME_PATTERN.replace("{:03d}", "*")))
     if resumes:
-        return storage.read_json(resumes[-1])["config"]
+        return current_layout(storage.read_json(resumes[-1])["config"])
     path = os.path.join(run_dir, CONFIG_NAME)
     if not storage.exists(path):
         raise FileNotFoundError(
             f"{run_dir}: no {CONFIG_NAME} (not a bin/pretrain or bin/finetune run)"
         )
-    return storage.read_json(path)
+    return current_layout(storage.read_json(path))
+
+
+def current_layout(config: dict) -> dict:
+    """A stored pretraining config in this release's layout. Up to release
+    0.2.0 the masking policy was a flat field ("masking": "cfm+ccm", beside
+    "per_clip_mask_choice") and the other masking numbers were fixed at their
+    defaults; now `masking` is the nested `MaskingConfig`. So an older run
+    resumes with its own masking and compares equal to the same flags."""
+    if not isinstance(config.get("masking"), str):
+        return config
+    from m3bert_tf.data.masking import MaskingConfig
+
+    config = dict(config)
+    config["masking"] = dataclasses.asdict(
+        MaskingConfig(
+            config["masking"], per_clip_choice=config.pop("per_clip_mask_choice", False)
+        )
+    )
+    return config
 
 
 def training_frames(run_dir: str) -> int:
@@ -260,6 +280,34 @@ def same_features(a: dict | None, b: dict | None) -> bool:
     return {k: v for k, v in a.items() if k not in ignore} == {
         k: v for k, v in b.items() if k not in ignore
     }
+
+
+def check_same_features(
+    reference: dict | None, spec: dict | None, data: str, reference_name: str
+) -> None:
+    """The one "same features" check of every tool that feeds a model data.
+
+    Args:
+      reference: the feature spec the model (or the first data) was made with.
+      spec: the feature spec of `data` (a manifest's).
+      data: the data's directory or flag value, as the message names it.
+      reference_name: what `reference` belongs to ("the run in DIR", ...).
+
+    Raises:
+      ConfigMismatch: naming the data, the reference and the fields that
+        differ, and what to do.
+    """
+    if same_features(reference, spec):
+        return
+    differ = sorted(
+        k for k in set(reference) | set(spec)
+        if k != "min_duration" and reference.get(k) != spec.get(k)
+    )  # fmt: skip
+    shown = ", ".join(f"{k} {spec.get(k)!r} vs {reference.get(k)!r}" for k in differ)
+    raise ConfigMismatch(
+        f"data: {data} holds features of another spec than {reference_name} ({shown}); "
+        "extract the audio again with the model's feature settings, or use data made with them"
+    )
 
 
 def _load_keras(path: str):

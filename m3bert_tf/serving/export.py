@@ -101,64 +101,30 @@ def labels_of(tasks: list[dict]) -> dict:
 
 
 def warmup_requests(computations, frames: int) -> list:
-    """PredictionLog records: each signature at batch 1 and 4 of `frames` frames
-    (the window bin/embed sends), the 4 of mixed lengths."""
+    """PredictionLog records: each signature at batch 1 and 4 of its input
+    kind's example (`signatures.INPUT_KINDS`; features of `frames` frames,
+    the window bin/embed sends), the 4 of mixed lengths."""
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     rng = np.random.default_rng(0)
     logs = []
     for signature in signatures.available(computations):
-        name, kind = signature.name, signature.inputs
         for batch in (1, 4):
-            features = rng.standard_normal((batch, frames, schema.NUM_FEATURES))
-            lengths = np.linspace(frames, max(1, frames // 4), batch).astype(np.int32)
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=MODEL_NAME, signature_name=name)
+                model_spec=model_pb2.ModelSpec(
+                    name=MODEL_NAME, signature_name=signature.name
+                )
             )
-            if kind == "clip":
-                clip = rng.standard_normal((batch, computations.enrichment_dim))
-                request.inputs["clip_enrichment"].CopyFrom(
-                    tf.make_tensor_proto(clip.astype(np.float32))
-                )
-            elif (
-                kind == "wav_bytes"
-            ):  # WAV files of 0.2-0.5 s of noise (a row takes 0.19 s)
-                request.inputs["wav_bytes"].CopyFrom(
-                    tf.make_tensor_proto(
-                        [
-                            _wav_noise(rng, s, computations.input_sample_rate)
-                            for s in (0.5, 0.25, 0.375, 0.2)[:batch]
-                        ]
-                    )
-                )
-            elif kind == "waveform":  # up to 0.5 s of noise per row
-                seconds = np.array([0.5, 0.25, 0.375, 0.2][:batch])
-                samples = (seconds * computations.input_sample_rate).astype(np.int32)
-                noise = 0.1 * rng.standard_normal((batch, samples.max()))
-                request.inputs["waveform"].CopyFrom(
-                    tf.make_tensor_proto(noise.astype(np.float32))
-                )
-                request.inputs["lengths"].CopyFrom(tf.make_tensor_proto(samples))
-            else:
-                request.inputs["features"].CopyFrom(
-                    tf.make_tensor_proto(features.astype(np.float32))
-                )
-                request.inputs["lengths"].CopyFrom(tf.make_tensor_proto(lengths))
+            example = signatures.warmup_example(signature, computations, batch, frames, rng)
+            for name, value in example.items():
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
             logs.append(
                 prediction_log_pb2.PredictionLog(
                     predict_log=prediction_log_pb2.PredictLog(request=request)
                 )
             )
     return logs
-
-
-def _wav_noise(rng, seconds: float, rate: int) -> bytes:
-    """A mono 16-bit WAV file of `seconds` of quiet noise at `rate` Hz."""
-    import tensorflow as tf
-
-    noise = 0.1 * rng.standard_normal((int(seconds * rate), 1))
-    return tf.audio.encode_wav(noise.astype(np.float32), rate).numpy()
 
 
 def write_savedmodel(computations, path: str) -> None:

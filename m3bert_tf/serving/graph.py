@@ -124,14 +124,13 @@ def float32_copy(model: keras.Model) -> keras.Model:
 def frontend_for(input_spec: dict, input_rate: int = 44100):
     """The `frontend.FrontEnd` computing a model's inputs from audio as its
     training data was extracted and normalized, or None where the front end
-    cannot (the "authors" feature set's chroma-folded CQT)."""
+    cannot (a feature set without `FeatureSet.tf_frontend`)."""
     from m3bert_tf.features.frames import FeatureConfig
     from m3bert_tf.frontend import FrontEnd
 
-    spec = input_spec.get("feature_spec") or {}
-    if spec.get("feature_set", "paper") != "paper":
+    config = FeatureConfig.from_spec(input_spec.get("feature_spec"))
+    if not config.variant.tf_frontend:
         return None
-    config = FeatureConfig(feature_set="paper", tuning=spec.get("tuning", 0.0))
     return FrontEnd(
         config, input_spec["normalization"], input_spec.get("stats"), input_rate
     )

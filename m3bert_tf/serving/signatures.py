@@ -22,14 +22,88 @@ A new signature is one `Signature` here and one method of
 """
 
 import dataclasses
+from collections.abc import Callable
+
+import numpy as np
 
 from m3bert_tf import schema
 
-# What a signature takes: "features" [batch, time, 324] float32 and "lengths"
-# [batch] int32 frames; "waveform" [batch, samples] float32 at the export's
-# input rate and "lengths" [batch] int32 samples; "wav_bytes" [batch] string
-# (whole WAV files); "clip" [batch, E] float32 clip enrichments.
-INPUT_KINDS = ("features", "waveform", "wav_bytes", "clip")
+ENRICHMENT = "E"  # a dimension of the model: its clip enrichment width
+
+
+@dataclasses.dataclass(frozen=True)
+class Input:
+    """One named input tensor, as clients send it: `shape` with None for any
+    size and ENRICHMENT for the model's enrichment width; dtype a tf dtype name."""
+
+    name: str
+    shape: tuple
+    dtype: str
+
+
+def _features_example(rng, batch: int, frames: int, computations) -> tuple:
+    """Noise features of `frames` frames, the rows of mixed lengths."""
+    features = rng.standard_normal((batch, frames, schema.NUM_FEATURES)).astype(np.float32)
+    return features, np.linspace(frames, max(1, frames // 4), batch).astype(np.int32)
+
+
+_SECONDS = (0.5, 0.25, 0.375, 0.2)  # a warm-up row's audio (a frame takes 0.19 s)
+
+
+def _waveform_example(rng, batch: int, frames: int, computations) -> tuple:
+    """Up to 0.5 s of quiet noise per row at the model's input rate."""
+    samples = (np.array(_SECONDS[:batch]) * computations.input_sample_rate).astype(np.int32)
+    noise = 0.1 * rng.standard_normal((batch, samples.max()))
+    return noise.astype(np.float32), samples
+
+
+def _wav_bytes_example(rng, batch: int, frames: int, computations) -> tuple:
+    """Mono 16-bit WAV files of 0.2-0.5 s of quiet noise at the input rate."""
+    import tensorflow as tf
+
+    rate = computations.input_sample_rate
+    files = []
+    for seconds in _SECONDS[:batch]:
+        noise = 0.1 * rng.standard_normal((int(seconds * rate), 1))
+        files.append(tf.audio.encode_wav(noise.astype(np.float32), rate).numpy())
+    return (files,)
+
+
+def _clip_example(rng, batch: int, frames: int, computations) -> tuple:
+    return (rng.standard_normal((batch, computations.enrichment_dim)).astype(np.float32),)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputKind:
+    """What a signature takes: its tensors (`inputs`, in call order) and a
+    warm-up example, `example(rng, batch, frames, computations)` -> one
+    value per input (noise a model answers in milliseconds)."""
+
+    inputs: tuple[Input, ...]
+    example: Callable[..., tuple]
+
+
+# The input kinds: the one place that says what each takes. Signature specs,
+# the export's warm-up records and both backends' feeds derive from it.
+INPUT_KINDS = {
+    # [batch, time, 324] features normalized as the model trained; real frames per row
+    "features": InputKind(
+        (Input("features", (None, None, schema.NUM_FEATURES), "float32"),
+         Input("lengths", (None,), "int32")),
+        _features_example,
+    ),
+    # [batch, samples] at the export's input rate; real samples per row
+    "waveform": InputKind(
+        (Input("waveform", (None, None), "float32"), Input("lengths", (None,), "int32")),
+        _waveform_example,
+    ),
+    # [batch] whole WAV files at the input rate
+    "wav_bytes": InputKind((Input("wav_bytes", (None,), "string"),), _wav_bytes_example),
+    # [batch, E] clip enrichments (a fine-tuned model's heads alone)
+    "clip": InputKind(
+        (Input("clip_enrichment", (None, ENRICHMENT), "float32"),), _clip_example
+    ),
+}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +121,9 @@ class Signature:
 
     def __post_init__(self):
         if self.inputs not in INPUT_KINDS:
-            raise ValueError(f"signature {self.name}: inputs must be one of {INPUT_KINDS}")
+            raise ValueError(
+                f"signature {self.name}: inputs must be one of {tuple(INPUT_KINDS)}"
+            )
 
     def compute(self, computations):
         return getattr(computations, self.method or self.name)
@@ -79,24 +155,48 @@ def available(computations, in_memory: bool = False) -> list[Signature]:
     ]
 
 
+def _shape(item: Input, computations) -> list:
+    return [computations.enrichment_dim if d == ENRICHMENT else d for d in item.shape]
+
+
 def input_specs(signature: Signature, computations) -> list:
     """The `tf.TensorSpec`s `signature` takes, named as clients send them."""
     import tensorflow as tf
 
-    if signature.inputs == "features":
-        return [
-            tf.TensorSpec([None, None, schema.NUM_FEATURES], tf.float32, name="features"),
-            tf.TensorSpec([None], tf.int32, name="lengths"),
-        ]
-    if signature.inputs == "waveform":
-        return [
-            tf.TensorSpec([None, None], tf.float32, name="waveform"),
-            tf.TensorSpec([None], tf.int32, name="lengths"),
-        ]
-    if signature.inputs == "wav_bytes":
-        return [tf.TensorSpec([None], tf.string, name="wav_bytes")]
     return [
-        tf.TensorSpec(
-            [None, computations.enrichment_dim], tf.float32, name="clip_enrichment"
-        )
+        tf.TensorSpec(_shape(item, computations), item.dtype, name=item.name)
+        for item in INPUT_KINDS[signature.inputs].inputs
     ]
+
+
+def by_name(name: str) -> Signature:
+    """The Signature called `name` (KeyError naming the table's when none)."""
+    for s in SIGNATURES:
+        if s.name == name:
+            return s
+    raise KeyError(f"no signature {name!r}; the table has {[s.name for s in SIGNATURES]}")
+
+
+def feed(signature: str, values) -> dict:
+    """{input name: tf tensor} of `values` (numpy arrays, in the kind's order)
+    for the signature called `signature`."""
+    import tensorflow as tf
+
+    items = INPUT_KINDS[by_name(signature).inputs].inputs
+    if len(values) != len(items):
+        raise TypeError(
+            f"{signature} takes {[i.name for i in items]}, got {len(values)} values"
+        )
+    return {
+        item.name: tf.constant(value, item.dtype)
+        for item, value in zip(items, values, strict=True)
+    }
+
+
+def warmup_example(
+    signature: Signature, computations, batch: int, frames: int, rng
+) -> dict:
+    """{input name: numpy value} of one warm-up request of `signature`."""
+    kind = INPUT_KINDS[signature.inputs]
+    values = kind.example(rng, batch, frames, computations)
+    return {item.name: v for item, v in zip(kind.inputs, values, strict=True)}

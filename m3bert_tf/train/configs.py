@@ -54,9 +54,8 @@ class PretrainConfig:
       eval_data: shards for evaluation; "" = the tracks of `data` held out by
         `holdout_percent` (hash of track id; never trained on).
       model: encoder sizes.
-      masking: masking policy (`masking.POLICIES`).
-      per_clip_mask_choice: draw CFM's zero/replace/keep choice once per clip
-        (the authors' code), not per span.
+      masking: how examples are masked (`masking.MaskingConfig`: the policy
+        is the flag --masking, its other fields flags of their own).
       normalization: features as the encoder sees them: "track" (per-track
         CMVN, the paper's), "global" (one mean/std over the training data,
         from the manifests) or "none" (raw features).
@@ -98,8 +97,7 @@ class PretrainConfig:
     model_dir: str
     eval_data: str = ""
     model: ModelConfig = ModelConfig()
-    masking: str = choice("cfm+ccm", masking_lib.POLICIES)
-    per_clip_mask_choice: bool = False
+    masking: masking_lib.MaskingConfig = masking_lib.MaskingConfig()
     normalization: str = choice("track", NORMALIZATIONS)
     train_steps: int = 200_000
     global_batch_size: int = 128
@@ -140,13 +138,6 @@ class PretrainConfig:
             raise ValueError(
                 f"holdout_percent must be in [0, 100), got {self.holdout_percent}"
             )
-        _ = self.masking_config  # validates the masking fields
-
-    @property
-    def masking_config(self) -> masking_lib.MaskingConfig:
-        return masking_lib.MaskingConfig(
-            policy=self.masking, per_clip_choice=self.per_clip_mask_choice
-        )
 
 
 PRETRAIN_MAY_CHANGE = (

@@ -67,13 +67,10 @@ def pretrained_settings(config: FinetuneConfig, manifests: dict) -> tuple[dict, 
             f"trained on '{stored['normalization']}' features; fine-tune with the same"
         )
     for d, manifest in manifests.items():
-        if not runs.same_features(stored["feature_spec"], manifest["feature_spec"]):
-            raise runs.ConfigMismatch(
-                f"data: {d} holds features of another spec than the encoder in "
-                f"{config.pretrained} was trained on (feature_set "
-                f"{manifest['feature_spec'].get('feature_set')!r} vs "
-                f"{stored['feature_spec'].get('feature_set')!r})"
-            )
+        runs.check_same_features(
+            stored["feature_spec"], manifest["feature_spec"], d,
+            f"the encoder in {config.pretrained} was trained on",
+        )  # fmt: skip
     max_frames = config.max_frames
     if not max_frames:
         try:

@@ -19,7 +19,7 @@ def pipeline_config(
         max_frames=config.max_frames,
         batch_size=batch_size,
         accumulation_steps=config.gradient_accumulation_steps,
-        masking=config.masking_config,
+        masking=config.masking,
         shuffle_buffer=config.shuffle_buffer,
         holdout_percent=config.holdout_percent,
         seed=config.seed,
@@ -66,13 +66,9 @@ def resolve_input_spec(config: PretrainConfig, run: runs.RunDir) -> dict:
     first_dir, feature_spec = next(iter(specs.items()))
     stored = runs.read_input_spec(run.path) if run.exists(runs.INPUT_SPEC_NAME) else None
     reference = stored["feature_spec"] if stored else feature_spec
+    where = f"the run in {run.path}" if stored else first_dir
     for d, spec in specs.items():
-        if not runs.same_features(reference, spec):
-            where = f"the run in {run.path}" if stored else first_dir
-            raise runs.ConfigMismatch(
-                f"data: {d} holds features of another spec than {where} "
-                f"(feature_set {spec.get('feature_set')!r} vs {reference.get('feature_set')!r})"
-            )
+        runs.check_same_features(reference, spec, d, where)
     if stored:
         return stored
     stats = (
