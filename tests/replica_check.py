@@ -1,6 +1,6 @@
 """Runs one training step on a fixed batch; prints loss, grad norm, weight sum.
 
-    python tests/replica_check.py <shards> <num_cpu_replicas> <accumulation_steps>
+    python tests/replica_check.py <shards> <num_cpu_replicas> <accumulation_steps> [objective]
 
 A separate process per replica count: logical CPU devices must be set up
 before TensorFlow initializes (test_pretrain.py compares the outputs).
@@ -15,10 +15,12 @@ import tensorflow as tf
 
 from m3bert_tf.data import pipeline
 from m3bert_tf.train import distribute, pretrain
+from m3bert_tf.train.configs import ObjectiveConfig
 
 
-def main(shards, replicas, accumulation):
+def main(shards, replicas, accumulation, objective="reconstruct"):
     config = pretrain.PretrainConfig(
+        objective=ObjectiveConfig(kind=objective, codebook_size=64),
         data=shards, model_dir="/tmp/unused", max_frames=32, global_batch_size=4,
         gradient_accumulation_steps=accumulation, num_cpu_replicas=replicas, train_steps=10,
         model=pretrain.ModelConfig(num_layers=1, hidden_dim=16, num_heads=2, ffn_dim=32, dropout=0.0),
@@ -51,4 +53,4 @@ def main(shards, replicas, accumulation):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:])

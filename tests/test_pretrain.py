@@ -49,19 +49,23 @@ def test_global_batch_must_split_evenly():
         )
 
 
-def replica_check(shards, replicas, accumulation):
+def replica_check(shards, replicas, accumulation, objective="reconstruct"):
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tests", "replica_check.py"), shards, str(replicas), str(accumulation)],
+        [sys.executable, os.path.join(ROOT, "tests", "replica_check.py"), shards, str(replicas),
+         str(accumulation), objective],
         env=ENV, capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_two_replicas_and_accumulation_equal_one_device(corpus_shards):
-    one = replica_check(corpus_shards, 1, 1)
-    two = replica_check(corpus_shards, 2, 1)
-    accumulated = replica_check(corpus_shards, 1, 2)
+@pytest.mark.parametrize("objective", ["reconstruct", "reconstruct+tokens"])
+def test_two_replicas_and_accumulation_equal_one_device(corpus_shards, objective):
+    """Each term is divided by its count over the whole global batch: token
+    targets and losses are the same on 2 replicas or 2 micro-batches."""
+    one = replica_check(corpus_shards, 1, 1, objective)
+    two = replica_check(corpus_shards, 2, 1, objective)
+    accumulated = replica_check(corpus_shards, 1, 2, objective)
     assert two["replicas"] == 2
     for other in (two, accumulated):
         assert other["loss"] == pytest.approx(one["loss"], rel=1e-5)

@@ -28,6 +28,13 @@ Policies (docs/contract.md "Masking"):
   within channels 52..323, zero in every real frame.
 - PM: s x s patches (frames x channels) sampled with replacement until 15 % of
   the real [length, 324] elements are covered, zeroed.
+- SPAN (the masked-token encoders' masking: MusicFM, OMAR-RQ): the real
+  frames cut into blocks of `span_frames` (17 frames, 0.4 s) from a random
+  offset, each block masked with probability `span_prob` (0.6), its frames
+  filled with Gaussian noise of std `span_noise` (0.1): about 60 % of the
+  frames, the loss on every channel of them. (A per-frame *start*
+  probability of 0.6 with 0.4 s spans would mask nearly every frame: the
+  probability is per block, as MusicFM draws it.)
 """
 
 import dataclasses
@@ -48,6 +55,7 @@ POLICIES = {
     "cfm": ("cfm",),
     "ccm": ("ccm",),
     "pm": ("pm",),
+    "span": ("span",),
 }
 
 
@@ -68,6 +76,9 @@ class MaskingConfig:
         authors' code) instead of once per span (the paper).
       patch_size: PM patch side (frames and channels).
       patch_budget: fraction of real elements PM covers.
+      span_frames: SPAN block length, frames (17 = 0.4 s).
+      span_prob: probability that a SPAN block is masked (the masked fraction).
+      span_noise: std of the Gaussian noise SPAN fills masked frames with.
     """
 
     policy: str = dataclasses.field(
@@ -84,6 +95,9 @@ class MaskingConfig:
     )
     patch_size: int = 7
     patch_budget: float = 0.15
+    span_frames: int = 17
+    span_prob: float = 0.6
+    span_noise: float = 0.1
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -98,6 +112,11 @@ class MaskingConfig:
             )
         if self.zero_prob + self.replace_prob > 1:
             raise ValueError("zero_prob + replace_prob must be <= 1")
+        if self.span_frames < 1 or not 0 < self.span_prob < 1 or self.span_noise < 0:
+            raise ValueError(
+                "span_frames must be >= 1, span_prob in (0, 1) and span_noise >= 0, got "
+                f"{self.span_frames}, {self.span_prob}, {self.span_noise}"
+            )
 
 
 def span_length_probs(config: MaskingConfig) -> list[float]:
@@ -221,6 +240,23 @@ def patch_mask(features, length, seed, config: MaskingConfig):
     return covered > 0
 
 
+def span_mask(features, length, seed, config: MaskingConfig):
+    """SPAN. Returns the frames masked, [T] bool: blocks of `span_frames` laid
+    from a random offset, each kept with probability `span_prob`, at least
+    one real frame."""
+    num_frames = tf.shape(features)[0]
+    size = config.span_frames
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    offset = _randint(seeds[0], [], size)
+    block = (tf.range(num_frames) + offset) // size
+    chosen = _uniform(seeds[1], [num_frames // size + 2]) < config.span_prob
+    real = tf.range(num_frames) < length
+    frames = tf.gather(chosen, block) & real
+    # At least one frame, so a very short example still teaches something.
+    first = tf.equal(tf.range(num_frames), 0) & (length > 0)
+    return tf.where(tf.reduce_any(frames), frames, first)
+
+
 def _cfm(features, length, seed, config):
     source, zero, frame = contiguous_frame_mask(features, length, seed, config)
     return {"source": source, "zero": zero, "frame": frame}
@@ -234,17 +270,37 @@ def _pm(features, length, seed, config):
     return {"patch": patch_mask(features, length, seed, config)}
 
 
+def _span(features, length, seed, config):
+    frames = span_mask(features, length, seed, config)
+    return {"frame": frames, "noise": frames}
+
+
 class Component(NamedTuple):
     """One masking component: `apply(features, length, seed, config)` returns
     the compact masks it fills ("frame", "channel" or "patch") and, for frame
-    masking, "zero" [T] bool (frames zeroed) and "source" [T] int32 (the frame
-    each input frame is read from)."""
+    masking, "zero" [T] bool (frames zeroed), "noise" [T] bool (frames
+    filled with noise) or "source" [T] int32 (the frame each input frame is
+    read from)."""
 
     apply: Callable
     seed_index: int  # its stream of the example's seed: the same in every policy
 
 
-COMPONENTS = {"cfm": Component(_cfm, 0), "ccm": Component(_ccm, 1), "pm": Component(_pm, 2)}
+COMPONENTS = {
+    "cfm": Component(_cfm, 0),
+    "ccm": Component(_ccm, 1),
+    "pm": Component(_pm, 2),
+    "span": Component(_span, 3),
+}
+_SPLIT = 3  # the first components' seeds: split 3 ways, as before SPAN existed
+
+
+def _component_seed(seed, index: int):
+    """The stream of component `index` of an example's seed."""
+    if index < _SPLIT:
+        return tf.random.experimental.stateless_split(seed, _SPLIT)[index]
+    return tf.random.experimental.stateless_fold_in(seed, index)
+
 
 if _missing := {c for row in POLICIES.values() for c in row} - set(COMPONENTS):
     raise TypeError(f"POLICIES name components without a COMPONENTS row: {_missing}")
@@ -266,22 +322,28 @@ def mask_compact(features, length, seed, config: MaskingConfig):
     length = tf.cast(length, tf.int32)
     num_frames = tf.shape(features)[0]
     valid = tf.range(num_frames) < length
-    seeds = tf.random.experimental.stateless_split(seed, len(COMPONENTS))
     out = {
         "zero": tf.zeros([num_frames], tf.bool),
+        "noise": tf.zeros([num_frames], tf.bool),
         "frame": tf.zeros([num_frames], tf.bool),
         "channel": tf.zeros([schema.NUM_FEATURES], tf.bool),
         "patch": tf.zeros([1, 1], tf.bool),
     }
     for name in POLICIES[config.policy]:
         component = COMPONENTS[name]
-        out.update(component.apply(features, length, seeds[component.seed_index], config))
+        component_seed = _component_seed(seed, component.seed_index)
+        out.update(component.apply(features, length, component_seed, config))
     zeroed = (
         out["zero"][:, None] | (valid[:, None] & out["channel"][None, :]) | out["patch"]
     )
     if "source" in out:
         features = tf.gather(features, out["source"])  # replaced spans read elsewhere
-    return tf.where(zeroed, 0.0, features), {kind: out[kind] for kind in KINDS}
+    inputs = tf.where(zeroed, 0.0, features)
+    if "span" in POLICIES[config.policy]:
+        noise_seed = tf.random.experimental.stateless_fold_in(seed, 1000)
+        noise = config.span_noise * tf.random.stateless_normal(tf.shape(inputs), noise_seed)
+        inputs = tf.where(out["noise"][:, None], noise, inputs)
+    return inputs, {kind: out[kind] for kind in KINDS}
 
 
 def expand_weights(masks: dict, padding_mask) -> dict:

@@ -1,4 +1,4 @@
-"""The pre-training model: an encoder plus the reconstruction head."""
+"""The pre-training model: an encoder plus the heads its objective needs."""
 
 import keras
 
@@ -8,47 +8,71 @@ from m3bert_tf.models.encoder import M3BertEncoder, encoder_inputs
 
 @keras.saving.register_keras_serializable(package="m3bert_tf")
 class M3BertPretrainer(keras.Model):
-    """Reconstructs the clean frames from masked ones.
+    """Predicts, from masked frames, what the objective asks
+    (`train/objectives.py`): the clean frames, the tokens of frozen random
+    codebooks, or both. Only the encoder is exported; the heads live here.
 
     Inputs:  the encoder's {"features", "padding_mask"}.
-    Outputs: {"reconstruction": [B, T, 324] float32}, any T.
+    Outputs: {"reconstruction": [B, T, 324] float32} with `reconstruct`, and
+    {"token_logits": [B, ceil(T / k), N, S] float32} with N = token_codebooks
+    > 0 codebooks of S = codebook_size codes; any T.
 
-    Head: Dense(H) -> GELU -> LayerNorm -> Dense(324 k) -> unstack to [B, T, 324].
-    The last layer computes in float32 so the loss is float32 under mixed
-    precision.
+    Reconstruction head: Dense(H) -> GELU -> LayerNorm -> Dense(324 k) ->
+    unstack to [B, T, 324]. Token head: Dense(H) -> GELU -> LayerNorm ->
+    Dense(N S). The last layers compute in float32 so the losses are float32
+    under mixed precision.
 
     Args:
       encoder: an `M3BertEncoder` instance (its weights are shared).
+      reconstruct: with the reconstruction head.
+      token_codebooks, codebook_size: the token head's N and S (0 = none).
     """
 
-    def __init__(self, encoder: M3BertEncoder, **kwargs):
-        # === Layers ===
-        k = encoder.frame_stack
-        head_dense = keras.layers.Dense(
-            encoder.hidden_dim, activation="gelu", name="head_dense"
-        )
-        head_norm = keras.layers.LayerNormalization(epsilon=1e-12, name="head_norm")
-        head_output = keras.layers.Dense(
-            encoder.num_features * k, name="head_output", dtype="float32"
-        )
-        unstack = FrameUnstack(k, name="frame_unstack") if k > 1 else None
+    def __init__(self, encoder: M3BertEncoder, reconstruct: bool = True,
+                 token_codebooks: int = 0, codebook_size: int = 0, **kwargs):  # fmt: skip
+        if not reconstruct and not token_codebooks:
+            raise ValueError("a pretrainer needs the reconstruction head or a token head")
+        k, hidden = encoder.frame_stack, encoder.hidden_dim
 
         # === Functional Model ===
         inputs = encoder_inputs(encoder)
-        x = encoder(inputs)["sequence_output"]
-        x = head_output(head_norm(head_dense(x)))
-        if unstack is not None:
-            x = unstack(x, inputs["features"])
-        super().__init__(inputs=inputs, outputs={"reconstruction": x}, **kwargs)
+        sequence = encoder(inputs)["sequence_output"]
+        outputs = {}
+        if reconstruct:
+            x = keras.layers.Dense(hidden, activation="gelu", name="head_dense")(sequence)
+            x = keras.layers.LayerNormalization(epsilon=1e-12, name="head_norm")(x)
+            x = keras.layers.Dense(
+                encoder.num_features * k, name="head_output", dtype="float32"
+            )(x)
+            if k > 1:
+                x = FrameUnstack(k, name="frame_unstack")(x, inputs["features"])
+            outputs["reconstruction"] = x
+        if token_codebooks:
+            x = keras.layers.Dense(hidden, activation="gelu", name="token_dense")(sequence)
+            x = keras.layers.LayerNormalization(epsilon=1e-12, name="token_norm")(x)
+            x = keras.layers.Dense(
+                token_codebooks * codebook_size, name="token_output", dtype="float32"
+            )(x)
+            x = keras.layers.Reshape(
+                (-1, token_codebooks, codebook_size), name="token_logits"
+            )(x)
+            outputs["token_logits"] = x
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
         self.encoder = encoder
+        self.reconstruct = reconstruct
+        self.token_codebooks = token_codebooks
+        self.codebook_size = codebook_size
 
     def get_config(self):
         return {
             "name": self.name,
             "trainable": self.trainable,
             "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "reconstruct": self.reconstruct,
+            "token_codebooks": self.token_codebooks,
+            "codebook_size": self.codebook_size,
         }
 
     @classmethod

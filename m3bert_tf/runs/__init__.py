@@ -163,9 +163,13 @@ class RunDir:
             storage.write_json(self.file(name), value)
 
     def start(
-        self, config: dict, flags_text: str = "", may_change: tuple[str, ...] = ()
-    ) -> dict:
+        self, config: dict, flags_text: str = "", may_change: tuple[str, ...] = (),
+        added: dict | None = None,
+    ) -> dict:  # fmt: skip
         """Creates the directory or checks a resumed run's config.
+
+        `added`: {field: value} of top-level fields added to the config since
+        an earlier release, with the value a run stored without them had.
 
         The first start writes config.json (and flags.txt). A later start
         compares `config` with the latest stored one (`model_dir` excluded):
@@ -182,6 +186,8 @@ class RunDir:
         if self.is_chief():
             storage.makedirs(self.path)
         stored = read_config(self.path) if self.exists(CONFIG_NAME) else None
+        if stored is not None and added:
+            stored = {**{k: v for k, v in added.items() if k not in stored}, **stored}
         if stored is None:
             self.write_json(CONFIG_NAME, config)
             if flags_text and self.is_chief():

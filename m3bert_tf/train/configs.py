@@ -11,6 +11,7 @@ from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data.normalization import MODES as NORMALIZATIONS
 from m3bert_tf.fields import at_least, check_choices, choice
 from m3bert_tf.train.distribute import PRECISIONS, STRATEGIES
+from m3bert_tf.train.objectives import CODEBOOK_LAYOUTS, OBJECTIVES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +45,41 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    """What pretraining predicts at the masked frames (`train/objectives.py`).
+
+    Attributes:
+      kind: "reconstruct" (the masked features, Huber: the paper's), "tokens"
+        (each masked frame's code in frozen random codebooks, cross-entropy:
+        BEST-RQ) or "reconstruct+tokens" (both, the tokens' weighted by
+        token_weight).
+      token_weight: weight of the token cross-entropy beside the Huber loss
+        in reconstruct+tokens.
+      codebooks: "blocks" (a codebook per feature block: chroma, mfcc,
+        delta_mfcc, mel, cqt) or "all" (one over the 324 channels).
+      codebook_size: codes per codebook.
+      codebook_dim: dimension of the codes (of the random projection).
+    """
+
+    kind: str = dataclasses.field(
+        default="reconstruct", metadata={"flag": "objective", "choices": tuple(OBJECTIVES)}
+    )
+    token_weight: float = 1.0
+    codebooks: str = dataclasses.field(
+        default="blocks", metadata={"flag": "token_codebooks", "choices": CODEBOOK_LAYOUTS}
+    )
+    codebook_size: int = 512
+    codebook_dim: int = 16
+
+    def __post_init__(self):
+        check_choices(self)
+        at_least(self, 2, "codebook_size")
+        at_least(self, 1, "codebook_dim")
+        if self.token_weight <= 0:
+            raise ValueError(f"token_weight must be > 0, got {self.token_weight}")
+
+
+@dataclasses.dataclass(frozen=True)
 class PretrainConfig:
     """One pre-training run.
 
@@ -56,6 +92,8 @@ class PretrainConfig:
       model: encoder sizes.
       masking: how examples are masked (`masking.MaskingConfig`: the policy
         is the flag --masking, its other fields flags of their own).
+      objective: what is predicted at the masked frames (`ObjectiveConfig`:
+        its kind is the flag --objective).
       normalization: features as the encoder sees them: "track" (per-track
         CMVN, the paper's), "global" (one mean/std over the training data,
         from the manifests) or "none" (raw features).
@@ -98,6 +136,7 @@ class PretrainConfig:
     eval_data: str = ""
     model: ModelConfig = ModelConfig()
     masking: masking_lib.MaskingConfig = masking_lib.MaskingConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
     normalization: str = choice("track", NORMALIZATIONS)
     train_steps: int = 200_000
     global_batch_size: int = 128
@@ -139,6 +178,9 @@ class PretrainConfig:
                 f"holdout_percent must be in [0, 100), got {self.holdout_percent}"
             )
 
+
+# Fields added since release 0.2.0: a run stored without them had these values.
+PRETRAIN_ADDED = {"objective": dataclasses.asdict(ObjectiveConfig())}
 
 PRETRAIN_MAY_CHANGE = (
     "train_steps", "data", "eval_data", "checkpoint_every", "keep_checkpoints",

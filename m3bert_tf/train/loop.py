@@ -79,6 +79,7 @@ def open_session(
     make_stream: Callable,
     step_of: Callable[[], int],
     log: Callable[[str], None],
+    added: dict | None = None,
 ) -> Session:
     """Starts or resumes a run: config check, checkpoints restored (with the
     loss guard's running level), writers opened.
@@ -87,10 +88,11 @@ def open_session(
     config is accepted, so a refused run prepares no input) returns it, and
     its `seek(step)` returns the iterator that starts at the restored step
     (`DatasetStream`, `batches.CachedBatches`), so a checkpoint holds no
-    input buffers."""
+    input buffers. `added`: fields new since an earlier release and the value
+    a run stored without them had (`runs.RunDir.start`)."""
     guard = LossGuard(job)
     objects = {**objects, "loss_guard": guard.trackable}
-    changes = run.start(config, flags_text, may_change)
+    changes = run.start(config, flags_text, may_change, added)
     if changes:
         log(
             "config changed on resume: "

@@ -25,25 +25,32 @@ import sys
 import tensorflow as tf
 
 from m3bert_tf import runs
-from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data import pipeline, shards
 from m3bert_tf.io import storage
 from m3bert_tf.train import cluster, distribute
 from m3bert_tf.train.checkpoints import random_states
 from m3bert_tf.train.cluster import WorkerLost
-from m3bert_tf.train.configs import PRETRAIN_MAY_CHANGE, ModelConfig, PretrainConfig
+from m3bert_tf.train.configs import (
+    PRETRAIN_ADDED,
+    PRETRAIN_MAY_CHANGE,
+    ModelConfig,
+    PretrainConfig,
+)
 from m3bert_tf.train.loop import Cadence, DatasetStream, open_session, run_loop
+from m3bert_tf.train.objectives import Objective
 from m3bert_tf.train.pretrain_data import (
     make_eval_dataset,
     pipeline_config,
     resolve_input_spec,
 )
+from m3bert_tf.train.pretrain_eval import eval_line, write_eval
 
 __all__ = ["ModelConfig", "PretrainConfig", "Trainer", "WorkerLost", "run_pretrain"]
 
 
-def build_models(config: PretrainConfig):
-    """(encoder, pretrainer) for `config.model` (any input length)."""
+def build_models(config: PretrainConfig, heads: dict | None = None):
+    """(encoder, pretrainer) for `config.model` (any input length), with the
+    heads of `Objective.heads()` (default: the reconstruction head)."""
     from m3bert_tf.models.encoder import M3BertEncoder
     from m3bert_tf.models.pretrainer import M3BertPretrainer
 
@@ -53,22 +60,7 @@ def build_models(config: PretrainConfig):
         ffn_dim=m.ffn_dim, frame_stack=m.frame_stack,
         dropout=m.dropout, name="encoder",
     )  # fmt: skip
-    return encoder, M3BertPretrainer(encoder, name="pretrainer")
-
-
-def weighted_sums(model, inputs, targets, masks, training):
-    """Huber sums per masked kind and the weight sums, plus the reconstruction
-    (`masks` as the pipeline gives them, expanded to weights here)."""
-    from m3bert_tf.train.losses import huber
-
-    reconstruction = model(inputs, training=training)["reconstruction"]
-    loss = huber(targets, reconstruction)
-    weights = masking_lib.expand_weights(masks, inputs["padding_mask"])
-    sums = {}
-    for kind, w in weights.items():
-        sums[f"loss_{kind}"] = tf.reduce_sum(loss * w)
-        sums[f"weight_{kind}"] = tf.reduce_sum(w)
-    return sums, reconstruction
+    return encoder, M3BertPretrainer(encoder, **(heads or {}), name="pretrainer")
 
 
 class Trainer:
@@ -90,8 +82,9 @@ class Trainer:
         self.policy, self.precision_warning = distribute.resolve_precision(
             config.mixed_precision, distribute.local_accelerators(), distribute.cpu_flags()
         )
+        self.objective = Objective(config.objective, config.model.frame_stack, config.seed)
         with distribute.precision_policy(self.policy), strategy.scope():
-            self.encoder, self.model = build_models(config)
+            self.encoder, self.model = build_models(config, self.objective.heads())
             seed_weights(self.model, config.seed)  # weights and dropout: reproducible runs
             self.schedule = WarmupLinearDecay(
                 config.learning_rate, config.train_steps, config.warmup_fraction
@@ -102,36 +95,40 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
         self._grads_fn = tf.function(self._micro_batch_grads, jit_compile=config.xla)
 
-    def _micro_batch_grads(self, inputs, targets, weights):
+    def _micro_batch_grads(self, inputs, targets, masks, counts):
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            sums, _ = weighted_sums(self.model, inputs, targets, weights, training=True)
-        # The gradient of the un-normalized sum: divided by the global weight
-        # once every micro-batch and replica is in.
-        grads = tape.gradient(sums["loss_total"], variables)
+            outputs = self.model(inputs, training=True)
+            sums = self.objective.sums(outputs, inputs, targets, masks)
+            # Each term over its count in the whole global batch (all-reduced
+            # before the pass), so gradients add across micro-batches and replicas.
+            loss = self.objective.loss(sums, counts)
+        grads = tape.gradient(loss, variables)
         return [tf.convert_to_tensor(g) for g in grads], sums
 
     def _replica_step(self, batch):
-        inputs, targets, weights = batch
+        inputs, targets, masks = batch
         accumulate = self.config.gradient_accumulation_steps
-        if accumulate == 1:
-            grads, sums = self._grads_fn(inputs, targets, weights)
-        else:  # the batch has a leading [accumulation_steps] axis
-            grads, sums = None, None
-            for i in range(accumulate):
-                micro = tf.nest.map_structure(
-                    lambda x, i=i: x[i], (inputs, targets, weights)
-                )
-                g, s = self._grads_fn(*micro)
-                grads = (
-                    g if grads is None else [a + b for a, b in zip(grads, g, strict=True)]
-                )
-                sums = s if sums is None else {k: sums[k] + s[k] for k in sums}
         ctx = tf.distribute.get_replica_context()
+        if accumulate == 1:
+            micro_batches = [(inputs, targets, masks)]
+        else:  # the batch has a leading [accumulation_steps] axis
+            micro_batches = [
+                tf.nest.map_structure(lambda x, i=i: x[i], (inputs, targets, masks))
+                for i in range(accumulate)
+            ]
+        counts = None
+        for micro_inputs, _, micro_masks in micro_batches:
+            c = self.objective.counts(micro_inputs, micro_masks)
+            counts = c if counts is None else {k: counts[k] + c[k] for k in counts}
+        counts = ctx.all_reduce(tf.distribute.ReduceOp.SUM, counts)
+        grads, sums = None, None
+        for micro in micro_batches:
+            g, s = self._grads_fn(*micro, counts)
+            grads = g if grads is None else [a + b for a, b in zip(grads, g, strict=True)]
+            sums = s if sums is None else {k: sums[k] + s[k] for k in sums}
         grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
         sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, sums)
-        count = tf.maximum(sums["weight_total"], 1.0)
-        grads = [g / count for g in grads]
         grad_norm = tf.linalg.global_norm(grads)
         if self.config.clip_norm > 0:
             grads, _ = tf.clip_by_global_norm(
@@ -142,11 +139,7 @@ class Trainer:
         self.optimizer.apply_gradients(
             zip(grads, self.model.trainable_variables, strict=True)
         )
-        metrics = {
-            k: tf.math.divide_no_nan(sums[f"loss_{k}"], sums[f"weight_{k}"])
-            for k in masking_lib.KINDS
-        }
-        metrics["loss"] = sums["loss_total"] / count
+        metrics = self.objective.metrics(sums, counts, accumulate * self.num_replicas)
         metrics["grad_norm"] = grad_norm
         return metrics
 
@@ -168,19 +161,11 @@ class Trainer:
 
     @tf.function
     def eval_step(self, batch):
-        inputs, targets, weights = batch
-        sums, reconstruction = weighted_sums(
-            self.model, inputs, targets, weights, training=False
-        )
-        zero_sums, _ = weighted_sums(
-            lambda x, training: {"reconstruction": tf.zeros_like(targets)},
-            inputs, targets, weights, training=False,
-        )  # fmt: skip
-        sums.update({f"zero_{k}": v for k, v in zero_sums.items() if k.startswith("loss_")})
-        return sums, reconstruction
+        return self.objective.eval_sums(self.model, *batch)
 
     def evaluate(self, dataset) -> dict:
-        """Held-out masked Huber loss (total and per kind) and predict-zero loss."""
+        """Held-out scores of the objective (`Objective.eval_results`) and an
+        example's (masked input, clean input, reconstruction) for TensorBoard."""
         totals, image = None, None
         for batch in dataset:
             sums, reconstruction = self.eval_step(batch)
@@ -190,33 +175,7 @@ class Trainer:
                 image = (batch[0]["features"][0], batch[1][0], reconstruction[0])
         if totals is None:
             return {}
-        out = {}
-        for kind in ("total", *masking_lib.KINDS):
-            w = totals[f"weight_{kind}"]
-            if w > 0:
-                out[f"loss_{kind}"] = totals[f"loss_{kind}"] / w
-                out[f"zero_loss_{kind}"] = totals[f"zero_loss_{kind}"] / w
-        out["loss_vs_zero"] = out["loss_total"] / out["zero_loss_total"]
-        out["image"] = image
-        return out
-
-
-def _image(x):
-    """[T, 324] -> [1, 324, T, 1] in [0, 1], low channels at the bottom."""
-    x = tf.transpose(tf.cast(x, tf.float32))[::-1]
-    lo, hi = tf.reduce_min(x), tf.reduce_max(x)
-    return ((x - lo) / tf.maximum(hi - lo, 1e-6))[None, :, :, None]
-
-
-def _write_eval(writer, step, result):
-    with writer.as_default(step=step):
-        for k, v in result.items():
-            if k != "image":
-                tf.summary.scalar(k, v)
-        masked, clean, recon = result["image"]
-        tf.summary.image("input", _image(clean))
-        tf.summary.image("masked_input", _image(masked))
-        tf.summary.image("reconstruction", _image(recon))
+        return {**self.objective.eval_results(totals), "image": image}
 
 
 def run_pretrain(config: PretrainConfig, flags_text: str = "", log=None) -> dict:
@@ -287,7 +246,7 @@ def _pretrain(
         "pretrain", run, dataclasses.asdict(config), flags_text, PRETRAIN_MAY_CHANGE,
         {"model": trainer.model, "optimizer": trainer.optimizer,
          "random": random_states(trainer.model)}, lambda: stream,
-        lambda: int(trainer.optimizer.iterations.numpy()), log,
+        lambda: int(trainer.optimizer.iterations.numpy()), log, PRETRAIN_ADDED,
     )  # fmt: skip
     run.write_json(runs.INPUT_SPEC_NAME, inputs)
     if config.data_service:
@@ -324,12 +283,8 @@ def _pretrain(
         last_eval.clear()
         last_eval.update(trainer.evaluate(eval_dataset))
         if last_eval:
-            _write_eval(eval_writer, step, last_eval)
-            log(
-                f"eval at step {step}: masked Huber {last_eval['loss_total']:.4f}, "
-                f"predict-zero {last_eval['zero_loss_total']:.4f} "
-                f"(ratio {last_eval['loss_vs_zero']:.3f})"
-            )
+            write_eval(eval_writer, step, last_eval)
+            log(f"eval at step {step}: {eval_line(last_eval)}")
         return False
 
     cadence = Cadence(
