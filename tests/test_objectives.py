@@ -203,3 +203,37 @@ def test_every_objective_exports_and_embeds_as_before(corpus_shards, tmp_path, o
     np.testing.assert_allclose(
         exported["clip_embedding"], in_memory["clip_embedding"], atol=1e-5
     )
+
+
+def test_the_clip_terms_positives_are_crops_of_one_record(corpus_shards):
+    """With two views, each record gives two adjacent examples of a batch,
+    cropped and masked with their own seeds; a resumed stream starts at the
+    same pair."""
+    config = pipeline.PipelineConfig(
+        data=corpus_shards, max_frames=schema.CHUNK_FRAMES, batch_size=4, shuffle_buffer=8,
+        holdout_percent=20, views=2, masking=masking.MaskingConfig(policy="span"),
+    )  # fmt: skip
+    batches = list(pipeline.make_pretrain_dataset(config).take(4))
+    for _, targets, masks in batches:
+        t, frames = targets.numpy(), masks["frame"].numpy()
+        for i in (0, 2):  # clips under 30 s: no crop, the two views' targets are equal
+            np.testing.assert_array_equal(t[i], t[i + 1])
+            assert not np.array_equal(frames[i], frames[i + 1])  # masked apart
+            assert not np.array_equal(t[i], t[(i + 2) % 4])  # another record
+    resumed = pipeline.make_pretrain_dataset(config, start=2 * 4)
+    for want, got in zip(batches[2:], resumed.take(2), strict=True):
+        np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
+    with pytest.raises(ValueError, match="batch_size=3 must be a multiple of views=2"):
+        pipeline.PipelineConfig(data="x", batch_size=3, views=2)
+
+
+def test_the_contrastive_term_finds_partners_and_not_strangers():
+    from m3bert_tf.train.objectives import contrastive
+
+    rng = np.random.default_rng(0)
+    records = rng.normal(size=(4, 16))
+    pairs = np.repeat(records, 2, axis=0) + 0.05 * rng.normal(size=(8, 16))
+    ce, hit = contrastive(tf.constant(pairs, tf.float32), 0.1)
+    assert np.all(hit.numpy() == 1) and ce.numpy().max() < 0.1
+    ce, hit = contrastive(tf.constant(rng.normal(size=(8, 16)), tf.float32), 0.1)
+    assert ce.numpy().mean() > 1.0  # unrelated crops: nothing tells the partner

@@ -55,6 +55,8 @@ class PipelineConfig:
       seed: base seed of file order, crops and masks.
       normalization: "track", "global" or "none" (`normalization.py`).
       normalization_stats: the global statistics ("global" only).
+      views: crops of each record, adjacent in the stream and in a batch
+        (2 for a clip objective: its positives; `batch_size` must be even).
     """
 
     data: str
@@ -67,6 +69,14 @@ class PipelineConfig:
     seed: int = 0
     normalization: str = "track"
     normalization_stats: dict | None = None
+    views: int = 1
+
+    def __post_init__(self):
+        if self.views < 1 or self.batch_size % self.views:
+            raise ValueError(
+                f"batch_size={self.batch_size} must be a multiple of views={self.views} "
+                "(a record's crops share a batch)"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +119,19 @@ def normalized_features(parsed: dict, mode: str, stats: dict | None):
         parsed[schema.TRACK_STD_KEY],
         mode,
         stats,
+    )
+
+
+def pair_views(ds: tf.data.Dataset, views: int) -> tf.data.Dataset:
+    """(position, record) -> `views` consecutive (views x position + v, record):
+    the crops of one record, adjacent, each with its own crop and mask seed."""
+    if views == 1:
+        return ds
+    offsets = tf.range(views, dtype=tf.int64)
+    return ds.flat_map(
+        lambda p, s: tf.data.Dataset.from_tensor_slices(
+            (tf.cast(p, tf.int64) * views + offsets, tf.fill([views], s))
+        )
     )
 
 
@@ -276,8 +299,8 @@ def make_pretrain_dataset(
         pipelines, every pipeline reads all of them and keeps every Nth
         example of the stream, `shards_by_record`).
       start: training only: the first example of this pipeline's stream
-        (examples it consumed before; a resumed run passes step x global
-        batch / pipelines).
+        (examples it consumed before, views counted; a resumed run passes
+        step x global batch / pipelines).
       service: training only: run everything up to the batches on these
         tf.data service workers, each taking whole units of the stream
         (dynamic sharding: every example once, in an order that depends on
@@ -293,6 +316,7 @@ def make_pretrain_dataset(
     every_file = list_shards(config.data)
     files = pipeline_files(every_file, pipelines, index)
     by_record = shards_by_record(len(every_file), pipelines)
+    start //= config.views  # a record's views are consumed together
     if training:
         if by_record:  # every pipeline reads every file and keeps every Nth example
             ds = positioned_stream(files, config, start * pipelines + index, passes)
@@ -306,6 +330,7 @@ def make_pretrain_dataset(
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         )  # fmt: skip
         ds = ds.filter(lambda s: is_heldout(s, config.holdout_percent)).enumerate()
+    ds = pair_views(ds, config.views)
     ds = ds.map(
         make_example_fn(config), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )

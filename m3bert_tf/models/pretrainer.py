@@ -3,6 +3,7 @@
 import keras
 
 from m3bert_tf.layers.frame_stack import FrameUnstack
+from m3bert_tf.layers.pooling import MaskedMeanPooling
 from m3bert_tf.models.encoder import M3BertEncoder, encoder_inputs
 
 
@@ -15,7 +16,9 @@ class M3BertPretrainer(keras.Model):
     Inputs:  the encoder's {"features", "padding_mask"}.
     Outputs: {"reconstruction": [B, T, 324] float32} with `reconstruct`, and
     {"token_logits": [B, ceil(T / k), N, S] float32} with N = token_codebooks
-    > 0 codebooks of S = codebook_size codes; any T.
+    > 0 codebooks of S = codebook_size codes, and {"clip_projection": [B, P]
+    float32} with P = clip_dim > 0 (the clip term's view of the mean over
+    real frames); any T.
 
     Reconstruction head: Dense(H) -> GELU -> LayerNorm -> Dense(324 k) ->
     unstack to [B, T, 324]. Token head: Dense(H) -> GELU -> LayerNorm ->
@@ -26,17 +29,21 @@ class M3BertPretrainer(keras.Model):
       encoder: an `M3BertEncoder` instance (its weights are shared).
       reconstruct: with the reconstruction head.
       token_codebooks, codebook_size: the token head's N and S (0 = none).
+      clip_dim: the clip projection head's P (0 = none): mean over real
+        frames -> Dense(H) -> GELU -> Dense(P).
     """
 
     def __init__(self, encoder: M3BertEncoder, reconstruct: bool = True,
-                 token_codebooks: int = 0, codebook_size: int = 0, **kwargs):  # fmt: skip
+                 token_codebooks: int = 0, codebook_size: int = 0, clip_dim: int = 0,
+                 **kwargs):  # fmt: skip
         if not reconstruct and not token_codebooks:
             raise ValueError("a pretrainer needs the reconstruction head or a token head")
         k, hidden = encoder.frame_stack, encoder.hidden_dim
 
         # === Functional Model ===
         inputs = encoder_inputs(encoder)
-        sequence = encoder(inputs)["sequence_output"]
+        encoded = encoder(inputs)
+        sequence = encoded["sequence_output"]
         outputs = {}
         if reconstruct:
             x = keras.layers.Dense(hidden, activation="gelu", name="head_dense")(sequence)
@@ -57,6 +64,12 @@ class M3BertPretrainer(keras.Model):
                 (-1, token_codebooks, codebook_size), name="token_logits"
             )(x)
             outputs["token_logits"] = x
+        if clip_dim:
+            x = MaskedMeanPooling(name="clip_pooling")(sequence, encoded["padding_mask"])
+            x = keras.layers.Dense(hidden, activation="gelu", name="clip_dense")(x)
+            outputs["clip_projection"] = keras.layers.Dense(
+                clip_dim, name="clip_output", dtype="float32"
+            )(x)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
@@ -64,6 +77,7 @@ class M3BertPretrainer(keras.Model):
         self.reconstruct = reconstruct
         self.token_codebooks = token_codebooks
         self.codebook_size = codebook_size
+        self.clip_dim = clip_dim
 
     def get_config(self):
         return {
@@ -73,6 +87,7 @@ class M3BertPretrainer(keras.Model):
             "reconstruct": self.reconstruct,
             "token_codebooks": self.token_codebooks,
             "codebook_size": self.codebook_size,
+            "clip_dim": self.clip_dim,
         }
 
     @classmethod

@@ -11,7 +11,7 @@ from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data.normalization import MODES as NORMALIZATIONS
 from m3bert_tf.fields import at_least, check_choices, choice
 from m3bert_tf.train.distribute import PRECISIONS, STRATEGIES
-from m3bert_tf.train.objectives import CODEBOOK_LAYOUTS, OBJECTIVES
+from m3bert_tf.train.objectives import CLIP_TERMS, CODEBOOK_LAYOUTS, OBJECTIVES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +59,13 @@ class ObjectiveConfig:
         delta_mfcc, mel, cqt) or "all" (one over the 324 channels).
       codebook_size: codes per codebook.
       codebook_dim: dimension of the codes (of the random projection).
+      clip: a clip-level term beside the frame objective: "none", or
+        "contrastive" (two crops of each record in a batch; each crop's
+        projected mean embedding must pick its partner among the batch's
+        crops, NT-Xent: the batch holds half as many records).
+      clip_weight: weight of the clip term.
+      clip_temperature: the contrastive softmax temperature.
+      clip_dim: width of the clip projection head.
     """
 
     kind: str = dataclasses.field(
@@ -70,9 +77,21 @@ class ObjectiveConfig:
     )
     codebook_size: int = 512
     codebook_dim: int = 16
+    clip: str = dataclasses.field(
+        default="none", metadata={"flag": "clip_objective", "choices": CLIP_TERMS}
+    )
+    clip_weight: float = 1.0
+    clip_temperature: float = 0.1
+    clip_dim: int = 128
 
     def __post_init__(self):
         check_choices(self)
+        at_least(self, 1, "clip_dim")
+        if self.clip_weight <= 0 or self.clip_temperature <= 0:
+            raise ValueError(
+                f"clip_weight and clip_temperature must be > 0, got {self.clip_weight}, "
+                f"{self.clip_temperature}"
+            )
         at_least(self, 2, "codebook_size")
         at_least(self, 1, "codebook_dim")
         if self.token_weight <= 0:

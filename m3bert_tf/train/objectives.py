@@ -18,6 +18,13 @@
   from the run's seed alone (`Quantizer`), so they are the same on every
   worker, on resume, and on any number of replicas.
 - `reconstruct+tokens`: both, the token term weighted by `token_weight`.
+- a clip term (`clip="contrastive"`, added to any of them; BYOL-A and
+  contrastive audio encoders learn what two crops of one clip share): the
+  batch holds two crops of each record, adjacent (`pipeline.pair_views`);
+  each crop's mean encoder output over its real frames, projected and
+  normalized, must pick its partner among the other crops of the batch
+  (NT-Xent: cross-entropy over cosine similarities / temperature), divided
+  by the crops. Negatives are the crops of one replica's micro-batch.
 
 A term's loss is its sum over the micro-batch divided by its count over the
 whole global batch (every replica and micro-batch), counted from the masks
@@ -41,6 +48,7 @@ OBJECTIVES = {
     "reconstruct+tokens": ("reconstruct", "tokens"),
 }
 CODEBOOK_LAYOUTS = ("blocks", "all")
+CLIP_TERMS = ("none", "contrastive")  # a clip-level term added to any objective
 
 
 def codebook_channels(layout: str) -> list[tuple[str, int, int]]:
@@ -121,6 +129,24 @@ def usage_entropy(tokens, frames, size: int):
     return tf.reduce_mean(entropy) / math.log(size)
 
 
+def contrastive(projection, temperature: float):
+    """NT-Xent over a batch of adjacent pairs: (cross-entropy [B], 1.0 where
+    the partner scored highest [B]). Row i's positive is row i ^ 1 (the
+    other crop of its record); every other row is a negative.
+
+    Args:
+      projection: [B, P] clip projections, B even.
+    """
+    z = tf.math.l2_normalize(tf.cast(projection, tf.float32), axis=-1)
+    n = tf.shape(z)[0]
+    logits = tf.matmul(z, z, transpose_b=True) / temperature
+    logits = tf.where(tf.cast(tf.eye(n), tf.bool), -1e9, logits)  # never oneself
+    partner = tf.bitwise.bitwise_xor(tf.range(n), 1)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(partner, logits)
+    hit = tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), partner), tf.float32)
+    return ce, hit
+
+
 class Objective:
     """The terms of one objective, their sums, counts and the loss.
 
@@ -132,13 +158,15 @@ class Objective:
 
     def __init__(self, config, frame_stack: int, seed: int):
         self.config = config
-        self.terms = OBJECTIVES[config.kind]
+        self.terms = OBJECTIVES[config.kind] + (("clip",) if config.clip != "none" else ())
         self.quantizer = (
             Quantizer(config.codebooks, config.codebook_size, config.codebook_dim,
                       frame_stack, seed)
             if "tokens" in self.terms else None
         )  # fmt: skip
-        self.weights = {"reconstruct": 1.0, "tokens": config.token_weight}
+        self.weights = {
+            "reconstruct": 1.0, "tokens": config.token_weight, "clip": config.clip_weight,
+        }  # fmt: skip
 
     def heads(self) -> dict:
         """The pretrainer's heads: {"reconstruct": bool, "token_codebooks": N,
@@ -148,6 +176,7 @@ class Objective:
             "reconstruct": "reconstruct" in self.terms,
             "token_codebooks": q.num_codebooks if q else 0,
             "codebook_size": q.size if q else 0,
+            "clip_dim": self.config.clip_dim if "clip" in self.terms else 0,
         }
 
     def token_frames(self, inputs, masks):
@@ -167,6 +196,8 @@ class Objective:
         if "tokens" in self.terms:
             frames = tf.reduce_sum(tf.cast(self.token_frames(inputs, masks), tf.float32))
             out["tokens"] = frames * self.quantizer.num_codebooks
+        if "clip" in self.terms:
+            out["clip"] = tf.cast(tf.shape(inputs["padding_mask"])[0], tf.float32)
         return out
 
     def sums(self, outputs, inputs, targets, masks) -> dict:
@@ -197,6 +228,9 @@ class Objective:
             )
             real = tf.reduce_max(stacked_padding, axis=[2, 3]) > 0
             out["token_entropy"] = usage_entropy(tokens, real, self.quantizer.size)
+        if "clip" in self.terms:
+            ce, hit = contrastive(outputs["clip_projection"], self.config.clip_temperature)
+            out["clip"], out["clip_correct"] = tf.reduce_sum(ce), tf.reduce_sum(hit)
         return out
 
     def loss(self, sums: dict, counts: dict):
@@ -223,6 +257,9 @@ class Objective:
                 sums["token_count"], 1.0
             )
             out["codebook_entropy"] = sums["token_entropy"] / parts
+        if "clip" in self.terms:
+            out["clip_ce"] = sums["clip"] / tf.maximum(counts["clip"], 1.0)
+            out["clip_accuracy"] = sums["clip_correct"] / tf.maximum(counts["clip"], 1.0)
         return out
 
     def eval_sums(self, model, inputs, targets, masks):
@@ -231,13 +268,13 @@ class Objective:
         outputs = model(inputs, training=False)
         sums = self.sums(outputs, inputs, targets, masks)
         if "reconstruct" in self.terms:
-            zero = self.sums(
-                {"reconstruction": tf.zeros_like(targets),
-                 "token_logits": outputs.get("token_logits")},
-                inputs, targets, masks,
-            )  # fmt: skip
-            sums.update({f"zero_{k}": v for k, v in zero.items() if k.startswith("loss_")})
+            from m3bert_tf.train.losses import huber
+
+            zero = huber(targets, tf.zeros_like(targets))
+            weights = masking_lib.expand_weights(masks, inputs["padding_mask"])
+            sums.update({f"zero_loss_{k}": tf.reduce_sum(zero * w) for k, w in weights.items()})
         sums["batches"] = tf.constant(1.0)
+        sums["crops"] = tf.cast(tf.shape(targets)[0], tf.float32)
         return sums, outputs.get("reconstruction", tf.zeros_like(targets))
 
     def eval_results(self, totals: dict) -> dict:
@@ -259,4 +296,7 @@ class Objective:
             out["token_ce_vs_uniform"] = out["token_ce"] / math.log(self.quantizer.size)
             out["token_accuracy"] = totals["token_correct"] / n
             out["codebook_entropy"] = totals["token_entropy"] / totals["batches"]
+        if "clip" in self.terms:
+            out["clip_ce"] = totals["clip"] / max(totals["crops"], 1.0)
+            out["clip_accuracy"] = totals["clip_correct"] / max(totals["crops"], 1.0)
         return out

@@ -25,6 +25,7 @@ def pipeline_config(
         seed=config.seed,
         normalization=config.normalization,
         normalization_stats=stats,
+        views=2 if config.objective.clip != "none" else 1,
     )
 
 

@@ -18,6 +18,10 @@ def eval_line(result: dict) -> str:
             f"of guessing), accuracy {result['token_accuracy']:.3f}, codebook usage entropy "
             f"{result['codebook_entropy']:.2f}"
         )
+    if "clip_ce" in result:
+        parts.append(
+            f"clip term {result['clip_ce']:.3f}, partner found {result['clip_accuracy']:.3f}"
+        )
     return "; ".join(parts)
 
 
