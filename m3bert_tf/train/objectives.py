@@ -272,7 +272,9 @@ class Objective:
 
             zero = huber(targets, tf.zeros_like(targets))
             weights = masking_lib.expand_weights(masks, inputs["padding_mask"])
-            sums.update({f"zero_loss_{k}": tf.reduce_sum(zero * w) for k, w in weights.items()})
+            sums.update(
+                {f"zero_loss_{k}": tf.reduce_sum(zero * w) for k, w in weights.items()}
+            )
         sums["batches"] = tf.constant(1.0)
         sums["crops"] = tf.cast(tf.shape(targets)[0], tf.float32)
         return sums, outputs.get("reconstruction", tf.zeros_like(targets))
