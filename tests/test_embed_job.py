@@ -151,3 +151,32 @@ def test_ctrl_c_stops_an_embedding_and_its_model_workers_with_one_line(exported,
     proc = subprocess.run(argv, env=user_env(), capture_output=True, text=True)
     assert proc.returncode == 0 and f"{done} already done" in proc.stdout, proc.stderr
     assert len(list(out.glob("*.npz"))) == 100
+
+
+@pytest.mark.parametrize(
+    "window, hop, message",
+    [
+        (-1, None, "window_seconds must be >= 0"),
+        (float("nan"), None, "window_seconds must be >= 0"),
+        (None, -2.0, "hop_seconds must be >= 0"),
+        (31.0, None, "window_seconds=31.0: at most 30 s"),
+        (10.0, 12.0, "hop_seconds=12.0 must not exceed window_seconds=10"),
+    ],
+)
+def test_the_python_api_checks_windows_as_bin_embed_does(window, hop, message):
+    """One check (`windows.check_seconds`) for the API's `embed`/`embed_file`
+    and bin/embed's config: a window of -1 s was taken by the API."""
+    import types
+
+    from m3bert_tf.serving import api, embed_job
+
+    model = types.SimpleNamespace(frame_stack=1, window_frames=256)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        api.Model.plan(model, 1000, window, hop)
+    with pytest.raises(ValueError, match=message.split(" ")[0]):
+        embed_job.EmbedConfig(
+            model="m", input="i", output_dir="o",
+            window_seconds=0.0 if window is None else window,
+            hop_seconds=0.0 if hop is None else hop,
+        )  # fmt: skip
+    assert len(api.Model.plan(model, 1000, None, None)) == 4  # the defaults still plan

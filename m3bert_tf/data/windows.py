@@ -32,6 +32,27 @@ class Window(NamedTuple):
         return slice(self.keep_start - first, self.keep_stop - first)
 
 
+def check_seconds(window_seconds: float | None, hop_seconds: float | None) -> None:
+    """The one check of a window and hop given in seconds (None or 0: the
+    default): the window in (0, 30], the hop in (0, window].
+
+    Raises:
+      ValueError: naming the argument and its value.
+    """
+    for name, value in (("window_seconds", window_seconds), ("hop_seconds", hop_seconds)):
+        if value is not None and not value >= 0:  # NaN too
+            raise ValueError(f"{name} must be >= 0 (0 = the model's window), got {value}")
+    window = window_seconds or MAX_WINDOW_SECONDS
+    if window > MAX_WINDOW_SECONDS:
+        raise ValueError(
+            f"window_seconds={window_seconds}: at most {MAX_WINDOW_SECONDS:g} s"
+        )
+    if hop_seconds and hop_seconds > window:
+        raise ValueError(
+            f"hop_seconds={hop_seconds} must not exceed window_seconds={window:g}"
+        )
+
+
 def seconds_to_frames(seconds: float, frame_stack: int) -> int:
     """Seconds -> input frames, a positive multiple of the frame stack (rounded down)."""
     frames = int(seconds * schema.SAMPLE_RATE / schema.HOP_LENGTH)

@@ -146,18 +146,23 @@ class Model:
         )  # fmt: skip
 
     def plan(self, num_frames: int, window_seconds=None, hop_seconds=None):
-        """The windows of a track of `num_frames` frames (`windows.plan`)."""
+        """The windows of a track of `num_frames` frames (`windows.plan`);
+        None or 0 seconds: the model's window, a hop of the window.
+
+        Raises:
+          ValueError: a window outside (0, 30] s or a hop outside (0, window]
+            (`windows.check_seconds`, as bin/embed checks its flags).
+        """
+        windows_lib.check_seconds(window_seconds, hop_seconds)
         k = self.frame_stack
         window = (
-            self.window_frames
-            if window_seconds is None
-            else windows_lib.seconds_to_frames(window_seconds, k)
+            windows_lib.seconds_to_frames(window_seconds, k)
+            if window_seconds
+            else self.window_frames
         )
-        hop = (
-            window if hop_seconds is None else windows_lib.seconds_to_frames(hop_seconds, k)
-        )
+        hop = windows_lib.seconds_to_frames(hop_seconds, k) if hop_seconds else window
         if hop > window:
-            raise ValueError(f"hop ({hop_seconds} s) must not exceed the window")
+            raise ValueError(f"hop_seconds={hop_seconds} must not exceed the window")
         return windows_lib.plan(num_frames, window, hop, k)
 
     # --- embedding -----------------------------------------------------------

@@ -22,6 +22,7 @@ import os
 import shutil
 
 from m3bert_tf import runs
+from m3bert_tf.data import windows as windows_lib
 from m3bert_tf.datasets.base import Problem
 from m3bert_tf.fields import at_least, check_choices, choice
 from m3bert_tf.io import locks, storage
@@ -91,16 +92,9 @@ class EmbedConfig:
         check_choices(self)
         at_least(self, 1, "batch_size")
         at_least(self, 0, "num_workers")
-        if self.window_seconds < 0 or self.hop_seconds < 0:
-            raise ValueError("window_seconds and hop_seconds must be >= 0")
-        if self.window_seconds > 30.0:
-            raise ValueError(f"window_seconds={self.window_seconds}: at most 30 s")
+        windows_lib.check_seconds(self.window_seconds, self.hop_seconds)
         if self.model_in == "workers" and self.num_workers == 0:
             raise ValueError("model_in=workers needs num_workers >= 1")
-        if self.hop_seconds and self.hop_seconds > (self.window_seconds or 30.0):
-            raise ValueError(
-                f"hop_seconds={self.hop_seconds} must not exceed window_seconds={self.window_seconds or 30.0}"
-            )
 
 
 # --- parent side ------------------------------------------------------------------
