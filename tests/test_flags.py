@@ -260,3 +260,35 @@ def test_seeded_weights_are_explicit_and_leave_no_global_state():
     assert sum(not np.array_equal(x, z) for x, z in zip(a, c, strict=True)) >= 5
     for before, after in states:  # no global generator drawn from or seeded
         assert before[0] == after[0] and np.array_equal(before[1], after[1])
+
+
+def test_a_flag_file_line_absl_would_skip_is_refused(tmp_path):
+    """absl reads only lines starting with "-": `train_steps=10` left a run on
+    its default (it was killed for memory). Ours name the file and line,
+    nested flag files too; comments and blank lines pass."""
+    inner = tmp_path / "inner.flags"
+    inner.write_text("# sizes\n--num_layers=2\n\nnum_heads=2\n")
+    outer = tmp_path / "outer.flags"
+    outer.write_text(f"// run\n--flagfile={inner}\n--train_steps=3\n")
+    with pytest.raises(ValueError, match=rf"{inner}:4: 'num_heads=2' is not a flag"):
+        flags.check_flagfiles(["prog", f"--flagfile={outer}"])
+    inner.write_text("# sizes\n--num_layers=2\n")
+    flags.check_flagfiles(["prog", "--flagfile", str(outer)])  # passes
+    res = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bin", "correlate"), f"--flagfile={outer}"],
+        capture_output=True, text=True, env=user_env(), timeout=120,
+    )  # fmt: skip
+    assert (
+        res.returncode == 2 and "--help lists" in res.stderr
+    )  # absl's own error: not ours
+    bad = tmp_path / "bad.flags"
+    bad.write_text("top=3\n")
+    res = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bin", "correlate"), f"--flagfile={bad}"],
+        capture_output=True, text=True, env=user_env(), timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        f"correlate: {bad}:1: 'top=3' is not a flag (a flag file holds --name=value lines; "
+        "absl would skip this one without a word)"
+    )

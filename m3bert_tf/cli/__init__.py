@@ -39,8 +39,14 @@ def run(define_flags, main) -> None:
     prog = os.path.basename(sys.argv[0])
 
     def parse(argv):
+        from m3bert_tf.cli.flags import check_flagfiles
+
         try:
+            check_flagfiles(argv)
             return flags.FLAGS(argv)
+        except ValueError as e:
+            print(f"{prog}: {e}", file=sys.stderr)
+            sys.exit(2)
         except flags.Error as e:
             print(f"{prog}: {e} (--help lists the flags)", file=sys.stderr)
             sys.exit(2)

@@ -17,6 +17,7 @@ Library errors name the fields; `translate` writes them as flags
 
 import dataclasses
 import functools
+import os
 import re
 import types
 import typing
@@ -162,6 +163,37 @@ def config_from_flags(cls, exclude=(), flag_values=None, **fields):
     return cls(**values)
 
 
+def check_flagfiles(argv: list[str]) -> None:
+    """Refuses a flag file line that absl would skip without a word: absl
+    reads only lines starting with "-" (and "#" or "//" comments), so a line
+    such as `train_steps=10` (the dashes forgotten) left a run on its
+    default. Nested --flagfile lines are checked too.
+
+    Raises:
+      ValueError: naming the file, the line number and the line.
+    """
+    pending = [a.split("=", 1)[1] for a in argv if a.startswith("--flagfile=")]
+    pending += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--flagfile"]
+    seen = set()
+    while pending:
+        path = pending.pop()
+        if path in seen or not os.path.isfile(path):
+            continue  # absl names a missing file itself
+        seen.add(path)
+        with open(path) as f:
+            for number, line in enumerate(f, 1):
+                text = line.strip()
+                if not text or text.startswith(("#", "//")):
+                    continue
+                if not text.startswith("-"):
+                    raise ValueError(
+                        f"{path}:{number}: {text!r} is not a flag (a flag file holds "
+                        "--name=value lines; absl would skip this one without a word)"
+                    )
+                if text.startswith("--flagfile="):
+                    pending.append(text.split("=", 1)[1])
+
+
 def show_in_help() -> None:
     """The flags defined here, as the binary's own: `--help` lists them."""
     import sys
@@ -233,8 +265,6 @@ def finetune_config_from_flagfile(path: str, **fields):
       ValueError: no such file, or a line absl would skip or refuse (a flag
         that is not bin/finetune's, a bad value), naming the file.
     """
-    import os
-
     from m3bert_tf.io import storage
     from m3bert_tf.train.configs import FinetuneConfig
 
@@ -245,6 +275,7 @@ def finetune_config_from_flagfile(path: str, **fields):
         raise ValueError(f"--finetune_flagfile={path}: no such file")
     values = flags.FlagValues()
     define_config_flags(FinetuneConfig, exclude=tuple(fields), flag_values=values)
+    check_flagfiles([f"--flagfile={path}"])
     try:
         values(["finetune", f"--flagfile={path}"])
     except flags.Error as e:
@@ -263,8 +294,6 @@ def define_demo_flags() -> None:
 
 def demo_config_from_flags() -> dict:
     """run_demo's arguments."""
-    import os
-
     from m3bert_tf.demo.job import DemoConfig
 
     demo = config_from_flags(DemoConfig)
