@@ -27,6 +27,7 @@ from m3bert_tf import extract
 from m3bert_tf.data import shards
 from m3bert_tf.datasets import csv_manifest
 from m3bert_tf.io import locks
+from m3bert_tf.train import checkpoints
 
 ENV = user_env()
 
@@ -412,7 +413,35 @@ def test_the_divergence_guard_judges_from_the_first_step(corpus_shards, tmp_path
     assert stopped < 19
     latest = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
     assert latest is None or int(latest.rsplit("-", 1)[1]) < stopped
-    assert f"The last good checkpoint is {latest or 'none'}" in res.stderr
+    # The loss at step s measures the weights saved at s - 1: the named
+    # checkpoint is one whose weights are sane, not merely the newest.
+    named = res.stderr.split("The last good checkpoint is ")[1].split(". ")[0]
+    if named != "none":
+        assert checkpoints._largest_weight(named) < 1e3
+    if latest is not None and named != latest:
+        assert checkpoints._largest_weight(latest) > 100 * checkpoints._largest_weight(
+            named
+        )
+        assert f"move {latest}" in res.stderr
+    assert "a resumed run keeps its own" in res.stderr or named == "none"
+
+
+def test_the_guard_names_the_checkpoint_whose_weights_are_sane(tmp_path):
+    """Checkpoints at steps 1, 2, 3 with max |w| 1.0, 1.5 and 9e5: a bad loss
+    at step 4 (measuring step 3's weights) names ckpt-2; at step 9 (step 3's
+    weights passed the guard at step 4) ckpt-3; NaN weights are never named."""
+    value = tf.Variable([0.5, -1.0])
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=value), str(tmp_path), 5)
+    for step, largest in ((1, 1.0), (2, 1.5), (3, 9e5)):
+        value.assign([0.1, -largest])
+        manager.save(checkpoint_number=step)
+    kept = list(manager.checkpoints)
+    assert checkpoints.last_good_checkpoint(kept, 4).endswith("ckpt-2")
+    assert checkpoints.last_good_checkpoint(kept, 9).endswith("ckpt-3")
+    value.assign([np.nan, 0.0])
+    manager.save(checkpoint_number=4)
+    assert checkpoints.last_good_checkpoint(list(manager.checkpoints), 5).endswith("ckpt-3")
+    assert checkpoints.last_good_checkpoint([], 5) is None
 
 
 def test_ctrl_c_stops_an_extraction_and_its_workers_with_one_line(tmp_path):

@@ -24,6 +24,11 @@ class WorkerCheckpoints:
     def latest_checkpoint(self):
         return self.manager.latest_checkpoint
 
+    @property
+    def checkpoints(self) -> list[str]:
+        """The kept checkpoints' paths, oldest first."""
+        return list(self.manager.checkpoints)
+
     def save(self, checkpoint_number: int):
         if self.is_chief:
             return self.manager.save(checkpoint_number=checkpoint_number)
@@ -35,6 +40,51 @@ class WorkerCheckpoints:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return None
+
+
+# A checkpoint whose weights grew more than this over the one before it in
+# a single save interval is taken as diverged (a run that diverged at 1e6
+# times the learning rate had max |w| 9e5 against 1.0).
+WEIGHT_GROWTH = 100.0
+
+
+def _largest_weight(path: str) -> float:
+    """max |w| over a checkpoint's floating-point variables (inf when one is
+    not finite)."""
+    import numpy as np
+
+    reader = tf.train.load_checkpoint(path)
+    largest = 0.0
+    for name, dtype in reader.get_variable_to_dtype_map().items():
+        if not dtype.is_floating:
+            continue
+        value = np.abs(np.asarray(reader.get_tensor(name), np.float64))
+        if value.size:
+            if not np.all(np.isfinite(value)):
+                return math.inf
+            largest = max(largest, float(value.max()))
+    return largest
+
+
+def last_good_checkpoint(checkpoints: list[str], step: int) -> str | None:
+    """The newest checkpoint to go on from after the loss at `step` was bad.
+
+    The loss at step s is computed with the weights saved at step s - 1, so
+    a checkpoint saved at s - 1 is judged by that loss alone: it is named
+    only when its weights are finite and no more than WEIGHT_GROWTH times
+    the largest of the checkpoint before it (the bad loss then came from
+    the data, not from the weights). An older checkpoint's weights passed
+    the guard at the step after it was saved.
+    """
+    for i in range(len(checkpoints) - 1, -1, -1):
+        path = checkpoints[i]
+        if int(path.rsplit("-", 1)[1]) < step - 1:
+            return path
+        largest = _largest_weight(path)
+        before = _largest_weight(checkpoints[i - 1]) if i else None
+        if math.isfinite(largest) and (before is None or largest <= WEIGHT_GROWTH * before):
+            return path
+    return None
 
 
 def open_checkpoints(directory, keep, objects: dict, log, is_chief: bool = True):
@@ -99,8 +149,9 @@ class LossGuard:
     learning, at any step); after them, above `factor` times the running
     level (an exponential moving average). The level is checkpointed with the
     run (`.trackable`), so a resumed run keeps judging against it. The step
-    that trips the guard is never saved, so the newest checkpoint is the last
-    good one, and the message names it.
+    that trips the guard is never saved; the message names the newest
+    checkpoint whose weights were not what made the loss bad
+    (`last_good_checkpoint`), and how to go on from it.
     """
 
     def __init__(
@@ -114,30 +165,47 @@ class LossGuard:
         self.trackable = tf.train.Checkpoint(level=self.level, count=self.count)
 
     def check(self, loss: float, step: int, manager) -> None:
-        """Raises FloatingPointError naming the last good checkpoint."""
-        good = f"The last good checkpoint is {manager.latest_checkpoint or 'none'}"
-        if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"{self.job}: loss is {loss} at step {step}; stopped. {good}. "
-                "Lower learning_rate or check the data."
-            )
+        """Raises FloatingPointError naming the last good checkpoint and how
+        to go on from it; else takes the loss into the running level."""
         level, count = float(self.level.numpy()), int(self.count.numpy())
         relative = self.factor * max(level, 1e-12)
-        if count < self.warmup:
+        if not math.isfinite(loss):
+            problem = f"loss is {loss} at step {step}; stopped"
+        elif count < self.warmup and loss > max(self.absolute, relative if count else 0.0):
             bound = max(self.absolute, relative if count else 0.0)
-            if loss > bound:
-                raise FloatingPointError(
-                    f"{self.job}: loss {loss:.4g} at step {step} is above {bound:.4g}, more "
-                    f"than any learning run reaches: the run diverged; stopped. {good}. "
-                    "Lower learning_rate or check the data."
-                )
-        elif loss > relative:
-            raise FloatingPointError(
-                f"{self.job}: loss {loss:.4g} at step {step} is {loss / max(level, 1e-12):.3g}x "
-                f"its running level {level:.4g}: the run diverged; stopped. {good}. "
-                "Lower learning_rate or check the data."
+            problem = (
+                f"loss {loss:.4g} at step {step} is above {bound:.4g}, more than any "
+                "learning run reaches: the run diverged; stopped"
             )
-        self.level.assign(
-            loss if count == 0 else (1 - self.smoothing) * level + self.smoothing * loss
+        elif count >= self.warmup and loss > relative:
+            problem = (
+                f"loss {loss:.4g} at step {step} is {loss / max(level, 1e-12):.3g}x its "
+                f"running level {level:.4g}: the run diverged; stopped"
+            )
+        else:
+            self.level.assign(
+                loss if count == 0 else (1 - self.smoothing) * level + self.smoothing * loss
+            )
+            self.count.assign_add(1)
+            return
+        raise FloatingPointError(f"{self.job}: {problem}. {self._advice(manager, step)}")
+
+    def _advice(self, manager, step: int) -> str:
+        kept = getattr(manager, "checkpoints", [])
+        good = last_good_checkpoint(kept, step)
+        if good is None:
+            return (
+                "The last good checkpoint is none. Check the data, or start again with a "
+                "lower learning_rate."
+            )
+        newer = kept[kept.index(good) + 1 :]
+        move = (
+            f"move {', '.join(newer)} (and their .index/.data files) away and "
+            if newer
+            else ""
         )
-        self.count.assign_add(1)
+        return (
+            f"The last good checkpoint is {good}. Check the data; to go on from there, "
+            f"{move}run the same command again, or start a new model_dir with a lower "
+            "learning_rate (a resumed run keeps its own)."
+        )
