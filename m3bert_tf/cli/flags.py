@@ -172,15 +172,17 @@ def check_flagfiles(argv: list[str]) -> None:
     Raises:
       ValueError: naming the file, the line number and the line.
     """
+    from m3bert_tf.io import storage
+
     pending = [a.split("=", 1)[1] for a in argv if a.startswith("--flagfile=")]
     pending += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--flagfile"]
     seen = set()
     while pending:
         path = pending.pop()
-        if path in seen or not os.path.isfile(path):
+        if path in seen or not storage.isfile(path):
             continue  # absl names a missing file itself
         seen.add(path)
-        with open(path) as f:
+        with storage.open(path) as f:
             for number, line in enumerate(f, 1):
                 text = line.strip()
                 if not text or text.startswith(("#", "//")):
