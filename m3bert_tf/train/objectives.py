@@ -181,10 +181,13 @@ class Objective:
 
     def token_frames(self, inputs, masks):
         """[B, T'] bool: the encoder frames whose k input frames hold a masked
-        element (what the token term is scored on)."""
-        weights = masking_lib.expand_weights(masks, inputs["padding_mask"])["total"]
-        masked = tf.reduce_max(weights, axis=-1)  # [B, T]
-        stacked = self.quantizer.stack(masked[:, :, None])
+        element (what the token term is scored on), from the compact masks
+        (no [B, T, 324] expansion: it runs twice a micro-batch)."""
+        padding = inputs["padding_mask"]
+        channel = tf.reduce_any(masks["channel"], axis=-1, keepdims=True)  # [B, 1]
+        patch = tf.reduce_any(masks["patch"], axis=-1)  # [B, T], or [B, 1] without patches
+        masked = masks["frame"] | ((channel | patch) & padding)  # [B, T]
+        stacked = self.quantizer.stack(tf.cast(masked, tf.float32)[:, :, None])
         return tf.reduce_max(stacked, axis=[2, 3]) > 0
 
     def counts(self, inputs, masks) -> dict:
