@@ -26,7 +26,9 @@ def run(define_flags, main) -> None:
 
     A ValueError raised while the job's config is built (raised as or
     wrapped in `UsageError` by the binary), or an unknown/invalid flag, ends
-    the process with one line on stderr and status 2, creating nothing.
+    the process with one line on stderr and status 2, creating nothing; an
+    OSError (a full disk, a read-only or missing directory) with one line
+    naming the path and status 1.
     """
     from absl import app, flags
     from absl import logging as absl_logging
@@ -60,6 +62,9 @@ def run(define_flags, main) -> None:
 
             print(f"{prog}: {translate(str(e))}", file=sys.stderr)
             sys.exit(2)
+        except OSError as e:  # a file system's refusal (full, read-only, missing): one line
+            print(f"{prog}: {_os_error_line(e)}", file=sys.stderr)
+            sys.exit(1)
         except KeyboardInterrupt:  # Ctrl-C: the job's clean-up has run
             print(f"{prog}: interrupted", file=sys.stderr)
             sys.exit(130)
@@ -69,6 +74,15 @@ def run(define_flags, main) -> None:
     except SystemExit as e:
         _exit_past_tfio(e)
         raise
+
+
+def _os_error_line(e: OSError) -> str:
+    """An OSError in one line, the path first: "out/x: Permission denied"."""
+    from m3bert_tf.io import storage
+
+    if isinstance(e, storage.OutputError) or not (e.filename and e.strerror):
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return f"{e.filename}: {e.strerror}"
 
 
 def _exit_past_tfio(e: SystemExit) -> None:

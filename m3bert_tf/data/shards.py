@@ -21,6 +21,7 @@ normalization statistics are made, and the shard's size and SHA-256 digest
 shard against, and what caches of shard contents are keyed by.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -114,10 +115,12 @@ class ShardWriter:
         self.num_examples = 0
         self.bytes = 0
         self._hash = hashlib.sha256()
-        self._file = storage.open(path + TMP_SUFFIX, "wb")
+        with storage.writing(path):
+            self._file = storage.open(path + TMP_SUFFIX, "wb")
 
     def _write(self, data: bytes) -> None:
-        self._file.write(data)
+        with storage.writing(self.path):
+            self._file.write(data)
         self._hash.update(data)
         self.bytes += len(data)
 
@@ -150,7 +153,15 @@ class ShardWriter:
         self._add_entry(entry, sums)
 
     def close(self) -> None:
-        self._file.close()
+        """Writes the shard and its index under their final names, once the
+        shard's size on disk is the size of what was written."""
+        with storage.writing(self.path):
+            self._file.close()
+        written = storage.size(self.path + TMP_SUFFIX)
+        if written != self.bytes:
+            raise storage.OutputError(
+                errno.EIO, f"{written} of {self.bytes} bytes on disk", self.path
+            )
         self.sha256 = self._hash.hexdigest()
         write_index(
             self.path, self.num_examples, self.bytes, self.sha256, self.tracks, self.stats

@@ -125,6 +125,11 @@ def featurize_track(
             directory=spill_dir, named=spill_dir is not None,
         )  # fmt: skip
     except Exception as e:
+        if isinstance(e, storage.OutputError):  # the output side's: the job stops
+            raise
+        if storage.is_output_error(e):
+            where = e.filename or spill_dir or "the temporary directory"
+            raise storage.OutputError(e.errno, e.strerror, where) from None
         raise TrackProblem(
             Problem.from_error(track.path, e, audio_lib.AudioError)
         ) from None
@@ -215,10 +220,13 @@ def write_framed(
     )
     count = 0
     try:
-        with out:
+        with out, storage.writing(out.name):
             for record in encoded.records:
                 out.write(wire.frame(record))
                 count += 1
+    except storage.OutputError:
+        os.remove(out.name)
+        raise  # the output side's: the job stops, naming the file
     except Exception as e:
         os.remove(out.name)
         raise TrackProblem(Problem(track.path, f"{type(e).__name__}: {e}")) from None

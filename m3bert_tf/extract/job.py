@@ -224,8 +224,9 @@ class FailureLog:
             self.lines.append(json.dumps(record))
             storage.write_atomic(self.path, "".join(x + "\n" for x in self.lines))
         else:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
+            with storage.writing(self.path):
+                self.file.write(json.dumps(record) + "\n")
+                self.file.flush()
         self.new.append(record)
 
     def close(self) -> None:

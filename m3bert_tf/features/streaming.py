@@ -147,26 +147,44 @@ class _FrameFile:
     def __init__(self, dims: int, directory: str | None, named: bool = False, path=None):
         self.dims = dims
         self.path = path
+        # Where a failed write happened, for its message.
+        self.where = path or directory or tempfile.gettempdir()
         if path is not None:
             self.file = open(path, "rb")
-        elif named:
-            self.file = tempfile.NamedTemporaryFile(
-                dir=directory, prefix=".features-", suffix=storage.TMP_SUFFIX, delete=False
-            )
-            self.path = self.file.name
         else:
-            self.file = tempfile.TemporaryFile(dir=directory)
-        self.num_frames = os.path.getsize(path) // (dims * 4) if path is not None else 0
+            with storage.writing(self.where):
+                if named:
+                    self.file = tempfile.NamedTemporaryFile(
+                        dir=directory, prefix=".features-", suffix=storage.TMP_SUFFIX,
+                        delete=False,
+                    )  # fmt: skip
+                    self.path = self.where = self.file.name
+                else:
+                    self.file = tempfile.TemporaryFile(dir=directory)
+        size = os.path.getsize(path) if path is not None else 0
+        if size % (dims * 4):
+            raise OSError(
+                f"{path}: {size} bytes is not a whole number of {dims}-dim frames"
+            )
+        self.num_frames = size // (dims * 4)
 
     def append(self, rows: np.ndarray) -> None:
+        """Appends [n, dims] rows; every byte is written or `OutputError` is
+        raised (a full disk's short write is never counted as frames)."""
         rows = np.ascontiguousarray(rows, dtype=np.float32)
-        os.pwrite(self.file.fileno(), rows.tobytes(), self.num_frames * self.dims * 4)
+        offset = self.num_frames * self.dims * 4
+        storage.pwrite_all(self.file.fileno(), rows.tobytes(), offset, self.where)
         self.num_frames += len(rows)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         start, stop = max(0, start), min(stop, self.num_frames)
         count = max(0, stop - start) * self.dims
         data = os.pread(self.file.fileno(), count * 4, start * self.dims * 4)
+        if len(data) != count * 4:
+            raise OSError(
+                f"{self.where}: read {len(data)} of {count * 4} bytes of frames "
+                f"{start}..{stop} (the file was cut short)"
+            )
         return np.frombuffer(data, dtype=np.float32).reshape(-1, self.dims)
 
     def close(self, delete: bool = True) -> None:

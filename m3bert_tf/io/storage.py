@@ -17,6 +17,8 @@ which the next run removes like any other debris.
 """
 
 import builtins
+import contextlib
+import errno
 import glob as glob_lib
 import hashlib
 import os
@@ -31,6 +33,55 @@ TMP_SUFFIX = ".m3bert-tmp"
 # Schemes whose file systems tensorflow-io registers when imported.
 _TFIO_SCHEMES = ("s3", "hdfs", "viewfs", "az", "http", "https")
 _tfio_loaded = False
+
+
+# What only the side being written can cause: a full disk or quota, a
+# read-only file system, a file-size limit. Reading an input never does.
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+class OutputError(OSError):
+    """A write to a job's output failed (no space, read-only, a size limit,
+    a short write): the job stops with this one line, which names the path,
+    and never records it as an input file's failure. Nothing partly written
+    is kept under a final name; a rerun resumes."""
+
+    def __str__(self) -> str:
+        return (
+            f"{self.filename}: cannot write ({self.strerror}); free space there or make "
+            "it writable, then run the same command again: it resumes"
+        )
+
+
+def is_output_error(e: BaseException) -> bool:
+    """Whether `e` can only have come from the side being written."""
+    return isinstance(e, OutputError) or (
+        isinstance(e, OSError) and e.errno in OUTPUT_ERRNOS
+    )
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Any OSError raised inside becomes an `OutputError` naming `path`."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as e:
+        raise OutputError(e.errno, e.strerror or str(e), str(path)) from None
+
+
+def pwrite_all(fd: int, data, offset: int, path) -> None:
+    """Writes all of `data` at `offset` of `fd`: a short write (the disk
+    filled) is retried from where it stopped, so it either fails with
+    `OutputError` naming `path` or leaves every byte written."""
+    view = memoryview(data).cast("B")
+    with writing(path):
+        while view:
+            written = os.pwrite(fd, view, offset)
+            if written <= 0:
+                raise OSError(errno.ENOSPC, "nothing written (no space left?)")
+            view, offset = view[written:], offset + written
 
 
 def is_url(path) -> bool:
@@ -266,13 +317,14 @@ def put_file(local: str, path) -> None:
     """Moves the local file `local` to `path` (a rename on the local disk; a
     copy under a temporary name, a rename and the local file removed for a
     URL)."""
-    if not is_url(path):
-        os.replace(local, path)
-        return
-    tmp = str(path) + TMP_SUFFIX
-    gfile(path).copy(local, tmp, overwrite=True)
-    replace(tmp, path)
-    os.remove(local)
+    with writing(path):
+        if not is_url(path):
+            os.replace(local, path)
+            return
+        tmp = str(path) + TMP_SUFFIX
+        gfile(path).copy(local, tmp, overwrite=True)
+        replace(tmp, path)
+        os.remove(local)
 
 
 def write_atomic(path, data: str | bytes) -> None:
@@ -280,12 +332,13 @@ def write_atomic(path, data: str | bytes) -> None:
     removes), then renames it to `path`, so a reader sees the old file or the
     whole new one."""
     tmp = str(path) + TMP_SUFFIX
-    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
-        f.write(data)
-        if not is_url(path):
-            f.flush()
-            os.fsync(f.fileno())
-    replace(tmp, path)
+    with writing(path):
+        with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+            if not is_url(path):
+                f.flush()
+                os.fsync(f.fileno())
+        replace(tmp, path)
 
 
 def write_json(path, value) -> None:

@@ -157,6 +157,10 @@ class TrackOutput:
         self.files, self.shapes, self.sums = {}, {}, {}
 
     def add(self, frames: dict) -> None:
+        with storage.writing(self.tmp_dir):
+            self._add(frames)
+
+    def _add(self, frames: dict) -> None:
         for key, value in frames.items():
             value = np.ascontiguousarray(value, dtype=np.float32)
             if key not in self.files:
@@ -171,12 +175,19 @@ class TrackOutput:
         self.remaining -= 1
 
     def write(self, frame_stack: int) -> None:
-        """The .npz, atomically (written under a temporary name, then renamed)."""
+        """The .npz, atomically (written under a temporary name, then renamed);
+        a failed write raises `storage.OutputError` naming it."""
+        with storage.writing(self.path):
+            storage.makedirs(os.path.dirname(self.path) or ".")
+            temporary = os.path.join(self.tmp_dir, f"{os.getpid()}-{id(self)}.npz")
+            self._write_npz(temporary, frame_stack)
+        storage.put_file(temporary, self.path)
+        self.close()
+
+    def _write_npz(self, temporary: str, frame_stack: int) -> None:
         from m3bert_tf.data.windows import timestamps
         from m3bert_tf.serving.api import clip_key
 
-        storage.makedirs(os.path.dirname(self.path) or ".")
-        temporary = os.path.join(self.tmp_dir, f"{os.getpid()}-{id(self)}.npz")
         num_frames = self.shapes["frame_embeddings"][0]
         with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
             small = {
@@ -198,8 +209,6 @@ class TrackOutput:
                     np.lib.format.write_array_header_1_0(f, header)
                     handle.seek(0)
                     shutil.copyfileobj(handle, f, 1 << 22)
-        storage.put_file(temporary, self.path)
-        self.close()
 
     def close(self) -> None:
         for handle in self.files.values():

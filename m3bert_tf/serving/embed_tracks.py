@@ -31,6 +31,7 @@ from concurrent import futures
 
 from m3bert_tf import schema
 from m3bert_tf.datasets.base import Problem, Track
+from m3bert_tf.io import storage
 from m3bert_tf.serving import embed_outputs
 
 # Feature workers run at a lower priority than the model's process, the one
@@ -244,6 +245,8 @@ def _featurize(track: Track):
         )  # fmt: skip
         return track, spilled.detach()
     except Exception as e:
+        if storage.is_output_error(e):  # the scratch disk's, not the file's: the job stops
+            raise storage.OutputError(e.errno, e.strerror, e.filename or _TMP) from None
         return track, Problem.from_error(track.path, e, audio_lib.AudioError)
 
 
