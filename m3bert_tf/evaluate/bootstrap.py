@@ -22,6 +22,8 @@ and a difference is resolved when its interval excludes 0.
 
 import numpy as np
 
+from m3bert_tf.tasks.metrics import mean_r2, r2_per_output
+
 RESAMPLES = 1000
 LEVEL = 0.95
 
@@ -66,14 +68,8 @@ def resampled_scores(
             correct = np.argmax(p, -1) == labels[:, 0].astype(int)
             per_seed.append(correct[indices].mean(1))
         elif spec.kind == "regression":
-            y, q = labels[indices], p[indices]  # [B, n, O]
-            residual = ((y - q) ** 2).sum(1)
-            total = ((y - y.mean(1, keepdims=True)) ** 2).sum(1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r2 = np.where(
-                    total > 0, 1 - residual / total, np.where(residual > 0, 0.0, 1.0)
-                )
-            per_seed.append(r2.mean(1))
+            # [B, n, O] -> [B, O]; a resample of constant targets is undefined (NaN)
+            per_seed.append(mean_r2(r2_per_output(labels[indices], p[indices], axis=1)))
         else:
             per_seed.append(
                 np.array([np.nanmean(_auc_columns(labels[i], p[i])) for i in indices])

@@ -292,8 +292,9 @@ def load_external(directory: str, examples: Examples, name: str,
 
     Raises:
       FileNotFoundError: tracks without a file (the first few named).
-      ValueError: a file with no usable array, non-finite values, or vectors
-        of several widths (the file named).
+      ValueError: a file with no usable array, an empty one or one of rank
+        other than 1 or 2, non-finite values, vectors of several widths (the
+        file named), or an index.csv entry outside the directory.
     """
     index = _index(directory)
     vectors, missing, given = {}, [], set()
@@ -313,6 +314,11 @@ def load_external(directory: str, examples: Examples, name: str,
                     "embedding or one array"
                 )
             value = np.asarray(data[keys[0] if keys else data.files[0]], np.float32)
+        if value.ndim not in (1, 2) or not value.size:
+            raise ValueError(
+                f"embeddings={directory}: {path} holds an array of shape {value.shape}; "
+                "expected [frames, D] or [D] with values"
+            )
         if not np.isfinite(value).all():
             raise ValueError(
                 f"embeddings={directory}: {path} holds non-finite values (NaN or Inf); "
@@ -347,9 +353,15 @@ def _index(directory: str) -> dict:
     if not storage.exists(path):
         return {}
     with storage.open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {
-        r["track_id"]: os.path.join(directory, r["file"])
-        for r in rows
-        if r.get("track_id") and r.get("file")
-    }
+        rows = [r for r in csv.DictReader(f) if r.get("track_id") and r.get("file")]
+    out = {}
+    inside = os.path.abspath(directory)
+    for r in rows:
+        file = os.path.abspath(os.path.join(directory, r["file"]))
+        if os.path.commonpath([inside, file]) != inside:
+            raise ValueError(
+                f"embeddings={directory}: {path} lists {r['file']!r} for {r['track_id']!r}, "
+                "outside its directory; an index names files inside it only"
+            )
+        out[r["track_id"]] = file
+    return out

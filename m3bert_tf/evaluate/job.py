@@ -176,6 +176,22 @@ def _probe_task(config, spec, examples, sets, progress) -> dict:
     }
 
 
+def _undefined_score(config, spec, examples) -> str:
+    """Why a regression task's R² is undefined on the splits it is judged on
+    (every output's targets constant: valid, where probes are chosen, or
+    test; the whole task under --folds), or ""."""
+    task = spec.name
+    judged = ("valid", "test") if not config.folds else ("",)
+    for split in judged:
+        rows = examples.has[task] & ((examples.splits == split) if split else True)
+        constant = metrics.constant_outputs(spec, examples.labels[task][rows])
+        if constant and len(constant) == len(spec.outputs):
+            values = ", ".join(f"{k} = {v:g}" for k, v in constant.items())
+            where = f"its {split} targets are" if split else "its targets are"
+            return f"R² is undefined: {where} constant ({values}), so no score can rank anything"
+    return ""
+
+
 def _summary(seeds: list[dict]) -> tuple[dict, dict]:
     """(mean, std) over the seeds of each test metric."""
     keys = [k for k in seeds[0]["test"] if k != "examples"]
@@ -279,8 +295,18 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
                 f"task {task}: skipped, {results['skipped'][task]} (a probe needs all three)"
             )
             tasks.remove(task)
+            continue
+        why = _undefined_score(config, specs[task], examples)
+        if why:
+            results["skipped"][task] = why
+            log(f"task {task}: not scored, {why}")
+            tasks.remove(task)
     if not tasks:
-        raise ValueError(f"data={config.data}: no task has train, valid and test examples")
+        raise ValueError(
+            f"data={config.data}: no task can be scored ("
+            + "; ".join(f"{t}: {why}" for t, why in results["skipped"].items())
+            + ")"
+        )
     added = len(comparisons.added_value_sources(sets)) if config.added_value else 0
     if added and not any(
         fs.kind == "baseline" and BASELINES[fs.name].frames for fs in sets

@@ -4,9 +4,12 @@ paper's Tables 6-10) and the plots of `plots.py`."""
 import collections
 import os
 
+import numpy as np
+
 from m3bert_tf.evaluate import plots
 from m3bert_tf.evaluate.scores import chosen_on_valid
 from m3bert_tf.io import storage
+from m3bert_tf.tasks.metrics import number
 
 METRIC_NAMES = {
     "accuracy": "accuracy",
@@ -38,7 +41,7 @@ def _chosen(row: dict) -> str:
 
 def _interval(row: dict) -> str:
     low, high = row.get("interval", (float("nan"), float("nan")))
-    return f"[{low:.3f}, {high:.3f}]"
+    return f"[{number(low)}, {number(high)}]"
 
 
 def _chosen_probe(rows: list[dict], feature_set: str) -> dict:
@@ -57,7 +60,10 @@ def summary(results: dict) -> list[str]:
         if any(r["set"] == fs for r in results["tasks"][t]["rows"])
     }  # fmt: skip
     best = {
-        t: max(chosen[t, fs]["mean"]["score"] for fs in sets if (t, fs) in chosen)
+        t: max(
+            (chosen[t, fs]["mean"]["score"] for fs in sets if (t, fs) in chosen),
+            key=lambda v: v if np.isfinite(v) else -np.inf,
+        )
         for t in tasks
     }
     out = [
@@ -74,8 +80,9 @@ def summary(results: dict) -> list[str]:
             if row is None:
                 cells.append("")
                 continue
-            text = f"{row['mean']['score']:.3f} {_interval(row)} ({row['probe']})"
-            cells.append(f"**{text}**" if row["mean"]["score"] == best[t] else text)
+            score = row["mean"]["score"]
+            text = f"{number(score)} {_interval(row)} ({row['probe']})"
+            cells.append(f"**{text}**" if np.isfinite(score) and score == best[t] else text)
         out.append(
             f"| {fs} | {first.get('pooling', '')} | {first['dim']} | "
             + " | ".join(cells)
@@ -195,7 +202,7 @@ def markdown(results: dict) -> str:
         )
         out.append("|" + " --- |" * (len(columns) + 6))
         for row in r["rows"]:
-            cells = [f"{row['mean'][k]:.3f} ± {row['std'][k]:.3f}" for k in columns]
+            cells = [f"{number(row['mean'][k])} ± {number(row['std'][k])}" for k in columns]
             out.append(
                 f"| {row['set']} | {row['probe']} | {row.get('pooling', '')} | {row['dim']} | "
                 + " | ".join(cells)
@@ -207,7 +214,7 @@ def markdown(results: dict) -> str:
             else ("ROC-AUC" if spec["kind"] == "multilabel" else "mean R²")
         )
         out.append(
-            f"| chance (audio-blind) | | | | {main} {r['chance']:.3f} |"
+            f"| chance (audio-blind) | | | | {main} {number(r['chance'])} |"
             + " |" * (len(columns) + 1)
         )
         for row in r["rows"]:

@@ -4,7 +4,7 @@ of every probe configuration (`probe`, `probe_sgd`, `probe_linear`)."""
 import numpy as np
 
 from m3bert_tf.tasks import TaskSpec
-from m3bert_tf.tasks.metrics import score_task
+from m3bert_tf.tasks.metrics import mean_r2, r2_per_output, score_task
 
 
 def main_score(spec: TaskSpec, labels: np.ndarray, predictions: np.ndarray) -> float:
@@ -13,14 +13,8 @@ def main_score(spec: TaskSpec, labels: np.ndarray, predictions: np.ndarray) -> f
     evaluation."""
     if spec.kind == "classification":
         return float(np.mean(np.argmax(predictions, -1) == labels[:, 0].astype(int)))
-    if spec.kind == "regression" and len(labels) > 1:
-        residual = ((labels - predictions) ** 2).sum(0)
-        total = ((labels - labels.mean(0)) ** 2).sum(0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r2 = np.where(
-                total > 0, 1.0 - residual / total, np.where(residual > 0, 0.0, 1.0)
-            )
-        return float(np.mean(r2))
+    if spec.kind == "regression":
+        return mean_r2(r2_per_output(labels, predictions))
     return score_task(spec, labels, predictions).get("score", -np.inf)
 
 

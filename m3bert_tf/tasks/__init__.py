@@ -14,6 +14,7 @@ for multi-label; numbers joined by ";" for regression.
 """
 
 import dataclasses
+import math
 
 KINDS = ("classification", "multilabel", "regression")
 
@@ -68,7 +69,8 @@ class TaskSpec:
         """Label text (or a number, or a list of them) -> the stored float vector.
 
         Raises:
-          LabelError: unknown class, or the wrong number of regression values.
+          LabelError: unknown class, the wrong number of regression values, or a
+            value that is not finite.
         """
         if self.kind == "regression":
             values = label if isinstance(label, (list, tuple)) else str(label).split(";")
@@ -81,6 +83,11 @@ class TaskSpec:
             if len(out) != self.size:
                 raise LabelError(
                     f"task {self.name}: {label!r} has {len(out)} values, needs {self.size}"
+                )
+            if not all(math.isfinite(v) for v in out):  # "nan", "inf", "1e400"
+                raise LabelError(
+                    f"task {self.name}: {label!r} is not finite (NaN or infinity): "
+                    "a regression target must be a finite number"
                 )
             return out
         names = label if isinstance(label, (list, tuple)) else str(label).split("|")
