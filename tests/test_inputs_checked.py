@@ -32,7 +32,9 @@ def test_r2_is_undefined_for_constant_targets_and_sklearns_elsewhere():
     assert np.isnan(result["r2_arousal"])
     assert result["score"] == pytest.approx(r2_score(y[:, 0], p[:, 0]))
     assert metrics.constant_outputs(TWO, mixed) == {"arousal": 3.0}
-    resampled = bootstrap.resampled_scores(TEMPO, constant, [constant], np.zeros((3, 20), int))
+    resampled = bootstrap.resampled_scores(
+        TEMPO, constant, [constant], np.zeros((3, 20), int)
+    )
     assert np.isnan(resampled).all()
     table = metrics.format_table(
         {"tempo": {"valid": {"examples": 20, "r2_tempo": np.nan, "chance": np.nan}}},
@@ -68,7 +70,9 @@ def test_a_task_of_constant_targets_is_not_scored_and_says_why(tmp_path):
 def test_non_finite_regression_labels_are_refused_naming_the_track(tmp_path, label):
     with pytest.raises(LabelError, match="not finite"):
         TEMPO.encode(label)
-    rows = [(f"t{i}", "train", "tempo", label if i == 1 else str(100 + i)) for i in range(3)]
+    rows = [
+        (f"t{i}", "train", "tempo", label if i == 1 else str(100 + i)) for i in range(3)
+    ]
     data = extract_labeled(tmp_path, rows)
     manifest = __import__("json").load(open(f"{data}/manifest.json"))
     (failure,) = manifest["failures"]

@@ -40,6 +40,7 @@ TASKS_NAME = "tasks.json"  # the labeled tasks and their classes
 SPLITS_NAME = "splits.csv"  # track id -> split, merged over runs
 FAILURES_NAME = "failures.jsonl"  # files that failed, one JSON line each
 TMP_SUFFIX = storage.TMP_SUFFIX
+SET_ASIDE_SUFFIX = ".set-aside"  # a shard not what its index lists, kept for a person
 
 
 def index_path(shard_path: str) -> str:
@@ -56,6 +57,7 @@ def write_index(
     sha256: str,
     tracks: list,
     stats: dict,
+    replaces: str = "",
 ) -> dict:
     """Writes the index beside `shard_path` (before the shard's own rename)
     and returns it: the one writer of the record, for the local and the
@@ -66,6 +68,8 @@ def write_index(
       num_bytes, sha256: the shard file's size and digest.
       tracks: one entry per track ({"track_id", "num_chunks", ...}).
       stats: {split: raw-feature sums} of the tracks whose first chunk is here.
+      replaces: the shard this one replaces (written without some tracks),
+        removed once this one is whole (`scan_output_dir` finishes it).
     """
     chunks = sum(int(t["num_chunks"]) for t in tracks)
     if chunks != num_examples:
@@ -75,6 +79,8 @@ def write_index(
     info = dict(
         zip(INDEX_FIELDS, (num_examples, num_bytes, sha256, tracks, stats), strict=True)
     )
+    if replaces:
+        info["replaces"] = replaces
     storage.write_json(index_path(shard_path), info)
     return info
 
@@ -108,8 +114,8 @@ class ShardWriter:
 
     COPY_BLOCK = 1 << 20
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, path: str, replaces: str = ""):
+        self.path, self.replaces = path, replaces
         self.tracks: list[dict] = []
         self.stats: dict[str, dict] = {}
         self.num_examples = 0
@@ -128,8 +134,9 @@ class ShardWriter:
         from m3bert_tf.data.normalization import add_sums
 
         self.tracks.append(entry)
-        split = entry.get("split") or ""
-        self.stats[split] = add_sums(self.stats.get(split), sums)
+        if sums:  # none for a track whose first chunk is in another shard
+            split = entry.get("split") or ""
+            self.stats[split] = add_sums(self.stats.get(split), sums)
 
     def add_track(self, serialized_chunks, entry: dict, sums: dict) -> None:
         """Adds every chunk of one track (an iterable of serialized examples,
@@ -138,6 +145,13 @@ class ShardWriter:
         for record in serialized_chunks:
             self._write(wire.frame(record))
             self.num_examples += 1
+        self._add_entry(entry, sums)
+
+    def add_records(self, framed: list[bytes], entry: dict, sums: dict) -> None:
+        """Adds one track's records already framed (copied from another shard)."""
+        for record in framed:
+            self._write(record)
+        self.num_examples += len(framed)
         self._add_entry(entry, sums)
 
     def add_framed(
@@ -152,9 +166,15 @@ class ShardWriter:
         self.num_examples += num_records
         self._add_entry(entry, sums)
 
-    def close(self) -> None:
+    def abort(self) -> None:
+        """Removes what was written; nothing is listed."""
+        self._file.close()
+        storage.remove(self.path + TMP_SUFFIX)
+
+    def close(self) -> dict:
         """Writes the shard and its index under their final names, once the
-        shard's size on disk is the size of what was written."""
+        shard's size on disk is the size of what was written; returns the
+        finished shard's entry ({"shard": name, **its index})."""
         with storage.writing(self.path):
             self._file.close()
         written = storage.size(self.path + TMP_SUFFIX)
@@ -163,19 +183,26 @@ class ShardWriter:
                 errno.EIO, f"{written} of {self.bytes} bytes on disk", self.path
             )
         self.sha256 = self._hash.hexdigest()
-        write_index(
-            self.path, self.num_examples, self.bytes, self.sha256, self.tracks, self.stats
-        )
+        info = write_index(
+            self.path, self.num_examples, self.bytes, self.sha256, self.tracks, self.stats,
+            self.replaces,
+        )  # fmt: skip
         storage.replace(self.path + TMP_SUFFIX, self.path)
+        return {"shard": os.path.basename(self.path), **info}
 
 
-def scan_output_dir(output_dir: str) -> tuple[list[dict], int]:
-    """Finds finished shards and removes debris of an interrupted run.
+def scan_output_dir(output_dir: str, log=None) -> tuple[list[dict], int]:
+    """Finds finished shards and removes debris of an interrupted run; a
+    shard that is not what its index lists (replaced, cut or corrupted:
+    size and SHA-256 checked) or has no index is set aside as
+    `<name>.set-aside`, said in a line to `log`, and its tracks count as
+    not done. A replacement (`drop_tracks`) killed half-way is finished.
 
     Returns:
       ([{"shard": name, "num_examples": n, "tracks": [...]}] sorted by name,
        the next free shard number).
     """
+    log = log or (lambda message: None)
     if not storage.isdir(output_dir):
         return [], 0
     # "*" skips dot files: a worker's spilled features and framed records
@@ -183,17 +210,51 @@ def scan_output_dir(output_dir: str) -> tuple[list[dict], int]:
     for pattern in ("*", ".*"):
         for tmp in storage.glob(os.path.join(output_dir, pattern + TMP_SUFFIX)):
             storage.remove(tmp)
-    finished, next_number = [], 0
+    infos, next_number = {}, 0
     for idx in storage.glob(os.path.join(output_dir, "shard-*" + INDEX_SUFFIX)):
         shard = idx[: -len(INDEX_SUFFIX)] + SHARD_SUFFIX
-        number = int(os.path.basename(idx)[len("shard-") :][:5])
-        next_number = max(next_number, number + 1)
+        next_number = max(next_number, _number(shard) + 1)
         if not storage.exists(shard):
             storage.remove(idx)  # killed between the index and the shard rename
             continue
-        info = storage.read_json(idx)
-        finished.append({"shard": os.path.basename(shard), **info})
+        infos[os.path.basename(shard)] = storage.read_json(idx)
+    for info in list(infos.values()):
+        replaced = info.get("replaces")
+        if replaced in infos:  # killed before the shard it replaces was removed
+            _remove_shard(os.path.join(output_dir, replaced))
+            del infos[replaced]
+    paths = storage.glob(os.path.join(output_dir, "shard-*" + SHARD_SUFFIX))
+    digests = content_digests([p for p in paths if os.path.basename(p) in infos])
+    for path in paths:
+        name = os.path.basename(path)
+        next_number = max(next_number, _number(path) + 1)
+        info = infos.get(name)
+        why = (
+            "it has no index" if info is None
+            else "its bytes are not those its index lists (replaced, cut or corrupted)"
+            if (storage.size(path), digests[path]) != (info["bytes"], info["sha256"])
+            else ""
+        )  # fmt: skip
+        if why:
+            storage.replace(path, path + SET_ASIDE_SUFFIX)
+            if info is not None:
+                storage.remove(index_path(path))
+                del infos[name]
+            log(f"{path}: {why}: set aside as {name + SET_ASIDE_SUFFIX}; its tracks "
+                "are extracted again")  # fmt: skip
+    finished = [{"shard": name, **info} for name, info in sorted(infos.items())]
     return finished, next_number
+
+
+def _number(shard_path: str) -> int:
+    return int(os.path.basename(shard_path)[len("shard-") :][:5])
+
+
+def _remove_shard(path: str) -> None:
+    """A shard's index, then the shard: never a shard without its index
+    unless killed in between (then set aside as having none)."""
+    storage.remove(index_path(path))
+    storage.remove(path)
 
 
 class DataError(ValueError):
@@ -261,7 +322,10 @@ def read_manifests(data: str) -> dict[str, dict]:
     return out
 
 
-ADVICE = "re-extract the directory (bin/extract resumes what is missing)"
+ADVICE = (
+    "run bin/extract again with the same --input and --output_dir: it sets aside a "
+    "shard that is not what its index lists and extracts its tracks again"
+)
 
 # (path, size, mtime) -> SHA-256 of what this process read there.
 _DIGESTS: dict[tuple, str] = {}

@@ -76,3 +76,79 @@ def frame(record: bytes) -> bytes:
     """One TFRecord: `record` with its length and checksums."""
     length = struct.pack("<Q", len(record))
     return length + _masked_crc(length) + record + _masked_crc(record)
+
+
+# --- reading back (a shard rewritten without TensorFlow: `shards.drop_tracks`) ---
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(data: bytes):
+    """(field number, payload) of each length-delimited or varint field
+    (the only wire types an Example holds); a varint's payload is its int."""
+    pos = 0
+    while pos < len(data):
+        tag, pos = _read_varint(data, pos)
+        number, kind = tag >> 3, tag & 7
+        if kind == 0:
+            value, pos = _read_varint(data, pos)
+            yield number, value
+        elif kind == _LENGTH_DELIMITED:
+            length, pos = _read_varint(data, pos)
+            yield number, data[pos : pos + length]
+            pos += length
+        else:
+            raise ValueError(f"not an Example: wire type {kind} of field {number}")
+
+
+def parse(record: bytes) -> dict:
+    """An Example's {key: value}: bytes for a BytesList of one value, a
+    float32 array for a FloatList, an int for an Int64List of one value."""
+    out = {}
+    for number, features in _fields(record):
+        if number != 1:
+            continue
+        for _, entry in _fields(features):
+            parts = dict(_fields(entry))
+            key, feature = parts[1].decode(), parts.get(2, b"")
+            for kind, values in _fields(feature):
+                inner = dict(_fields(values)) if values else {}
+                if kind == 1:
+                    out[key] = inner.get(1, b"")
+                elif kind == 2:
+                    out[key] = np.frombuffer(inner.get(1, b""), "<f4")
+                elif kind == 3:
+                    value = inner.get(1, 0)
+                    out[key] = (
+                        _read_varint(value, 0)[0] if isinstance(value, bytes) else value
+                    )
+            out.setdefault(key, None)
+    return out
+
+
+def unframe(f):
+    """(framed bytes, record) of each TFRecord in the binary file `f`, the
+    checksums checked.
+
+    Raises:
+      ValueError: a record cut short or whose checksum does not match.
+    """
+    while header := f.read(12):
+        if len(header) < 12:
+            raise ValueError("a record's header is cut short")
+        length = struct.unpack("<Q", header[:8])[0]
+        if _masked_crc(header[:8]) != header[8:]:
+            raise ValueError("a record's length fails its checksum")
+        body = f.read(length + 4)
+        if len(body) < length + 4 or _masked_crc(body[:length]) != body[length:]:
+            raise ValueError("a record is cut short or fails its checksum")
+        yield header + body, body[:length]

@@ -41,12 +41,15 @@ class Track:
       track_id: shared by every chunk of it; splits are by track id.
       split: "train", "valid", "test" or "" (unknown).
       labels: {task: label} (text, or numbers for regression).
+      source_sha256: the SHA-256 of the file's bytes, set where it is read
+        ("" before): what an output made from it records.
     """
 
     path: str
     track_id: str
     split: str = ""
     labels: dict = dataclasses.field(default_factory=dict)
+    source_sha256: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

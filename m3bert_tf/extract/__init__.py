@@ -16,8 +16,8 @@ The shard directory's layout (shards, indexes, digests) is `data/shards.py`'s;
 listing the audio of an input is `datasets.find_tracks`'.
 """
 
+from m3bert_tf.data.shards import FAILURES_NAME
 from m3bert_tf.extract.job import (
-    FAILURES_NAME,
     RUNNERS,
     ExtractConfig,
     StrictStop,

@@ -33,13 +33,9 @@ from m3bert_tf import schema
 from m3bert_tf.data import shards
 from m3bert_tf.datasets.base import Problem
 from m3bert_tf.extract.encode import TrackProblem, encode_track
-from m3bert_tf.extract.job import (
-    ExtractConfig,
-    FailureLog,
-    find_tracks,
-    resume_output,
-)
+from m3bert_tf.extract.job import ExtractConfig, find_tracks
 from m3bert_tf.extract.manifest import build_manifest
+from m3bert_tf.extract.resume import FailureLog, resume_output
 from m3bert_tf.io import storage
 from m3bert_tf.io.locks import DirectoryLock
 
@@ -272,7 +268,7 @@ def _run_locked(config, loaded, beam_options, log) -> dict:
     finally:
         failures.close()
     storage.rmtree(staging)
-    problems = [p.to_json() for p in loaded.problems]
+    problems = [p.to_json() for p in loaded.problems + resumed.refused]
     manifest = build_manifest(
         config, resumed.spec, resumed.task_specs, finished,
         problems + resumed.old_failures + failures.new,

@@ -42,6 +42,8 @@ class Featurized(NamedTuple):
       a list, or a `SpilledChunks` that reads them one at a time.
     mean, std: [324] float32 raw per-channel statistics of the whole track.
     num_frames: frames of the whole track; duration_s: seconds of audio.
+    source_sha256: the SHA-256 of the source file's bytes, read first (what
+      a rerun compares to skip it: `extract.resume`).
     """
 
     chunks: object
@@ -49,6 +51,7 @@ class Featurized(NamedTuple):
     std: np.ndarray
     num_frames: int
     duration_s: float
+    source_sha256: str = ""
 
 
 class SpilledChunks:
@@ -124,6 +127,7 @@ def featurize_track(
             min_duration=extractor.config.min_duration, reject_silent=True,
             directory=spill_dir, named=spill_dir is not None,
         )  # fmt: skip
+        digest = storage.sha256(track.path)
     except Exception as e:
         if isinstance(e, storage.OutputError):  # the output side's: the job stops
             raise
@@ -147,6 +151,7 @@ def featurize_track(
         std=spilled.std.astype(np.float32),
         num_frames=spilled.num_frames,
         duration_s=spilled.duration_s,
+        source_sha256=digest,
     )
 
 
@@ -181,6 +186,7 @@ def serialize_track(
         "num_frames": int(sum(stop - start for start, stop in bounds)),
         "track_frames": featurized.num_frames,
         "duration_s": round(featurized.duration_s, 3),
+        "source_sha256": featurized.source_sha256,
     }
     return EncodedTrack(
         serialized, entry, sums_of(featurized.num_frames, featurized.mean, featurized.std)

@@ -13,16 +13,16 @@ skipped. A file that cannot be used is reported in one line, appended to
 """
 
 import dataclasses
-import json
 import multiprocessing
 import os
 import sys
 
 from m3bert_tf import datasets
-from m3bert_tf.data.shards import FAILURES_NAME, MANIFEST_NAME, SPEC_NAME, TASKS_NAME
+from m3bert_tf.data.shards import MANIFEST_NAME
 from m3bert_tf.datasets.base import LoadResult, Problem, Track
 from m3bert_tf.extract.encode import TrackProblem, label_vectors, write_framed
-from m3bert_tf.extract.manifest import build_manifest, write_splits
+from m3bert_tf.extract.manifest import build_manifest
+from m3bert_tf.extract.resume import FailureLog, resume_output
 from m3bert_tf.features import workers
 from m3bert_tf.features.config import FeatureConfig
 from m3bert_tf.fields import at_least, check_choices, choice
@@ -156,82 +156,8 @@ def _encode_in_worker(job: tuple[Track, dict]):
 # --- Parent side --------------------------------------------------------------
 
 
-def _read_failures(path: str) -> list[dict]:
-    out = []
-    if storage.exists(path):
-        with storage.open(path) as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass  # a line cut short by a kill
-    return out
-
-
-def _check_same(output_dir: str, name: str, value: dict, advice: str) -> None:
-    """Writes `value` to output_dir/name, or checks it equals what an earlier run wrote."""
-    path = os.path.join(output_dir, name)
-    if storage.exists(path):
-        with storage.open(path) as f:
-            old = json.load(f)
-        if old != json.loads(json.dumps(value)):
-            if old.get("version", value.get("version")) != value.get("version"):
-                advice = (
-                    f"its shards are feature spec version {old.get('version')}, this release "
-                    f"writes version {value['version']} (track statistics in every record): "
-                    "extract the audio again into a new output_dir"
-                )
-            raise ValueError(
-                f"output_dir={output_dir} was made with another spec ({path} differs); {advice}"
-            )
-    else:
-        storage.write_json(path, value)
-
-
-def _close(writer) -> dict:
-    writer.close()
-    return {
-        "shard": os.path.basename(writer.path),
-        "num_examples": writer.num_examples,
-        "bytes": writer.bytes,
-        "sha256": writer.sha256,
-        "tracks": writer.tracks,
-        "stats": writer.stats,
-    }
-
-
 class StrictStop(RuntimeError):
     """`strict` is set and a file failed (it is recorded in failures.jsonl)."""
-
-
-class FailureLog:
-    """failures.jsonl, appended one structured problem per line as they happen."""
-
-    def __init__(self, path: str, log):
-        self.path, self.lines = path, []
-        if storage.is_url(path):  # object stores cannot append: rewritten whole
-            self.lines = [json.dumps(r) for r in _read_failures(path)]
-            self.file = None
-        else:
-            self.file = storage.open(path, "a")
-        self.log = log
-        self.new: list[dict] = []
-
-    def add(self, problem: Problem) -> None:
-        record = problem.to_json()
-        self.log(f"extract: skipped {record['reason']}")
-        if self.file is None:
-            self.lines.append(json.dumps(record))
-            storage.write_atomic(self.path, "".join(x + "\n" for x in self.lines))
-        else:
-            with storage.writing(self.path):
-                self.file.write(json.dumps(record) + "\n")
-                self.file.flush()
-        self.new.append(record)
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
 
 
 def run_extract(config: ExtractConfig, log=None) -> dict:
@@ -246,62 +172,6 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
     loaded = find_tracks(config)  # before anything is created: a bad input leaves no trace
     with DirectoryLock(config.output_dir, "output_dir", lambda m: log(f"extract: {m}")):
         return _run_locked(config, loaded, log)
-
-
-@dataclasses.dataclass
-class Resumed:
-    """What an output directory already holds, and what is left to do."""
-
-    spec: dict
-    task_specs: dict
-    finished: list
-    next_number: int
-    failures_path: str
-    old_failures: list
-    todo: list
-
-
-def resume_output(
-    config: ExtractConfig, loaded: LoadResult, log, runner: str = ""
-) -> Resumed:
-    """Checks the output directory's spec and tasks (or writes them), merges
-    splits.csv, finds finished shards (removing a killed run's debris) and
-    recorded failures, and lists the tracks left: the start of every runner.
-
-    Raises:
-      ValueError: the directory was made with another spec or other tasks.
-    """
-    from m3bert_tf.data import shards
-
-    spec = config.features.to_json()
-    _check_same(
-        config.output_dir, SPEC_NAME, spec, "use a new output_dir or the same feature_set"
-    )
-    task_specs = {name: s.to_json() for name, s in sorted(loaded.specs.items())}
-    _check_same(
-        config.output_dir, TASKS_NAME, task_specs,
-        "the labels' tasks or classes changed: use a new output_dir",
-    )  # fmt: skip
-    for problem in loaded.problems:
-        log(f"extract: {problem}")
-    write_splits(config.output_dir, loaded.tracks)
-    finished, next_number = shards.scan_output_dir(config.output_dir)
-    failures_path = os.path.join(config.output_dir, FAILURES_NAME)
-    old_failures = _read_failures(failures_path)
-    if config.retry_failed and old_failures:
-        storage.remove(failures_path)
-        old_failures = []
-    done = {t["source_path"] for s in finished for t in s["tracks"]}
-    done |= {f["path"] for f in old_failures}
-    todo = [j for j in loaded.tracks if j.path not in done]
-    log(
-        f"extract: {len(loaded.tracks)} files in {config.source}; {len(loaded.tracks) - len(todo)} "
-        f"already done ({len(finished)} shards, {len(old_failures)} failures), {len(todo)} to do"
-        + (f" on {runner}" if runner else "")
-    )
-    return Resumed(
-        spec, task_specs, finished, next_number, failures_path, old_failures, todo
-    )
 
 
 def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
@@ -353,21 +223,21 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
                     next_number += 1
                 writer.add_framed(result.path, result.records, result.entry, result.sums)
                 if writer.num_examples >= config.shard_size:
-                    finished.append(_close(writer))
+                    finished.append(writer.close())
                     writer = None
             hours_rate = audio_seconds / 3600 / max(progress.elapsed, 1e-9)
             progress.update(
                 count, f"{hours_rate:.3f} audio-h/s, {len(failures.new)} failed"
             )
         if writer is not None:
-            finished.append(_close(writer))
+            finished.append(writer.close())
     finally:
         failures.close()
         if pool is not None:
             pool.terminate()
             pool.join()
         scratch.close()
-    problems = [p.to_json() for p in loaded.problems]
+    problems = [p.to_json() for p in loaded.problems + resumed.refused]
     manifest = build_manifest(
         config, spec, task_specs, finished, problems + old_failures + failures.new
     )

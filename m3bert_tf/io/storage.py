@@ -289,6 +289,33 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
+def sha256_or_none(path) -> str | None:
+    """`sha256`, or None when the file cannot be read (missing, unreadable)."""
+    try:
+        return sha256(path)
+    except OSError:
+        return None
+
+
+def sha256_many(paths: list, name: str = "checking files", interval: float = 5.0) -> dict:
+    """{path: `sha256_or_none`} of many files (what a rerun compares its
+    inputs by): two reads in flight per core, hashlib releasing the GIL (about
+    1 GB/s a core from the page cache), a progress line `name` past 100 files."""
+    from concurrent import futures
+
+    from m3bert_tf.io.progress import Progress
+
+    progress = Progress(name, len(paths), "files", interval)
+    out = {}
+    with futures.ThreadPoolExecutor(2 * (os.cpu_count() or 1)) as pool:
+        digests = pool.map(sha256_or_none, paths)
+        for count, (path, digest) in enumerate(zip(paths, digests, strict=True), 1):
+            out[path] = digest
+            if len(paths) > 100:
+                progress.update(count)
+    return out
+
+
 def remove(path) -> None:
     if is_url(path):
         gfile(path).remove(str(path))

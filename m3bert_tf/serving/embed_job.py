@@ -30,7 +30,7 @@ from m3bert_tf.io.progress import Progress
 from m3bert_tf.serving import embed_outputs, embed_tracks
 from m3bert_tf.version import __version__
 
-TMP_DIR = ".tmp"
+TMP_DIR = embed_outputs.TMP_DIR
 FRONTENDS = ("librosa", "tf")  # how audio becomes features: the reference, or in-graph
 # Where the model runs: in every worker (on whole tracks, on the CPU) or in
 # the job's process (windows of several tracks per batch, fed by the workers).
@@ -228,14 +228,26 @@ def _run_checked(config, loaded, job, model, workers) -> dict:
 
 def _embed_all(config, loaded, job, model, workers) -> dict:
     tracks, refused = embed_outputs.usable_tracks(loaded.tracks, config.output_dir)
-    todo = []
+    todo, made = [], {}
     for t in tracks:
         path = embed_outputs.npz_path(config.output_dir, t.track_id)
         wrong = embed_outputs.readable(path) if storage.exists(path) else "missing"
         if wrong not in (None, "missing"):
             print(f"embed: {path} is {wrong}: embedding {t.path} again", flush=True)
             storage.remove(path)
-        if wrong is not None:
+        if wrong is None:
+            made[t.path] = (path, embed_outputs.recorded_source(path))
+        else:
+            todo.append(t)
+    # Done only for the same audio: the file under this id may have been
+    # replaced, or be another file now (a source unreadable now is kept).
+    digests = storage.sha256_many(list(made), "embed: checking sources")
+    for t in tracks:
+        path, recorded = made.get(t.path, (None, None))
+        if recorded and digests[t.path] and recorded != digests[t.path]:
+            print(f"embed: {t.path} is not the audio {path} was made from: "
+                  "embedding it again", flush=True)  # fmt: skip
+            storage.remove(path)
             todo.append(t)
     failed = [dataclasses.asdict(p) for p in loaded.problems + refused]
     for p in refused:

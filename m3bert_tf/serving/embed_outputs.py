@@ -21,6 +21,9 @@ from m3bert_tf.io import storage
 
 INDEX_NAME = "index.csv"
 JOB_NAME = "embed.json"
+TMP_DIR = ".tmp"  # the job's scratch directory, removed when it ends: no id's
+SOURCE_KEY = "source_sha256"  # in each .npz: the SHA-256 of the audio it was made from
+NAME_MAX = 255  # bytes in one file name (ext4, XFS, btrfs, tmpfs, APFS, NTFS)
 
 
 def npz_path(output_dir: str, track_id: str) -> str:
@@ -28,7 +31,9 @@ def npz_path(output_dir: str, track_id: str) -> str:
 
     Raises:
       ValueError: an id that would leave `output_dir` or name no file (empty,
-        absolute, a "." or ".." part, a backslash or NUL).
+        absolute, a "." or ".." part, a backslash or NUL), that would land in
+        the job's scratch directory (a first part ".tmp"), or with a part too
+        long for a file name (over NAME_MAX bytes with ".npz").
     """
     parts = track_id.split("/")
     if (
@@ -40,6 +45,17 @@ def npz_path(output_dir: str, track_id: str) -> str:
         raise ValueError(
             f"track id {track_id!r} cannot name a file inside the output directory "
             "(empty, absolute, or a '.', '..' or backslash in it)"
+        )
+    if parts[0] == TMP_DIR:
+        raise ValueError(
+            f"track id {track_id!r} would be written into {TMP_DIR}/, the job's scratch "
+            "directory, which is removed when it ends: rename the file or its id"
+        )
+    longest = max(parts[:-1] + [parts[-1] + ".npz"], key=lambda p: len(p.encode()))
+    if len(longest.encode()) > NAME_MAX:
+        raise ValueError(
+            f"track id {track_id[:40]!r}...: a file name of {len(longest.encode())} bytes, "
+            f"over the {NAME_MAX} a file system allows: shorten the file name or its id"
         )
     return os.path.join(output_dir, *parts) + ".npz"
 
@@ -53,6 +69,13 @@ def readable(path: str) -> str | None:
         return f"unreadable ({e})"
     missing = {"timestamps.npy", "frame_embeddings.npy", "duration_s.npy"} - names
     return f"missing {sorted(missing)}" if missing else None
+
+
+def recorded_source(path: str) -> str | None:
+    """The source digest a whole .npz was made from; None for one of 0.2
+    and before, which kept none."""
+    with storage.open(path, "rb") as f, np.load(f) as data:
+        return str(data[SOURCE_KEY]) if SOURCE_KEY in data.files else None
 
 
 def usable_tracks(tracks, output_dir: str):
@@ -193,6 +216,7 @@ class TrackOutput:
             small = {
                 "timestamps": timestamps(num_frames, frame_stack),
                 "duration_s": np.float64(self.spilled.duration_s),
+                SOURCE_KEY: np.array(self.track.source_sha256),
             }
             for key, value in self.sums.items():
                 small[clip_key(key)] = (value / max(num_frames, 1)).astype(np.float32)

@@ -243,6 +243,7 @@ def _featurize(track: Track):
             streaming.file_samples(track.path), _EXTRACTOR, track.path,
             reject_silent=True, directory=_TMP, named=True,
         )  # fmt: skip
+        track.source_sha256 = storage.sha256(track.path)  # what the .npz is made from
         return track, spilled.detach()
     except Exception as e:
         if storage.is_output_error(e):  # the scratch disk's, not the file's: the job stops
@@ -257,6 +258,7 @@ def _decode(track: Track):
     try:
         y = audio_lib.load_audio(track.path)
         audio_lib.check_usable(track.path, y, schema.SAMPLE_RATE, 0.0)
+        track.source_sha256 = storage.sha256(track.path)  # what the .npz is made from
         return track, y
     except Exception as e:
         return track, Problem.from_error(track.path, e, audio_lib.AudioError)
