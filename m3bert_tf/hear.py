@@ -85,6 +85,9 @@ def get_timestamp_embeddings(audio, model: HearModel):
     from m3bert_tf.data.windows import timestamps
 
     per_sound = _embed_batch(audio, model)
+    if not per_sound:  # no sounds: empty answers of the right rank
+        width = model.model.hidden_dim
+        return tf.zeros([0, 0, width], tf.float32), tf.zeros([0, 0], tf.float32)
     embeddings = np.stack(per_sound)
     ms = timestamps(embeddings.shape[1], model.model.frame_stack) * 1000.0
     stamps = np.broadcast_to(ms, embeddings.shape[:2])
@@ -94,4 +97,6 @@ def get_timestamp_embeddings(audio, model: HearModel):
 def get_scene_embeddings(audio, model: HearModel):
     """[n_sounds, H] float32 tf.Tensor: each sound's mean frame embedding."""
     per_sound = _embed_batch(audio, model)
+    if not per_sound:
+        return tf.zeros([0, model.model.hidden_dim], tf.float32)
     return tf.constant(np.stack([f.mean(axis=0) for f in per_sound]), tf.float32)

@@ -411,3 +411,29 @@ def test_eval_every_zero_scores_at_the_end_only(pretrained_corpus, tmp_path):
     assert res.stderr.count("validation at step") == 1
     assert "validation at step 3" in res.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["step"] == 3
+
+
+def test_a_resume_on_data_of_other_tasks_is_refused_naming_them(
+    pretrained_corpus, tmp_path
+):
+    """Was: "checkpoint ... cannot be read" for every good checkpoint (their
+    heads are another task set's)."""
+    from conftest import extract_labeled
+
+    model_dir = tmp_path / "run"
+    first = subprocess.run(
+        run_bin("finetune", *finetune_args(pretrained_corpus, model_dir, 2, 0)),
+        env=ENV, capture_output=True, text=True,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    other = extract_labeled(
+        tmp_path, [(f"o{i}", ("train", "valid", "test")[i % 3], "other", "ab"[i % 2])
+                   for i in range(6)]
+    )  # fmt: skip
+    args = finetune_args({**pretrained_corpus, "shards": other}, model_dir, 4, 0)
+    again = subprocess.run(
+        run_bin("finetune", *args), env=ENV, capture_output=True, text=True
+    )
+    assert again.returncode == 2, again.stderr[-3000:]
+    (line,) = [x for x in again.stderr.splitlines() if "task_names" in x]
+    assert "-> ['other']" in line and "cannot be read" not in again.stderr

@@ -36,16 +36,17 @@ def _can_mount_tmpfs(tmp_path) -> str:
 
 
 def on_small_disk(
-    tmp_path, size: str, mount_at, script: str, keep
+    tmp_path, size: str, mount_at, script: str, keep, options: str = ""
 ) -> subprocess.CompletedProcess:
-    """Runs `script` (sh) with a `size` tmpfs mounted at `mount_at`, then
-    copies the tmpfs' contents to `keep` (the mount ends with the namespace)."""
+    """Runs `script` (sh) with a `size` tmpfs mounted at `mount_at` (with
+    `options`, e.g. ",ro"), then copies the tmpfs' contents to `keep` (the
+    mount ends with the namespace)."""
     why = _can_mount_tmpfs(tmp_path)
     if why:
         pytest.skip(why)
     return subprocess.run(
         ["unshare", "-Urm", "sh", "-c",
-         f"mount -t tmpfs -o size={size} tmpfs {mount_at} && {{ {script}; }}; "
+         f"mount -t tmpfs -o size={size}{options} tmpfs {mount_at} && {{ {script}; }}; "
          f"rc=$?; cp -a {mount_at}/. {keep}/; exit $rc"],
         capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600,
     )  # fmt: skip
@@ -169,3 +170,21 @@ def test_a_full_disk_stops_embedding_and_keeps_no_cut_npz(exported, long_tracks,
         with np.load(kept / f"t{i}.npz") as data:
             lengths.add(len(data["frame_embeddings"]))
     assert len(lengths) == 1  # every track whole: the same 12 s each
+
+
+@pytest.mark.parametrize("binary", ["extract", "embed"])
+def test_a_read_only_output_directory_is_one_line(exported, long_tracks, tmp_path, binary):
+    """A read-only file system (root ignores file modes, so a real one): one
+    line naming the path, exit 1, no traceback."""
+    out, kept = tmp_path / "out", tmp_path / "kept"
+    out.mkdir()
+    kept.mkdir()
+    model = [f"--model={exported['pretrained'][1]}"] if binary == "embed" else []
+    argv = " ".join(
+        run_bin(binary, *model, f"--input={long_tracks}", f"--output_dir={out}")
+    )
+    result = on_small_disk(tmp_path, "1m", out, argv, kept, options=",ro")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert str(out) in line and "Read-only file system" in line, result.stderr

@@ -2,6 +2,7 @@
 fills, nothing resumed on trust", items 3-6 and 11): labels, regression
 targets whose R² is undefined, external embeddings, ids."""
 
+import os
 import types
 
 import numpy as np
@@ -63,7 +64,7 @@ def test_a_task_of_constant_targets_is_not_scored_and_says_why(tmp_path):
     assert "genre" in result["tasks"] and "tempo" not in result["tasks"]
     why = result["skipped"]["tempo"]
     assert "R² is undefined" in why and "valid targets are constant (tempo = 120)" in why
-    assert any("task tempo: not scored, R² is undefined" in line for line in logged)
+    assert any("task tempo: not probed, R² is undefined" in line for line in logged)
 
 
 @pytest.mark.parametrize("label", ["nan", "inf", "-inf", "1e400"])
@@ -99,3 +100,59 @@ def test_external_embeddings_are_checked_where_they_enter(tmp_path):
     (d / "index.csv").write_text("track_id,file\na,a.npz\nb,a.npz\n")
     loaded = feature_sets.load_external(str(d), examples, "ext")
     assert loaded.x.shape == (2, 16) and np.isfinite(loaded.x).all()
+
+
+def test_the_same_shards_named_twice_are_refused(tmp_path):
+    from m3bert_tf.data import shards
+
+    d = tmp_path / "shards"
+    d.mkdir()
+    for i in range(2):
+        (d / shards.SHARD_PATTERN.format(i)).write_bytes(b"")
+    assert len(shards.list_shards(f"{d},{d}")) == 2  # one entry twice: one set
+    for twice in (f"{d},./{os.path.relpath(d)}", f"{d}/,{d}/shard-00001.tfrecord"):
+        with pytest.raises(shards.DataError, match="shard-0000.\\.tfrecord is named by"):
+            shards.list_shards(twice)
+
+
+def test_a_second_data_service_server_on_a_port_in_use_is_refused():
+    from m3bert_tf.data import service
+
+    first = service.start_dispatcher()
+    port = service.server_port(first)
+    with pytest.raises(OSError, match=f"port {port} is in use"):
+        service.start_dispatcher(port)
+    with pytest.raises(OSError, match=f"port {port} is in use"):
+        service.start_worker(f"localhost:{port}", port)
+
+
+@pytest.mark.parametrize("damage", ["saved_model.pb cut", "export.json cut"])
+def test_a_damaged_export_is_one_line_naming_it(exported, tmp_path, damage):
+    import shutil
+
+    import m3bert_tf
+
+    path = tmp_path / "export"
+    shutil.copytree(exported["pretrained"][1], path)
+    name = damage.split()[0]
+    data = (path / name).read_bytes()
+    (path / name).write_bytes(data[: len(data) // 3])
+    with pytest.raises(
+        ValueError, match=f"{path}: the export cannot be loaded .*export the run again"
+    ):
+        m3bert_tf.load(str(path))
+
+
+def test_a_truncated_manifest_is_named_with_what_to_run(corpus_shards, tmp_path):
+    import shutil
+
+    from m3bert_tf.data import shards
+
+    data = tmp_path / "shards"
+    shutil.copytree(corpus_shards, data)
+    manifest = data / shards.MANIFEST_NAME
+    manifest.write_text(manifest.read_text()[:200])
+    with pytest.raises(
+        shards.DataError, match="manifest.json is not readable JSON .*rewrites"
+    ):
+        shards.read_manifests(str(data))

@@ -187,7 +187,7 @@ def test_bin_data_service_starts_only_when_told_it_listens_on_every_interface():
 
 
 def test_one_task_that_cannot_be_probed_does_not_sink_the_others(tmp_path):
-    """arousal has one validation example (no finite R²): it is listed as not
+    """arousal has one validation example (its R² undefined): it is listed as not
     probed with the reason; genre is probed and the tables are written."""
     from m3bert_tf.evaluate import job
 
@@ -205,7 +205,7 @@ def test_one_task_that_cannot_be_probed_does_not_sink_the_others(tmp_path):
     )  # fmt: skip
     result = job.run_evaluate(config, log=messages.append)
     assert list(result["tasks"]) == ["genre"]
-    assert "no configuration gave a finite validation score" in result["skipped"]["arousal"]
+    assert "R² is undefined: its valid targets are constant" in result["skipped"]["arousal"]
     assert any(m.startswith("task arousal: not probed") for m in messages)
     assert "## arousal: not probed" in (tmp_path / "eval" / "results.md").read_text()
 
@@ -358,3 +358,22 @@ def test_jobs_writing_to_a_url_stream_through_a_directory_of_their_own(
         "embed.json",
         "index.csv",
     ]
+
+
+@pytest.mark.parametrize("damage", ["sequences cut short", "index overwritten"])
+def test_a_damaged_fine_tuning_cache_is_made_again(corpus_shards, tmp_path, damage):
+    """Was: every rerun crashed with "mmap length is greater than file size"."""
+    specs, _ = read_task_info(shards.read_manifests(corpus_shards))
+    source = CacheSource(corpus_shards, {t: specs[t].size for t in specs}, "track", None)
+    messages = []
+    first = open_cache(str(tmp_path / "cache"), source, messages.append)
+    expected = np.array(first.sequence(len(first) - 1))
+    if damage == "sequences cut short":
+        with open(os.path.join(first.path, "sequences.f32"), "r+b") as f:
+            f.truncate(1000)
+    else:
+        with open(os.path.join(first.path, "index.npz"), "wb") as f:
+            f.write(b"overwritten")
+    again = open_cache(str(tmp_path / "cache"), source, messages.append)
+    assert any(m.startswith(f"the cache {first.path} is unreadable") for m in messages)
+    np.testing.assert_array_equal(again.sequence(len(again) - 1), expected)

@@ -138,8 +138,8 @@ def test_the_python_api_refuses_what_the_savedmodel_refuses(exported):
 
 
 def test_the_front_end_alone_takes_long_audio_and_the_api_windows_it(served, exported):
-    """waveform_features has no length limit (the Python API windows what it
-    returns), so an export embeds a 70 s file as before."""
+    """waveform_features takes more than a window (up to 10 min: the Python
+    API windows what it returns), so an export embeds a 70 s file as before."""
     import m3bert_tf
 
     loaded, _ = served

@@ -80,9 +80,9 @@ def _os_error_line(e: OSError) -> str:
     """An OSError in one line, the path first: "out/x: Permission denied"."""
     from m3bert_tf.io import storage
 
-    if isinstance(e, storage.OutputError) or not (e.filename and e.strerror):
+    if isinstance(e, storage.OutputError) or not e.strerror:
         return str(e).splitlines()[0] if str(e) else type(e).__name__
-    return f"{e.filename}: {e.strerror}"
+    return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
 
 
 def _exit_past_tfio(e: SystemExit) -> None:

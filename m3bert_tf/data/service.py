@@ -89,9 +89,11 @@ def start_dispatcher(
 
     Raises:
       ValueError: `fault_tolerant` without `work_dir`.
+      OSError: `port` is in use (`check_port_free`).
     """
     if fault_tolerant and not work_dir:
         raise ValueError("fault_tolerant needs work_dir (where the dispatcher journals)")
+    check_port_free(port, "dispatcher")
     config = _SERVICE.DispatcherConfig(
         port=port, work_dir=work_dir or None, fault_tolerant_mode=fault_tolerant
     )
@@ -113,11 +115,41 @@ def start_worker(
     # It reads the shards the job names: s3:// and hdfs:// too where the
     # tensorflow-io line is installed.
     storage.load_optional_filesystems()
+    check_port_free(port, "worker")
     address = dispatcher.split("://", 1)[-1]
     config = _SERVICE.WorkerConfig(
         dispatcher_address=address, port=port, worker_address=worker_address or None
     )
     return _SERVICE.WorkerServer(config)
+
+
+def check_port_free(port: int, what: str) -> None:
+    """Raises OSError (EADDRINUSE) naming the port when something listens on
+    it. TensorFlow's gRPC servers set SO_REUSEPORT, so a second dispatcher on
+    a port in use would start and share it, half the clients reaching each;
+    a plain bind without that option is refused where anything listens."""
+    import errno
+    import socket
+
+    if not port:
+        return
+    for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        try:
+            probe = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:  # no IPv6 here
+            continue
+        with probe:
+            try:
+                probe.bind((host, port))
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise OSError(
+                        errno.EADDRINUSE,
+                        f"port {port} is in use (another {what} or program listens "
+                        "there): stop it or choose another --port",
+                    ) from None
+                if family == socket.AF_INET:
+                    raise
 
 
 def server_port(server) -> int:

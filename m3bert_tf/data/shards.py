@@ -265,16 +265,22 @@ class DataError(ValueError):
 def list_shards(data: str) -> list[str]:
     """Sorted shard paths of a directory, glob or comma-separated globs (their
     file systems registered for the tf.data readers that follow)."""
-    files = []
-    for part in data.split(","):
-        part = part.strip()
+    found: dict[str, tuple] = {}  # absolute shard path -> (as globbed, the entry)
+    for entry in data.split(","):
+        part = entry.strip()
         gfile = storage.gfile(part)
         if gfile.isdir(part):
             part = part.rstrip("/") + "/*" + SHARD_SUFFIX
-        files.extend(gfile.glob(part))
-    if not files:
+        for f in gfile.glob(part):
+            first = found.setdefault(storage.abspath(f), (f, entry.strip()))[1]
+            if first != entry.strip():
+                raise DataError(
+                    f"data={data}: {f} is named by {first!r} and by {entry.strip()!r}; "
+                    "give each shard once (its examples would count twice)"
+                )
+    if not found:
         raise DataError(f"data={data}: no shard files found")
-    return sorted(set(files))
+    return sorted(f for f, _ in found.values())
 
 
 def read_manifests(data: str) -> dict[str, dict]:
@@ -301,8 +307,11 @@ def read_manifests(data: str) -> dict[str, dict]:
             raise DataError(
                 f"data: {d} has no {MANIFEST_NAME} (write shards with bin/extract)"
             )
-        with tf.io.gfile.GFile(path) as f:
-            manifest = json.load(f)
+        try:
+            with tf.io.gfile.GFile(path) as f:
+                manifest = json.load(f)
+        except ValueError as e:  # cut short, or not ours
+            raise DataError(f"data: {path} is not readable JSON ({e}): {ADVICE}") from None
         version = manifest.get("feature_spec", {}).get("version")
         if version != schema.FEATURE_SPEC_VERSION:
             raise DataError(
@@ -324,7 +333,8 @@ def read_manifests(data: str) -> dict[str, dict]:
 
 ADVICE = (
     "run bin/extract again with the same --input and --output_dir: it sets aside a "
-    "shard that is not what its index lists and extracts its tracks again"
+    "shard that is not what its index lists, extracts its tracks again and "
+    "rewrites manifest.json"
 )
 
 # (path, size, mtime) -> SHA-256 of what this process read there.

@@ -299,7 +299,7 @@ def _evaluate(config: EvaluateConfig, log) -> dict:
         why = _undefined_score(config, specs[task], examples)
         if why:
             results["skipped"][task] = why
-            log(f"task {task}: not scored, {why}")
+            log(f"task {task}: not probed, {why}")
             tasks.remove(task)
     if not tasks:
         raise ValueError(

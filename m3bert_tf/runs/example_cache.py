@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import zipfile
 from typing import NamedTuple
 
 import numpy as np
@@ -115,6 +116,11 @@ class ExampleCache:
         self.labels = {t: index[f"label_{i}"] for i, t in enumerate(tasks)}
         self.has = {t: index[f"has_{i}"] for i, t in enumerate(tasks)}
         rows = int(self.offsets[-1])
+        size = os.path.getsize(os.path.join(path, "sequences.f32"))
+        if size != rows * self.width * 4:
+            raise ValueError(
+                f"sequences.f32 holds {size} bytes, its index says {rows} x {self.width} float32"
+            )
         self._rows = (
             np.memmap(
                 os.path.join(path, "sequences.f32"),
@@ -167,9 +173,16 @@ def open_cache(directory: str, source: CacheSource, log=print, job="cache") -> E
     files = list_shards(source.data)
     path = os.path.join(directory, source.key(files))
     if os.path.exists(os.path.join(path, "info.json")):
-        cache = ExampleCache(path)
-        log(f"{len(cache)} examples from the cache {path}")
-        return cache
+        try:
+            cache = ExampleCache(path)
+            log(f"{len(cache)} examples from the cache {path}")
+            return cache
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            # Cut short or overwritten since it was made: made again, not trusted.
+            log(
+                f"the cache {path} is unreadable ({type(e).__name__}: {e}): making it again"
+            )
+            shutil.rmtree(path)
     os.makedirs(directory, exist_ok=True)
     for old in os.listdir(directory):  # ours only: a directory with our info.json
         if os.path.exists(os.path.join(directory, old, "info.json")) or old.endswith(

@@ -121,10 +121,16 @@ class Model:
         yield self.model_inputs(waveform, sample_rate, name)
 
     def model_inputs(self, waveform, sample_rate: int, name: str = "waveform"):
-        """`ModelInputs` of a mono waveform at any rate, by the TensorFlow front end."""
+        """`ModelInputs` of a mono waveform at any rate, by the TensorFlow front
+        end: at most `MAX_FRONTEND_SECONDS` (refused before anything is
+        resampled or allocated; the librosa front end takes any length)."""
+        from m3bert_tf.features import audio
+
+        sample_rate = audio.check_sample_rate(sample_rate, name)
         y = np.asarray(waveform, np.float32)
         if y.ndim != 1 or not len(y):
             raise ValueError(f"{name}: a mono waveform [samples] is needed, got {y.shape}")
+        check_frontend_seconds(len(y) / sample_rate, name)
         rate = self.input_rate  # what the front end takes (it resamples to 44.1 kHz)
         if sample_rate != rate:
             import soxr
@@ -252,6 +258,8 @@ class Model:
         if self.frontend == "tf":
             from m3bert_tf.features import audio
 
+            with audio.open_sound(path) as sound:  # checked before it is decoded
+                check_frontend_seconds(sound.frames / sound.samplerate, path)
             y = audio.load_audio(path)
             with self.track(y, schema.SAMPLE_RATE, path) as track:
                 return self.embed_track(track, **kwargs)
@@ -299,6 +307,20 @@ class ModelInputs:
 
     def close(self) -> None:
         """Nothing to delete (a spilled track's interface)."""
+
+
+def check_frontend_seconds(seconds: float, name: str) -> None:
+    """Refuses audio longer than the TensorFlow front end takes in one piece
+    (`graph.MAX_FRONTEND_SECONDS`), naming the librosa front end, block-wise,
+    which takes any length."""
+    from m3bert_tf.serving.graph import MAX_FRONTEND_SECONDS
+
+    if seconds > MAX_FRONTEND_SECONDS:
+        raise ValueError(
+            f"{name}: {seconds / 60:.1f} min of audio; the TensorFlow front end takes at "
+            f"most {MAX_FRONTEND_SECONDS / 60:g} min in one piece (its memory grows with "
+            "the audio): load the model with frontend='librosa' (block-wise, any length)"
+        )
 
 
 def _padded(batch):
@@ -382,8 +404,18 @@ def load(path: str, frontend: str = "auto") -> Model:
     if not storage.isdir(path):
         raise FileNotFoundError(f"{path}: no such directory (an export or a run directory)")
     if runs.is_export(path):
-        info = runs.read_export_info(path)
-        return Model(SavedModelBackend(path), info, path, frontend)
+        try:
+            info = runs.read_export_info(path)
+            backend = SavedModelBackend(path)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # cut or overwritten files: TensorFlow's errors vary
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ValueError(
+                f"{path}: the export cannot be loaded ({type(e).__name__}: {first}); "
+                "it is damaged: export the run again (bin/export)"
+            ) from None
+        return Model(backend, info, path, frontend)
     if not storage.exists(os.path.join(path, runs.CONFIG_NAME)):
         raise FileNotFoundError(
             f"{path}: neither an export (saved_model.pb) nor a run directory ({runs.CONFIG_NAME})"

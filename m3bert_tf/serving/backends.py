@@ -8,17 +8,52 @@ where the model has the TensorFlow front end, `waveform_features(waveform,
 lengths)`; `signatures` names what they serve.
 """
 
+import re
+
 import numpy as np
 
 from m3bert_tf.serving import signatures as table
 
 
+def request_error(signature: str, error: Exception) -> ValueError:
+    """The one line a refused request deserves: the graph's own check
+    ("assertion failed: [...]", "...: NaN or infinity"), or the last
+    "ValueError:" line of a trace-time error, after the signature's name."""
+    text = getattr(error, "message", None) or str(error)
+    found = (
+        re.search(r"assertion failed: \[(.*?)\](?: \[|\s*$)", text, re.M)
+        or re.search(r"^\s*(\S.*?) : Tensor had (?:NaN|Inf)", text, re.M)
+        or re.search(
+            r".*ValueError: (.*)", text.strip().splitlines()[-1] if text.strip() else ""
+        )
+    )
+    line = (
+        found.group(1)
+        if found
+        else (text.strip().splitlines() or [type(error).__name__])[-1]
+    )
+    return ValueError(f"{signature}: {line.strip()}")
+
+
 class _Backend:
-    """The shorthands every backend answers through its `call`."""
+    """The shorthands every backend answers through its `call`: a request
+    the model's graph refuses raises ValueError in one line (`request_error`)."""
 
     signatures: set
 
     def call(self, signature: str, *values) -> dict:
+        import tensorflow as tf
+
+        if signature not in self.signatures:
+            raise ValueError(
+                f"{signature}: not served by this model (it serves {', '.join(sorted(self.signatures))})"
+            )
+        try:
+            return self._call(signature, *values)
+        except (tf.errors.InvalidArgumentError, ValueError) as e:
+            raise request_error(signature, e) from None
+
+    def _call(self, signature: str, *values) -> dict:
         raise NotImplementedError
 
     def __call__(self, signature: str, features: np.ndarray, lengths: np.ndarray) -> dict:
@@ -39,9 +74,17 @@ class SavedModelBackend(_Backend):
 
         self._model = tf.saved_model.load(path)
         self.signatures = set(self._model.signatures.keys())
+        clip = self._model.signatures.get("predict_clip")  # its input's width: E
+        self.enrichment_dim = (
+            clip.structured_input_signature[1]["clip_enrichment"].shape[-1]
+            if clip
+            else None
+        )
 
-    def call(self, signature: str, *values) -> dict:
-        out = self._model.signatures[signature](**table.feed(signature, values))
+    def _call(self, signature: str, *values) -> dict:
+        out = self._model.signatures[signature](
+            **table.feed(signature, values, self.enrichment_dim)
+        )
         return {k: v.numpy() for k, v in out.items()}
 
 
@@ -61,6 +104,7 @@ class KerasBackend(_Backend):
         }
         self.signatures = set(self._fns)
 
-    def call(self, signature: str, *values) -> dict:
-        out = self._fns[signature](*table.feed(signature, values).values())
+    def _call(self, signature: str, *values) -> dict:
+        fed = table.feed(signature, values, self.computations.enrichment_dim)
+        out = self._fns[signature](*fed.values())
         return {k: v.numpy() for k, v in out.items()}

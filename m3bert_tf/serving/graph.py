@@ -55,23 +55,54 @@ from m3bert_tf.layers.pooling import MaskedMeanPooling
 
 MAX_SECONDS = 60.0  # of audio per row of one request
 MAX_FRAMES = int(MAX_SECONDS * schema.FRAMES_PER_SECOND) + 1  # 2584 + 1
+# Audio per request of a waveform signature (rows x samples sent): the front
+# end's memory grows with it (4 rows of 60 s: +0.9 GB at the peak, measured
+# 2026-12-07 on an AMD EPYC; 8 x 30 s is bin/embed's default batch).
+MAX_REQUEST_SECONDS = 480.0
+# Audio per request of `waveform_features` (the front end alone, no
+# encoder): 600 s peaked at +1.2 GB (same day and CPU), about 2 MB a second.
+MAX_FRONTEND_SECONDS = 600.0
 MIN_FRAMES = DELTA_WIDTH  # the front end's delta MFCCs need this many frames
 INPUT_LIMITS = (
     f"lengths: one per row, 1 <= length <= the frames or samples sent; at most "
-    f"{MAX_SECONDS:g} s ({MAX_FRAMES} frames) per row; a waveform row at least "
+    f"{MAX_SECONDS:g} s ({MAX_FRAMES} frames) per row and {MAX_REQUEST_SECONDS:g} s "
+    f"per request of waveforms; waveform_features at most {MAX_FRONTEND_SECONDS:g} s "
+    f"per request; a waveform row at least "
     f"{MIN_FRAMES} frames ({(MIN_FRAMES - 1) * schema.HOP_LENGTH / schema.SAMPLE_RATE:.3f} s); "
-    "no NaN or infinity in real frames or samples"
+    "at least one row; no NaN or infinity in real frames or samples"
 )
 
 
-def _checked(values, lengths, name: str, unit: str, most: int, least: int = 1):
+def _checked(values, lengths, name: str, unit: str, most: int, least: int = 1,
+             total: int | None = None, seconds: float = MAX_SECONDS):  # fmt: skip
     """(values with padding set to zero, lengths) after the checks of
     `INPUT_LIMITS`: `values` [B, N, ...] float32 named `name`, `lengths` [B]
-    int32 real `unit`s per row, at least `least` and at most `most`."""
+    int32 real `unit`s per row, at least `least` and at most `most` (that
+    is `seconds` of audio), B >= 1 and B x N at most `total`."""
     values = tf.convert_to_tensor(values, tf.float32)
     lengths = tf.convert_to_tensor(lengths, tf.int32)
+    shape = "[batch, frames, 324]" if unit == "frames" else "[batch, samples]"
+    tf.debugging.assert_rank(
+        values, len(shape.split(",")), message=f"{name}: {shape} is needed"
+    )
+    tf.debugging.assert_rank(lengths, 1, message="lengths: [batch] is needed")
     batch, width = tf.shape(values)[0], tf.shape(values)[1]
+    sent = tf.cast(batch, tf.int64) * tf.cast(width, tf.int64)
+    most_sent = total if total is not None else np.iinfo(np.int64).max
+    trailing = [schema.NUM_FEATURES] if unit == "frames" else []
     checks = [
+        tf.debugging.assert_greater_equal(
+            batch, 1, message=f"{name}: a request needs at least one row"
+        ),
+        tf.debugging.assert_equal(
+            tf.shape(values)[2:], tf.constant(trailing, tf.int32),
+            message=f"{name}: {shape} is needed",
+        ),
+        tf.debugging.assert_less_equal(
+            sent, tf.constant(most_sent, tf.int64),
+            message=f"{name}: at most {total} {unit} per request (rows x {unit} sent); "
+            "send fewer or shorter rows",
+        ),
         tf.debugging.assert_equal(
             tf.size(lengths), batch, message=f"lengths: one entry per row of {name} is needed"
         ),
@@ -83,7 +114,7 @@ def _checked(values, lengths, name: str, unit: str, most: int, least: int = 1):
         ),
         tf.debugging.assert_less_equal(
             width, most,
-            message=f"{name}: at most {most} {unit} ({MAX_SECONDS:g} s) per row; window "
+            message=f"{name}: at most {most} {unit} ({seconds:g} s) per row; window "
             "longer audio (bin/embed and m3bert_tf.load(...).embed_file do)",
         ),
     ]  # fmt: skip
@@ -228,18 +259,25 @@ class Computations:
     def waveform_features(self, waveform, lengths) -> dict:
         """The model's inputs from waveforms at the input rate: "features" [B, T, 324]
         (normalized as in training), "frame_lengths" [B]; for clients that
-        window a long track themselves (the Python and HEAR APIs). No length
-        limit: the front end's memory grows with the audio, not its square."""
-        features, frame_lengths = self._features(waveform, lengths, limit=False)
+        window a long track themselves (the Python and HEAR APIs). At most
+        `MAX_FRONTEND_SECONDS` of audio per request: the front end's memory
+        grows with the audio (not its square, as the encoder's)."""
+        features, frame_lengths = self._features(
+            waveform, lengths, MAX_FRONTEND_SECONDS, MAX_FRONTEND_SECONDS
+        )
         return {"features": features, "frame_lengths": frame_lengths}
 
-    def _features(self, waveform, lengths, limit: bool = True):
-        """The front end on checked waveforms (see `INPUT_LIMITS`); `limit`:
-        at most `MAX_SECONDS` per row (what then goes through the encoder)."""
+    def _features(self, waveform, lengths, row_seconds: float = MAX_SECONDS,
+                  request_seconds: float = MAX_REQUEST_SECONDS):  # fmt: skip
+        """The front end on checked waveforms (see `INPUT_LIMITS`): at most
+        `row_seconds` per row (`MAX_SECONDS`: what then goes through the
+        encoder) and `request_seconds` per request."""
         rate = self.input_sample_rate
         least = -(-(MIN_FRAMES - 1) * schema.HOP_LENGTH * rate // schema.SAMPLE_RATE)
-        most = int(MAX_SECONDS * rate) if limit else np.iinfo(np.int32).max
-        waveform, lengths = _checked(waveform, lengths, "waveform", "samples", most, least)
+        waveform, lengths = _checked(
+            waveform, lengths, "waveform", "samples", int(row_seconds * rate), least,
+            total=int(request_seconds * rate), seconds=row_seconds,
+        )  # fmt: skip
         return self.frontend(waveform, lengths)
 
     def embed_waveform(self, waveform, lengths) -> dict:
@@ -285,6 +323,15 @@ class Computations:
         if self.multitask is None:
             raise ValueError("predict_clip needs a fine-tuned model (a bin/finetune run)")
         clip = tf.convert_to_tensor(clip_enrichment, tf.float32)
+        width = self.multitask.embedding_dim
+        with tf.control_dependencies([
+            tf.debugging.assert_equal(
+                tf.shape(clip)[-1], width,
+                message=f"clip_enrichment: [batch, {width}] is needed (the model's "
+                "enrichment width)",
+            ),
+        ]):  # fmt: skip
+            clip = tf.debugging.check_numerics(clip, "clip_enrichment: NaN or infinity")
         return {
             task["name"]: tf.cast(
                 self.multitask.get_layer(f"head_{task['name']}")(clip), tf.float32

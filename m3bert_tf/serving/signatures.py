@@ -177,9 +177,14 @@ def by_name(name: str) -> Signature:
     raise KeyError(f"no signature {name!r}; the table has {[s.name for s in SIGNATURES]}")
 
 
-def feed(signature: str, values) -> dict:
+def feed(signature: str, values, enrichment_dim=None) -> dict:
     """{input name: tf tensor} of `values` (numpy arrays, in the kind's order)
-    for the signature called `signature`."""
+    for the signature called `signature`.
+
+    Raises:
+      ValueError: a value of another rank or fixed width than its input's
+        (named, with the shape it needs), as TF Serving refuses it.
+    """
     import tensorflow as tf
 
     items = INPUT_KINDS[by_name(signature).inputs].inputs
@@ -187,6 +192,16 @@ def feed(signature: str, values) -> dict:
         raise TypeError(
             f"{signature} takes {[i.name for i in items]}, got {len(values)} values"
         )
+    for item, value in zip(items, values, strict=True):
+        need = [enrichment_dim if d == ENRICHMENT else d for d in item.shape]
+        got = np.shape(value)
+        if len(got) != len(need) or any(
+            n and g != n for g, n in zip(got, need, strict=True)
+        ):
+            wanted = ", ".join(
+                "batch" if i == 0 else str(n or "any") for i, n in enumerate(need)
+            )
+            raise ValueError(f"{item.name}: [{wanted}] is needed, got shape {list(got)}")
     return {
         item.name: tf.constant(value, item.dtype)
         for item, value in zip(items, values, strict=True)

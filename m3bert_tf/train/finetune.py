@@ -147,12 +147,16 @@ def _finetune(config, run, inputs, max_frames, all_specs, counts, flags_text, lo
 
     best = tf.Variable(-np.inf, dtype=tf.float64, name="best_score")
     bad_evals = tf.Variable(0, dtype=tf.int64, name="evaluations_without_improvement")
+    # The tasks the heads are built for, resolved from the data: a resume on
+    # data of other tasks is refused naming them (its checkpoints hold other
+    # heads); a run of 0.2 and before stored none and is taken as these.
+    stored_config = {**dataclasses.asdict(config), "task_names": list(names)}
     session = open_session(
-        "finetune", run, dataclasses.asdict(config), flags_text, FINETUNE_MAY_CHANGE,
+        "finetune", run, stored_config, flags_text, FINETUNE_MAY_CHANGE,
         {"model": trainer.model, "optimizer": trainer.optimizer, "log_vars": trainer.log_vars,
          "best": best, "bad_evals": bad_evals, "random": random_states(trainer.model)},
         make_stream, lambda: int(trainer.optimizer.iterations.numpy()),
-        lambda msg: log(f"finetune: {msg}"),
+        lambda msg: log(f"finetune: {msg}"), added={"task_names": list(names)},
     )  # fmt: skip
     run.write_json(runs.INPUT_SPEC_NAME, inputs)
     best_path = run.file(runs.BEST_WEIGHTS_NAME)
