@@ -54,6 +54,7 @@ test-tfio: $(TFIO_STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[test,bench]"
 	$(BIN)/python benchmarks/extract_bench.py --output=benchmarks/results/extract.json
+	$(BIN)/python benchmarks/resume_bench.py --output=benchmarks/results/resume.json
 	$(BIN)/python benchmarks/pretrain_bench.py --output=benchmarks/results/pretrain.json
 	$(BIN)/python benchmarks/finetune_bench.py --output=benchmarks/results/finetune.json
 	$(BIN)/python benchmarks/embed_bench.py --output=benchmarks/results/embed.json
