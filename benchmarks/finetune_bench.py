@@ -21,8 +21,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +28,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from machine import cpu_name  # noqa: E402
+
 from m3bert_tf.io import logs  # noqa: E402
 
 logs.quiet_tensorflow_import()  # TensorFlow 2.21 prints its import lines before reading the level
@@ -38,15 +38,6 @@ CONFIGS = {
     "tiny": dict(num_layers=2, hidden_dim=64, num_heads=2, ffn_dim=128),
     "small": dict(num_layers=4, hidden_dim=768, num_heads=12, ffn_dim=3072),
 }
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))  # fmt: skip
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def labeled_clips(directory: str, clips: int) -> str:

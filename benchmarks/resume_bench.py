@@ -15,8 +15,6 @@ per byte, extraction per second of audio).
 
 import argparse
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,7 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 import soundfile  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 from m3bert_tf import extract  # noqa: E402
 from m3bert_tf.io import storage  # noqa: E402
@@ -39,15 +38,6 @@ def write_clip(path: str, seconds: float, seed: int, rate: int = 44100) -> None:
     for f0 in rng.uniform(110, 880, 6):
         y += 0.1 * np.sin(2 * np.pi * f0 * t) * np.exp(-(t % 0.5) * 4)
     soundfile.write(path, (y / np.abs(y).max() * 0.8).astype(np.float32), rate, "PCM_16")
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))  # fmt: skip
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def main() -> None:
