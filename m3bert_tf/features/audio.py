@@ -15,24 +15,6 @@ from m3bert_tf import schema
 SILENCE_PEAK = 1e-4
 
 
-# Sample rates a waveform handed over in memory may have: below 1 kHz a
-# rate is a mistake (kHz given for Hz: 44.1), and resampling it to 44.1 kHz
-# would multiply its samples by up to 44 100.
-MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000
-
-
-def check_sample_rate(sample_rate, name: str = "waveform") -> int:
-    """`sample_rate` as an int Hz, refused (ValueError naming `name`) outside
-    1 kHz-384 kHz or when not a whole number, before anything is allocated."""
-    rate = float(sample_rate)
-    if not (MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE) or rate != int(rate):
-        raise ValueError(
-            f"{name}: sample_rate={sample_rate!r} Hz; a whole number of Hz from "
-            f"{MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} is needed (44100, not 44.1)"
-        )
-    return int(rate)
-
-
 class AudioError(ValueError):
     """A file that cannot be used: unreadable, empty, silent or too short.
 

@@ -99,7 +99,7 @@ def waveform_samples(
     waveform: np.ndarray, sample_rate: int, block_samples: int = BLOCK_FRAMES * HOP
 ) -> Iterator[np.ndarray]:
     """A [num_samples] waveform at `sample_rate` Hz as 44.1 kHz pieces."""
-    sample_rate = audio_lib.check_sample_rate(sample_rate)
+    sample_rate = schema.check_sample_rate(sample_rate)
     waveform = np.asarray(waveform, dtype=np.float32)
     if waveform.ndim != 1:
         raise ValueError(

@@ -124,9 +124,7 @@ class Model:
         """`ModelInputs` of a mono waveform at any rate, by the TensorFlow front
         end: at most `MAX_FRONTEND_SECONDS` (refused before anything is
         resampled or allocated; the librosa front end takes any length)."""
-        from m3bert_tf.features import audio
-
-        sample_rate = audio.check_sample_rate(sample_rate, name)
+        sample_rate = schema.check_sample_rate(sample_rate, name)
         y = np.asarray(waveform, np.float32)
         if y.ndim != 1 or not len(y):
             raise ValueError(f"{name}: a mono waveform [samples] is needed, got {y.shape}")
