@@ -25,6 +25,10 @@ def either_line(package: str) -> str:
 # bin/extract --runner=beam: its protobuf range meets both lines' (checked by
 # `pip check` in tests/test_beam.py).
 BEAM = ["apache-beam[tfrecord]==2.77.0"]
+# The LiteRT runtime for m3bert_tf.load("model.tflite") (serving/litert.py;
+# bin/export --litert converts with TensorFlow's own converter). Its numpy,
+# protobuf and ml_dtypes ranges admit the default line's; it moves no pin.
+LITERT = ["ai-edge-litert==2.3.0"]
 
 setup(
     name="m3bert_tf",
@@ -86,10 +90,12 @@ setup(
             "hearvalidator==2021.0.2",
             "torch==2.13.0",
             *BEAM,
+            *LITERT,
         ],  # fmt: skip
         # benchmarks/pretrain_bench.py's PyTorch twin (the CPU wheel).
         "bench": ["torch==2.13.0"],
         "beam": BEAM,
+        "litert": LITERT,
         # The tensorflow-io line: storage.py loads it for s3://, hdfs:// and az://
         # URLs. It selects TensorFlow 2.17.1 and that line's set (the core
         # requirements admit it; `pip check` is clean); Python 3.10-3.12.

@@ -24,9 +24,14 @@ def _noise(seconds, seed=0):
     return (0.1 * rng.standard_normal(int(seconds * schema.SAMPLE_RATE))).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def fronts():
-    return FrontEnd(normalization="none"), FrontEnd(normalization="track")
+@pytest.fixture(scope="module", params=[False, True], ids=["tf", "builtin_ops"])
+def fronts(request):
+    """The front end, and its LiteRT form (`builtin_ops`: real CQT kernels,
+    the DCT as a matrix, float32 CMVN) held to the same bounds."""
+    return (
+        FrontEnd(normalization="none", builtin_ops=request.param),
+        FrontEnd(normalization="track", builtin_ops=request.param),
+    )
 
 
 @pytest.mark.parametrize("seconds", [1.0, 10.0, 30.0, 95.0])

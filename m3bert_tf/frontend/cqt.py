@@ -38,7 +38,8 @@ class TFConstantQ:
     centered framing of the features).
     """
 
-    def __init__(self, reference):
+    def __init__(self, reference, builtin_ops: bool = False):
+        self.builtin_ops = builtin_ops
         self.n_bins = reference.n_bins
         self.hop_length = reference.hop_length
         self.early_halvings = int(np.log2(reference.early_factor))
@@ -47,8 +48,11 @@ class TFConstantQ:
         self.lowpass = tf.constant(half_band_filter()[:, None, None])  # [taps, 1, 1]
         self.octaves = []  # (hop, n_fft, [n_fft // 2 + 1, filters] complex64 kernels, halve)
         for hop, n_fft, fft_basis, halve in reference.octaves:
-            kernels = np.asarray(fft_basis, np.complex64).T
-            self.octaves.append((hop, n_fft, tf.constant(kernels), halve))
+            kernels = np.asarray(fft_basis, np.complex128).T
+            if builtin_ops:  # real time-domain kernels: no complex tensor at all
+                kernels = time_domain_kernels(kernels, n_fft)
+            self.octaves.append((hop, n_fft, tf.constant(kernels.astype(
+                np.float32 if builtin_ops else np.complex64)), halve))  # fmt: skip
         self.inverse_sqrt_lengths = tf.constant(
             (1.0 / reference.sqrt_lengths[:, 0]).astype(np.float32)
         )
@@ -58,8 +62,8 @@ class TFConstantQ:
         lowpass, every second sample, x sqrt(2); a row ends where its signal
         ends (the filter's tail is cut, as librosa's resample cuts it)."""
         pad = (HALF_BAND_TAPS - 1) // 2
-        x = tf.pad(y, [[0, 0], [pad, pad]])[:, :, None]
-        out = tf.nn.conv1d(x, self.lowpass, stride=2, padding="VALID")[:, :, 0]
+        x = tf.expand_dims(tf.pad(y, [[0, 0], [pad, pad]]), -1)
+        out = tf.squeeze(tf.nn.conv1d(x, self.lowpass, stride=2, padding="VALID"), -1)
         lengths = (lengths + 1) // 2
         real = tf.sequence_mask(lengths, tf.shape(out)[1])
         return tf.where(real, out * np.float32(np.sqrt(2.0)), 0.0), lengths
@@ -73,11 +77,30 @@ class TFConstantQ:
         responses = []
         for hop, n_fft, kernels, halve in self.octaves:
             padded = tf.pad(y, [[0, 0], [n_fft // 2, n_fft // 2]])
-            spectrum = tf.signal.rfft(tf.signal.frame(padded, n_fft, hop), [n_fft])
-            responses.append(tf.matmul(spectrum[:, :frames], kernels))  # [B, T_o, filters]
+            framed = tf.signal.frame(padded, n_fft, hop)[:, :frames]
+            if self.builtin_ops:  # [B, T_o, 2 filters]: real and imaginary parts
+                both = tf.matmul(framed, kernels)
+                real, imag = tf.split(both, 2, axis=-1)
+                responses.append(tf.sqrt(real * real + imag * imag))
+            else:
+                spectrum = tf.signal.rfft(framed, [n_fft])
+                responses.append(tf.abs(tf.matmul(spectrum, kernels)))  # [B, T_o, filters]
             if halve:
                 y, lengths = self.halve(y, lengths)
         # Octaves come top-down; bins go bottom-up, each trimmed to the frames.
         bins = tf.concat(responses[::-1], axis=-1)
         bins = bins[:, :, bins.shape[-1] - self.n_bins :]
-        return tf.abs(bins) * self.inverse_sqrt_lengths
+        return bins * self.inverse_sqrt_lengths
+
+
+def time_domain_kernels(kernels: np.ndarray, n_fft: int) -> np.ndarray:
+    """[n_fft // 2 + 1, F] complex FFT kernels -> [n_fft, 2F] real ones, [real
+    | imaginary]: frames @ them = rfft(frames) @ kernels (the DFT is linear),
+    so the CQT needs no complex tensor (LiteRT's builtin operators)."""
+    n = np.arange(n_fft)[:, None]
+    k = np.arange(n_fft // 2 + 1)[None, :]
+    angle = 2 * np.pi * n * k / n_fft
+    cos, sin = np.cos(angle), np.sin(angle)  # rfft: x @ cos - i x @ sin
+    real = cos @ kernels.real + sin @ kernels.imag
+    imag = cos @ kernels.imag - sin @ kernels.real
+    return np.concatenate([real, imag], axis=1)

@@ -17,6 +17,7 @@ step, batched, on zero-padded rows with their lengths:
 """
 
 import numpy as np
+import scipy.fft
 import tensorflow as tf
 
 from m3bert_tf import schema
@@ -39,8 +40,9 @@ class FrontEnd(tf.Module):
     """
 
     def __init__(self, config=reference.FeatureConfig(), normalization="track", stats=None,
-                 input_rate: int = schema.SAMPLE_RATE):  # fmt: skip
+                 input_rate: int = schema.SAMPLE_RATE, builtin_ops: bool = False):  # fmt: skip
         super().__init__(name="frontend")
+        self.builtin_ops = builtin_ops
         self.input_rate = int(input_rate)
         self.resample = Resampler(self.input_rate)
         if not config.variant.tf_frontend:
@@ -55,7 +57,12 @@ class FrontEnd(tf.Module):
         self.window = tf.constant(librosa_side.window)  # periodic Hamming, [2048]
         self.mel_basis = tf.constant(librosa_side.mel_basis.T.astype(np.float32))
         self.chroma_basis = tf.constant(librosa_side.chroma_basis.T.astype(np.float32))
-        self.cqt = TFConstantQ(librosa_side.cqt)
+        self.cqt = TFConstantQ(librosa_side.cqt, builtin_ops)
+        # DCT-II (orthonormal) as a [128, 20] matrix: tf.signal.dct is complex inside.
+        self.dct = tf.constant(
+            scipy.fft.dct(np.eye(reference.N_MELS), type=2, norm="ortho")[:, : reference.N_MFCC]
+            .astype(np.float32)
+        )  # fmt: skip
         self.delta = tf.constant(
             reference.delta_weights().astype(np.float32)[:, None, None]
         )
@@ -71,7 +78,7 @@ class FrontEnd(tf.Module):
             padded, schema.N_FFT, schema.HOP_LENGTH, schema.N_FFT,
             window_fn=lambda n, dtype: self.window,
         )  # fmt: skip
-        return tf.math.real(stft) ** 2 + tf.math.imag(stft) ** 2
+        return tf.square(tf.math.real(stft)) + tf.square(tf.math.imag(stft))
 
     def _delta(self, mfcc, frame_lengths):
         """[B, T, 20] -> its delta over time, width 9, of each row's real
@@ -81,10 +88,10 @@ class FrontEnd(tf.Module):
         half = reference.DELTA_WIDTH // 2
         b, t, c = tf.shape(mfcc)[0], tf.shape(mfcc)[1], mfcc.shape[-1]
         x = tf.reshape(tf.transpose(mfcc, [0, 2, 1]), [-1, t, 1])  # [B*C, T, 1]
-        inner = tf.nn.conv1d(x, self.delta, 1, "VALID")[:, :, 0]  # frame i + 4 at i
+        inner = tf.squeeze(tf.nn.conv1d(x, self.delta, 1, "VALID"), -1)  # frame i + 4 at i
         inner = tf.transpose(tf.reshape(inner, [b, c, t - 2 * half]), [0, 2, 1])
-        last = tf.maximum(frame_lengths - 2 * half - 1, 0)[:, None]  # [B, 1]
-        index = tf.minimum(tf.maximum(tf.range(t)[None, :] - half, 0), last)  # [B, T]
+        last = tf.expand_dims(tf.maximum(frame_lengths - 2 * half - 1, 0), -1)  # [B, 1]
+        index = tf.minimum(tf.maximum(tf.expand_dims(tf.range(t), 0) - half, 0), last)
         return tf.gather(inner, index, batch_dims=1)
 
     def raw(self, waveform, lengths):
@@ -100,11 +107,15 @@ class FrontEnd(tf.Module):
         chroma = tf.where(peak > tiny, chroma / tf.maximum(peak, tiny), chroma)
         mel_power = tf.matmul(power, self.mel_basis)
         mel_db = 10.0 * tf.math.log(tf.maximum(mel_power, 1e-10)) / np.log(10.0)
+        real3 = tf.expand_dims(real, -1)  # [B, T, 1] (no new-axis slice: LiteRT)
         loudest = tf.reduce_max(
-            tf.where(real[:, :, None], mel_db, -np.inf), axis=[1, 2], keepdims=True
+            tf.where(real3, mel_db, -np.inf), axis=[1, 2], keepdims=True
         )
         mel_db = tf.maximum(mel_db, loudest - reference.TOP_DB)
-        mfcc = tf.signal.dct(mel_db, type=2, norm="ortho")[:, :, : reference.N_MFCC]
+        if self.builtin_ops:
+            mfcc = tf.matmul(mel_db, self.dct)
+        else:
+            mfcc = tf.signal.dct(mel_db, type=2, norm="ortho")[:, :, : reference.N_MFCC]
         cqt = self.cqt(waveform, lengths)[:, :t]
         features = tf.concat(
             [
@@ -113,13 +124,13 @@ class FrontEnd(tf.Module):
             ],
             axis=-1,
         )  # fmt: skip
-        features = tf.where(real[:, :, None], features, 0.0)
+        features = tf.where(real3, features, 0.0)
         return features, frame_lengths
 
     def __call__(self, waveform, lengths):
         """([B, T, 324] model inputs, normalized as configured, [B] frame lengths)."""
         features, frame_lengths = self.raw(waveform, lengths)
-        real = tf.sequence_mask(frame_lengths, tf.shape(features)[1])[:, :, None]
+        real = tf.expand_dims(tf.sequence_mask(frame_lengths, tf.shape(features)[1]), -1)
         inputs = model_inputs(
             self.normalization, features, lambda: self._cmvn(features, frame_lengths, real),
             self.scale,
@@ -127,13 +138,15 @@ class FrontEnd(tf.Module):
         return tf.where(real, inputs, 0.0), frame_lengths
 
     def _cmvn(self, features, frame_lengths, real):
-        """[B, T, 324] per-row CMVN over the real frames (float64 sums), as
-        extraction normalizes a track; flat channels and padding are 0."""
-        x = tf.cast(features, tf.float64)
-        count = tf.cast(frame_lengths, tf.float64)[:, None, None]
-        weights = tf.cast(real, tf.float64)
+        """[B, T, 324] per-row CMVN over the real frames (float64 sums, as
+        extraction normalizes a track; float32 with `builtin_ops`: LiteRT has
+        no float64 arithmetic); flat channels and padding are 0."""
+        dtype = tf.float32 if self.builtin_ops else tf.float64
+        x = tf.cast(features, dtype)
+        count = tf.reshape(tf.cast(frame_lengths, dtype), [-1, 1, 1])
+        weights = tf.cast(real, dtype)
         mean = tf.reduce_sum(x * weights, 1, keepdims=True) / count
-        var = tf.reduce_sum(((x - mean) * weights) ** 2, 1, keepdims=True) / count
+        var = tf.reduce_sum(tf.square((x - mean) * weights), 1, keepdims=True) / count
         std = tf.sqrt(var)
         flat = std < reference.CMVN_MIN_STD
         out = (x - mean) / tf.maximum(std, reference.CMVN_MIN_STD)

@@ -70,7 +70,7 @@ class Resampler:
         needed = (blocks - 1) * down + self.width  # input samples the last block reads
         right = tf.maximum(needed - self.pad_left - samples, 0)
         x = tf.pad(waveform, [[0, 0], [self.pad_left, 0]])
-        x = tf.pad(x, [[0, 0], [0, right]])[:, :, None]
+        x = tf.expand_dims(tf.pad(x, [[0, 0], [0, right]]), -1)  # no new-axis slice: LiteRT
         out = tf.nn.conv1d(x, self.kernel, stride=down, padding="VALID")[:, :blocks]
         out = tf.reshape(out, [tf.shape(waveform)[0], -1])[:, :out_samples]
         out_lengths = (lengths * up + down - 1) // down

@@ -53,12 +53,17 @@ def dot_product_attention(query, key, value, padding_mask, dropout, training):
         widths = [[0, 0], [0, 0], [0, pad], [0, 0]]
         key, value = ops.pad(key, widths), ops.pad(value, widths)
         real = ops.arange(frames + pad) < frames
-        keys = real[None, :] if keys is None else ops.pad(keys, [[0, 0], [0, pad]])
+        keys = (
+            ops.expand_dims(real, 0) if keys is None else ops.pad(keys, [[0, 0], [0, pad]])
+        )
     query = query * ops.cast(1.0 / math.sqrt(depth), dtype)
     scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))  # [B, A, T, K]
     if keys is not None:
         large = -3e4 if dtype == "float16" else -1e9
-        scores = scores + ops.cast(ops.where(keys[:, None, None, :], 0.0, large), dtype)
+        # [B, 1, 1, K] by reshape, not [:, None, None]: new-axis slices are not
+        # LiteRT builtins (serving/litert.py converts this graph).
+        keys = ops.expand_dims(ops.expand_dims(keys, 1), 1)
+        scores = scores + ops.cast(ops.where(keys, 0.0, large), dtype)
     probabilities = ops.softmax(scores, axis=-1)
     if training and dropout.rate > 0:
         if isinstance(probabilities.shape[-1], int):  # K static, so even

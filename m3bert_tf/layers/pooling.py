@@ -9,6 +9,6 @@ class MaskedMeanPooling(keras.layers.Layer):
     """([B, T, E], padding_mask [B, T] bool) -> [B, E]: the mean over real frames."""
 
     def call(self, sequence, padding_mask):
-        weights = ops.cast(padding_mask, sequence.dtype)[:, :, None]
+        weights = ops.expand_dims(ops.cast(padding_mask, sequence.dtype), -1)
         total = ops.sum(sequence * weights, axis=1)
         return total / ops.maximum(ops.sum(weights, axis=1), 1.0)

@@ -19,16 +19,16 @@ class SinusoidalPositionEncoding(keras.layers.Layer):
 
     def call(self, inputs):
         length, hidden = ops.shape(inputs)[1], ops.shape(inputs)[2]
-        positions = ops.cast(ops.arange(length), "float32")[:, None]
+        positions = ops.expand_dims(ops.cast(ops.arange(length), "float32"), -1)
         dims = ops.cast(ops.arange(hidden), "float32")
         # Pairs of channels share a frequency: sin on even, cos on odd.
         rates = ops.power(
             self.max_wavelength, -2.0 * ops.floor(dims / 2.0) / ops.cast(hidden, "float32")
         )
-        angles = positions * rates[None, :]
+        angles = positions * ops.expand_dims(rates, 0)
         even = ops.equal(ops.mod(ops.arange(hidden), 2), 0)
-        encoding = ops.where(even[None, :], ops.sin(angles), ops.cos(angles))
-        return inputs + ops.cast(encoding, inputs.dtype)[None, :, :]
+        encoding = ops.where(ops.expand_dims(even, 0), ops.sin(angles), ops.cos(angles))
+        return inputs + ops.expand_dims(ops.cast(encoding, inputs.dtype), 0)
 
     def get_config(self):
         return {**super().get_config(), "max_wavelength": self.max_wavelength}

@@ -115,6 +115,8 @@ def model_digest(path: str) -> str:
     run_dir, step = at_step(path)
     if step is not None:
         return storage.sha256(snapshot_path(run_dir, step))[:16]
+    if str(path).endswith(".tflite"):  # an export's LiteRT file: its own bytes
+        return storage.sha256(path)[:16]
     h, found = hashlib.sha256(), False
     for pattern in (ENCODER_NAME, MULTITASK_NAME, SAVED_MODEL_NAME, "variables/*"):
         for f in sorted(storage.glob(os.path.join(path, pattern))):

@@ -399,6 +399,14 @@ def load(path: str, frontend: str = "auto") -> Model:
         info = export.export_info(run_dir, "pretrained", backend.computations)
         info |= {"step": step, "model_digest": runs.model_digest(path)}
         return Model(backend, info, path, frontend)
+    if str(path).endswith(".tflite"):  # an export's LiteRT file, export.json beside it
+        from m3bert_tf.serving.litert import LiteRTBackend
+
+        if not storage.exists(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        info = runs.read_export_info(os.path.dirname(path) or ".")
+        info = {**info, "model_digest": runs.model_digest(path)}
+        return Model(LiteRTBackend(path, info), info, path, frontend)
     if not storage.isdir(path):
         raise FileNotFoundError(f"{path}: no such directory (an export or a run directory)")
     if runs.is_export(path):

@@ -141,6 +141,8 @@ def model_feature_config(path: str):
     model loads."""
     from m3bert_tf.features.config import FeatureConfig
 
+    if str(path).endswith(".tflite"):  # export.json beside it
+        path = os.path.dirname(path) or "."
     if runs.is_export(path):
         info = runs.read_export_info(path)
         return FeatureConfig.from_spec(info["input_spec"].get("feature_spec"))

@@ -143,6 +143,30 @@ def write_savedmodel(computations, path: str) -> None:
     archive.write_out(path, verbose=False)
 
 
+def write_litert_files(model, input_spec: dict, input_sample_rate: int, directory: str,
+                       log=print) -> dict:  # fmt: skip
+    """The LiteRT files of `model` in `directory` (`litert.write_litert`), from
+    its computations in LiteRT's builtin operators (`builtin_ops`: the front
+    end's LiteRT form), written as a SavedModel in a directory of their own."""
+    import shutil
+    import tempfile
+
+    from m3bert_tf.serving import litert
+    from m3bert_tf.serving.graph import Computations
+
+    computations = Computations(model, input_spec, input_sample_rate, builtin_ops=True)
+    keys = [
+        s.name for s in signatures.available(computations)
+        if s.name in litert.LITERT_SIGNATURES
+    ]  # fmt: skip
+    staging = tempfile.mkdtemp(prefix="m3bert-litert-")
+    try:
+        write_savedmodel(computations, os.path.join(staging, "saved"))
+        return litert.write_litert(os.path.join(staging, "saved"), keys, directory, log)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
     """What `bin/export` exports (`export_run`'s arguments).
@@ -153,22 +177,27 @@ class ExportConfig:
       version: the version number; default: one more than the largest there.
       input_sample_rate: Hz of the audio the waveform signatures take
         (resampled in the graph).
+      litert: also write model.tflite (and its float16 and int8 variants)
+        into the version directory: LiteRT, builtin operators only, the
+        front end included (`serving/litert.py`).
     """
 
     model_dir: str
     export_dir: str
     version: int | None = None
     input_sample_rate: int = schema.SAMPLE_RATE
+    litert: bool = False
 
 
 def export_run(
     model_dir: str, export_base: str, version: int | None = None, log=print,
-    input_sample_rate: int = schema.SAMPLE_RATE,
+    input_sample_rate: int = schema.SAMPLE_RATE, litert: bool = False,
 ) -> str:  # fmt: skip
     """Exports a finished bin/pretrain or bin/finetune run; returns `<base>/<N>`.
 
     `input_sample_rate`: Hz of the waveforms the waveform signatures take
-    (resampled to 44.1 kHz inside the graph when other).
+    (resampled to 44.1 kHz inside the graph when other). `litert`: also
+    `<base>/<N>/model*.tflite` (`litert.write_litert`).
 
     Raises:
       ExportError: `version` exists already, or `model_dir` is no finished run.
@@ -197,11 +226,12 @@ def export_run(
     # One export at a time into a base: a second one waits, then takes the next version.
     with locks.DirectoryLock(export_base, "export_dir", log, wait=True):
         return _export_locked(
-            model_dir, export_base, version, log, model, kind, computations
+            model_dir, export_base, version, log, model, kind, computations, litert
         )
 
 
-def _export_locked(model_dir, export_base, version, log, model, kind, computations) -> str:
+def _export_locked(model_dir, export_base, version, log, model, kind, computations,
+                   litert=False) -> str:  # fmt: skip
     import tensorflow as tf
 
     from m3bert_tf.data.windows import default_window_frames
@@ -231,6 +261,11 @@ def _export_locked(model_dir, export_base, version, log, model, kind, computatio
             for record in warmup_requests(computations, frames):
                 writer.write(record.SerializeToString())
         storage.write_json(os.path.join(temporary, LABELS_NAME), labels)
+        if litert:
+            info["litert"] = write_litert_files(
+                model, runs.read_input_spec(model_dir), computations.input_sample_rate,
+                temporary, log,
+            )  # fmt: skip
         storage.write_json(os.path.join(temporary, EXPORT_INFO_NAME), info)
         # A version that appeared meanwhile (a non-empty directory) is not
         # replaced on a local disk: rename(2) fails on it.

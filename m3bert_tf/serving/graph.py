@@ -121,7 +121,7 @@ def _checked(values, lengths, name: str, unit: str, most: int, least: int = 1,
     with tf.control_dependencies(checks):
         mask = tf.sequence_mask(lengths, width)
         while len(mask.shape) < len(values.shape):
-            mask = mask[..., None]
+            mask = tf.expand_dims(mask, -1)
         values = tf.where(mask, values, tf.zeros_like(values))
         values = tf.debugging.check_numerics(
             values, f"{name}: NaN or infinity in a real {unit[:-1]}"
@@ -152,10 +152,11 @@ def float32_copy(model: keras.Model) -> keras.Model:
     return copy
 
 
-def frontend_for(input_spec: dict, input_rate: int = 44100):
+def frontend_for(input_spec: dict, input_rate: int = 44100, builtin_ops: bool = False):
     """The `frontend.FrontEnd` computing a model's inputs from audio as its
     training data was extracted and normalized, or None where the front end
-    cannot (a feature set without `FeatureSet.tf_frontend`)."""
+    cannot (a feature set without `FeatureSet.tf_frontend`); `builtin_ops`:
+    its LiteRT form (`FrontEnd`)."""
     from m3bert_tf.features.frames import FeatureConfig
     from m3bert_tf.frontend import FrontEnd
 
@@ -163,7 +164,11 @@ def frontend_for(input_spec: dict, input_rate: int = 44100):
     if not config.variant.tf_frontend:
         return None
     return FrontEnd(
-        config, input_spec["normalization"], input_spec.get("stats"), input_rate
+        config,
+        input_spec["normalization"],
+        input_spec.get("stats"),
+        input_rate,
+        builtin_ops,
     )
 
 
@@ -179,13 +184,14 @@ class Computations:
     """
 
     def __init__(self, model: keras.Model, input_spec: dict | None = None,
-                 input_sample_rate: int = 44100):  # fmt: skip
+                 input_sample_rate: int = 44100, builtin_ops: bool = False):  # fmt: skip
         model = float32_copy(model)
         # The TensorFlow front end (raw audio in at `input_sample_rate`) where
-        # the model's features are ones it computes: the "paper" feature set.
+        # the model's features are ones it computes: the "paper" feature set;
+        # `builtin_ops`: in LiteRT's builtin operators (`serving/litert.py`).
         self.input_sample_rate = int(input_sample_rate)
         self.frontend = (
-            frontend_for(input_spec, self.input_sample_rate)
+            frontend_for(input_spec, self.input_sample_rate, builtin_ops)
             if input_spec is not None
             else None
         )
@@ -221,13 +227,13 @@ class Computations:
             {"features": features, "padding_mask": padding_mask}, training=False
         )
         mask = out["padding_mask"]
-        keep = tf.cast(mask, tf.float32)[:, :, None]
+        keep = tf.expand_dims(tf.cast(mask, tf.float32), -1)
         layers = [tf.cast(x, tf.float32) * keep for x in out["layers"]]
         return layers, mask, tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
 
     def _enrich(self, last, mask):
         frames = self.multitask.get_layer("enrichment")(last)
-        frames = frames * tf.cast(mask, frames.dtype)[:, :, None]
+        frames = frames * tf.expand_dims(tf.cast(mask, frames.dtype), -1)
         return frames, self._pooling(frames, mask)
 
     def embed(self, features, lengths) -> dict:

@@ -179,19 +179,29 @@ def by_name(name: str) -> Signature:
 
 def feed(signature: str, values, enrichment_dim=None) -> dict:
     """{input name: tf tensor} of `values` (numpy arrays, in the kind's order)
-    for the signature called `signature`.
+    for the signature called `signature`, checked by `checked_values`."""
+    import tensorflow as tf
+
+    return {
+        name: tf.constant(value)
+        for name, value in checked_values(signature, values, enrichment_dim).items()
+    }
+
+
+def checked_values(signature: str, values, enrichment_dim=None) -> dict:
+    """{input name: numpy array of the input's dtype} of `values` (in the
+    kind's order) for the signature called `signature`.
 
     Raises:
       ValueError: a value of another rank or fixed width than its input's
         (named, with the shape it needs), as TF Serving refuses it.
     """
-    import tensorflow as tf
-
     items = INPUT_KINDS[by_name(signature).inputs].inputs
     if len(values) != len(items):
         raise TypeError(
             f"{signature} takes {[i.name for i in items]}, got {len(values)} values"
         )
+    out = {}
     for item, value in zip(items, values, strict=True):
         need = [enrichment_dim if d == ENRICHMENT else d for d in item.shape]
         got = np.shape(value)
@@ -202,10 +212,11 @@ def feed(signature: str, values, enrichment_dim=None) -> dict:
                 "batch" if i == 0 else str(n or "any") for i, n in enumerate(need)
             )
             raise ValueError(f"{item.name}: [{wanted}] is needed, got shape {list(got)}")
-    return {
-        item.name: tf.constant(value, item.dtype)
-        for item, value in zip(items, values, strict=True)
-    }
+        given = np.asarray(value)
+        if item.dtype.startswith("int") and given.dtype.kind not in "iu":
+            raise ValueError(f"{item.name}: {item.dtype} is needed, got {given.dtype}")
+        out[item.name] = given.astype(object if item.dtype == "string" else item.dtype)
+    return out
 
 
 def warmup_example(
