@@ -164,3 +164,50 @@ print(out["clip_embedding"].shape, out["frame_embeddings"].shape)
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split("\n")[0] == "(1, 16) (1, 100, 16)"
+
+
+def test_the_quantized_variants_score_cost_is_measured(lite, tmp_path):
+    """Clip embeddings of labeled clips by float32 and int8, probed and
+    paired as bin/evaluate pairs any two sets: the cost is measured and
+    printed, not asserted (benchmarks/litert_bench.py measures it on the
+    demo corpus)."""
+    from conftest import extract_labeled
+
+    from m3bert_tf import datasets
+    from m3bert_tf.evaluate import job
+
+    path, _ = lite
+    rows = [
+        (f"g{i}", ("train", "valid", "test")[i % 3], "genre", "ab"[i % 2])
+        for i in range(18)
+    ]
+    data = extract_labeled(tmp_path, rows)
+    tracks = datasets.find_tracks(str(tmp_path / "labels.csv")).tracks
+    embeddings = []
+    for variant in ("float32", "int8"):
+        model = m3bert_tf.load(os.path.join(path, litert.VARIANTS[variant]))
+        directory = tmp_path / variant
+        directory.mkdir()
+        for track in tracks:
+            out = model.embed_file(track.path)
+            np.savez(
+                directory / f"{track.track_id}.npz", clip_embedding=out["clip_embedding"]
+            )
+        embeddings.append(f"{variant}={directory}")
+    result = job.run_evaluate(
+        job.EvaluateConfig(
+            data=data, output_dir=str(tmp_path / "eval"), baselines=("mfcc",),
+            embeddings=tuple(embeddings), probes=("linear",), seeds=1, epochs=5,
+            added_value=False,
+        ),
+        log=lambda m: None,
+    )  # fmt: skip
+    (pair,) = [
+        c
+        for c in result["tasks"]["genre"]["comparisons"]
+        if {c["a"], c["b"]} == {"float32", "int8"}
+    ]
+    assert np.isfinite(pair["difference"]) and len(pair["interval"]) == 2
+    print(
+        f"\nint8 against float32 (genre, {pair['a']} - {pair['b']}): {pair['difference']:+.3f}"
+    )

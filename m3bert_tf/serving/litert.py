@@ -21,9 +21,12 @@ beside the files.
 
 Variants (`VARIANTS`): float32; float16 weights (half the size, computed in
 float32); dynamic-range int8 (weights int8, a quarter of the size,
-activations quantized per call). Full-integer int8 is not written: it needs
-a representative dataset per model and quantizes the attention's softmax and
-the layer norms, which a quality table would have to justify first.
+activations quantized per call). Full-integer int8 (TFLITE_BUILTINS_INT8
+with a representative dataset) is not written: it converts for the
+features-in signatures, but its fixed activation ranges do not hold over the
+dynamic time axis (2026-12-07, tiny model calibrated on 64-frame crops:
+clip embeddings at cosine 0.999 to float32's at 64 frames, 0.89 at 7 and
+0.55 at 300), and the front end's FFT and logarithms do not quantize.
 """
 
 import os
