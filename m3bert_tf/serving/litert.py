@@ -34,6 +34,7 @@ import os
 import numpy as np
 
 from m3bert_tf import schema
+from m3bert_tf.io import storage
 from m3bert_tf.serving.backends import _Backend
 from m3bert_tf.serving.graph import (
     MAX_FRAMES,
@@ -61,8 +62,6 @@ def write_litert(saved_dir: str, keys: list, directory: str, log=print) -> dict:
     Raises:
       ValueError: an operator is not a LiteRT builtin (the converter names it).
     """
-    from m3bert_tf.io import storage
-
     files = {}
     for variant, name in VARIANTS.items():
         blob = _convert(saved_dir, keys, variant, directory)
@@ -97,7 +96,7 @@ def op_names(path: str) -> set[str]:
     its code ("FlexMatMul" for a TensorFlow one)."""
     from ai_edge_litert import schema_py_generated as schema_fb
 
-    with open(path, "rb") as f:
+    with storage.open(path, "rb") as f:
         model = schema_fb.Model.GetRootAs(f.read(), 0)
     names = {
         v: k for k, v in vars(schema_fb.BuiltinOperator).items() if not k.startswith("_")
@@ -119,7 +118,11 @@ def _interpreter(path: str):
             f"{path}: a LiteRT file runs on ai-edge-litert: pip install 'm3bert_tf[litert]'"
         ) from None
 
-    return Interpreter(model_path=path, num_threads=os.cpu_count() or 1)
+    threads = os.cpu_count() or 1
+    if storage.is_url(path):  # gs://, s3://: read through the file system's driver
+        with storage.open(path, "rb") as f:
+            return Interpreter(model_content=f.read(), num_threads=threads)
+    return Interpreter(model_path=path, num_threads=threads)
 
 
 def check_rows(values: np.ndarray, lengths: np.ndarray, name: str, unit: str, most: int,
