@@ -61,6 +61,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/long_audio_bench.py --output=benchmarks/results/long_audio.json
 	$(BIN)/python benchmarks/evaluate_bench.py --output=benchmarks/results/evaluate.json
 	$(BIN)/python benchmarks/distributed_bench.py --output=benchmarks/results/distributed.json
+	@# The LiteRT files against the SavedModel need the demo's export, corpus and shards.
+	test -d demo_output/export || $(MAKE) demo
+	$(BIN)/python benchmarks/litert_bench.py --output=benchmarks/results/litert.json
 
 clean:
 	rm -rf demo_output .pytest_cache build *.egg-info

@@ -133,11 +133,11 @@ def main() -> None:
                     }  # fmt: skip
     cpu = f"{cpu_name()}, {os.cpu_count()} cores"
     print(f"{export_dir} on {cpu}, {time.strftime('%Y-%m-%d')}")
-    print("| | size (MB) | ms per 10 s (embed_waveform, batch 1) | vs SavedModel |")
+    print("| | size (MB) | ms per 10 s (embed_waveform, batch 1) | speed, SavedModel = 1 |")
     print("| --- | --- | --- | --- |")
     for name in models:
         print(f"| {name} | {sizes[name] / 1e6:.2f} | {latency[name]:.1f} | "
-              f"{latency['SavedModel'] / latency[name]:.2f}x faster |")  # fmt: skip
+              f"{latency['SavedModel'] / latency[name]:.2f}x |")  # fmt: skip
     print("| task | float32 score | float16 - float32 | int8 - float32 |")
     print("| --- | --- | --- | --- |")
     for task, q in quality.items():
