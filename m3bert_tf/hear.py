@@ -61,7 +61,7 @@ def _embed_batch(audio, model: HearModel, batch_size: int = 16) -> list[np.ndarr
     (features by the model's front end: TensorFlow's inside an export)."""
     import contextlib
 
-    from m3bert_tf.serving.api import select_frames
+    from m3bert_tf.serving.outputs import select_frames
 
     audio = np.asarray(audio.numpy() if hasattr(audio, "numpy") else audio, np.float32)
     if audio.ndim != 2:

@@ -220,9 +220,9 @@ def embed_examples(model, files, label_sizes, layer, batch_size: int = 16,
       model: a `serving.api.Model`.
       layer: "last", "mean" or a block index (`serving.api.parse_layer`).
     """
-    from m3bert_tf.serving import api
+    from m3bert_tf.serving import outputs
 
-    signature = api.signature_for(layer)
+    signature = outputs.signature_for(layer)
     accumulated = {"embedding": pooling.Accumulator(), "enrichment": pooling.Accumulator()}
     progress = Progress(f"evaluate: embedding with {name}", count_records(files), "records")
 
@@ -238,8 +238,8 @@ def embed_examples(model, files, label_sizes, layer, batch_size: int = 16,
                 yield i, track, w
 
     for owner, window, out in model.batches(items(), signature, batch_size):
-        kept = api.reduce_layers(
-            api.select_frames(out, window, model.frame_stack, signature), layer
+        kept = outputs.reduce_layers(
+            outputs.select_frames(out, window, model.frame_stack, signature), layer
         )
         accumulated["embedding"].add(owner, kept["frame_embeddings"])
         if "frame_enrichment" in kept:

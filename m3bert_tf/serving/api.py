@@ -23,6 +23,7 @@ from m3bert_tf.data import windows as windows_lib
 from m3bert_tf.data.normalization import global_scale, model_inputs
 from m3bert_tf.io import storage
 from m3bert_tf.serving.backends import KerasBackend, SavedModelBackend
+from m3bert_tf.serving.outputs import finish, padded, select_frames, signature_for
 
 LAYERS = ("last", "all", "mean")  # or an integer, 0 = the first transformer block
 FRONTENDS = ("auto", "tf", "librosa")
@@ -128,6 +129,8 @@ class Model:
         y = np.asarray(waveform, np.float32)
         if y.ndim != 1 or not len(y):
             raise ValueError(f"{name}: a mono waveform [samples] is needed, got {y.shape}")
+        from m3bert_tf.serving.graph import check_frontend_seconds
+
         check_frontend_seconds(len(y) / sample_rate, name)
         rate = self.input_rate  # what the front end takes (it resamples to 44.1 kHz)
         if sample_rate != rate:
@@ -174,7 +177,7 @@ class Model:
     def run_windows(self, batch: list[np.ndarray], signature: str) -> list[dict]:
         """Model outputs of several windows ([n_i, 324] each), one dict per window,
         cut to its real output frames."""
-        out = self.backend(signature, *_padded(batch))
+        out = self.backend(signature, *padded(batch))
         results = []
         for i in range(len(batch)):
             n = int(out["frame_lengths"][i]) if "frame_lengths" in out else None
@@ -257,6 +260,8 @@ class Model:
             from m3bert_tf.features import audio
 
             with audio.open_sound(path) as sound:  # checked before it is decoded
+                from m3bert_tf.serving.graph import check_frontend_seconds
+
                 check_frontend_seconds(sound.frames / sound.samplerate, path)
             y = audio.load_audio(path)
             with self.track(y, schema.SAMPLE_RATE, path) as track:
@@ -305,77 +310,6 @@ class ModelInputs:
 
     def close(self) -> None:
         """Nothing to delete (a spilled track's interface)."""
-
-
-def check_frontend_seconds(seconds: float, name: str) -> None:
-    """Refuses audio longer than the TensorFlow front end takes in one piece
-    (`graph.MAX_FRONTEND_SECONDS`), naming the librosa front end, block-wise,
-    which takes any length."""
-    from m3bert_tf.serving.graph import MAX_FRONTEND_SECONDS
-
-    if seconds > MAX_FRONTEND_SECONDS:
-        raise ValueError(
-            f"{name}: {seconds / 60:.1f} min of audio; the TensorFlow front end takes at "
-            f"most {MAX_FRONTEND_SECONDS / 60:g} min in one piece (its memory grows with "
-            "the audio): load the model with frontend='librosa' (block-wise, any length)"
-        )
-
-
-def _padded(batch):
-    longest = max(len(w) for w in batch)
-    features = np.zeros((len(batch), longest, schema.NUM_FEATURES), np.float32)
-    for i, w in enumerate(batch):
-        features[i, : len(w)] = w
-    return features, np.array([len(w) for w in batch], np.int32)
-
-
-def select_frames(out: dict, window, frame_stack: int, signature: str) -> dict:
-    """The output frames a window keeps (`Window.kept`), as [n, ...] arrays
-    (all layers: [n, L, H])."""
-    frames = window.kept(frame_stack)
-    kept = {}
-    for key, value in out.items():
-        if not key.startswith("frame_"):
-            continue
-        if signature == "embed_all_layers":
-            kept[key] = np.moveaxis(value[:, frames], 0, 1)  # [L, n, H] -> [n, L, H]
-        else:
-            kept[key] = value[frames]
-    return kept
-
-
-def finish(frames: dict, layer, frame_stack: int) -> dict:
-    """Stitched frames -> the API's outputs for `layer`, with timestamps and clip means."""
-    frames = reduce_layers(frames, layer)
-    out = {
-        "timestamps": windows_lib.timestamps(len(frames["frame_embeddings"]), frame_stack)
-    }
-    for key, value in frames.items():
-        out[key] = value.astype(np.float32)
-        out[clip_key(key)] = value.mean(axis=0).astype(np.float32)
-    return out
-
-
-def clip_key(frame_key: str) -> str:
-    """The clip output of a frame output: frame_embeddings -> clip_embedding,
-    frame_enrichment -> clip_enrichment (the signatures' names)."""
-    return {"frame_embeddings": "clip_embedding"}.get(
-        frame_key, frame_key.replace("frame_", "clip_")
-    )
-
-
-def signature_for(layer) -> str:
-    """The signature serving `layer`: embed for the last block, else every block."""
-    return "embed" if layer == "last" else "embed_all_layers"
-
-
-def reduce_layers(frames: dict, layer) -> dict:
-    """All-layer frames [n, L, H] -> the asked layer ("mean" or a block index);
-    frames of "last" and "all" are returned as they are."""
-    if layer in ("last", "all"):
-        return frames
-    value = frames["frame_embeddings"]
-    return {"frame_embeddings": value.mean(axis=1) if layer == "mean" else value[:, layer]}
 
 
 def load(path: str, frontend: str = "auto") -> Model:

@@ -209,7 +209,7 @@ class TrackOutput:
 
     def _write_npz(self, temporary: str, frame_stack: int) -> None:
         from m3bert_tf.data.windows import timestamps
-        from m3bert_tf.serving.api import clip_key
+        from m3bert_tf.serving.outputs import clip_key
 
         num_frames = self.shapes["frame_embeddings"][0]
         with zipfile.ZipFile(temporary, "w", zipfile.ZIP_STORED, allowZip64=True) as z:

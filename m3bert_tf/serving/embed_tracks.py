@@ -91,7 +91,7 @@ def embed_featurized(model, featurized, job: TrackJob):
     Yields:
       (Track, duration_s) per track written, (Track, Problem) per problem.
     """
-    from m3bert_tf.serving.api import reduce_layers, select_frames, signature_for
+    from m3bert_tf.serving.outputs import reduce_layers, select_frames, signature_for
 
     signature = signature_for(job.layer)
     in_flight, finished = [], []  # outputs featurized, not yet written; results to yield

@@ -73,6 +73,18 @@ INPUT_LIMITS = (
 )
 
 
+def check_frontend_seconds(seconds: float, name: str) -> None:
+    """Refuses audio longer than the TensorFlow front end takes in one piece
+    (`graph.MAX_FRONTEND_SECONDS`), naming the librosa front end, block-wise,
+    which takes any length."""
+    if seconds > MAX_FRONTEND_SECONDS:
+        raise ValueError(
+            f"{name}: {seconds / 60:.1f} min of audio; the TensorFlow front end takes at "
+            f"most {MAX_FRONTEND_SECONDS / 60:g} min in one piece (its memory grows with "
+            "the audio): load the model with frontend='librosa' (block-wise, any length)"
+        )
+
+
 def _checked(values, lengths, name: str, unit: str, most: int, least: int = 1,
              total: int | None = None, seconds: float = MAX_SECONDS):  # fmt: skip
     """(values with padding set to zero, lengths) after the checks of
