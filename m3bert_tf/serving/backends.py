@@ -9,6 +9,7 @@ lengths)`; `signatures` names what they serve.
 """
 
 import re
+import sys
 
 import numpy as np
 
@@ -35,6 +36,13 @@ def request_error(signature: str, error: Exception) -> ValueError:
     return ValueError(f"{signature}: {line.strip()}")
 
 
+def _graph_refusals() -> tuple:
+    """TensorFlow's error for a refused request, where TensorFlow is loaded
+    (a LiteRT backend never imports it)."""
+    tf = sys.modules.get("tensorflow")
+    return (tf.errors.InvalidArgumentError,) if tf is not None else ()
+
+
 class _Backend:
     """The shorthands every backend answers through its `call`: a request
     the model's graph refuses raises ValueError in one line (`request_error`)."""
@@ -42,15 +50,13 @@ class _Backend:
     signatures: set
 
     def call(self, signature: str, *values) -> dict:
-        import tensorflow as tf
-
         if signature not in self.signatures:
             raise ValueError(
                 f"{signature}: not served by this model (it serves {', '.join(sorted(self.signatures))})"
             )
         try:
             return self._call(signature, *values)
-        except (tf.errors.InvalidArgumentError, ValueError) as e:
+        except (ValueError, *_graph_refusals()) as e:
             raise request_error(signature, e) from None
 
     def _call(self, signature: str, *values) -> dict:
