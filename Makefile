@@ -17,7 +17,7 @@ TFIO_SMOKE := tests/test_storage.py tests/test_old_exports.py tests/test_kernels
 	tests/test_tfio_line.py tests/test_distributed.py::test_extraction_and_training_take_file_urls \
 	tests/test_features.py::test_features_equal_those_of_the_numpy_1_26_stack
 
-.PHONY: install demo test test-tfio lint bench clean
+.PHONY: install demo test test-engines test-tfio lint bench clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,8 +45,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The engine tests (Beam's portable runner, Dask; clusters started on
+# 127.0.0.1, about 2 minutes) run in their own target: CI runs both.
 test: lint
-	$(BIN)/python -m pytest -q -ra --durations=12
+	$(BIN)/python -m pytest -q -ra --durations=12 -m "not engines"
+
+test-engines: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m engines
 
 test-tfio: $(TFIO_STAMP)
 	$(TFIO_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider $(TFIO_SMOKE)

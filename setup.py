@@ -25,6 +25,10 @@ def either_line(package: str) -> str:
 # bin/extract --runner=beam: its protobuf range meets both lines' (checked by
 # `pip check` in tests/test_beam.py).
 BEAM = ["apache-beam[tfrecord]==2.77.0"]
+# bin/extract --runner=dask: Beam's DaskRunner and the dask.distributed client
+# (the cluster's workers need the same set: pip install 'm3bert_tf[dask]').
+# Pure Python; it moves no pin (`pip check` in tests/test_beam.py).
+DASK = ["apache-beam[dask,tfrecord]==2.77.0", "dask==2026.11.0", "distributed==2026.11.0"]
 # The LiteRT runtime for m3bert_tf.load("model.tflite") (serving/litert.py;
 # bin/export --litert converts with TensorFlow's own converter). Its numpy,
 # protobuf and ml_dtypes ranges admit the default line's; it moves no pin.
@@ -89,12 +93,13 @@ setup(
             "jax[cpu]==0.10.2",
             "hearvalidator==2021.0.2",
             "torch==2.13.0",
-            *BEAM,
+            *DASK,
             *LITERT,
         ],  # fmt: skip
         # benchmarks/pretrain_bench.py's PyTorch twin (the CPU wheel).
         "bench": ["torch==2.13.0"],
         "beam": BEAM,
+        "dask": DASK,
         "litert": LITERT,
         # The tensorflow-io line: storage.py loads it for s3://, hdfs:// and az://
         # URLs. It selects TensorFlow 2.17.1 and that line's set (the core

@@ -110,19 +110,23 @@ class ShardWriter:
 
     Args:
       path: final shard path.
+      replaces: the shard this one replaces (`write_index`).
+      attempt: a name part of this writer's own for the temporary file, where
+        two attempts may write one shard at once (an engine's retried task).
     """
 
     COPY_BLOCK = 1 << 20
 
-    def __init__(self, path: str, replaces: str = ""):
+    def __init__(self, path: str, replaces: str = "", attempt: str = ""):
         self.path, self.replaces = path, replaces
+        self.tmp = f"{path}.{attempt}{TMP_SUFFIX}" if attempt else path + TMP_SUFFIX
         self.tracks: list[dict] = []
         self.stats: dict[str, dict] = {}
         self.num_examples = 0
         self.bytes = 0
         self._hash = hashlib.sha256()
         with storage.writing(path):
-            self._file = storage.open(path + TMP_SUFFIX, "wb")
+            self._file = storage.open(self.tmp, "wb")
 
     def _write(self, data: bytes) -> None:
         with storage.writing(self.path):
@@ -155,21 +159,22 @@ class ShardWriter:
         self._add_entry(entry, sums)
 
     def add_framed(
-        self, framed_path: str, num_records: int, entry: dict, sums: dict
+        self, framed_path: str, num_records: int, entry: dict, sums: dict, remove=True
     ) -> None:
-        """Appends a track's records already framed by a worker (a local
-        file of `encode.write_framed`, removed here), copied as bytes."""
+        """Appends a track's records already framed by a worker (a file of
+        `encode.write_framed`, removed here unless `remove` is False), copied as bytes."""
         with storage.open(framed_path, "rb") as f:
             while block := f.read(self.COPY_BLOCK):
                 self._write(block)
-        storage.remove(framed_path)
+        if remove:
+            storage.remove(framed_path)
         self.num_examples += num_records
         self._add_entry(entry, sums)
 
     def abort(self) -> None:
         """Removes what was written; nothing is listed."""
         self._file.close()
-        storage.remove(self.path + TMP_SUFFIX)
+        storage.remove(self.tmp)
 
     def close(self) -> dict:
         """Writes the shard and its index under their final names, once the
@@ -177,7 +182,7 @@ class ShardWriter:
         finished shard's entry ({"shard": name, **its index})."""
         with storage.writing(self.path):
             self._file.close()
-        written = storage.size(self.path + TMP_SUFFIX)
+        written = storage.size(self.tmp)
         if written != self.bytes:
             raise storage.OutputError(
                 errno.EIO, f"{written} of {self.bytes} bytes on disk", self.path
@@ -187,7 +192,7 @@ class ShardWriter:
             self.path, self.num_examples, self.bytes, self.sha256, self.tracks, self.stats,
             self.replaces,
         )  # fmt: skip
-        storage.replace(self.path + TMP_SUFFIX, self.path)
+        storage.replace(self.tmp, self.path)
         return {"shard": os.path.basename(self.path), **info}
 
 

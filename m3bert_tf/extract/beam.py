@@ -1,26 +1,29 @@
-"""The extraction job on Apache Beam: `bin/extract --runner=beam`.
+"""The extraction job on Apache Beam: `bin/extract --runner=beam` (any Beam
+runner: DirectRunner here, the portable runner of Flink and Spark, Dataflow)
+and `--runner=dask` (Beam's DaskRunner on a `dask.distributed` cluster).
 
-    run_extract_beam(ExtractConfig(..., runner="beam", beam_options="--runner=DataflowRunner ..."))
+    run_extract_beam(ExtractConfig(..., runner="beam", beam_options="--runner=PortableRunner ..."))
+    run_extract_beam(ExtractConfig(..., runner="dask", dask_scheduler="10.0.0.5:8786"))
 
-The same pure per-track function as the local pool (`encode.encode_track`:
-decode, featurize, serialize; no files written) runs in a Beam `ParDo`, so
-DirectRunner here and Dataflow, Flink or Spark elsewhere do the work. Beam
-writes the records (`WriteToTFRecord`, the tf.train.Example coder) into
-`<output_dir>/beam-staging/`; a track that cannot be used goes to a side
-output. Then this process, as the local job does, writes our index beside
-each shard (the tracks and chunks it holds, read back from it; a track's
-chunks may lie in more than one shard, Beam decides), moves the shards in
-as `shard-NNNNN.tfrecord`, appends the failures to `failures.jsonl` and
-writes the manifest.
+Two pipelines of one step each (`extract/staged.py`): pass 1 featurizes
+each track on a worker and stages its framed records and its index entry in
+`<output_dir>/beam-staging/`; this process plans the shards from the staged
+JSON files by the local pool's rule; pass 2 writes each shard and its index
+from a worker. The shards, indexes and manifest are byte-identical to the
+local pool's for the same input. Each pass is Create -> Reshuffle -> ParDo
+and nothing else (no side inputs, no tagged outputs, no Beam sinks): the
+subset every runner executes alike, DaskRunner's included, and the
+Reshuffle lets Dataflow spread the tracks over workers instead of fusing
+them onto one.
 
 Resuming: tracks in finished shards or recorded as failures are skipped,
-as locally; a run killed while Beam works leaves only the staging
-directory, removed by the next run.
+as locally; a run killed while the engine works leaves finished shards
+(kept) and the staging directory, removed by the next run. An engine that
+fails (a worker lost for good, a task that keeps failing) ends the job with
+one line naming the files left without a result.
 """
 
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import re
@@ -29,24 +32,26 @@ import sys
 import threading
 import time
 
-from m3bert_tf import schema
 from m3bert_tf.data import shards
-from m3bert_tf.datasets.base import Problem
-from m3bert_tf.extract.encode import TrackProblem, encode_track
-from m3bert_tf.extract.job import ExtractConfig, find_tracks
+from m3bert_tf.extract import staged as staged_lib
+from m3bert_tf.extract.encode import TrackProblem, label_vectors
+from m3bert_tf.extract.job import EngineFailed, ExtractConfig, find_tracks
 from m3bert_tf.extract.manifest import build_manifest
 from m3bert_tf.extract.resume import FailureLog, resume_output
 from m3bert_tf.io import storage
 from m3bert_tf.io.locks import DirectoryLock
+from m3bert_tf.io.progress import Progress
 
 STAGING_DIR = "beam-staging"
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 
 
-def _encode_fn(feature_config, specs):
-    """The DoFn that runs `encode_track` on each track (one extractor per worker)."""
+def _stage_fn(feature_config, staging: str):
+    """Pass 1's DoFn: `staged.stage_track` on each TrackJob (one extractor
+    and one local scratch directory per worker)."""
     import apache_beam as beam
 
-    class Encode(beam.DoFn):
+    class Stage(beam.DoFn):
         def setup(self):
             from m3bert_tf.features import frames as frames_lib
             from m3bert_tf.features import workers
@@ -55,30 +60,51 @@ def _encode_fn(feature_config, specs):
             # As the local pool's workers: one BLAS thread (the parallelism
             # is across tracks, and the same float rounding), memory reused.
             workers.configure()
+            self.scratch = storage.LocalScratch(staging, prefix="m3bert-stage-")
 
-        def process(self, track):
-            try:
-                encoded = encode_track(track, self.extractor, specs)
-            except TrackProblem as e:
-                failure = dataclasses.asdict(e.problem)
-                yield beam.pvalue.TaggedOutput("failures", json.dumps(failure))
-                return
-            summary = {"entry": encoded.entry, "sums": encoded.sums}  # JSON already
-            yield beam.pvalue.TaggedOutput("tracks", json.dumps(summary))
-            yield from encoded.records
+        def process(self, job):
+            yield os.path.basename(
+                staged_lib.stage_track(job, staging, self.extractor, self.scratch.path)
+            )
 
-    return Encode()
+        def teardown(self):
+            self.scratch.close()
+
+    return Stage()
 
 
-def beam_pipeline_options(beam_options: str, num_workers: int):
-    """Beam's PipelineOptions from `--beam_options` (a command-line string);
-    without a runner, DirectRunner over `num_workers` processes (one: in
-    this process)."""
+def _write_fn(staging: str):
+    """Pass 2's DoFn: `staged.write_shard` on each ShardPlan."""
+    import apache_beam as beam
+
+    class Write(beam.DoFn):
+        def process(self, plan):
+            yield staged_lib.write_shard(plan, staging)
+
+    return Write()
+
+
+def beam_pipeline_options(config: ExtractConfig, num_elements: int):
+    """Beam's PipelineOptions for one pass over `num_elements` elements:
+    `--beam_options` (a command-line string); for runner=dask, Beam's
+    DaskRunner on `config.dask_scheduler` with one Dask partition per
+    element unless the options set them; without a runner, DirectRunner
+    over `num_workers` processes (one: in this process)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    argv = shlex.split(beam_options)
-    if not any(a.startswith("--runner") for a in argv):
+    argv = shlex.split(config.beam_options)
+    if config.runner == "dask":
+        address = config.dask_scheduler
+        argv += [f"--runner={DASK_RUNNER}",
+                 "--dask_client_address=" + (address if "://" in address else f"tcp://{address}")]  # fmt: skip
+        if not any(
+            a.startswith(("--dask_npartitions", "--dask_partition_size")) for a in argv
+        ):
+            # DaskRunner's default puts up to 128 elements in one task: one worker's
+            argv.append(f"--dask_npartitions={max(1, num_elements)}")
+    elif not any(a.startswith("--runner") for a in argv):
         argv.append("--runner=DirectRunner")
+        num_workers = config.num_workers or os.cpu_count() or 1
         if num_workers > 1:
             argv += [
                 "--direct_running_mode=multi_processing",
@@ -118,153 +144,195 @@ def _quiet_workers():
         os.close(saved)
 
 
-def _run_beam(config: ExtractConfig, tracks, specs, staging: str, beam_options: str):
+class _Stalled(RuntimeError):
+    pass
+
+
+def _run_pass(config: ExtractConfig, name: str, items: list, fn, count, progress=None):
+    """Runs one pass, Create(items) -> Reshuffle -> ParDo(fn), to its end.
+
+    The engine reports nothing back, so a thread watches what the pass has
+    written (`count()`: files staged, shards written) for the progress line
+    and the stall guard: when it stays the same for
+    `config.engine_stall_seconds`, the engine's job is cancelled and this
+    raises (a worker lost where the engine does not start another: Beam's
+    reference job service waits for it forever). Engines that run the job
+    elsewhere (the portable runner, Dataflow, Dask) can be cancelled; the
+    DirectRunner runs it inside `run()` and raises its workers' errors itself.
+    """
     import apache_beam as beam
-    import tensorflow as tf
 
-    num_workers = config.num_workers or os.cpu_count() or 1
-    num_shards = max(1, -(-len(tracks) // config.shard_size))
-    options = beam_pipeline_options(beam_options, num_workers)
-    with _quiet_workers(), beam.Pipeline(options=options) as p:
-        out = (
-            p
-            | "Tracks" >> beam.Create(tracks)
-            | "Encode" >> beam.ParDo(_encode_fn(config.features, specs)).with_outputs(
-                "failures", "tracks", main="records"
-            )
-        )  # fmt: skip
-        _ = (
-            out.records
-            | "ToExample" >> beam.Map(tf.train.Example.FromString)
-            | "Write" >> beam.io.WriteToTFRecord(
-                os.path.join(staging, "part"), coder=beam.coders.ProtoCoder(tf.train.Example),
-                file_name_suffix=shards.SHARD_SUFFIX, num_shards=num_shards,
-            )
-        )  # fmt: skip
-        for name in ("failures", "tracks"):
-            _ = getattr(out, name) | f"Write{name}" >> beam.io.WriteToText(
-                os.path.join(staging, name), file_name_suffix=".jsonl"
-            )
+    pipeline = beam.Pipeline(options=beam_pipeline_options(config, len(items)))
+    _ = (
+        pipeline
+        | f"{name}Items" >> beam.Create(items)
+        | f"{name}Spread" >> beam.Reshuffle()
+        | name >> beam.ParDo(fn)
+    )  # fmt: skip
+    stop, running = threading.Event(), {"result": None, "stalled": False}
+    limit = config.engine_stall_seconds
 
+    def watch():
+        last, since = -1, time.monotonic()
+        while not stop.wait(min(config.progress_interval, 5.0)):
+            done = count()
+            if progress is not None:
+                progress.update(done)
+            if done != last:
+                last, since = done, time.monotonic()
+            elif limit and time.monotonic() - since > limit and running["result"]:
+                running["stalled"] = True
+                with contextlib.suppress(Exception):
+                    running["result"].cancel()
+                return
 
-def _read_lines(pattern: str) -> list[dict]:
-    out = []
-    for path in storage.glob(pattern):
-        with storage.open(path) as f:
-            out.extend(json.loads(line) for line in f if line.strip())
-    return out
-
-
-def _shard_contents(path: str) -> dict[str, dict]:
-    """{track_id: {"chunks", "frames", "first"}} of one written shard."""
-    import tensorflow as tf
-
-    contents: dict[str, dict] = {}
-    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
-        feature = tf.train.Example.FromString(record).features.feature
-        track = feature[schema.TRACK_ID_KEY].bytes_list.value[0].decode()
-        frames = len(feature[schema.FEATURES_KEY].bytes_list.value[0]) // (
-            2 * schema.NUM_FEATURES
-        )
-        info = contents.setdefault(track, {"chunks": 0, "frames": 0, "first": False})
-        info["chunks"] += 1
-        info["frames"] += frames
-        info["first"] |= feature[schema.CHUNK_INDEX_KEY].int64_list.value[0] == 0
-    return contents
+    thread = threading.Thread(target=watch, daemon=True)
+    with _quiet_workers():
+        thread.start()
+        try:
+            running["result"] = result = pipeline.run()
+            try:
+                result.wait_until_finish()
+            finally:
+                client = getattr(result, "client", None)  # DaskRunner's connection
+                if client is not None:
+                    client.close()
+        except Exception as e:
+            if running["stalled"]:
+                raise _Stalled(_stall_words(limit)) from e
+            raise
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+    if running["stalled"]:
+        raise _Stalled(_stall_words(limit))
+    if progress is not None:
+        progress.update(count(), force=True)
 
 
-def _move_in(
-    staging: str, output_dir: str, summaries: dict, next_number: int
-) -> list[dict]:
-    """Writes our index beside each staged shard and moves both in; returns
-    the finished-shard records the manifest takes."""
-    from m3bert_tf.data import shards
-    from m3bert_tf.data.normalization import add_sums
-
-    finished = []
-    for part in storage.glob(os.path.join(staging, "part*" + shards.SHARD_SUFFIX)):
-        contents = _shard_contents(part)
-        if not contents:
-            continue
-        tracks, stats = [], {}
-        for track_id, info in sorted(contents.items()):
-            summary = summaries[track_id]
-            entry = {
-                **summary["entry"],
-                "num_chunks": info["chunks"],
-                "num_frames": info["frames"],
-            }
-            tracks.append(entry)
-            if info["first"]:  # a track's statistics count once: in its first chunk's shard
-                split = entry.get("split") or ""
-                stats[split] = add_sums(stats.get(split), summary["sums"])
-        path = os.path.join(output_dir, shards.SHARD_PATTERN.format(next_number))
-        next_number += 1
-        info = shards.write_index(
-            path,
-            sum(t["num_chunks"] for t in tracks),
-            storage.size(part),
-            storage.sha256(part),
-            tracks,
-            stats,
-        )
-        storage.replace(part, path)
-        finished.append({"shard": os.path.basename(path), **info})
-    return finished
+def _stall_words(limit: float) -> str:
+    return (
+        f"nothing finished for {limit:.0f} s (engine_stall_seconds), so the job was "
+        "cancelled: a worker may be lost where the engine does not start another"
+    )
 
 
-def _import_beam():
-    """Imports Apache Beam without its import-time notices (BigQuery clients
-    missing, a slower pure-Python CRC): nothing a user of this job acts on."""
+def _engine_failed(engine: str, error: Exception, left: list, total: int) -> EngineFailed:
+    """One line: what the engine said (its last line) and the files left."""
+    lines = [x.strip() for x in str(error).splitlines() if x.strip()]
+    said = lines[-1][:300] if lines else ""
+    if not isinstance(error, _Stalled):
+        said = f"{type(error).__name__}: {said}"
+    names = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+    return EngineFailed(
+        f"the {engine} job failed ({said}); {len(left)} of {total} files have no "
+        f"finished shard: {names}. Finished shards are kept: run the same command "
+        "again to extract the rest"
+    )
+
+
+def _import_engine(runner: str):
+    """Imports Apache Beam (and Dask's client for runner=dask) without their
+    import-time notices (BigQuery clients missing, a slower pure-Python
+    CRC): nothing a user of this job acts on."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
         import apache_beam  # noqa: F401
+
+        if runner == "dask":
+            import dask.distributed  # noqa: F401
     except ImportError as e:
+        extra = "dask" if runner == "dask" else "beam"
         raise ImportError(
-            f"runner=beam needs Apache Beam: pip install 'm3bert_tf[beam]' ({e})"
+            f"runner={runner} needs {'Dask and ' if runner == 'dask' else ''}Apache Beam: "
+            f"pip install 'm3bert_tf[{extra}]' ({e})"
         ) from None
     finally:
         root.setLevel(level)
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
 
 
+def engine_name(config: ExtractConfig) -> str:
+    if config.runner == "dask":
+        return f"Dask ({config.dask_scheduler})"
+    runner = re.search(r"--runner[= ](\S+)", config.beam_options)
+    return f"Apache Beam ({runner.group(1) if runner else 'DirectRunner'})"
+
+
 def run_extract_beam(config: ExtractConfig, log=None) -> dict:
-    """Runs (or resumes) one extraction job on Beam; returns the manifest dict.
+    """Runs (or resumes) one extraction job on Beam or Dask; returns the
+    manifest dict.
 
     Raises:
       FileNotFoundError: `config.source` names no audio (nothing is created).
       locks.DirectoryInUse: another job is writing into `config.output_dir`.
-      ImportError: Apache Beam is not installed (pip install 'm3bert_tf[beam]').
+      ImportError: Apache Beam (or Dask) is not installed: the message says
+        which extra to install.
+      EngineFailed: the engine ended with an error (the message names the
+        files left; finished shards are kept).
     """
-    _import_beam()  # fail before anything is created
+    _import_engine(config.runner)  # fail before anything is created
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     loaded = find_tracks(config)
     with DirectoryLock(config.output_dir, "output_dir", lambda m: log(f"extract: {m}")):
-        return _run_locked(config, loaded, config.beam_options, log)
+        return _run_locked(config, loaded, log)
 
 
-def _run_locked(config, loaded, beam_options, log) -> dict:
-    from m3bert_tf.data import shards
+def _run_locked(config, loaded, log) -> dict:
+    from m3bert_tf.features import workers
 
+    engine = engine_name(config)
     staging = os.path.join(config.output_dir, STAGING_DIR)
     storage.rmtree(staging)  # a killed run's
-    resumed = resume_output(config, loaded, log, "Apache Beam")
-    todo, finished, failures_path = resumed.todo, resumed.finished, resumed.failures_path
-    failures = FailureLog(failures_path, log)
-    started, audio_seconds = time.monotonic(), 0.0
+    resumed = resume_output(config, loaded, log, engine)
+    finished = resumed.finished
+    failures = FailureLog(resumed.failures_path, log)
+    jobs = []
+    for track in resumed.todo:  # labels first, as the local pool: a bad label costs no work
+        try:
+            jobs.append(
+                staged_lib.TrackJob(len(jobs), track, label_vectors(track, loaded.specs))
+            )
+        except TrackProblem as e:
+            failures.add(e.problem)
+    started, audio_seconds, plans = time.monotonic(), 0.0, []
     try:
-        if todo:
-            _run_beam(config, todo, loaded.specs, staging, beam_options)
-            summaries = {
-                s["entry"]["track_id"]: s
-                for s in _read_lines(os.path.join(staging, "tracks*.jsonl"))
-            }
-            for record in _read_lines(os.path.join(staging, "failures*.jsonl")):
-                failures.add(Problem(**record))
-            finished += _move_in(staging, config.output_dir, summaries, resumed.next_number)
-            audio_seconds = sum(s["entry"]["duration_s"] for s in summaries.values())
+        if jobs:
+            storage.makedirs(staging)
+            workers.prepare(config.features, log)  # the kernel cache, for workers here
+            progress = Progress("extract", len(jobs), "files", config.progress_interval)
+            try:
+                _run_pass(config, "Featurize", jobs, _stage_fn(config.features, staging),
+                          lambda: staged_lib.count_staged(staging), progress)  # fmt: skip
+                error = None
+            except Exception as e:
+                error = e
+            done, failed, missing = staged_lib.read_staged(staging, jobs)
+            for (
+                problem
+            ) in failed:  # recorded even when the engine failed: the rerun skips them
+                failures.add(problem)
+            if error is not None or missing:
+                failed_paths = {p.path for p in failed}
+                left = [j.track.path for j in jobs if j.track.path not in failed_paths]
+                why = error or RuntimeError(
+                    "it reported success, but some files have no result"
+                )
+                raise _engine_failed(engine, why, left, len(jobs)) from error
+            plans = staged_lib.plan_shards(
+                done, config.output_dir, config.shard_size, resumed.next_number
+            )
+            try:
+                _run_pass(config, "WriteShards", plans, _write_fn(staging),
+                          lambda: sum(storage.exists(p.path) for p in plans))  # fmt: skip
+            except Exception as e:
+                left = [t[2]["source_path"] for p in plans if not storage.exists(p.path)
+                        for t in p.tracks]  # fmt: skip
+                raise _engine_failed(engine, e, left, len(jobs)) from e
+            finished = finished + [staged_lib.finished_shard(p) for p in plans]
+            audio_seconds = sum(summary["duration_s"] for _, summary in done)
     finally:
         failures.close()
     storage.rmtree(staging)
@@ -275,10 +343,11 @@ def _run_locked(config, loaded, beam_options, log) -> dict:
     )  # fmt: skip
     storage.write_json(os.path.join(config.output_dir, shards.MANIFEST_NAME), manifest)
     manifest["run"] = {
-        "files": len(todo),
+        "files": len(resumed.todo),
         "seconds": time.monotonic() - started,
         "audio_seconds": audio_seconds,
         "new_failures": len(failures.new),
-        "runner": f"Apache Beam ({beam_options or 'DirectRunner'})",
+        "runner": engine,
+        "shards_written": len(plans),
     }
     return manifest

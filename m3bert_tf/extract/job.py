@@ -30,7 +30,7 @@ from m3bert_tf.io import storage
 from m3bert_tf.io.locks import DirectoryLock
 from m3bert_tf.io.progress import Progress
 
-RUNNERS = ("local", "beam")  # `extract.run` calls the one a config names
+RUNNERS = ("local", "beam", "dask")  # `extract.run` calls the one a config names
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -53,9 +53,19 @@ class ExtractConfig:
       dataset_root: root directory of dataset.
       dataset_options: the loaders' options (each loader reads its own).
       runner: local: a process pool on this machine; beam: Apache Beam (pip
-        install 'm3bert_tf[beam]'; DirectRunner unless beam_options names one).
+        install 'm3bert_tf[beam]'; DirectRunner unless beam_options names one:
+        PortableRunner for Flink and Spark, DataflowRunner); dask: Beam's
+        DaskRunner on the Dask cluster at dask_scheduler (pip install
+        'm3bert_tf[dask]').
       beam_options: Beam pipeline options, e.g. "--runner=DataflowRunner
-        --project=P --region=R --temp_location=gs://B/tmp".
+        --project=P --region=R --temp_location=gs://B/tmp" (with runner=dask:
+        DaskRunner's own, e.g. "--dask_connection_timeout=30").
+      dask_scheduler: the Dask scheduler's address, HOST:PORT (or
+        tcp://HOST:PORT), for runner=dask; its workers must reach output_dir.
+      engine_stall_seconds: runner=beam or dask: when no file (then no shard)
+        has finished for this long, cancel the engine's job and end with the
+        files left (a worker lost where the engine does not start another);
+        0 = wait forever. Not with the DirectRunner, which runs in this process.
     """
 
     input: str = ""
@@ -65,6 +75,8 @@ class ExtractConfig:
     dataset_options: datasets.DatasetOptions = datasets.DatasetOptions()
     runner: str = choice("local", RUNNERS)
     beam_options: str = ""
+    dask_scheduler: str = ""
+    engine_stall_seconds: float = 3600.0
     features: FeatureConfig = FeatureConfig()
     num_workers: int = 0
     shard_size: int = 128
@@ -76,6 +88,7 @@ class ExtractConfig:
         check_choices(self)
         at_least(self, 1, "shard_size")
         at_least(self, 0, "num_workers")
+        at_least(self, 0, "engine_stall_seconds")
         if bool(self.input) == bool(self.dataset):
             raise ValueError("input: give either input, or dataset with dataset_root")
         if bool(self.dataset) != bool(self.dataset_root):
@@ -84,8 +97,17 @@ class ExtractConfig:
             )
         if self.runner != "local" and self.strict:
             raise ValueError("strict: stops at the first failure, only with runner=local")
-        if self.beam_options and self.runner != "beam":
-            raise ValueError("beam_options needs runner=beam")
+        if self.beam_options and self.runner == "local":
+            raise ValueError("beam_options needs runner=beam or runner=dask")
+        if bool(self.dask_scheduler) != (self.runner == "dask"):
+            raise ValueError(
+                "dask_scheduler: the Dask scheduler's HOST:PORT, needed with runner=dask "
+                f"and only with it (runner={self.runner!r})"
+            )
+        if self.runner == "dask" and "--runner" in self.beam_options:
+            raise ValueError(
+                "beam_options: runner=dask runs Beam's DaskRunner; name no --runner"
+            )
 
     @property
     def source(self) -> str:
@@ -158,6 +180,12 @@ def _encode_in_worker(job: tuple[Track, dict]):
 
 class StrictStop(RuntimeError):
     """`strict` is set and a file failed (it is recorded in failures.jsonl)."""
+
+
+class EngineFailed(RuntimeError):
+    """Beam's or Dask's job ended with an error (`extract/beam.py`); the
+    message names the files left without a result (finished shards are kept
+    for the rerun)."""
 
 
 def run_extract(config: ExtractConfig, log=None) -> dict:
