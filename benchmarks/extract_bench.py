@@ -23,6 +23,8 @@ machine noise hits both sides alike. It measures:
    16 and 32 workers: Amdahl's law (the parent's work not overlapped at
    all, a lower bound) and the pipeline bound (the parent a stage of its own
    beside the workers: min(workers, worker time / parent time)).
+5. (unless --skip_engines) the same job on Beam's DirectRunner, its
+   portable runner and Dask against the local pool (`extract_engines.py`).
 
 Input: 30 s clips of synthesized music, ogg/vorbis at 48 kHz (so decoding and
 resampling are both paid).
@@ -235,6 +237,10 @@ def main():
     parser.add_argument(
         "--job_copies", type=int, default=4, help="links per clip for the job"
     )
+    parser.add_argument(
+        "--skip_engines", action="store_true",
+        help="leave out Beam's and Dask's runs (extract_engines.py; they need '.[dask]')",
+    )  # fmt: skip
     parser.add_argument("--output", default="", help="write results as JSON here")
     args = parser.parse_args()
 
@@ -375,6 +381,11 @@ def main():
         print(
             f"    {p:>2} workers: {pred['amdahl']:5.2f}x / {pred['pipeline_bound']:5.2f}x"
         )
+    if not args.skip_engines:
+        import extract_engines
+
+        results["engines"] = extract_engines.measure(paths[:16], tmp)
+        extract_engines.report(results["engines"])
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         write_json(args.output, results)

@@ -266,26 +266,32 @@ def test_a_bad_label_is_reported_before_any_audio_is_read(tmp_path, monkeypatch)
     assert "has 1 values, needs 2" in failure["reason"]
 
 
-def test_encode_track_gives_the_records_the_job_writes(audio_dir, tmp_path):
-    """The pure per-track step (what other runners call) equals the local job."""
-    import tensorflow as tf
-
-    from m3bert_tf.extract import encode
+def test_a_staged_track_holds_the_bytes_the_local_job_writes(audio_dir, tmp_path):
+    """The engines' per-track step (`staged.stage_track`) stages exactly the
+    framed records of that track in the local job's shard, and its entry;
+    a file that cannot be used is staged as a failure naming it."""
+    from m3bert_tf.data import wire
+    from m3bert_tf.extract import staged
     from m3bert_tf.features.frames import FeatureExtractor
 
     extract.run_extract(config(audio_dir, tmp_path / "out"), log=lambda m: None)
-    written = {}
-    for shard in glob.glob(str(tmp_path / "out" / ("*" + shards.SHARD_SUFFIX))):
-        for record in tf.data.TFRecordDataset(shard):
-            ex = records.parse_example(record)
-            written.setdefault(ex[schema.TRACK_ID_KEY].numpy().decode(), []).append(
-                record.numpy()
-            )
+    (shard,) = glob.glob(str(tmp_path / "out" / ("*" + shards.SHARD_SUFFIX)))
+    first = shards.read_index(shard)["tracks"][0]
+    with open(shard, "rb") as f:
+        framed = [record for record, _ in wire.unframe(f)]
     tracks = extract.find_tracks(config(audio_dir, tmp_path / "unused")).tracks
-    encoded = encode.encode_track(tracks[0], FeatureExtractor(), {})
-    assert encoded.records == written[tracks[0].track_id]
-    assert encoded.entry["track_id"] == tracks[0].track_id and encoded.sums["frames"] > 0
-    with pytest.raises(encode.TrackProblem, match="missing.wav"):
-        encode.encode_track(
-            type(tracks[0])(str(tmp_path / "missing.wav"), "x"), FeatureExtractor(), {}
-        )
+    assert first["track_id"] == tracks[0].track_id
+    stage = tmp_path / "staging"
+    stage.mkdir()
+    missing = type(tracks[0])(str(tmp_path / "missing.wav"), "x")
+    jobs = [
+        staged.TrackJob(n, t, {}) for n, t in enumerate([tracks[0], missing, tracks[1]])
+    ]
+    for job in jobs[:2]:
+        staged.stage_track(job, str(stage), FeatureExtractor(), str(stage))
+    records = (stage / "00000000.records").read_bytes()
+    assert records == b"".join(framed[: first["num_chunks"]])
+    done, failed, left = staged.read_staged(str(stage), jobs)
+    assert [n for n, _ in done] == [0] and done[0][1]["entry"] == first
+    assert done[0][1]["records"] == first["num_chunks"]
+    assert [p.path for p in failed] == [missing.path] and [j.number for j in left] == [2]

@@ -53,13 +53,7 @@ def _stage_fn(feature_config, staging: str):
 
     class Stage(beam.DoFn):
         def setup(self):
-            from m3bert_tf.features import frames as frames_lib
-            from m3bert_tf.features import workers
-
-            self.extractor = frames_lib.FeatureExtractor(feature_config)
-            # As the local pool's workers: one BLAS thread (the parallelism
-            # is across tracks, and the same float rounding), memory reused.
-            workers.configure()
+            self.extractor = staged_lib.worker_extractor(feature_config)
             self.scratch = storage.LocalScratch(staging, prefix="m3bert-stage-")
 
         def process(self, job):

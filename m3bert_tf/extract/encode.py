@@ -1,16 +1,16 @@
-"""One track in, its serialized records out: the pure per-track extraction step.
+"""One track in, its records out: the per-track extraction step of every runner.
 
-    encoded = encode_track(track, extractor, specs)   # raises TrackProblem
-    encoded.records   # [bytes]: one tf.train.Example per 30 s chunk
-    encoded.entry     # the track's line in its shard index
-    encoded.sums      # raw-feature statistics sums, for the global statistics
+    labels = label_vectors(track, specs)                        # raises TrackProblem
+    framed = write_framed(track, extractor, labels, directory)  # raises TrackProblem
+    framed.path       # a file of the track's records, framed as a shard holds them
+    framed.entry      # the track's line in its shard index
+    framed.sums       # raw-feature statistics sums, for the global statistics
 
-No TensorFlow here (records are encoded and framed by `data.wire`), so any
-runner can call it: a Beam pipeline (`encode_track`), or the local process
-pool of `extract/job.py`, whose workers run `write_framed` (the track's records
-framed into a local file, chunk by chunk) and whose parent only appends those
-bytes to a shard in input order. Labels are checked first (`label_vectors`),
-so a bad label costs no featurization.
+No TensorFlow here (records are encoded and framed by `data.wire`). The
+local pool's workers run `write_framed` and its parent appends those bytes
+to a shard in input order (`extract/job.py`); an engine's workers run it
+and stage the file in shared storage (`extract/staged.py`). Labels are
+checked first (`label_vectors`), so a bad label costs no featurization.
 """
 
 import os
@@ -89,7 +89,7 @@ class FramedTrack(NamedTuple):
 
 
 class EncodedTrack(NamedTuple):
-    """records: the serialized chunks, an iterator (`encode_track` makes it a list)."""
+    """records: the serialized chunks, an iterator (read once, as written)."""
 
     records: object
     entry: dict
@@ -191,19 +191,6 @@ def serialize_track(
     return EncodedTrack(
         serialized, entry, sums_of(featurized.num_frames, featurized.mean, featurized.std)
     )
-
-
-def encode_track(
-    track: Track, extractor: frames_lib.FeatureExtractor, specs: dict[str, TaskSpec]
-) -> EncodedTrack:
-    """Labels checked, audio featurized, records serialized: one track, no files written.
-
-    Raises:
-      TrackProblem: naming the file and the reason.
-    """
-    labels = label_vectors(track, specs)
-    encoded = serialize_track(track, featurize_track(track, extractor), labels)
-    return encoded._replace(records=list(encoded.records))
 
 
 def write_framed(

@@ -58,6 +58,23 @@ class ShardPlan:
     tracks: tuple
 
 
+_EXTRACTORS: dict = {}
+
+
+def worker_extractor(feature_config):
+    """The worker process's FeatureExtractor of `feature_config`, made once:
+    DaskRunner sets a DoFn up again for every task (8 ms, an eighth of a
+    30 s clip's featurizing). The first call also configures the process as
+    the local pool's workers are (one BLAS thread, freed memory kept)."""
+    if feature_config not in _EXTRACTORS:
+        from m3bert_tf.features import frames as frames_lib
+        from m3bert_tf.features import workers
+
+        workers.configure()
+        _EXTRACTORS[feature_config] = frames_lib.FeatureExtractor(feature_config)
+    return _EXTRACTORS[feature_config]
+
+
 def stage_track(job: TrackJob, staging: str, extractor, scratch: str) -> str:
     """Featurizes `job.track` and stages it (records, then its JSON); a
     track that cannot be used is staged as `<n>.failed.json`. `scratch` is
