@@ -9,8 +9,8 @@ so that T(2N) - T(N) is the steady cost of N files, start-up cancelled:
 
 - the local pool, 1 and 2 worker processes;
 - Beam's DirectRunner, 2 worker processes;
-- Beam's portable runner: its reference job service and an external SDK
-  worker pool on 127.0.0.1 (the job service runs one SDK worker a job);
+- Beam's portable runner: its reference job service (asked for 2 SDK
+  workers a job) and an external SDK worker pool on 127.0.0.1;
 - Dask: a scheduler and 2 worker processes on 127.0.0.1 (DaskRunner).
 
 Printed and written: files/s (steady), the overhead per file against the
@@ -86,9 +86,9 @@ def measure(clip_paths, tmp, copies=4, repeats=2) -> dict:
     out["beam_direct_2"] = _steady(
         "direct", dirs, tmp, ["--runner=beam", "--num_workers=2"], files, repeats
     )
-    with local_engines.portable_runner() as engine:
+    with local_engines.portable_runner(workers=2) as engine:
         flags = ["--runner=beam", f"--beam_options={engine.beam_options}"]
-        out["beam_portable_1"] = _steady("portable", dirs, tmp, flags, files, repeats)
+        out["beam_portable_2"] = _steady("portable", dirs, tmp, flags, files, repeats)
     with local_engines.dask_cluster(2) as engine:
         flags = ["--runner=dask", f"--dask_scheduler={engine.address}"]
         out["dask_2"] = _steady("dask", dirs, tmp, flags, files, repeats)
@@ -111,7 +111,7 @@ def report(results: dict) -> None:
         "local_1": "local pool, 1 worker",
         "local_2": "local pool, 2 workers",
         "beam_direct_2": "Beam DirectRunner, 2 workers",
-        "beam_portable_1": "Beam portable runner, 1 SDK worker",
+        "beam_portable_2": "Beam portable runner, 2 SDK workers",
         "dask_2": "Dask, 2 workers",
     }
     for key, label in names.items():

@@ -1,7 +1,7 @@
 """bin/extract on real distributed engines, each started here on 127.0.0.1 in
 processes of its own (`extract/local_engines.py`): Beam's portable runner (a
-job service and an external SDK worker pool, the code path of Flink, Spark
-and Dataflow for Python) and Beam's DaskRunner on a Dask scheduler with 2
+job service and an external SDK worker pool starting 2 SDK workers a job,
+the code path of Flink, Spark and Dataflow for Python) and Beam's DaskRunner on a Dask scheduler with 2
 worker processes. Each must write the local pool's shards, indexes and
 manifest byte for byte to a file:// URL, list failures as it does, and
 survive a killed worker or end naming the files it left.
@@ -116,15 +116,16 @@ def test_the_portable_runner_with_an_external_worker_pool_writes_the_local_shard
 ):
     with (
         open(tmp_path / "pool.log", "w") as log,
-        local_engines.portable_runner(log=log) as engine,
+        local_engines.portable_runner(workers=2, log=log) as engine,
     ):
         res = _extract(
             corpus, "portable", "--runner=beam", f"--beam_options={engine.beam_options}"
         )
     assert res.returncode == 1, res.stderr[-3000:]
     assert "broken.wav" in res.stderr and "Apache Beam (PortableRunner)" in res.stdout
-    # The work ran in an SDK worker the pool started, not in this job's process.
-    assert "Starting worker" in (tmp_path / "pool.log").read_text()
+    # The work ran in SDK worker processes the pool started (2 a pass), not
+    # in this job's process.
+    assert (tmp_path / "pool.log").read_text().count("Starting worker") == 4
     _assert_same_as_local(corpus, "portable")
     assert not os.path.exists(corpus / "portable" / "beam-staging")
 

@@ -6,7 +6,7 @@
 #   bash benchmarks/realmusic/objectives.sh <workdir of run.sh>
 #
 # Needs run.sh's shards (and its runs/pretrain_global, the paper's objective).
-# About 25 minutes of pretraining and 20 of evaluation on 2 cores; every step
+# About 35 minutes of pretraining and 25 of evaluation on 2 cores; every step
 # resumes. The table: <workdir>/objectives/evaluate/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,6 +24,9 @@ pretrain tokens --objective=tokens --masking=span
 pretrain reconstruct_tokens --objective=reconstruct+tokens --masking=span
 pretrain tokens_clip --objective=tokens --masking=span --clip_objective=contrastive
 pretrain reconstruct_clip --objective=reconstruct --clip_objective=contrastive
+# Token targets under the paper's masking (cfm+ccm, the default)
+pretrain tokens_cfm --objective=tokens
+pretrain reconstruct_tokens_cfm --objective=reconstruct+tokens
 "$PY" bin/evaluate --data="$W/shards/labeled" --output_dir="$O/evaluate" --folds=5 \
-  --models="reconstruct=$W/runs/pretrain_global,tokens=$O/tokens,reconstruct+tokens=$O/reconstruct_tokens,tokens+clip=$O/tokens_clip,reconstruct+clip=$O/reconstruct_clip" \
+  --models="reconstruct=$W/runs/pretrain_global,tokens=$O/tokens,reconstruct+tokens=$O/reconstruct_tokens,tokens+clip=$O/tokens_clip,reconstruct+clip=$O/reconstruct_clip,tokens_cfm=$O/tokens_cfm,reconstruct+tokens_cfm=$O/reconstruct_tokens_cfm" \
   --baselines=mfcc,features,random

@@ -274,6 +274,32 @@ def run_extract_beam(config: ExtractConfig, log=None) -> dict:
         return _run_locked(config, loaded, log)
 
 
+def _featurize(config, engine: str, jobs: list, staging: str, failures: FailureLog) -> list:
+    """Pass 1: every job staged; returns the staged [(number, summary)] in
+    input order. Tracks that could not be used go to `failures`, even when
+    the engine then failed (the rerun skips them).
+
+    Raises:
+      EngineFailed: the engine failed, or left a track without a result.
+    """
+    progress = Progress("extract", len(jobs), "files", config.progress_interval)
+    try:
+        _run_pass(config, "Featurize", jobs, _stage_fn(config.features, staging),
+                  lambda: staged_lib.count_staged(staging), progress)  # fmt: skip
+        error = None
+    except Exception as e:
+        error = e
+    done, failed, missing = staged_lib.read_staged(staging, jobs)
+    for problem in failed:
+        failures.add(problem)
+    if error is not None or missing:
+        failed_paths = {p.path for p in failed}
+        left = [j.track.path for j in jobs if j.track.path not in failed_paths]
+        why = error or RuntimeError("it reported success, but some files have no result")
+        raise _engine_failed(engine, why, left, len(jobs)) from error
+    return done
+
+
 def _run_locked(config, loaded, log) -> dict:
     from m3bert_tf.features import workers
 
@@ -296,25 +322,7 @@ def _run_locked(config, loaded, log) -> dict:
         if jobs:
             storage.makedirs(staging)
             workers.prepare(config.features, log)  # the kernel cache, for workers here
-            progress = Progress("extract", len(jobs), "files", config.progress_interval)
-            try:
-                _run_pass(config, "Featurize", jobs, _stage_fn(config.features, staging),
-                          lambda: staged_lib.count_staged(staging), progress)  # fmt: skip
-                error = None
-            except Exception as e:
-                error = e
-            done, failed, missing = staged_lib.read_staged(staging, jobs)
-            for (
-                problem
-            ) in failed:  # recorded even when the engine failed: the rerun skips them
-                failures.add(problem)
-            if error is not None or missing:
-                failed_paths = {p.path for p in failed}
-                left = [j.track.path for j in jobs if j.track.path not in failed_paths]
-                why = error or RuntimeError(
-                    "it reported success, but some files have no result"
-                )
-                raise _engine_failed(engine, why, left, len(jobs)) from error
+            done = _featurize(config, engine, jobs, staging, failures)
             plans = staged_lib.plan_shards(
                 done, config.output_dir, config.shard_size, resumed.next_number
             )

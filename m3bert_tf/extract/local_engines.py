@@ -3,9 +3,9 @@ each in processes of its own: what the engine tests and
 `benchmarks/extract_bench.py` run extraction on, and a way to try the
 pipeline before a cluster.
 
-    with portable_runner() as engine:        # a job service and an SDK worker pool
+    with portable_runner(workers=2) as engine:   # a job service and an SDK worker pool
         run(ExtractConfig(..., runner="beam", beam_options=engine.beam_options))
-    with dask_cluster(workers=2) as engine:  # a scheduler and 2 worker processes
+    with dask_cluster(workers=2) as engine:      # a scheduler and 2 worker processes
         run(ExtractConfig(..., runner="dask", dask_scheduler=engine.address))
 
 The processes are started with this Python (its first directory on PATH:
@@ -88,16 +88,17 @@ def _start(processes, *argv, env=None, log=None):
 
 
 @contextlib.contextmanager
-def portable_runner(log=None):
-    """Beam's reference job service (it runs each job with one SDK worker)
-    and an external SDK worker pool, each a process; yields the Engine whose
-    `beam_options` select them (`--environment_type=EXTERNAL`). `log`: a file
-    for the pool's output (the SDK workers it starts say so there)."""
+def portable_runner(workers: int = 2, log=None):
+    """Beam's reference job service and an external SDK worker pool, each a
+    process; yields the Engine whose `beam_options` select them
+    (`--environment_type=EXTERNAL`) with `workers` SDK worker processes a
+    job. `log`: a file for the pool's output (it says when it starts a
+    worker)."""
     job_port, pool_port = free_port(), free_port()
     with _started() as processes:
         job_service = _start(
-            processes, "-m", "apache_beam.runners.portability.local_job_service_main",
-            f"--port={job_port}",
+            processes, "-m", "m3bert_tf.extract.local_engines", "job_service",
+            str(job_port),
         )  # fmt: skip
         pool = _start(
             processes, "-m", "apache_beam.runners.worker.worker_pool_main",
@@ -107,9 +108,10 @@ def portable_runner(log=None):
         wait_for_port(pool_port, pool)
         options = (
             f"--runner=PortableRunner --job_endpoint=localhost:{job_port} "
-            f"--environment_type=EXTERNAL --environment_config=localhost:{pool_port}"
+            f"--environment_type=EXTERNAL --environment_config=localhost:{pool_port} "
+            f"--direct_num_workers={workers}"
         )
-        yield Engine(processes, beam_options=options, workers=1)
+        yield Engine(processes, beam_options=options)
 
 
 @contextlib.contextmanager
@@ -137,3 +139,35 @@ def dask_cluster(workers: int = 2, log=None, **scheduler_env):
         with Client(f"tcp://127.0.0.1:{port}", timeout=60) as client:
             client.wait_for_workers(workers, timeout=60)
         yield Engine(processes, address=f"127.0.0.1:{port}", workers=workers)
+
+
+def serve_jobs(port: int) -> None:
+    """Beam's reference job service (`local_job_service_main`'s) on `port`,
+    with one change: a job runs on as many SDK workers as its
+    `--direct_num_workers` asks (the reference service runs every job on one,
+    which Flink or Dataflow would not). Serves until killed."""
+    from apache_beam.options.pipeline_options import DirectOptions
+    from apache_beam.portability.api import beam_job_api_pb2
+    from apache_beam.runners.portability import local_job_service
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    class Job(local_job_service.BeamJob):
+        def _invoke_runner(self):
+            self.set_state(beam_job_api_pb2.JobState.RUNNING)
+            runner = fn_runner.FnApiRunner(provision_info=self._provision_info)
+            options = self.pipeline_options()
+            # The attribute FnApiRunner.run_pipeline sets from the same option.
+            asked = int(
+                options.view_as(DirectOptions).direct_num_workers or 0
+            )  # may be text
+            runner._num_workers = asked or os.cpu_count() or 1
+            return runner.run_via_runner_api(self._pipeline_proto, options)
+
+    servicer = local_job_service.LocalJobServicer(beam_job_type=Job)
+    servicer.start_grpc_server(port)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["job_service"]:
+    serve_jobs(int(sys.argv[2]))
