@@ -47,7 +47,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from m3bert_tf import schema  # noqa: E402
-from m3bert_tf.data import records, shards, wire  # noqa: E402
+from m3bert_tf.data import records, wire  # noqa: E402
+from m3bert_tf.data.shard_writer import ShardWriter  # noqa: E402
 from m3bert_tf.datasets.base import Track  # noqa: E402
 from m3bert_tf.demo import corpus  # noqa: E402
 from m3bert_tf.extract import encode  # noqa: E402
@@ -190,9 +191,7 @@ def stage_seconds(paths, directory, shard_size=128):
         pickle.loads(pickle.dumps(result))
         t1 = time.process_time()
         if writer is None:
-            writer = shards.ShardWriter(
-                os.path.join(directory, f"shard-{number:05d}.tfrecord")
-            )
+            writer = ShardWriter(os.path.join(directory, f"shard-{number:05d}.tfrecord"))
         writer.add_framed(result.path, result.records, result.entry, result.sums)
         t2 = time.process_time()
         parent["from_pool"] += t1 - t0

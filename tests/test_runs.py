@@ -59,14 +59,14 @@ def test_an_export_is_told_apart_from_a_run_in_one_place(tmp_path):
 
 
 def test_the_shard_index_has_one_writer_and_reader(tmp_path):
-    from m3bert_tf.data import shards
+    from m3bert_tf.data import shard_writer, shards
 
     shard = str(tmp_path / "shard-00000.tfrecord")
     tracks = [{"track_id": "a", "num_chunks": 2}, {"track_id": "b", "num_chunks": 1}]
-    info = shards.write_index(shard, 3, 10, "ab", tracks, {})
+    info = shard_writer.write_index(shard, 3, 10, "ab", tracks, {})
     assert shards.read_index(shard) == info
     with pytest.raises(ValueError, match="3 chunks, the shard 4 records"):
-        shards.write_index(shard, 4, 10, "ab", tracks, {})
+        shard_writer.write_index(shard, 4, 10, "ab", tracks, {})
     # one that does not add up is not trusted: the reader counts the shard
     (tmp_path / "shard-00000.index.json").write_text(
         json.dumps({**info, "num_examples": 5})

@@ -204,6 +204,7 @@ def run_extract(config: ExtractConfig, log=None) -> dict:
 
 def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
     from m3bert_tf.data import shards
+    from m3bert_tf.data.shard_writer import ShardWriter
 
     resumed = resume_output(config, loaded, log)
     spec, task_specs, todo = resumed.spec, resumed.task_specs, resumed.todo
@@ -247,7 +248,7 @@ def _run_locked(config: ExtractConfig, loaded: LoadResult, log) -> dict:
                 audio_seconds += result.duration_s
                 if writer is None:
                     name = shards.SHARD_PATTERN.format(next_number)
-                    writer = shards.ShardWriter(os.path.join(config.output_dir, name))
+                    writer = ShardWriter(os.path.join(config.output_dir, name))
                     next_number += 1
                 writer.add_framed(result.path, result.records, result.entry, result.sums)
                 if writer.num_examples >= config.shard_size:

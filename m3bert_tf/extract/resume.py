@@ -20,6 +20,7 @@ import os
 
 from m3bert_tf.data import shards, wire
 from m3bert_tf.data.normalization import sums_of
+from m3bert_tf.data.shard_writer import ShardWriter
 from m3bert_tf.data.shards import FAILURES_NAME, SPEC_NAME, TASKS_NAME
 from m3bert_tf.datasets.base import LoadResult, Problem
 from m3bert_tf.extract.manifest import write_splits
@@ -206,7 +207,7 @@ def drop_tracks(output_dir: str, finished: list, shard: str, track_ids: set, num
     """
     old = os.path.join(output_dir, shard)
     path = os.path.join(output_dir, shards.SHARD_PATTERN.format(number))
-    writer = shards.ShardWriter(path, replaces=shard)
+    writer = ShardWriter(path, replaces=shard)
     info = next(s for s in finished if s["shard"] == shard)
     with storage.open(old, "rb") as f:
         records = wire.unframe(f)

@@ -14,7 +14,7 @@ plans the shards by the local pool's rule (input order, a shard closes at
 the first track boundary at or past `shard_size` examples), so the shards
 are byte-identical to the local pool's for any engine and worker count.
 Pass 2 concatenates each shard's staged records into the output directory
-(`shards.ShardWriter`: written under a temporary name, the index first,
+(`shard_writer.ShardWriter`: written under a temporary name, the index first,
 then renamed). Workers share nothing with the job's process but storage
 (a local disk, file://, gs://...): no result travels back through the
 engine, so a worker retried after a kill writes the same bytes again.
@@ -25,6 +25,7 @@ import os
 import uuid
 
 from m3bert_tf.data import shards
+from m3bert_tf.data.shard_writer import ShardWriter
 from m3bert_tf.datasets.base import Problem, Track
 from m3bert_tf.extract.encode import TrackProblem, write_framed
 from m3bert_tf.io import storage
@@ -152,7 +153,7 @@ def write_shard(plan: ShardPlan, staging: str) -> str:
     staging directory). Each attempt writes under a temporary name of its
     own, so two attempts of one shard never write into one file. Returns
     the shard's name."""
-    writer = shards.ShardWriter(plan.path, attempt=uuid.uuid4().hex[:12])
+    writer = ShardWriter(plan.path, attempt=uuid.uuid4().hex[:12])
     try:
         for number, records, entry, sums in plan.tracks:
             staged = os.path.join(staging, staged_name(number) + RECORDS_SUFFIX)
