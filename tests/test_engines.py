@@ -133,8 +133,8 @@ def test_the_portable_runner_with_an_external_worker_pool_writes_the_local_shard
 def test_a_killed_sdk_worker_of_the_portable_runner_ends_the_job_naming_the_files(corpus):
     """Beam's reference job service waits forever for an SDK worker that was
     killed (Flink and Dataflow start another): the stall guard cancels the
-    job and names the files; the same command then completes the local
-    pool's output on a new worker."""
+    job and names the files; the same command on a new job service then
+    completes the local pool's output."""
     with local_engines.portable_runner() as engine:
         flags = ("--runner=beam", f"--beam_options={engine.beam_options}")
         job = _start_extract(
@@ -150,14 +150,14 @@ def test_a_killed_sdk_worker_of_the_portable_runner_ends_the_job_naming_the_file
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         last = _last_line(job)
-        assert last.startswith("extract: the Apache Beam (PortableRunner) job failed ("), (
-            last
-        )
-        assert "nothing finished for 5 s (engine_stall_seconds)" in last
-        # Every file but the broken one (recorded as failed if it was staged so).
-        assert re.search(r"1[67] of 17 files have no finished shard: .*track-001", last), (
-            last
-        )
+    assert last.startswith("extract: the Apache Beam (PortableRunner) job failed ("), last
+    assert "nothing finished for 5 s (engine_stall_seconds)" in last
+    # Every file but the broken one (recorded as failed if it was staged so).
+    assert re.search(r"1[67] of 17 files have no finished shard: .*track-001", last), last
+    # That job service still waits on the lost job: the rerun uses a new one,
+    # as a user would restart it.
+    with local_engines.portable_runner() as engine:
+        flags = ("--runner=beam", f"--beam_options={engine.beam_options}")
         rerun = _extract(corpus, "portable-killed", *flags)
     assert rerun.returncode == 1, rerun.stderr[-3000:]
     _assert_same_as_local(corpus, "portable-killed")
