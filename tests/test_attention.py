@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from m3bert_tf.layers.attention import dot_product_attention, keep_mask_16bit
+from m3bert_tf.layers.attention import (
+    dot_product_attention,
+    keep_mask_16bit,
+    self_attention,
+)
 from m3bert_tf.layers.transformer import TransformerBlock
 
 
@@ -19,7 +23,7 @@ def test_block_attention_equals_keras_multi_head_attention(frames):
     mask = np.arange(frames)[None, :] < lengths[:, None]
     block = TransformerBlock(4, 32, dropout=0.1)
     block.build(x.shape)
-    ours = np.asarray(block._attend(x, mask, training=False))
+    ours = np.asarray(self_attention(block.attention, x, mask, training=False))
     theirs = np.asarray(
         block.attention(
             x, x, attention_mask=np.broadcast_to(mask[:, None, :], (3, frames, frames))
@@ -27,7 +31,9 @@ def test_block_attention_equals_keras_multi_head_attention(frames):
     )
     np.testing.assert_allclose(ours, theirs, atol=2e-6)
     unmasked = block.attention(x, x)
-    np.testing.assert_allclose(block._attend(x, None, training=False), unmasked, atol=2e-6)
+    np.testing.assert_allclose(
+        self_attention(block.attention, x, None, training=False), unmasked, atol=2e-6
+    )
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.5])

@@ -211,3 +211,40 @@ def test_the_quantized_variants_score_cost_is_measured(lite, tmp_path):
     print(
         f"\nint8 against float32 (genre, {pair['a']} - {pair['b']}): {pair['difference']:+.3f}"
     )
+
+
+def test_a_conformer_encoder_exports_with_builtin_operators(tmp_path):
+    """The Conformer block's depthwise convolution is a LiteRT builtin, and its
+    padding rule holds in the file: the SavedModel's and the LiteRT file's
+    embeddings agree, a padded row included."""
+    from m3bert_tf.models.encoder import M3BertEncoder, encoder_inputs
+    from m3bert_tf.models.seeding import seed_weights
+
+    encoder = M3BertEncoder(2, 16, 2, 32, dropout=0.0, block="conformer", conv_kernel=5)
+    encoder(encoder_inputs(encoder))
+    seed_weights(encoder, 3)
+    run = tmp_path / "run"
+    run.mkdir()
+    encoder.save(str(run / "encoder.keras"))
+    (run / "config.json").write_text(json.dumps({"max_frames": 64}))
+    path = export.export_run(
+        str(run), str(tmp_path / "export"), log=lambda m: None, litert=True
+    )
+    tflite = os.path.join(path, litert.LITERT_NAME)
+    ops = litert.op_names(tflite)
+    assert "DEPTHWISE_CONV_2D" in ops
+    assert not [op for op in ops if op.startswith("Flex") or op == "CUSTOM"], ops
+    saved, small = m3bert_tf.load(path).backend, m3bert_tf.load(tflite).backend
+    for frames in (7, 100):
+        x = (
+            np.random.default_rng(frames)
+            .standard_normal((2, frames, 324))
+            .astype(np.float32)
+        )
+        lengths = np.array([frames, max(1, frames // 3)], np.int32)
+        for signature in ("embed", "embed_all_layers"):
+            a, b = small.call(signature, x, lengths), saved.call(signature, x, lengths)
+            for key in b:
+                np.testing.assert_allclose(
+                    a[key], b[key], atol=BOUND, err_msg=f"{signature} {key}"
+                )

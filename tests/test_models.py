@@ -14,6 +14,7 @@ from layer_testing import check_layer
 from tolerances import assert_close_across_kernels
 
 from m3bert_tf import runs
+from m3bert_tf.layers.conformer import ConformerBlock
 from m3bert_tf.layers.frame_stack import FrameStack, FrameUnstack
 from m3bert_tf.layers.pooling import MaskedMeanPooling
 from m3bert_tf.layers.position import SinusoidalPositionEncoding
@@ -50,10 +51,18 @@ LAYERS = {
         [small((2, 6, 12))],
     ),
     "transformer": (lambda: TransformerBlock(2, 16, dropout=0.0), [small((2, 6, 12))]),
+    "conformer": (
+        lambda: ConformerBlock(2, 16, conv_kernel=3, dropout=0.0),
+        [small((2, 7, 12)), MASK],
+    ),
     "frame_stack": (lambda: FrameStack(3), [small((2, 7, 4)), MASK]),
     "frame_unstack": (lambda: FrameUnstack(3), [small((2, 3, 12))]),
     "pooling": (lambda: MaskedMeanPooling(), [small((2, 7, 5)), MASK]),
     "encoder": (lambda: M3BertEncoder(2, 16, 2, 32, dropout=0.0), batch([12, 7])),
+    "encoder_conformer": (
+        lambda: M3BertEncoder(2, 16, 2, 32, dropout=0.0, block="conformer", conv_kernel=5),
+        batch([12, 7]),
+    ),
     "encoder_stacked": (
         lambda: M3BertEncoder(2, 16, 2, 32, frame_stack=3, dropout=0.0),
         batch([11, 7], frames=11),
@@ -118,10 +127,23 @@ def test_sublayer_names_match_attributes():
         "transformer_2",
     ]
     assert all(isinstance(b, TransformerBlock) for b in encoder.blocks)
+    conformer = M3BertEncoder(2, 16, 2, 32, block="conformer")
+    assert [b.name for b in conformer.blocks] == ["conformer_0", "conformer_1"]
+    assert all(isinstance(b, ConformerBlock) for b in conformer.blocks)
+    assert conformer.get_config()["block"] == "conformer"
+    # The convolution is depthwise: k x H weights, not k x H x H.
+    assert conformer.blocks[0].depthwise.kernel.shape == (31, 16, 1)
+    with pytest.raises(ValueError, match="block must be one of"):
+        M3BertEncoder(1, 16, 2, 32, block="lstm")
+    with pytest.raises(ValueError, match="conv_kernel must be odd"):
+        ConformerBlock(2, 16, conv_kernel=4)
 
 
-def test_padding_is_never_attended_in_a_mixed_batch():
-    encoder = M3BertEncoder(2, 16, 2, 32, dropout=0.0)
+@pytest.mark.parametrize("block", ["transformer", "conformer"])
+def test_padding_is_never_attended_in_a_mixed_batch(block):
+    """Nothing in the padding reaches a real frame: not through attention, not
+    through the Conformer's convolution (its kernel, 5, spans the boundary)."""
+    encoder = M3BertEncoder(2, 16, 2, 32, dropout=0.0, block=block, conv_kernel=5)
     x = batch([12, 5, 9])
     out = np.asarray(encoder(x)["sequence_output"])
     # Change what sits in the padded frames: real frames' outputs must not move.

@@ -174,10 +174,15 @@ def test_the_span_policy_keeps_the_other_policies_masks():
     )
 
 
-@pytest.mark.parametrize("objective", ["tokens", "reconstruct+tokens"])
-def test_every_objective_exports_and_embeds_as_before(corpus_shards, tmp_path, objective):
+@pytest.mark.parametrize(
+    "objective, block", [("tokens", "transformer"), ("reconstruct+tokens", "conformer")]
+)
+def test_every_objective_exports_and_embeds_as_before(
+    corpus_shards, tmp_path, objective, block
+):
     """The heads used only in pretraining stay in the pretrainer: the run's
-    encoder.keras and its SavedModel embed as a reconstruct run's do."""
+    encoder.keras and its SavedModel embed as a reconstruct run's do (with
+    either block)."""
     from m3bert_tf import runs
     from m3bert_tf.serving import api, export
 
@@ -186,7 +191,8 @@ def test_every_objective_exports_and_embeds_as_before(corpus_shards, tmp_path, o
         run_bin("pretrain", f"--flagfile={os.path.join(ROOT, 'configs', 'tiny.flags')}",
                 f"--data={corpus_shards}", f"--model_dir={run}", "--train_steps=2",
                 "--max_frames=64", "--eval_batches=1", "--log_every=1", "--holdout_percent=20",
-                f"--objective={objective}", "--masking=span", "--codebook_size=64"),
+                f"--objective={objective}", "--masking=span", "--codebook_size=64",
+                f"--block={block}", "--conv_kernel=7"),
         env=ENV, capture_output=True, text=True,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
@@ -195,6 +201,7 @@ def test_every_objective_exports_and_embeds_as_before(corpus_shards, tmp_path, o
     assert 0 < results["eval"]["codebook_entropy"] <= 1
     encoder = runs.load_encoder(str(run))
     assert type(encoder).__name__ == "M3BertEncoder"
+    assert encoder.block == block and encoder.blocks[0].name == f"{block}_0"
     path = export.export_run(str(run), str(tmp_path / "export"), log=lambda m: None)
     features = tf.random.stateless_normal([2, 50, schema.NUM_FEATURES], [5, 6]).numpy()
     lengths = np.array([50, 31], np.int32)

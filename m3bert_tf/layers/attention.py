@@ -75,3 +75,42 @@ def dot_product_attention(query, key, value, padding_mask, dropout, training):
         else:
             probabilities = dropout(probabilities, training=True)
     return ops.matmul(probabilities, value)
+
+
+def self_attention(mha, x, padding_mask, training):
+    """Self-attention with the weights and dropout of `mha` (a built
+    `keras.layers.MultiHeadAttention`): [B, T, H] -> [B, T, H], the values of
+    `mha(x, x, attention_mask=...)` computed the way this module's docstring
+    says (one fused Q/K/V matmul, the heads as [B, A, T, d] batched matmuls).
+
+    Args:
+      mha: the layer holding the Q, K, V and output projections.
+      x: [B, T, H].
+      padding_mask: [B, T] (True = real frame) or None.
+      training: whether dropout applies.
+    """
+    hidden = x.shape[-1]
+    heads, depth = mha.num_heads, hidden // mha.num_heads
+    batch, frames = ops.shape(x)[0], ops.shape(x)[1]
+    dense = (mha.query_dense, mha.key_dense, mha.value_dense)
+    kernel = ops.concatenate(
+        [ops.reshape(ops.cast(d.kernel, x.dtype), (hidden, hidden)) for d in dense],
+        axis=1,
+    )
+    bias = ops.concatenate(
+        [ops.reshape(ops.cast(d.bias, x.dtype), (hidden,)) for d in dense]
+    )
+    qkv = ops.matmul(x, kernel) + bias  # [B, T, 3H]
+
+    def heads_first(y):  # [B, T, H] -> [B, A, T, d]
+        return ops.transpose(ops.reshape(y, (batch, frames, heads, depth)), (0, 2, 1, 3))
+
+    query, key, value = (heads_first(y) for y in ops.split(qkv, 3, axis=-1))
+    with keras.name_scope("attention_core"):  # what the profile calls attention
+        context = dot_product_attention(
+            query, key, value, padding_mask, mha._dropout_layer, training
+        )  # [B, A, T, d]
+    context = ops.reshape(ops.transpose(context, (0, 2, 1, 3)), (batch, frames, hidden))
+    output = mha.output_dense
+    kernel = ops.reshape(ops.cast(output.kernel, x.dtype), (hidden, hidden))
+    return ops.matmul(context, kernel) + ops.cast(output.bias, x.dtype)

@@ -3,9 +3,12 @@
 import keras
 
 from m3bert_tf import schema
+from m3bert_tf.layers.conformer import ConformerBlock
 from m3bert_tf.layers.frame_stack import FrameStack
 from m3bert_tf.layers.position import SinusoidalPositionEncoding
 from m3bert_tf.layers.transformer import TransformerBlock
+
+BLOCKS = ("transformer", "conformer")
 
 
 @keras.saving.register_keras_serializable(package="m3bert_tf")
@@ -19,8 +22,8 @@ class M3BertEncoder(keras.Model):
     positions are sinusoidal); a crop length belongs to the data pipeline.
 
     Attributes:
-      blocks: the L `TransformerBlock`s, bottom first (what fine-tuning
-        freezes or unfreezes).
+      blocks: the L blocks (`TransformerBlock`s or `ConformerBlock`s), bottom
+        first (what fine-tuning freezes or unfreezes).
 
     Args:
       num_layers: L, transformer blocks.
@@ -30,6 +33,9 @@ class M3BertEncoder(keras.Model):
       frame_stack: k; 1 = no stacking.
       dropout: dropout rate everywhere.
       num_features: input channels (324).
+      block: "transformer" (the paper's post-LN block, `transformer_i`) or
+        "conformer" (`ConformerBlock`, `conformer_i`).
+      conv_kernel: the Conformer's depthwise convolution width, in tokens.
     """
 
     def __init__(
@@ -41,18 +47,30 @@ class M3BertEncoder(keras.Model):
         frame_stack=1,
         dropout=0.1,
         num_features=schema.NUM_FEATURES,
+        block="transformer",
+        conv_kernel=31,
         **kwargs,
     ):
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
         # === Layers ===
         stack = FrameStack(frame_stack, name="frame_stack") if frame_stack > 1 else None
         projection = keras.layers.Dense(hidden_dim, name="input_projection")
         positions = SinusoidalPositionEncoding(name="position_encoding")
         input_norm = keras.layers.LayerNormalization(epsilon=1e-12, name="input_norm")
         input_dropout = keras.layers.Dropout(dropout, name="input_dropout")
-        blocks = [
-            TransformerBlock(num_heads, ffn_dim, dropout, name=f"transformer_{i}")
-            for i in range(num_layers)
-        ]
+        if block == "conformer":
+            blocks = [
+                ConformerBlock(
+                    num_heads, ffn_dim, conv_kernel, dropout, name=f"conformer_{i}"
+                )
+                for i in range(num_layers)
+            ]
+        else:
+            blocks = [
+                TransformerBlock(num_heads, ffn_dim, dropout, name=f"transformer_{i}")
+                for i in range(num_layers)
+            ]
 
         # === Functional Model ===
         features = keras.Input((None, num_features), name="features")
@@ -61,8 +79,8 @@ class M3BertEncoder(keras.Model):
         if stack is not None:
             x, mask = stack(x, mask)
         x = input_dropout(input_norm(positions(projection(x))))
-        for block in blocks:
-            x = block(x, padding_mask=mask)
+        for layer in blocks:
+            x = layer(x, padding_mask=mask)
         super().__init__(
             inputs={"features": features, "padding_mask": padding_mask},
             outputs={"sequence_output": x, "padding_mask": mask},
@@ -78,6 +96,8 @@ class M3BertEncoder(keras.Model):
         self.frame_stack = frame_stack
         self.dropout = dropout
         self.num_features = num_features
+        self.block = block
+        self.conv_kernel = conv_kernel
 
     def get_config(self):
         return {
@@ -90,6 +110,8 @@ class M3BertEncoder(keras.Model):
             "frame_stack": self.frame_stack,
             "dropout": self.dropout,
             "num_features": self.num_features,
+            "block": self.block,
+            "conv_kernel": self.conv_kernel,
         }
 
     @classmethod

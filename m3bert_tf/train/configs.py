@@ -10,6 +10,7 @@ import dataclasses
 from m3bert_tf.data import masking as masking_lib
 from m3bert_tf.data.normalization import MODES as NORMALIZATIONS
 from m3bert_tf.fields import at_least, check_choices, choice
+from m3bert_tf.models.encoder import BLOCKS
 from m3bert_tf.train.distribute import PRECISIONS, STRATEGIES
 from m3bert_tf.train.objectives import CLIP_TERMS, CODEBOOK_LAYOUTS, OBJECTIVES
 
@@ -25,6 +26,10 @@ class ModelConfig:
       ffn_dim: the feed-forward inner size.
       frame_stack: consecutive frames concatenated per token.
       dropout: dropout rate.
+      block: "transformer" (the paper's) or "conformer" (each block adds a
+        depthwise convolution over time to attention: Gulati et al. 2020, the
+        block of MusicFM).
+      conv_kernel: the Conformer's convolution width in tokens (odd).
     """
 
     num_layers: int = 4
@@ -33,9 +38,16 @@ class ModelConfig:
     ffn_dim: int = 3072
     frame_stack: int = 1
     dropout: float = 0.1
+    block: str = choice("transformer", BLOCKS)
+    conv_kernel: int = 31
 
     def __post_init__(self):
+        check_choices(self)
         at_least(self, 1, "num_layers", "hidden_dim", "num_heads", "ffn_dim", "frame_stack")
+        if self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
+            raise ValueError(
+                f"conv_kernel must be odd and positive, got {self.conv_kernel}"
+            )
         if self.hidden_dim % self.num_heads:
             raise ValueError(
                 f"hidden_dim={self.hidden_dim} is not divisible by num_heads={self.num_heads}"

@@ -58,7 +58,7 @@ def build_models(config: PretrainConfig, heads: dict | None = None):
     encoder = M3BertEncoder(
         num_layers=m.num_layers, hidden_dim=m.hidden_dim, num_heads=m.num_heads,
         ffn_dim=m.ffn_dim, frame_stack=m.frame_stack,
-        dropout=m.dropout, name="encoder",
+        dropout=m.dropout, block=m.block, conv_kernel=m.conv_kernel, name="encoder",
     )  # fmt: skip
     return encoder, M3BertPretrainer(encoder, **(heads or {}), name="pretrainer")
 
