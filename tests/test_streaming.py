@@ -6,7 +6,7 @@ import soundfile
 from conftest import music_like
 
 from m3bert_tf import schema
-from m3bert_tf.features import audio, frames, streaming
+from m3bert_tf.features import audio, frames, samples, streaming
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_decoded_pieces_are_the_whole_file_resampled(tmp_path, block_samples):
     fits one piece) give the samples `audio.load_audio` gives."""
     path = str(tmp_path / "a.wav")
     soundfile.write(path, music_like(20.0, 48000, seed=3), 48000, subtype="FLOAT")
-    pieces = list(streaming.file_samples(path, block_samples=block_samples))
+    pieces = list(samples.file_samples(path, block_samples=block_samples))
     assert len(pieces) == (1 if block_samples > 882_000 else -(-882_000 // block_samples))
     np.testing.assert_array_equal(np.concatenate(pieces), audio.load_audio(path))
 
@@ -89,7 +89,7 @@ def test_waveform_source_equals_file_source(tmp_path, extractor):
 def test_detached_track_moves_to_another_owner(tmp_path, extractor):
     y = music_like(3.0, 44100, seed=1)
     track = streaming.spill(
-        streaming.waveform_samples(y, 44100),
+        samples.waveform_samples(y, 44100),
         extractor,
         "x",
         directory=str(tmp_path),
@@ -103,7 +103,7 @@ def test_detached_track_moves_to_another_owner(tmp_path, extractor):
 
 
 @pytest.mark.parametrize(
-    "samples, kwargs, message",
+    "waveform, kwargs, message",
     [
         (np.zeros(44100 * 2, np.float32), {"reject_silent": True}, "silent"),
         (np.full(44100, np.nan, np.float32), {}, "NaN"),
@@ -111,9 +111,9 @@ def test_detached_track_moves_to_another_owner(tmp_path, extractor):
         (np.ones(44100, np.float32) * 0.1, {"min_duration": 2.0}, "too short"),
     ],
 )
-def test_unusable_audio_is_named(samples, kwargs, message, extractor):
+def test_unusable_audio_is_named(waveform, kwargs, message, extractor):
     with pytest.raises(audio.AudioError, match=message) as e:
         streaming.spill(
-            streaming.waveform_samples(samples, 44100), extractor, "clip.wav", **kwargs
+            samples.waveform_samples(waveform, 44100), extractor, "clip.wav", **kwargs
         )
     assert str(e.value).startswith("clip.wav: ")

@@ -22,7 +22,7 @@ import numpy as np
 from m3bert_tf.datasets.base import Problem, Track
 from m3bert_tf.features import audio as audio_lib
 from m3bert_tf.features import frames as frames_lib
-from m3bert_tf.features import streaming
+from m3bert_tf.features import samples, streaming
 from m3bert_tf.io import storage
 from m3bert_tf.tasks import LabelError, TaskSpec
 
@@ -123,7 +123,7 @@ def featurize_track(
     """
     try:
         spilled = streaming.spill(
-            streaming.file_samples(track.path), extractor, track.path,
+            samples.file_samples(track.path), extractor, track.path,
             min_duration=extractor.config.min_duration, reject_silent=True,
             directory=spill_dir, named=spill_dir is not None,
         )  # fmt: skip

@@ -236,11 +236,11 @@ def _init_decoder(niceness: int = WORKER_NICENESS) -> None:
 def _featurize(track: Track):
     """track -> (track, detached SpilledTrack or Problem)."""
     from m3bert_tf.features import audio as audio_lib
-    from m3bert_tf.features import streaming
+    from m3bert_tf.features import samples, streaming
 
     try:
         spilled = streaming.spill(
-            streaming.file_samples(track.path), _EXTRACTOR, track.path,
+            samples.file_samples(track.path), _EXTRACTOR, track.path,
             reject_silent=True, directory=_TMP, named=True,
         )  # fmt: skip
         track.source_sha256 = storage.sha256(track.path)  # what the .npz is made from
