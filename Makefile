@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/extract_bench.py --output=benchmarks/results/extract.json
 	$(BIN)/python benchmarks/resume_bench.py --output=benchmarks/results/resume.json
 	$(BIN)/python benchmarks/pretrain_bench.py --output=benchmarks/results/pretrain.json
+	$(BIN)/python benchmarks/block_bench.py --output=benchmarks/results/block.json
 	$(BIN)/python benchmarks/finetune_bench.py --output=benchmarks/results/finetune.json
 	$(BIN)/python benchmarks/embed_bench.py --output=benchmarks/results/embed.json
 	$(BIN)/python benchmarks/long_audio_bench.py --output=benchmarks/results/long_audio.json

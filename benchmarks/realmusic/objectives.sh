@@ -6,7 +6,7 @@
 #   bash benchmarks/realmusic/objectives.sh <workdir of run.sh>
 #
 # Needs run.sh's shards (and its runs/pretrain_global, the paper's objective).
-# About 35 minutes of pretraining and 25 of evaluation on 2 cores; every step
+# About 40 minutes of pretraining and 35 of evaluation on 2 cores; every step
 # resumes. The table: <workdir>/objectives/evaluate/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,6 +27,13 @@ pretrain reconstruct_clip --objective=reconstruct --clip_objective=contrastive
 # Token targets under the paper's masking (cfm+ccm, the default)
 pretrain tokens_cfm --objective=tokens
 pretrain reconstruct_tokens_cfm --objective=reconstruct+tokens
+# The Conformer block (--block=conformer), with the paper's objective and with
+# reconstruct+tokens; evaluated together with their plain-block twins
+pretrain conformer --block=conformer
+pretrain conformer_reconstruct_tokens --block=conformer --objective=reconstruct+tokens
+"$PY" bin/evaluate --data="$W/shards/labeled" --output_dir="$O/blocks" --folds=5 \
+  --models="reconstruct=$W/runs/pretrain_global,conformer=$O/conformer,reconstruct+tokens=$O/reconstruct_tokens_cfm,conformer+tokens=$O/conformer_reconstruct_tokens" \
+  --baselines=features,random
 "$PY" bin/evaluate --data="$W/shards/labeled" --output_dir="$O/evaluate" --folds=5 \
   --models="reconstruct=$W/runs/pretrain_global,tokens=$O/tokens,reconstruct+tokens=$O/reconstruct_tokens,tokens+clip=$O/tokens_clip,reconstruct+clip=$O/reconstruct_clip,tokens_cfm=$O/tokens_cfm,reconstruct+tokens_cfm=$O/reconstruct_tokens_cfm" \
   --baselines=mfcc,features,random
