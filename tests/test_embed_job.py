@@ -46,6 +46,8 @@ def test_feature_workers_yield_the_cpu_to_the_model_process(tmp_path):
     from m3bert_tf.serving import embed_tracks
 
     ours = os.nice(0)
+    if ours >= 19:  # e.g. the suite itself run under `nice -n 19`
+        pytest.skip("this process is at niceness 19: a worker cannot be niced further")
     workers = embed_tracks.FeatureWorkers(1, True, None, str(tmp_path))
     try:
         niceness = workers.call(os.nice, 0)
