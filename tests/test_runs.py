@@ -97,6 +97,30 @@ def test_a_run_stored_with_the_flat_masking_fields_resumes(tmp_path):
         run.start(other)
 
 
+def test_a_run_stored_before_fields_were_added_resumes(tmp_path):
+    """A config.json written before the objective and the model's block
+    existed resumes with the values such a run had (top-level and nested
+    fields alike), and another value of an added field is refused."""
+    import dataclasses
+
+    from m3bert_tf.train.configs import PRETRAIN_ADDED, PretrainConfig
+
+    config = dataclasses.asdict(PretrainConfig(data="d", model_dir="x"))
+    old = {k: v for k, v in config.items() if k != "objective"}
+    old["model"] = {
+        k: v for k, v in config["model"].items() if k not in ("block", "conv_kernel")
+    }
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / runs.CONFIG_NAME).write_text(json.dumps(old))
+    run = runs.RunDir(str(tmp_path / "run"))
+    assert run.start(config, added=PRETRAIN_ADDED) == {}
+    conformer = {**config, "model": {**config["model"], "block": "conformer"}}
+    with pytest.raises(
+        runs.ConfigMismatch, match="model.block: 'transformer' -> 'conformer'"
+    ):
+        run.start(conformer, added=PRETRAIN_ADDED)
+
+
 def test_non_chief_writes_nothing(tmp_path):
     run = runs.RunDir(str(tmp_path / "run"), is_chief=lambda: False)
     run.start(CONFIG)

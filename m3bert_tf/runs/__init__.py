@@ -170,8 +170,9 @@ class RunDir:
     ) -> dict:  # fmt: skip
         """Creates the directory or checks a resumed run's config.
 
-        `added`: {field: value} of top-level fields added to the config since
-        an earlier release, with the value a run stored without them had.
+        `added`: {field: value} of fields added to the config since an earlier
+        release, with the value a run stored without them had; nested as the
+        config is ({"model": {"block": "transformer"}} adds model.block).
 
         The first start writes config.json (and flags.txt). A later start
         compares `config` with the latest stored one (`model_dir` excluded):
@@ -189,7 +190,7 @@ class RunDir:
             storage.makedirs(self.path)
         stored = read_config(self.path) if self.exists(CONFIG_NAME) else None
         if stored is not None and added:
-            stored = {**{k: v for k, v in added.items() if k not in stored}, **stored}
+            stored = _with_added(stored, added)
         if stored is None:
             self.write_json(CONFIG_NAME, config)
             if flags_text and self.is_chief():
@@ -215,6 +216,17 @@ class RunDir:
                 {"config": config, "changed": changes, "flags": flags_text},
             )
         return changes
+
+
+def _with_added(stored: dict, added: dict) -> dict:
+    """`stored` with every field of `added` it lacks, at any depth."""
+    out = dict(stored)
+    for key, value in added.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _with_added(out[key], value)
+    return out
 
 
 def read_config(run_dir: str) -> dict:

@@ -211,7 +211,10 @@ class PretrainConfig:
 
 
 # Fields added since release 0.2.0: a run stored without them had these values.
-PRETRAIN_ADDED = {"objective": dataclasses.asdict(ObjectiveConfig())}
+PRETRAIN_ADDED = {
+    "objective": dataclasses.asdict(ObjectiveConfig()),
+    "model": {"block": "transformer", "conv_kernel": 31},
+}
 
 PRETRAIN_MAY_CHANGE = (
     "train_steps", "data", "eval_data", "checkpoint_every", "keep_checkpoints",
