@@ -230,6 +230,10 @@ def test_a_conformer_encoder_exports_with_builtin_operators(tmp_path):
     path = export.export_run(
         str(run), str(tmp_path / "export"), log=lambda m: None, litert=True
     )
+    assert (
+        json.load(open(os.path.join(path, "export.json")))["encoder"]["block"]
+        == "conformer"
+    )
     tflite = os.path.join(path, litert.LITERT_NAME)
     ops = litert.op_names(tflite)
     assert "DEPTHWISE_CONV_2D" in ops

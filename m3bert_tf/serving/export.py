@@ -80,6 +80,7 @@ def export_info(model_dir: str, kind: str, computations) -> dict:
             "num_layers": computations.num_layers,
             "hidden_dim": computations.hidden_dim,
             "frame_stack": computations.frame_stack,
+            "block": computations.encoder.block,
         },
         "enrichment_dim": computations.enrichment_dim,
         "input_sample_rate": computations.input_sample_rate,
