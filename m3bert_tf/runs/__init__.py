@@ -37,6 +37,7 @@ from collections.abc import Callable
 
 from m3bert_tf import schema
 from m3bert_tf.io import storage
+from m3bert_tf.runs import layouts
 
 CONFIG_NAME = "config.json"
 FLAGS_NAME = "flags.txt"
@@ -190,7 +191,7 @@ class RunDir:
             storage.makedirs(self.path)
         stored = read_config(self.path) if self.exists(CONFIG_NAME) else None
         if stored is not None and added:
-            stored = _with_added(stored, added)
+            stored = layouts.with_added(stored, added)
         if stored is None:
             self.write_json(CONFIG_NAME, config)
             if flags_text and self.is_chief():
@@ -218,48 +219,18 @@ class RunDir:
         return changes
 
 
-def _with_added(stored: dict, added: dict) -> dict:
-    """`stored` with every field of `added` it lacks, at any depth."""
-    out = dict(stored)
-    for key, value in added.items():
-        if key not in out:
-            out[key] = value
-        elif isinstance(value, dict) and isinstance(out[key], dict):
-            out[key] = _with_added(out[key], value)
-    return out
-
-
 def read_config(run_dir: str) -> dict:
     """The latest config of a run: config.json, or its last config.resume-NNN.json,
-    in this release's layout (`current_layout`)."""
+    in this release's layout (`layouts.current_layout`)."""
     resumes = storage.glob(os.path.join(run_dir, RESUME_PATTERN.replace("{:03d}", "*")))
     if resumes:
-        return current_layout(storage.read_json(resumes[-1])["config"])
+        return layouts.current_layout(storage.read_json(resumes[-1])["config"])
     path = os.path.join(run_dir, CONFIG_NAME)
     if not storage.exists(path):
         raise FileNotFoundError(
             f"{run_dir}: no {CONFIG_NAME} (not a bin/pretrain or bin/finetune run)"
         )
-    return current_layout(storage.read_json(path))
-
-
-def current_layout(config: dict) -> dict:
-    """A stored pretraining config in this release's layout. Up to release
-    0.2.0 the masking policy was a flat field ("masking": "cfm+ccm", beside
-    "per_clip_mask_choice") and the other masking numbers were fixed at their
-    defaults; now `masking` is the nested `MaskingConfig`. So an older run
-    resumes with its own masking and compares equal to the same flags."""
-    if not isinstance(config.get("masking"), str):
-        return config
-    from m3bert_tf.data.masking import MaskingConfig
-
-    config = dict(config)
-    config["masking"] = dataclasses.asdict(
-        MaskingConfig(
-            config["masking"], per_clip_choice=config.pop("per_clip_mask_choice", False)
-        )
-    )
-    return config
+    return layouts.current_layout(storage.read_json(path))
 
 
 def training_frames(run_dir: str) -> int:
